@@ -1,0 +1,368 @@
+import { EstargzError } from './errors.js';
+import {
+  DIGEST_PATTERN,
+  NO_PREFETCH_LANDMARK,
+  PREFETCH_LANDMARK,
+  TOC_ENTRY_TYPES,
+  cleanEntryName,
+  parseModtime,
+  type TocEntryJson,
+  type TocJson,
+} from './toc.js';
+
+export type NodeType = 'dir' | 'reg' | 'symlink' | 'char' | 'block' | 'fifo';
+
+/** One chunk of a regular file: where its bytes are in the file and in the blob. */
+export interface Chunk {
+  /** Offset of the chunk inside its file. */
+  fileOffset: number;
+  /** Uncompressed length of the chunk. */
+  size: number;
+  /** Compressed range of the gzip member holding the chunk: [blobOffset, blobEnd). */
+  blobOffset: number;
+  blobEnd: number;
+  /** Uncompressed bytes to skip inside that member before the chunk starts. */
+  innerOffset: number;
+  /** sha256 of the chunk's uncompressed bytes. */
+  digest: string;
+}
+
+/** An inode of the layer: hardlinks are several paths for one node. */
+export interface LayerNode {
+  ino: number;
+  /** The first path this node was defined at (normalized, "" for the root). */
+  path: string;
+  type: NodeType;
+  /** Permission bits including suid/sgid/sticky (mode & 0o7777). */
+  mode: number;
+  uid: number;
+  gid: number;
+  userName: string;
+  groupName: string;
+  size: number;
+  /** Unix seconds. */
+  mtime: number;
+  /** Symlink target, verbatim. */
+  linkName: string;
+  devMajor: number;
+  devMinor: number;
+  xattrs: Map<string, Buffer>;
+  /** sha256 of the whole file (regular files). */
+  digest: string | undefined;
+  chunks: Chunk[];
+  /** Names pointing at this node (files), or 2 + subdirectories (dirs). */
+  nlink: number;
+  /** Directory entries sorted by name (UTF-8 byte order); null for non-dirs. */
+  children: Map<string, LayerNode> | null;
+  /** True for a parent directory the TOC does not list. */
+  implicit: boolean;
+}
+
+/** A TOC entry as listed (not a chunk), after name normalization. */
+export interface TocRecord {
+  path: string;
+  entry: TocEntryJson;
+  /** The node the path resolves to (a hardlink's target node for hardlinks). */
+  node: LayerNode;
+}
+
+export interface PrefetchHint {
+  /** 'landmark': prefetch [0, end); 'none': the blob asks for no prefetch; 'default': no landmark, use the config. */
+  kind: 'landmark' | 'none' | 'default';
+  end: number;
+}
+
+export interface LayerIndex {
+  root: LayerNode;
+  /** Every path (hardlinks included) → node. */
+  byPath: Map<string, LayerNode>;
+  /** TOC entries in TOC order, duplicates removed (the later one wins). */
+  records: TocRecord[];
+  prefetch: PrefetchHint;
+  /** Sum of the sizes of all distinct regular files. */
+  totalFileBytes: number;
+  nodeCount: number;
+}
+
+export interface IndexOptions {
+  /** Compressed offset of the TOC member: the end of the last data member. */
+  tocOffset: number;
+}
+
+const MODE_PERM_MASK = 0o7777;
+
+/** Compares names by UTF-8 bytes, which equals code-point order (not UTF-16 order). */
+export function compareNames(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+}
+
+function invalid(message: string, path?: string): EstargzError {
+  return new EstargzError('INVALID_TOC', message, path === undefined ? {} : { path });
+}
+
+function checkCount(entry: TocEntryJson, key: keyof TocEntryJson, path: string): number {
+  const v = entry[key];
+  if (v === undefined || v === null) return 0;
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) {
+    throw invalid(`TOC entry ${JSON.stringify(path)}: "${key}" is ${JSON.stringify(v)}, expected a non-negative integer`, path);
+  }
+  return v;
+}
+
+function checkString(entry: TocEntryJson, key: keyof TocEntryJson, path: string): string {
+  const v = entry[key];
+  if (v === undefined || v === null) return '';
+  if (typeof v !== 'string') throw invalid(`TOC entry ${JSON.stringify(path)}: "${key}" is not a string`, path);
+  return v;
+}
+
+function decodeXattrs(entry: TocEntryJson, path: string): Map<string, Buffer> {
+  const out = new Map<string, Buffer>();
+  const x = entry.xattrs;
+  if (x === undefined || x === null) return out;
+  if (typeof x !== 'object' || Array.isArray(x)) throw invalid(`TOC entry ${JSON.stringify(path)}: "xattrs" is not an object`, path);
+  for (const [k, v] of Object.entries(x)) {
+    if (typeof v !== 'string') throw invalid(`TOC entry ${JSON.stringify(path)}: xattr ${JSON.stringify(k)} is not a base64 string`, path);
+    out.set(k, Buffer.from(v, 'base64'));
+  }
+  return out;
+}
+
+/**
+ * Builds the filesystem index of a layer from its TOC: path → node, parent
+ * directories the TOC leaves implicit, hardlinks resolved to one node, and each
+ * file's chunks with the compressed range that holds them. Rejects a TOC whose
+ * offsets, sizes or chunk lists are inconsistent, naming the entry.
+ */
+export function buildLayerIndex(toc: TocJson, opts: IndexOptions): LayerIndex {
+  let nextIno = 1;
+  const newNode = (path: string, type: NodeType, implicit: boolean): LayerNode => ({
+    ino: nextIno++,
+    path,
+    type,
+    mode: type === 'dir' ? 0o755 : 0,
+    uid: 0,
+    gid: 0,
+    userName: '',
+    groupName: '',
+    size: 0,
+    mtime: 0,
+    linkName: '',
+    devMajor: 0,
+    devMinor: 0,
+    xattrs: new Map(),
+    digest: undefined,
+    chunks: [],
+    nlink: 1,
+    children: type === 'dir' ? new Map() : null,
+    implicit,
+  });
+
+  const root = newNode('', 'dir', true);
+  const byPath = new Map<string, LayerNode>([['', root]]);
+  const recordByPath = new Map<string, TocRecord>();
+  const userNames = new Map<number, string>();
+  const groupNames = new Map<number, string>();
+  // Blob offsets of every data member, to find where each member ends.
+  const memberStarts = new Set<number>();
+  const seenChunkStarts = new Set<string>();
+  let order = 0;
+  const recordOrder = new Map<TocRecord, number>();
+
+  const parentOf = (path: string): { dir: LayerNode; name: string } => {
+    const slash = path.lastIndexOf('/');
+    const parentPath = slash < 0 ? '' : path.slice(0, slash);
+    return { dir: ensureDir(parentPath), name: path.slice(slash + 1) };
+  };
+
+  function ensureDir(path: string): LayerNode {
+    const existing = byPath.get(path);
+    if (existing) {
+      if (existing.type !== 'dir') throw invalid(`TOC entry ${JSON.stringify(path)} is used as a directory but is a ${existing.type}`, path);
+      return existing;
+    }
+    const { dir, name } = parentOf(path);
+    const node = newNode(path, 'dir', true);
+    dir.children!.set(name, node);
+    byPath.set(path, node);
+    return node;
+  }
+
+  /** Places `node` at `path`, replacing whatever was there (a later tar entry wins). */
+  function place(path: string, node: LayerNode): void {
+    const { dir, name } = parentOf(path);
+    const previous = dir.children!.get(name);
+    if (previous && previous !== node) {
+      // The replaced name no longer counts as a link of a multiply linked file.
+      if (previous.type !== 'dir' && previous.nlink > 1) previous.nlink--;
+      else forgetSubtree(path, previous);
+    }
+    dir.children!.set(name, node);
+    byPath.set(path, node);
+  }
+
+  function forgetSubtree(path: string, node: LayerNode): void {
+    if (node.children) {
+      for (const [name, child] of node.children) forgetSubtree(`${path}/${name}`, child);
+    }
+    byPath.delete(path);
+    recordByPath.delete(path);
+  }
+
+  let lastReg: { node: LayerNode; path: string; covered: number } | null = null;
+  const finishReg = (): void => {
+    if (lastReg && lastReg.covered !== lastReg.node.size) {
+      throw invalid(`TOC entry ${JSON.stringify(lastReg.path)}: chunks cover ${lastReg.covered} of ${lastReg.node.size} bytes`, lastReg.path);
+    }
+    lastReg = null;
+  };
+
+  const addChunk = (entry: TocEntryJson, reg: NonNullable<typeof lastReg>, chunkOffset: number, chunkSizeField: number): void => {
+    const { node, path } = reg;
+    if (chunkOffset !== reg.covered) {
+      throw invalid(`TOC entry ${JSON.stringify(path)}: chunk at file offset ${chunkOffset} does not follow the previous chunk, which ends at ${reg.covered} (overlapping or missing chunks)`, path);
+    }
+    const size = chunkSizeField === 0 ? node.size - chunkOffset : chunkSizeField;
+    if (size <= 0 || chunkOffset + size > node.size) {
+      throw invalid(`TOC entry ${JSON.stringify(path)}: chunk [${chunkOffset}, ${chunkOffset + size}) is outside the file of ${node.size} bytes`, path);
+    }
+    const offset = checkCount(entry, 'offset', path);
+    const innerOffset = checkCount(entry, 'innerOffset', path);
+    if (offset >= opts.tocOffset) {
+      throw invalid(`TOC entry ${JSON.stringify(path)}: chunk offset ${offset} is outside the blob's payload (TOC at ${opts.tocOffset})`, path);
+    }
+    const key = `${offset}:${innerOffset}`;
+    if (seenChunkStarts.has(key)) {
+      throw invalid(`TOC entry ${JSON.stringify(path)}: chunk at blob offset ${offset} (inner offset ${innerOffset}) duplicates another chunk's offset`, path);
+    }
+    seenChunkStarts.add(key);
+    memberStarts.add(offset);
+    let digest = checkString(entry, 'chunkDigest', path);
+    if (digest === '' && node.chunks.length === 0 && size === node.size && node.digest) {
+      // An unchunked file whose TOC gives only the whole-file digest: the same bytes.
+      digest = node.digest;
+    }
+    if (!DIGEST_PATTERN.test(digest)) {
+      throw invalid(`TOC entry ${JSON.stringify(path)}: chunk at file offset ${chunkOffset} has no valid chunkDigest (${JSON.stringify(digest)})`, path);
+    }
+    node.chunks.push({ fileOffset: chunkOffset, size, blobOffset: offset, blobEnd: 0, innerOffset, digest });
+    reg.covered += size;
+  };
+
+  for (const raw of toc.entries) {
+    if (typeof raw !== 'object' || raw === null) throw invalid('TOC entry is not an object');
+    const entry = raw as TocEntryJson;
+    if (typeof entry.name !== 'string') throw invalid(`TOC entry has no "name": ${JSON.stringify(entry).slice(0, 200)}`);
+    if (typeof entry.type !== 'string' || !TOC_ENTRY_TYPES.has(entry.type)) {
+      throw invalid(`TOC entry ${JSON.stringify(entry.name)}: unknown type ${JSON.stringify(entry.type)}`, entry.name);
+    }
+    const path = cleanEntryName(entry.name);
+
+    if (entry.type === 'chunk') {
+      if (!lastReg) throw invalid(`TOC entry ${JSON.stringify(entry.name)}: "chunk" entry does not follow a regular file`, path);
+      addChunk(entry, lastReg, checkCount(entry, 'chunkOffset', path), checkCount(entry, 'chunkSize', path));
+      continue;
+    }
+    finishReg();
+
+    const uid = checkCount(entry, 'uid', path);
+    const gid = checkCount(entry, 'gid', path);
+    let userName = checkString(entry, 'userName', path);
+    let groupName = checkString(entry, 'groupName', path);
+    if (userName) userNames.set(uid, userName);
+    else userName = userNames.get(uid) ?? '';
+    if (groupName) groupNames.set(gid, groupName);
+    else groupName = groupNames.get(gid) ?? '';
+
+    const mtime = parseModtime(checkString(entry, 'modtime', path));
+    if (Number.isNaN(mtime)) throw invalid(`TOC entry ${JSON.stringify(path)}: modtime ${JSON.stringify(entry.modtime)} is not an RFC 3339 time`, path);
+
+    let node: LayerNode;
+    if (entry.type === 'hardlink') {
+      const target = cleanEntryName(checkString(entry, 'linkName', path));
+      const targetNode = byPath.get(target);
+      if (!targetNode || targetNode === root) {
+        throw invalid(`TOC entry ${JSON.stringify(path)}: hardlink target ${JSON.stringify(entry.linkName)} is not an earlier entry`, path);
+      }
+      if (targetNode.type === 'dir') throw invalid(`TOC entry ${JSON.stringify(path)}: hardlink to directory ${JSON.stringify(target)}`, path);
+      if (path === '') throw invalid('TOC entry for the root directory is a hardlink', path);
+      node = targetNode;
+      node.nlink++;
+      place(path, node);
+    } else {
+      const type = entry.type as NodeType;
+      const existing = byPath.get(path);
+      if (path === '' && type !== 'dir') throw invalid(`TOC entry ${JSON.stringify(entry.name)} for the root directory is a ${type}`, path);
+      if (existing && existing.type === 'dir' && type === 'dir') {
+        // An explicit directory entry defines attributes even after its children.
+        node = existing;
+        node.implicit = false;
+      } else {
+        node = newNode(path, type, false);
+        if (path === '') throw invalid('unreachable: root replaced');
+        place(path, node);
+      }
+      node.mode = checkCount(entry, 'mode', path) & MODE_PERM_MASK;
+      node.uid = uid;
+      node.gid = gid;
+      node.userName = userName;
+      node.groupName = groupName;
+      node.mtime = mtime;
+      node.xattrs = decodeXattrs(entry, path);
+      if (type === 'symlink') node.linkName = checkString(entry, 'linkName', path);
+      if (type === 'char' || type === 'block') {
+        node.devMajor = checkCount(entry, 'devMajor', path);
+        node.devMinor = checkCount(entry, 'devMinor', path);
+      }
+      if (type === 'reg') {
+        node.size = checkCount(entry, 'size', path);
+        const digest = checkString(entry, 'digest', path);
+        if (digest && !DIGEST_PATTERN.test(digest)) throw invalid(`TOC entry ${JSON.stringify(path)}: digest ${JSON.stringify(digest)} is not a sha256 digest`, path);
+        node.digest = digest || undefined;
+        lastReg = { node, path, covered: 0 };
+        if (node.size > 0) {
+          addChunk(entry, lastReg, checkCount(entry, 'chunkOffset', path), checkCount(entry, 'chunkSize', path));
+        }
+      }
+    }
+    const record: TocRecord = { path, entry, node };
+    recordByPath.set(path, record);
+    recordOrder.set(record, order++);
+  }
+  finishReg();
+
+  // A member ends where the next member starts; the last one ends at the TOC.
+  const starts = [...memberStarts].sort((a, b) => a - b);
+  starts.push(opts.tocOffset);
+  const endOf = new Map<number, number>();
+  for (let i = 0; i + 1 < starts.length; i++) endOf.set(starts[i]!, starts[i + 1]!);
+
+  let totalFileBytes = 0;
+  let nodeCount = 0;
+  const visited = new Set<LayerNode>();
+  for (const node of byPath.values()) {
+    if (visited.has(node)) continue;
+    visited.add(node);
+    nodeCount++;
+    for (const c of node.chunks) c.blobEnd = endOf.get(c.blobOffset)!;
+    if (node.type === 'reg') totalFileBytes += node.size;
+    if (node.children) {
+      const sorted = [...node.children.entries()].sort((a, b) => compareNames(a[0], b[0]));
+      node.children = new Map(sorted);
+      node.nlink = 2 + sorted.filter(([, c]) => c.type === 'dir').length;
+    }
+  }
+
+  const records = [...recordByPath.values()].sort((a, b) => recordOrder.get(a)! - recordOrder.get(b)!);
+  return { root, byPath, records, prefetch: prefetchHint(root), totalFileBytes, nodeCount };
+}
+
+function prefetchHint(root: LayerNode): PrefetchHint {
+  const children = root.children!;
+  const landmark = children.get(PREFETCH_LANDMARK);
+  if (landmark && landmark.type === 'reg') {
+    return { kind: 'landmark', end: landmark.chunks[0]?.blobOffset ?? 0 };
+  }
+  if (children.has(NO_PREFETCH_LANDMARK)) return { kind: 'none', end: 0 };
+  return { kind: 'default', end: 0 };
+}
