@@ -29,5 +29,5 @@ export async function verifyBlob(source: RangedSource, opts: OpenOptions = {}): 
     chunks += node.chunks.length;
     bytes += node.size;
   }
-  return { tocDigest: blob.tocDigest, entries: blob.toc.entries.length, files: seen.size, chunks, bytes };
+  return { tocDigest: blob.tocDigest, entries: blob.index.records.length, files: seen.size, chunks, bytes };
 }

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Debian packages estargz-store's build and tests need.
+# Idempotent: packages already installed are skipped. Run as root.
+#   golang-go + golang-github-containerd-stargz-snapshotter-dev:
+#     the reference eStargz implementation (Go source), which the interop
+#     tests build to cross-check our reader and writer in both directions.
+set -euo pipefail
+
+PKGS=(
+  ca-certificates
+  golang-go
+  golang-github-containerd-stargz-snapshotter-dev
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then
+  echo "system packages: all present"
+  exit 0
+fi
+if [[ $(id -u) -ne 0 ]]; then
+  echo "missing packages: ${missing[*]}; run this script as root (sudo $0)" >&2
+  exit 1
+fi
+echo "installing: ${missing[*]}"
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
