@@ -1,17 +1,20 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
 import { isEstargzError } from '../estargz/errors.js';
+import { isRegistryError } from '../registry/errors.js';
+import { imageCommand } from './image.js';
 import { layerCommand } from './layer.js';
 
 const program = new Command('estargz-store')
   .description('lazy-pull additional layer store for podman / CRI-O, serving eStargz layers')
   .showHelpAfterError()
-  .addCommand(layerCommand());
+  .addCommand(layerCommand())
+  .addCommand(imageCommand());
 
 try {
   await program.parseAsync(process.argv);
 } catch (err) {
-  const message = isEstargzError(err) ? `${err.code}: ${err.message}` : err instanceof Error ? err.message : String(err);
+  const message = isEstargzError(err) || isRegistryError(err) ? `${err.code}: ${err.message}` : err instanceof Error ? err.message : String(err);
   process.stderr.write(`estargz-store: ${message}\n`);
   process.exitCode = 1;
 }

@@ -1,0 +1,421 @@
+import { createHash } from 'node:crypto';
+import type { RangedSource } from '../estargz/source.js';
+import { statusError, type CallContext, type RegistryClient, type RepoRef } from './client.js';
+import { RegistryError, safeUrl } from './errors.js';
+import { RetryableError, type HttpResponse } from './transport.js';
+
+export interface ByteRange {
+  offset: number;
+  length: number;
+}
+
+/** A part of the blob the registry sent: bytes [start, start + data.length). */
+interface Part {
+  start: number;
+  data: Buffer;
+}
+
+/** How long a redirect target (a pre-signed object-storage URL) is reused before asking the registry again. */
+const REDIRECT_TTL_MS = 5 * 60_000;
+/** Gap below which scattered ranges are fetched as one range in single-range mode. */
+const SUPER_RANGE_SLACK = 64 << 10;
+
+export interface RemoteBlobOptions {
+  /** Size from the manifest descriptor; checked against what the registry reports. */
+  expectedSize?: number;
+  /** Never send multi-range requests (config `force_single_range_mode`). */
+  singleRangeOnly?: boolean;
+  signal?: AbortSignal;
+}
+
+/** Registry hosts that answered a multi-range request with 400 or with fewer parts: single ranges from then on. */
+const singleRangeHosts = new Set<string>();
+
+function isRedirect(status: number): boolean {
+  return status === 301 || status === 302 || status === 303 || status === 307 || status === 308;
+}
+
+function sameOrigin(a: string, b: string): boolean {
+  const x = new URL(a);
+  const y = new URL(b);
+  return x.protocol === y.protocol && x.host === y.host;
+}
+
+/** Formats ranges as an HTTP Range header value (inclusive ends). */
+export function rangeHeader(ranges: readonly ByteRange[]): string {
+  return 'bytes=' + ranges.map((r) => `${r.offset}-${r.offset + r.length - 1}`).join(',');
+}
+
+/** Parses `bytes a-b/total` (total may be `*`). */
+function parseContentRange(value: string | undefined): { start: number; end: number; total: number | undefined } | undefined {
+  const m = value && /^bytes\s+(\d+)-(\d+)\/(\d+|\*)$/i.exec(value.trim());
+  if (!m) return undefined;
+  return { start: Number(m[1]), end: Number(m[2]), total: m[3] === '*' ? undefined : Number(m[3]) };
+}
+
+function header(res: HttpResponse, name: string): string | undefined {
+  const v = res.headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/**
+ * Parses a multipart/byteranges body by lengths (each part's Content-Range
+ * says how many bytes follow), so part data that happens to contain the
+ * boundary string cannot cut it short.
+ */
+export function parseMultipart(body: Buffer, boundary: string): Part[] {
+  const delimiter = Buffer.from(`--${boundary}`);
+  const parts: Part[] = [];
+  let pos = body.indexOf(delimiter);
+  while (pos >= 0) {
+    pos += delimiter.length;
+    if (body[pos] === 0x2d && body[pos + 1] === 0x2d) break; // closing delimiter
+    const headerEnd = body.indexOf('\r\n\r\n', pos);
+    if (headerEnd < 0) throw new RegistryError('PROTOCOL', 'multipart/byteranges part without a header end');
+    const headers = body.toString('latin1', pos, headerEnd);
+    const cr = /content-range:\s*([^\r\n]+)/i.exec(headers);
+    const range = parseContentRange(cr?.[1]);
+    if (!range || range.end < range.start) throw new RegistryError('PROTOCOL', 'multipart/byteranges part without a valid Content-Range');
+    const dataStart = headerEnd + 4;
+    const length = range.end - range.start + 1;
+    if (dataStart + length > body.length) throw new RegistryError('PROTOCOL', 'multipart/byteranges part is truncated');
+    parts.push({ start: range.start, data: body.subarray(dataStart, dataStart + length) });
+    pos = body.indexOf(delimiter, dataStart + length);
+  }
+  return parts;
+}
+
+/**
+ * A blob in a registry, read by byte ranges: the registry side of the
+ * format library's RangedSource. Scattered ranges go out as one multi-range
+ * request (falling back to single ranges for registries that refuse them),
+ * redirects to object storage are followed and remembered, and identical
+ * ranges in flight are fetched once.
+ */
+export class RemoteBlob implements RangedSource {
+  private redirect: { url: string; until: number } | undefined;
+  private readonly inflight = new Map<string, Promise<Buffer>>();
+
+  private constructor(
+    private readonly client: RegistryClient,
+    readonly repo: RepoRef,
+    readonly digest: string,
+    readonly size: number,
+    private readonly opts: RemoteBlobOptions,
+  ) {}
+
+  /** Finds the blob's size (HEAD, else a one-byte GET) and checks it against the descriptor's. */
+  static async open(client: RegistryClient, repo: RepoRef, digest: string, opts: RemoteBlobOptions = {}): Promise<RemoteBlob> {
+    const size = await blobSize(client, repo, digest, opts.signal);
+    if (opts.expectedSize !== undefined && opts.expectedSize !== size) {
+      throw new RegistryError('PROTOCOL', `blob ${digest} in ${repo.registry}/${repo.repository} is ${size} bytes, the manifest says ${opts.expectedSize}`);
+    }
+    return new RemoteBlob(client, repo, digest, size, opts);
+  }
+
+  get describe(): string {
+    return `blob ${this.digest} of ${this.repo.registry}/${this.repo.repository}`;
+  }
+
+  async read(offset: number, length: number, signal?: AbortSignal): Promise<Buffer> {
+    const [data] = await this.readRanges([{ offset, length }], signal);
+    return data!;
+  }
+
+  /** Reads several ranges, in as few requests as the registry allows. Results are in the order asked. */
+  async readRanges(ranges: readonly ByteRange[], signal?: AbortSignal): Promise<Buffer[]> {
+    for (const r of ranges) {
+      if (!Number.isSafeInteger(r.offset) || !Number.isSafeInteger(r.length) || r.offset < 0 || r.length < 0 || r.offset + r.length > this.size) {
+        throw new RangeError(`range [${r.offset}, ${r.offset + r.length}) is outside ${this.describe} (${this.size} bytes)`);
+      }
+    }
+    const key = (r: ByteRange) => `${r.offset}+${r.length}`;
+    const wanted = ranges.filter((r) => r.length > 0 && !this.inflight.has(key(r)));
+    const unique = [...new Map(wanted.map((r) => [key(r), r])).values()];
+    if (unique.length > 0) {
+      const fetched = this.fetchRanges(unique, signal ?? this.opts.signal);
+      for (const [i, r] of unique.entries()) {
+        const k = key(r);
+        const p = fetched.then((parts) => parts[i]!);
+        p.catch(() => {});
+        this.inflight.set(k, p);
+        void p.finally(() => this.inflight.get(k) === p && this.inflight.delete(k)).catch(() => {});
+      }
+    }
+    return Promise.all(ranges.map((r) => (r.length === 0 ? Buffer.alloc(0) : this.inflight.get(key(r))!)));
+  }
+
+  private get singleRange(): boolean {
+    return this.opts.singleRangeOnly === true || singleRangeHosts.has(this.repo.registry);
+  }
+
+  private async fetchRanges(ranges: ByteRange[], signal?: AbortSignal): Promise<Buffer[]> {
+    const sorted = [...ranges].sort((a, b) => a.offset - b.offset);
+    let parts: Part[];
+    if (sorted.length === 1 || !this.singleRange) {
+      parts = await this.get(sorted, signal);
+    } else {
+      parts = await this.getSingleRanges(sorted, signal);
+    }
+    let missing = ranges.filter((r) => !covering(parts, r));
+    if (missing.length > 0 && sorted.length > 1 && !this.singleRange) {
+      // The registry answered only part of a multi-range request: single ranges from now on.
+      singleRangeHosts.add(this.repo.registry);
+      parts = parts.concat(await this.getSingleRanges(missing, signal));
+      missing = ranges.filter((r) => !covering(parts, r));
+    }
+    if (missing.length > 0) {
+      throw new RegistryError('PROTOCOL', `${this.describe}: the registry did not return bytes [${missing[0]!.offset}, ${missing[0]!.offset + missing[0]!.length})`);
+    }
+    return ranges.map((r) => covering(parts, r)!);
+  }
+
+  /** Single-range mode: nearby ranges as one range, the rest one request each. */
+  private async getSingleRanges(sorted: ByteRange[], signal?: AbortSignal): Promise<Part[]> {
+    const groups: ByteRange[][] = [];
+    for (const r of sorted) {
+      const g = groups.at(-1);
+      const last = g?.at(-1);
+      if (g && last && r.offset <= last.offset + last.length + SUPER_RANGE_SLACK) g.push(r);
+      else groups.push([r]);
+    }
+    const spans = groups.map((g) => {
+      const start = g[0]!.offset;
+      const end = Math.max(...g.map((r) => r.offset + r.length));
+      return { offset: start, length: end - start };
+    });
+    const results = await Promise.all(spans.map((s) => this.get([s], signal)));
+    return results.flat();
+  }
+
+  /** One GET with a Range header for `ranges`, via a remembered redirect when there is one. */
+  private async get(ranges: ByteRange[], signal?: AbortSignal): Promise<Part[]> {
+    const headers = { range: rangeHeader(ranges), 'accept-encoding': 'identity' };
+    const redirect = this.redirect;
+    if (redirect && redirect.until > Date.now()) {
+      const parts = await this.client.transport.send({ method: 'GET', url: redirect.url, headers, timeoutMs: 0, ...(signal && { signal }) }, async (res) => {
+        if (res.statusCode === 401 || res.statusCode === 403 || res.statusCode === 404 || res.statusCode === 410) {
+          await res.body.dump();
+          return undefined; // expired signature: ask the registry again
+        }
+        return this.parseResponse(res, ranges, redirect.url);
+      });
+      if (parts) return parts;
+      this.redirect = undefined;
+    }
+    return this.client.call(this.repo, { method: 'GET', path: `blobs/${this.digest}`, headers, ...(signal && { signal }) }, (res, ctx) => this.onRegistryResponse(res, ctx, ranges, headers, signal));
+  }
+
+  private async onRegistryResponse(res: HttpResponse, ctx: CallContext, ranges: ByteRange[], headers: Record<string, string>, signal?: AbortSignal): Promise<Part[]> {
+    if (isRedirect(res.statusCode)) {
+      const location = header(res, 'location');
+      await res.body.dump();
+      if (!location) throw new RegistryError('PROTOCOL', `${this.describe}: redirect without a Location`);
+      const target = new URL(location, ctx.url).toString();
+      this.redirect = { url: target, until: Date.now() + REDIRECT_TTL_MS };
+      // Authorization goes only to the registry's own origin, never to object storage.
+      const auth = sameOrigin(target, ctx.url) ? ctx.authHeaders : {};
+      return this.client.transport.send({ method: 'GET', url: target, headers: { ...headers, ...auth }, timeoutMs: ctx.endpoint.timeoutMs, ...(signal && { signal }) }, async (r) => {
+        if (isRedirect(r.statusCode)) {
+          await r.body.dump();
+          throw new RegistryError('PROTOCOL', `${this.describe}: redirected twice (${safeUrl(target)})`);
+        }
+        return this.parseResponse(r, ranges, target);
+      });
+    }
+    if (res.statusCode === 400 && ranges.length > 1) {
+      await res.body.dump();
+      singleRangeHosts.add(this.repo.registry); // e.g. GCS rejects multi-range requests
+      return this.getSingleRanges(ranges, signal);
+    }
+    return this.parseResponse(res, ranges, ctx.url);
+  }
+
+  private async parseResponse(res: HttpResponse, ranges: ByteRange[], url: string): Promise<Part[]> {
+    const what = `GET ${this.describe} (${safeUrl(url)})`;
+    if (res.statusCode === 200) {
+      // The Range header was ignored: keep only the asked ranges while the whole blob streams by.
+      return keepRanges(res, ranges, this.size, what);
+    }
+    if (res.statusCode !== 206) throw await statusError(res, what);
+    const type = header(res, 'content-type') ?? '';
+    const expected = ranges.reduce((n, r) => n + r.length, 0);
+    const body = await readBody(res, expected + 64 * 1024 + ranges.length * 256, what);
+    const boundary = /^multipart\/byteranges;.*boundary="?([^";]+)"?/i.exec(type)?.[1];
+    if (boundary) return parseMultipart(body, boundary);
+    const range = parseContentRange(header(res, 'content-range'));
+    if (!range) throw new RegistryError('PROTOCOL', `${what}: 206 without a Content-Range`);
+    if (range.total !== undefined && range.total !== this.size) {
+      throw new RegistryError('PROTOCOL', `${what}: the registry says the blob is ${range.total} bytes, not ${this.size}`);
+    }
+    if (body.length !== range.end - range.start + 1) {
+      throw new RetryableError(`${what}: body of ${body.length} bytes for Content-Range ${range.start}-${range.end}`);
+    }
+    return [{ start: range.start, data: body }];
+  }
+}
+
+function covering(parts: Part[], r: ByteRange): Buffer | undefined {
+  for (const p of parts) {
+    if (p.start <= r.offset && r.offset + r.length <= p.start + p.data.length) {
+      return p.data.subarray(r.offset - p.start, r.offset - p.start + r.length);
+    }
+  }
+  return undefined;
+}
+
+/** Reads a body, refusing one larger than `limit`; a body cut short is retryable. */
+async function readBody(res: HttpResponse, limit: number, what: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  try {
+    for await (const chunk of res.body) {
+      total += (chunk as Buffer).length;
+      if (total > limit) {
+        res.body.destroy();
+        throw new RegistryError('PROTOCOL', `${what}: response is larger than the ${limit} bytes asked for`);
+      }
+      chunks.push(chunk as Buffer);
+    }
+  } catch (err) {
+    if (err instanceof RegistryError) throw err;
+    throw new RetryableError(`${what}: body interrupted: ${(err as Error).message}`);
+  }
+  return Buffer.concat(chunks, total);
+}
+
+async function keepRanges(res: HttpResponse, ranges: ByteRange[], size: number, what: string): Promise<Part[]> {
+  const out = ranges.map((r) => ({ start: r.offset, data: Buffer.alloc(r.length), got: 0 }));
+  let pos = 0;
+  try {
+    for await (const c of res.body) {
+      const chunk = c as Buffer;
+      for (const o of out) {
+        const from = Math.max(o.start, pos);
+        const to = Math.min(o.start + o.data.length, pos + chunk.length);
+        if (from < to) {
+          chunk.copy(o.data, from - o.start, from - pos, to - pos);
+          o.got += to - from;
+        }
+      }
+      pos += chunk.length;
+    }
+  } catch (err) {
+    throw new RetryableError(`${what}: body interrupted: ${(err as Error).message}`);
+  }
+  if (pos !== size) throw new RetryableError(`${what}: full body of ${pos} bytes, expected ${size}`);
+  return out.map(({ start, data }) => ({ start, data }));
+}
+
+/** The blob's size: HEAD, falling back to a one-byte ranged GET for registries that do not answer HEAD. */
+export async function blobSize(client: RegistryClient, repo: RepoRef, digest: string, signal?: AbortSignal): Promise<number> {
+  const what = `blob ${digest} of ${repo.registry}/${repo.repository}`;
+  const head = await client.call(repo, { method: 'HEAD', path: `blobs/${digest}`, ...(signal && { signal }) }, async (res) => {
+    await res.body.dump();
+    if (res.statusCode === 404) throw new RegistryError('NOT_FOUND', `HEAD ${what}: 404 (not in the registry)`, 404);
+    const length = Number(header(res, 'content-length'));
+    return res.statusCode === 200 && Number.isSafeInteger(length) && length >= 0 ? length : undefined;
+  });
+  if (head !== undefined) return head;
+  return client.call(repo, { method: 'GET', path: `blobs/${digest}`, headers: { range: 'bytes=0-0' }, ...(signal && { signal }) }, async (res, ctx) => {
+    if (!isRedirect(res.statusCode)) return sizeFrom(res);
+    const target = new URL(header(res, 'location') ?? '', ctx.url).toString();
+    await res.body.dump();
+    return client.transport.send({ method: 'GET', url: target, headers: { range: 'bytes=0-0' }, timeoutMs: ctx.endpoint.timeoutMs }, sizeFrom);
+  });
+
+  async function sizeFrom(res: HttpResponse): Promise<number> {
+    await res.body.dump();
+    if (res.statusCode === 206) {
+      const total = parseContentRange(header(res, 'content-range'))?.total;
+      if (total !== undefined) return total;
+    }
+    if (res.statusCode === 200) {
+      const length = Number(header(res, 'content-length'));
+      if (Number.isSafeInteger(length)) return length;
+    }
+    throw new RegistryError(res.statusCode === 404 ? 'NOT_FOUND' : 'PROTOCOL', `cannot find the size of ${what} (${res.statusCode})`, res.statusCode);
+  }
+}
+
+/** GETs a whole small blob (a config) and checks its digest. */
+export async function fetchBlobBytes(client: RegistryClient, repo: RepoRef, digest: string, maxBytes: number, signal?: AbortSignal): Promise<Buffer> {
+  const what = `blob ${digest} of ${repo.registry}/${repo.repository}`;
+  const bytes = await client.call(repo, { method: 'GET', path: `blobs/${digest}`, ...(signal && { signal }) }, async (res, ctx) => {
+    if (isRedirect(res.statusCode)) {
+      const target = new URL(header(res, 'location') ?? '', ctx.url).toString();
+      await res.body.dump();
+      const auth = sameOrigin(target, ctx.url) ? ctx.authHeaders : {};
+      return client.transport.send({ method: 'GET', url: target, headers: auth, timeoutMs: ctx.endpoint.timeoutMs, ...(signal && { signal }) }, async (r) => {
+        if (r.statusCode !== 200) throw await statusError(r, `GET ${what} (${safeUrl(target)})`);
+        return readBody(r, maxBytes, `GET ${what}`);
+      });
+    }
+    if (res.statusCode !== 200) throw await statusError(res, `GET ${what}`);
+    return readBody(res, maxBytes, `GET ${what}`);
+  });
+  const actual = 'sha256:' + createHash('sha256').update(bytes).digest('hex');
+  if (digest.startsWith('sha256:') && actual !== digest) {
+    throw new RegistryError('DIGEST_MISMATCH', `${what}: content hashes to ${actual}`);
+  }
+  return bytes;
+}
+
+/**
+ * Downloads a whole blob to a file, resuming with a Range request where a
+ * transfer broke, and checks its digest. Used to convert layers without
+ * holding them in memory.
+ */
+export async function downloadBlob(client: RegistryClient, repo: RepoRef, digest: string, path: string, signal?: AbortSignal): Promise<number> {
+  const { open } = await import('node:fs/promises');
+  const what = `blob ${digest} of ${repo.registry}/${repo.repository}`;
+  const file = await open(path, 'w');
+  let hash = createHash('sha256');
+  let got = 0;
+  try {
+    for (let attempt = 0; ; attempt++) {
+      const headers: Record<string, string> = { 'accept-encoding': 'identity', ...(got > 0 && { range: `bytes=${got}-` }) };
+      const before = got;
+      try {
+        await client.call(repo, { method: 'GET', path: `blobs/${digest}`, headers, ...(signal && { signal }) }, async (res, ctx) => {
+          if (!isRedirect(res.statusCode)) return sink(res);
+          const target = new URL(header(res, 'location') ?? '', ctx.url).toString();
+          await res.body.dump();
+          const auth = sameOrigin(target, ctx.url) ? ctx.authHeaders : {};
+          return client.transport.send({ method: 'GET', url: target, headers: { ...headers, ...auth }, timeoutMs: ctx.endpoint.timeoutMs, ...(signal && { signal }) }, sink);
+        });
+        break;
+      } catch (err) {
+        // Resume where the transfer broke, as long as each try makes progress.
+        if (got === before || attempt >= 20 || !(err instanceof RegistryError && err.cause instanceof BodyInterrupted)) throw err;
+      }
+    }
+  } finally {
+    await file.close();
+  }
+  const actual = 'sha256:' + hash.digest('hex');
+  if (digest.startsWith('sha256:') && actual !== digest) throw new RegistryError('DIGEST_MISMATCH', `${what}: content hashes to ${actual}`);
+  return got;
+
+  async function sink(res: HttpResponse): Promise<void> {
+    if (res.statusCode !== 200 && res.statusCode !== 206) throw await statusError(res, `GET ${what}`);
+    if (res.statusCode === 200 && got > 0) {
+      // The resume Range was ignored: the whole blob comes again.
+      got = 0;
+      hash = createHash('sha256');
+    }
+    try {
+      for await (const c of res.body) {
+        const chunk = c as Buffer;
+        await file.write(chunk, 0, chunk.length, got);
+        hash.update(chunk);
+        got += chunk.length;
+      }
+    } catch (err) {
+      // Not a RetryableError: the transport would resend the same Range; the loop above resumes instead.
+      throw new BodyInterrupted(`${what}: body interrupted at ${got}: ${(err as Error).message}`);
+    }
+  }
+}
+
+class BodyInterrupted extends Error {}

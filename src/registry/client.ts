@@ -1,0 +1,139 @@
+import { Authorizer } from './auth/authorizer.js';
+import { parseChallenge, type Challenge } from './auth/challenge.js';
+import { CredentialChain, RuntimeCredentials, defaultAuthFiles, type CredentialSource } from './auth/credentials.js';
+import { RegistryError, isRegistryError } from './errors.js';
+import { endpointUrl, endpointsFor, type Endpoint, type ResolverConfig } from './hosts.js';
+import { DEFAULT_RETRY, Transport, type HttpCall, type HttpResponse, type RetryPolicy } from './transport.js';
+
+/** A repository on a registry. */
+export interface RepoRef {
+  registry: string;
+  repository: string;
+}
+
+export interface RepoRequest {
+  method: HttpCall['method'];
+  /** Path after `/v2/<repository>/`, e.g. `blobs/sha256:…`; may carry a query. */
+  path: string;
+  headers?: Record<string, string>;
+  body?: Buffer;
+  /** Needs push access: only the origin registry is used, never a mirror. */
+  push?: boolean;
+  /** Extra token scopes, e.g. pull access to the source repository of a cross-repository mount. */
+  extraScopes?: string[];
+  signal?: AbortSignal;
+}
+
+export interface CallContext {
+  endpoint: Endpoint;
+  url: string;
+  /** Headers that authorize a request to this endpoint (for following up, e.g. upload locations). */
+  authHeaders: Record<string, string>;
+}
+
+export interface RegistryClientOptions {
+  resolver?: ResolverConfig;
+  credentials?: CredentialSource;
+  retry?: RetryPolicy;
+  transport?: Transport;
+}
+
+const UNAUTHORIZED = Symbol('unauthorized');
+
+/**
+ * The HTTP side of the registry: endpoints (mirrors, then the origin), auth
+ * (challenge → Basic or Bearer token, one refresh on 401), retries. Operations
+ * (manifests, blobs, push) are built on `call`.
+ */
+export class RegistryClient {
+  readonly transport: Transport;
+  readonly runtimeCredentials = new RuntimeCredentials();
+  private readonly authorizer: Authorizer;
+  private readonly endpointCache = new Map<string, Endpoint[]>();
+
+  constructor(private readonly opts: RegistryClientOptions = {}) {
+    this.transport = opts.transport ?? new Transport(opts.retry ?? DEFAULT_RETRY);
+    const credentials = opts.credentials ?? new CredentialChain([this.runtimeCredentials, ...defaultAuthFiles()]);
+    this.authorizer = new Authorizer(credentials, this.transport);
+  }
+
+  endpoints(registry: string): Endpoint[] {
+    let eps = this.endpointCache.get(registry);
+    if (!eps) {
+      eps = endpointsFor(registry, this.opts.resolver);
+      this.endpointCache.set(registry, eps);
+    }
+    return eps;
+  }
+
+  /**
+   * Sends a request about a repository to the first endpoint that answers it
+   * (a failing mirror falls through to the next, then to the origin) and
+   * returns what `handle` makes of the response. `handle` sees every status
+   * but 401 (handled here) and retryable ones (handled by the transport).
+   */
+  async call<T>(repo: RepoRef, req: RepoRequest, handle: (res: HttpResponse, ctx: CallContext) => Promise<T>): Promise<T> {
+    const endpoints = this.endpoints(repo.registry).filter((ep) => !req.push || !ep.mirror);
+    let lastError: unknown;
+    for (const ep of endpoints) {
+      try {
+        return await this.callEndpoint(ep, repo, req, handle);
+      } catch (err) {
+        lastError = err;
+        if (!ep.mirror || req.signal?.aborted) throw err;
+        // A mirror that fails, lacks the content or refuses us: try the next host.
+      }
+    }
+    throw lastError;
+  }
+
+  private async callEndpoint<T>(ep: Endpoint, repo: RepoRef, req: RepoRequest, handle: (res: HttpResponse, ctx: CallContext) => Promise<T>): Promise<T> {
+    const scope = [`repository:${repo.repository}:${req.push ? 'pull,push' : 'pull'}`, ...(req.extraScopes ?? [])].join(' ');
+    const url = endpointUrl(ep, `${repo.repository}/${req.path}`);
+    for (let attempt = 0; ; attempt++) {
+      const auth = await this.authorizer.header(ep, repo.repository, scope, req.signal);
+      const authHeaders: Record<string, string> = auth ? { authorization: auth } : {};
+      let challenge: Challenge | undefined;
+      const result = await this.transport.send({
+        method: req.method,
+        url,
+        headers: { 'user-agent': 'estargz-store', ...ep.headers, ...req.headers, ...authHeaders },
+        ...(req.body && { body: req.body }),
+        timeoutMs: ep.timeoutMs,
+        ...(req.signal && { signal: req.signal }),
+      }, async (res) => {
+        if (res.statusCode !== 401) return handle(res, { endpoint: ep, url, authHeaders });
+        challenge = parseChallenge(res.headers['www-authenticate']);
+        await res.body.dump();
+        return UNAUTHORIZED;
+      });
+      if (result !== UNAUTHORIZED) return result as T;
+      if (auth) this.authorizer.invalidate(ep, scope);
+      this.authorizer.onChallenge(ep, challenge);
+      // One retry with fresh credentials; a second 401 is final.
+      if (attempt >= 1 || !challenge) {
+        throw new RegistryError('UNAUTHORIZED', `${ep.host} refused ${req.method} ${repo.repository}/${req.path.split('?')[0]} (401 Unauthorized${auth ? ', credentials were sent' : ', no credentials were found'})`, 401);
+      }
+    }
+  }
+
+  close(): Promise<void> {
+    return this.transport.close();
+  }
+}
+
+/** Maps a final unexpected status to an error naming the operation. */
+export async function statusError(res: HttpResponse, what: string): Promise<RegistryError> {
+  let detail = '';
+  try {
+    const text = (await res.body.text()).slice(0, 300);
+    const doc = JSON.parse(text) as { errors?: { code?: string; message?: string }[] };
+    detail = doc.errors?.map((e) => `${e.code ?? ''} ${e.message ?? ''}`.trim()).join('; ') ?? '';
+  } catch {
+    // not a registry error document
+  }
+  const code = res.statusCode === 404 ? 'NOT_FOUND' : res.statusCode === 403 ? 'DENIED' : 'HTTP_STATUS';
+  return new RegistryError(code, `${what}: ${res.statusCode}${detail ? ` (${detail})` : ''}`, res.statusCode);
+}
+
+export { isRegistryError };

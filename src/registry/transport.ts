@@ -1,0 +1,126 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Agent, type Dispatcher, request } from 'undici';
+import { RegistryError, safeUrl } from './errors.js';
+
+export interface RetryPolicy {
+  /** Retries after the first attempt. */
+  maxRetries: number;
+  minWaitMs: number;
+  maxWaitMs: number;
+}
+
+/** The Go stargz-store's defaults ([blob] max_retries, min_wait_msec, max_wait_msec). */
+export const DEFAULT_RETRY: RetryPolicy = { maxRetries: 5, minWaitMs: 30, maxWaitMs: 300_000 };
+
+export interface HttpCall {
+  method: 'GET' | 'HEAD' | 'PUT' | 'POST' | 'PATCH' | 'DELETE';
+  url: string;
+  headers: Record<string, string>;
+  /** Replayable body (retries resend it). */
+  body?: Buffer;
+  /** Idle timeout for headers and between body chunks; 0 = none. */
+  timeoutMs: number;
+  signal?: AbortSignal;
+}
+
+export type HttpResponse = Dispatcher.ResponseData;
+
+/** Thrown by a response handler when the body failed mid-way and the call may be retried. */
+export class RetryableError extends Error {}
+
+const RETRYABLE_CODES = new Set([
+  'ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN', 'ENETUNREACH', 'EHOSTUNREACH',
+  'UND_ERR_SOCKET', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CLOSED',
+]);
+
+function isRetryableNetworkError(err: unknown): boolean {
+  if (err instanceof RetryableError) return true;
+  const code = (err as { code?: string })?.code ?? (err as { cause?: { code?: string } })?.cause?.code;
+  return code !== undefined && RETRYABLE_CODES.has(code);
+}
+
+function isRetryableStatus(status: number): boolean {
+  return status === 429 || (status >= 500 && status !== 501);
+}
+
+/** Seconds or an HTTP date → milliseconds to wait, if the header says. */
+function retryAfterMs(value: string | string[] | undefined): number | undefined {
+  const v = Array.isArray(value) ? value[0] : value;
+  if (!v) return undefined;
+  if (/^\d+$/.test(v.trim())) return Number(v.trim()) * 1000;
+  const at = Date.parse(v);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
+}
+
+/**
+ * Sends HTTP requests with keep-alive pools, per-request idle timeouts, and
+ * retries with exponential backoff and jitter on connection errors, 429 and
+ * 5xx (Retry-After honoured), bounded by count and by the caller's signal.
+ */
+export class Transport {
+  readonly dispatcher: Dispatcher;
+  constructor(readonly retry: RetryPolicy = DEFAULT_RETRY, dispatcher?: Dispatcher) {
+    this.dispatcher = dispatcher ?? new Agent({ keepAliveTimeout: 30_000, connections: 16, pipelining: 1 });
+  }
+
+  /**
+   * Sends `call` and hands the response to `handle`, which must consume or
+   * dump the body. Retryable statuses are retried here; `handle` sees every
+   * other status, and may throw RetryableError to retry a broken body.
+   */
+  async send<T>(call: HttpCall, handle: (res: HttpResponse) => Promise<T>): Promise<T> {
+    let lastError: unknown;
+    for (let attempt = 0; attempt <= this.retry.maxRetries; attempt++) {
+      call.signal?.throwIfAborted();
+      let waitMs: number | undefined;
+      try {
+        const res = await request(call.url, {
+          method: call.method,
+          headers: call.headers,
+          body: call.body,
+          dispatcher: this.dispatcher,
+          headersTimeout: call.timeoutMs,
+          bodyTimeout: call.timeoutMs,
+          signal: call.signal,
+        });
+        if (isRetryableStatus(res.statusCode) && attempt < this.retry.maxRetries) {
+          await res.body.dump();
+          waitMs = retryAfterMs(res.headers['retry-after']);
+          lastError = new RegistryError('HTTP_STATUS', `${call.method} ${safeUrl(call.url)}: ${res.statusCode}`, res.statusCode);
+        } else {
+          return await handle(res);
+        }
+      } catch (err) {
+        if (call.signal?.aborted) throw timeoutError(call, call.signal.reason);
+        if (!isRetryableNetworkError(err) || attempt === this.retry.maxRetries) throw networkError(call, err);
+        lastError = err;
+      }
+      await sleep(this.backoffMs(attempt, waitMs), undefined, call.signal ? { signal: call.signal } : undefined)
+        .catch(() => { throw timeoutError(call, call.signal?.reason); });
+    }
+    throw networkError(call, lastError);
+  }
+
+  /** Exponential from minWait, capped at maxWait, with jitter in [d, 2d) as the reference does. */
+  private backoffMs(attempt: number, retryAfter: number | undefined): number {
+    if (retryAfter !== undefined) return Math.min(retryAfter, this.retry.maxWaitMs);
+    const d = Math.min(this.retry.minWaitMs * 2 ** attempt, this.retry.maxWaitMs);
+    return d + Math.random() * d;
+  }
+
+  close(): Promise<void> {
+    return this.dispatcher.close();
+  }
+}
+
+function networkError(call: HttpCall, err: unknown): RegistryError {
+  if (err instanceof RegistryError) return err;
+  const code = (err as { code?: string })?.code;
+  const message = (err as Error)?.message ?? String(err);
+  const isTimeout = code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT';
+  return new RegistryError(isTimeout ? 'TIMEOUT' : 'NETWORK', `${call.method} ${safeUrl(call.url)}: ${code ? `${code}: ` : ''}${message}`, undefined, { cause: err });
+}
+
+function timeoutError(call: HttpCall, reason: unknown): RegistryError {
+  return new RegistryError('TIMEOUT', `${call.method} ${safeUrl(call.url)}: gave up: ${reason instanceof Error ? reason.message : 'aborted'}`);
+}
