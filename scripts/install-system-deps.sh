@@ -1,15 +1,27 @@
 #!/usr/bin/env bash
 # Installs the Debian packages estargz-store's build and tests need.
 # Idempotent: packages already installed are skipped. Run as root.
-#   golang-go + golang-github-containerd-stargz-snapshotter-dev:
-#     the reference eStargz implementation (Go source), which the interop
-#     tests build to cross-check our reader and writer in both directions.
 set -euo pipefail
 
 PKGS=(
   ca-certificates
+  # the reference eStargz implementation (Go source): the interop tests build
+  # it to cross-check our reader and writer in both directions
   golang-go
   golang-github-containerd-stargz-snapshotter-dev
+  # a real registry (Distribution 2.8) for the registry tests, with htpasswd
+  # (bcrypt) and a token server that signs with an openssl-made certificate
+  docker-registry
+  apache2-utils
+  openssl
+  # podman pulls and runs the images the tests convert; busybox-static makes
+  # a runnable test image without network access
+  podman
+  runc
+  conmon
+  containernetworking-plugins
+  iptables
+  busybox-static
 )
 
 missing=()

@@ -174,7 +174,7 @@ async function convertManifest(
   const newConfig = { ...config, rootfs: { ...config.rootfs, diff_ids: layers.map((l) => l.result.diffID) } };
   const configBytes = Buffer.from(JSON.stringify(newConfig));
   const configDigest = sha256(configBytes);
-  await pushBlob(client, dstRepo, configDigest, { bytes: configBytes }, undefined, opts.signal);
+  await pushBlob(client, dstRepo, configDigest, { bytes: configBytes }, { ...(opts.signal && { signal: opts.signal }) });
   const newManifest: ImageManifest = {
     schemaVersion: 2,
     mediaType: MediaType.ociManifest,
@@ -216,7 +216,10 @@ async function convertOneLayer(
       uncompressed = await gunzippedSize(path);
     }
     // On the same registry a cross-repository mount avoids moving the bytes at all.
-    await pushBlob(client, dstRepo, desc.digest, { path, size: desc.size, prepare: download }, sameRegistry ? srcRepo.repository : undefined, opts.signal);
+    await pushBlob(client, dstRepo, desc.digest, { path, size: desc.size, prepare: download }, {
+      ...(sameRegistry && { mountFrom: srcRepo.repository }),
+      ...(opts.signal && { signal: opts.signal }),
+    });
     await rm(path, { force: true });
     progress('done');
     return {
@@ -248,7 +251,7 @@ async function convertOneLayer(
   await finished(out);
   await rm(srcPath, { force: true });
   progress('push');
-  await pushBlob(client, dstRepo, converted.digest, { path: outPath, size: converted.size }, undefined, opts.signal);
+  await pushBlob(client, dstRepo, converted.digest, { path: outPath, size: converted.size }, { ...(opts.signal && { signal: opts.signal }) });
   await rm(outPath, { force: true });
   progress('done');
   return {

@@ -52,7 +52,17 @@ function withDigest(url: string, digest: string): string {
  * mount from `mountFrom` (same registry) when given, else an upload session:
  * one PUT for small blobs, PATCH chunks then PUT for large ones.
  */
-export async function pushBlob(client: RegistryClient, repo: RepoRef, digest: string, content: BlobContent, mountFrom?: string, signal?: AbortSignal): Promise<PushBlobResult> {
+export interface PushBlobOptions {
+  /** Repository on the same registry to mount the blob from instead of uploading it. */
+  mountFrom?: string;
+  /** Blobs above this size are uploaded in PATCH chunks of this size. */
+  chunkSize?: number;
+  signal?: AbortSignal;
+}
+
+export async function pushBlob(client: RegistryClient, repo: RepoRef, digest: string, content: BlobContent, opts: PushBlobOptions = {}): Promise<PushBlobResult> {
+  const { mountFrom, signal } = opts;
+  const chunkSize = opts.chunkSize ?? MONOLITHIC_LIMIT;
   const what = `blob ${digest} to ${repo.registry}/${repo.repository}`;
   const sig = signal ? { signal } : {};
   const exists = await client.call(repo, { method: 'HEAD', path: `blobs/${digest}`, push: true, ...sig }, async (res) => {
@@ -95,12 +105,12 @@ export async function pushBlob(client: RegistryClient, repo: RepoRef, digest: st
       return method === 'PATCH' ? uploadUrl(res.headers.location, target, what) : target;
     });
 
-  if (size <= MONOLITHIC_LIMIT) {
+  if (size <= chunkSize) {
     await send('PUT', withDigest(url, digest), await readSlice(content, 0, size), {});
     return { how: 'uploaded' };
   }
-  for (let offset = 0; offset < size; offset += MONOLITHIC_LIMIT) {
-    const length = Math.min(MONOLITHIC_LIMIT, size - offset);
+  for (let offset = 0; offset < size; offset += chunkSize) {
+    const length = Math.min(chunkSize, size - offset);
     url = await send('PATCH', url, await readSlice(content, offset, length), { 'content-range': `${offset}-${offset + length - 1}` });
   }
   await send('PUT', withDigest(url, digest), Buffer.alloc(0), {});
