@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { lstat, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runQuiet } from './proc.js';
@@ -39,8 +39,8 @@ function byteOrder(a: string, b: string): number {
 }
 
 /**
- * Lists a root depth first in name order, stopping once the next regular file
- * would go over the root's budget. Directories and symlinks are kept; sockets
+ * Lists a root depth first in name order, taking regular files while they fit
+ * the root's budget and stopping once it is 90% used. Directories and symlinks are kept; sockets
  * and devices are skipped (a layer built from a rootfs has none in these trees).
  */
 async function listRoot(root: InputRoot, out: { path: string; line: string }[]): Promise<void> {
@@ -63,7 +63,12 @@ async function listRoot(root: InputRoot, out: { path: string; line: string }[]):
         out.push({ path, line: `l ${path}` });
       } else if (st.isFile()) {
         if (root.maxFileBytes !== undefined && st.size > root.maxFileBytes) continue;
-        if (used + st.size > root.budgetBytes) return false;
+        if (used + st.size > root.budgetBytes) {
+          // Close to the budget: stop. Otherwise skip this big file and keep filling, so one large
+          // binary early in name order does not leave the root mostly unused.
+          if (used >= root.budgetBytes * 0.9) return false;
+          continue;
+        }
         used += st.size;
         out.push({ path, line: `f ${path} ${st.size} ${st.mtimeMs} ${st.ino}` });
       }
@@ -123,5 +128,3 @@ export async function givenInput(path: string): Promise<LayerInput> {
 export async function warmPageCache(path: string): Promise<void> {
   await runQuiet('sh', ['-c', 'cat "$1" > /dev/null', 'sh', path]);
 }
-
-export { readFile };

@@ -49,10 +49,15 @@ export function machineInfo(): MachineInfo {
     memBytes: totalmem(),
     kernel: release(),
     node: process.version,
-    loadavg: loadavg().map((x) => Math.round(x * 100) / 100),
+    loadavg: loadNow(),
     gitCommit: git(['rev-parse', 'HEAD']),
     gitDirty: status === null ? null : status.length > 0,
   };
+}
+
+/** 1/5/15-minute load averages, rounded. */
+export function loadNow(): number[] {
+  return loadavg().map((x) => Math.round(x * 100) / 100);
 }
 
 export function describeMachine(m: MachineInfo): string {
@@ -62,11 +67,13 @@ export function describeMachine(m: MachineInfo): string {
 }
 
 /** Writes `bench/results/<name>-<timestamp>.json` and returns its path. */
-export async function writeResult(name: string, data: unknown): Promise<string> {
+export async function writeResult(name: string, data: object): Promise<string> {
   const dir = join(repoRoot(), 'bench', 'results');
   await mkdir(dir, { recursive: true });
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   const path = join(dir, `${name}-${stamp}.json`);
-  await writeFile(path, JSON.stringify(data, null, 2) + '\n');
+  // Load at the end too: a rise during the run means something else competed for the 2 cores.
+  const end = { finishedAt: new Date().toISOString(), loadavgEnd: loadNow() };
+  await writeFile(path, JSON.stringify({ ...data, ...end }, null, 2) + '\n');
   return path;
 }

@@ -32,8 +32,8 @@ export class ProcError extends Error {
  * we poll VmHWM, which is a high-water mark, so only growth in the last poll
  * interval can be missed.
  */
-export async function runMeasured(cmd: string, args: readonly string[], opts: { env?: NodeJS.ProcessEnv } = {}): Promise<ProcSample> {
-  if (existsSync(GNU_TIME)) return runWithGnuTime(cmd, args, opts.env);
+export async function runMeasured(cmd: string, args: readonly string[], opts: { env?: NodeJS.ProcessEnv; method?: ProcSample['rssMethod'] } = {}): Promise<ProcSample> {
+  if (opts.method !== 'proc-poll' && existsSync(GNU_TIME)) return runWithGnuTime(cmd, args, opts.env);
   return runWithPolling(cmd, args, opts.env);
 }
 

@@ -91,9 +91,26 @@ export interface IndexOptions {
 
 const MODE_PERM_MASK = 0o7777;
 
-/** Compares names by UTF-8 bytes, which equals code-point order (not UTF-16 order). */
+/** Moves UTF-16 surrogates above the rest of the BMP, so unit order becomes code-point order. */
+function codePointRank(unit: number): number {
+  if (unit >= 0xd800 && unit <= 0xdfff) return unit + 0x2000;
+  if (unit >= 0xe000) return unit - 0x800;
+  return unit;
+}
+
+/**
+ * Compares names in code-point order, which is UTF-8 byte order (what tar and
+ * Go sort by), not JavaScript's UTF-16 order. Allocation-free: index building
+ * sorts every directory with it.
+ */
 export function compareNames(a: string, b: string): number {
-  return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x !== y) return codePointRank(x) - codePointRank(y);
+  }
+  return a.length - b.length;
 }
 
 function invalid(message: string, path?: string): EstargzError {

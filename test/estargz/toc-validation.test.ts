@@ -239,3 +239,12 @@ describe('chunk decode and verify', () => {
     assert.throws(() => decodeChunk(gzipSync(data).subarray(0, 12), ref(data)), (err) => isEstargzError(err, 'CHUNK_CORRUPT') && /expected at least 7/.test(err.message));
   });
 });
+
+describe('name order', () => {
+  test('compareNames is code-point (UTF-8 byte) order, also for astral characters', async () => {
+    const { compareNames } = await import('../../src/estargz/layer-index.js');
+    const names = ['b', 'a', '\u{1F600}', '\uFF21', 'é', 'e\u0301', 'Z', 'a-', 'a', ''];
+    const bytes = [...names].sort((x, y) => Buffer.compare(Buffer.from(x), Buffer.from(y)));
+    assert.deepEqual([...names].sort(compareNames), bytes);
+  });
+});

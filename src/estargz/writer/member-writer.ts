@@ -32,7 +32,7 @@ export class MemberWriter {
 
   constructor(private readonly out: Writable, private readonly opts: MemberWriterOptions) {
     this.maxInFlight = opts.maxInFlight ?? 4;
-    this.maxInFlightBytes = opts.maxInFlightBytes ?? 64 << 20;
+    this.maxInFlightBytes = opts.maxInFlightBytes ?? 16 << 20;
   }
 
   /** Queues one member's uncompressed bytes; returns its index. */
