@@ -16,6 +16,8 @@ export type EstargzErrorCode =
   | 'CHUNK_DIGEST_MISMATCH'
   /** A chunk's compressed bytes are not a valid gzip member, or are too short. */
   | 'CHUNK_CORRUPT'
+  /** The whole blob (or its uncompressed stream) does not hash to the layer digest (or diffID). */
+  | 'BLOB_DIGEST_MISMATCH'
   /** The input given to the converter is not a tar archive we can convert. */
   | 'INVALID_TAR';
 

@@ -1,0 +1,143 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, readdir, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { webcrypto } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
+import { logger } from '../../log/logger.js';
+import { cacheBytes, cacheEntries, cacheRequests, verificationFailures } from '../../metrics/registry.js';
+
+const HEX_DIGEST = /^[0-9a-f]{64}$/;
+/** Errors that mean "this disk cannot hold the cache": go memory-only instead of failing reads. */
+const DISK_UNUSABLE = new Set(['ENOSPC', 'EDQUOT', 'EACCES', 'EPERM', 'EROFS', 'EIO', 'ENOTDIR']);
+
+/** sha256 off the main thread (Web Crypto runs on libuv's pool). */
+async function sha256Hex(bytes: Uint8Array): Promise<string> {
+  return Buffer.from(await webcrypto.subtle.digest('SHA-256', bytes)).toString('hex');
+}
+
+/**
+ * Verified plain chunks on disk, content-addressed by chunk digest
+ * (`<dir>/<aa>/<64 hex>`), so identical chunks are shared by every layer and
+ * image and survive a restart. Files are written to a temporary name and
+ * renamed into place; every read re-verifies the digest (a damaged file is
+ * dropped and counts as a miss). Bounded in bytes with least-recently-used
+ * eviction. A disk that is full or not writable turns the cache off with a
+ * warning: reads go on from memory and the registry.
+ */
+export class DiskChunkCache {
+  private readonly index: LRUCache<string, number>;
+  private disabled: string | undefined;
+  private readonly writing = new Set<string>();
+
+  private constructor(readonly dir: string, readonly maxBytes: number) {
+    this.index = new LRUCache<string, number>({
+      maxSize: Math.max(1, maxBytes),
+      sizeCalculation: (n) => Math.max(1, n),
+      maxEntrySize: Math.max(1, maxBytes),
+      dispose: (_size, hex, reason) => {
+        if (reason === 'evict' || reason === 'delete') void unlink(this.pathOf(hex)).catch(() => {});
+        this.report();
+      },
+    });
+  }
+
+  /** Opens (and indexes) the cache directory; files already there count, oldest first out. */
+  static async open(dir: string, maxBytes: number): Promise<DiskChunkCache> {
+    const cache = new DiskChunkCache(dir, maxBytes);
+    try {
+      await mkdir(join(dir, 'tmp'), { recursive: true });
+      await rm(join(dir, 'tmp'), { recursive: true, force: true });
+      await mkdir(join(dir, 'tmp'), { recursive: true });
+      const found: { hex: string; size: number; mtime: number }[] = [];
+      for (const sub of await readdir(dir)) {
+        if (!/^[0-9a-f]{2}$/.test(sub)) continue;
+        for (const name of await readdir(join(dir, sub))) {
+          if (!HEX_DIGEST.test(name) || name.slice(0, 2) !== sub) continue;
+          const st = await stat(join(dir, sub, name)).catch(() => undefined);
+          if (st?.isFile()) found.push({ hex: name, size: st.size, mtime: st.mtimeMs });
+        }
+      }
+      found.sort((a, b) => a.mtime - b.mtime);
+      for (const f of found) cache.index.set(f.hex, f.size);
+    } catch (err) {
+      cache.disable(err);
+    }
+    cache.report();
+    return cache;
+  }
+
+  private pathOf(hex: string): string {
+    return join(this.dir, hex.slice(0, 2), hex);
+  }
+
+  get enabled(): boolean {
+    return this.disabled === undefined;
+  }
+
+  get size(): number {
+    return this.index.calculatedSize;
+  }
+
+  has(digest: string): boolean {
+    return this.index.has(digest.slice(7));
+  }
+
+  /** The chunk's bytes if cached and intact. */
+  async get(digest: string): Promise<Buffer | undefined> {
+    const hex = digest.slice(7);
+    if (!this.enabled || !this.index.has(hex)) {
+      cacheRequests.inc({ tier: 'disk', result: 'miss' });
+      return undefined;
+    }
+    let bytes: Buffer;
+    try {
+      bytes = await readFile(this.pathOf(hex));
+    } catch {
+      this.index.delete(hex);
+      cacheRequests.inc({ tier: 'disk', result: 'miss' });
+      return undefined;
+    }
+    if ((await sha256Hex(bytes)) !== hex) {
+      verificationFailures.inc({ what: 'disk_cache' });
+      logger.warn({ digest, path: this.pathOf(hex) }, 'disk cache file is damaged; dropped, the chunk is fetched again');
+      this.index.delete(hex);
+      cacheRequests.inc({ tier: 'disk', result: 'miss' });
+      return undefined;
+    }
+    this.index.get(hex); // recency
+    cacheRequests.inc({ tier: 'disk', result: 'hit' });
+    return bytes;
+  }
+
+  /** Stores verified bytes (the caller has checked them against `digest`). */
+  async put(digest: string, bytes: Buffer): Promise<void> {
+    const hex = digest.slice(7);
+    if (!this.enabled || this.index.has(hex) || this.writing.has(hex) || bytes.length > this.maxBytes) return;
+    this.writing.add(hex);
+    const tmp = join(this.dir, 'tmp', `${hex}.${randomBytes(6).toString('hex')}`);
+    try {
+      await mkdir(join(this.dir, hex.slice(0, 2)), { recursive: true });
+      await writeFile(tmp, bytes);
+      await rename(tmp, this.pathOf(hex));
+      this.index.set(hex, bytes.length);
+    } catch (err) {
+      await unlink(tmp).catch(() => {});
+      const code = (err as NodeJS.ErrnoException).code ?? '';
+      if (DISK_UNUSABLE.has(code)) this.disable(err);
+      else logger.warn({ err: (err as Error).message, digest }, 'disk cache write failed');
+    } finally {
+      this.writing.delete(hex);
+    }
+  }
+
+  private disable(err: unknown): void {
+    if (this.disabled) return;
+    this.disabled = (err as Error).message;
+    logger.warn({ dir: this.dir, err: this.disabled }, 'disk cache unusable; continuing with the memory cache only');
+  }
+
+  private report(): void {
+    cacheBytes.set({ tier: 'disk' }, this.index.calculatedSize);
+    cacheEntries.set({ tier: 'disk' }, this.index.size);
+  }
+}

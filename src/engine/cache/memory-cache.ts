@@ -1,0 +1,44 @@
+import { LRUCache } from 'lru-cache';
+import { cacheBytes, cacheEntries, cacheRequests } from '../../metrics/registry.js';
+
+/** Verified plain chunks in memory, keyed by chunk digest, least recently used out first, bounded in bytes. */
+export class MemoryChunkCache {
+  private readonly lru: LRUCache<string, Buffer> | null;
+
+  constructor(readonly maxBytes: number) {
+    this.lru = maxBytes > 0
+      ? new LRUCache<string, Buffer>({
+        maxSize: maxBytes,
+        sizeCalculation: (b) => Math.max(1, b.length),
+        // A chunk larger than the whole cache is simply not kept.
+        maxEntrySize: maxBytes,
+        dispose: () => this.report(),
+      })
+      : null;
+  }
+
+  get(digest: string): Buffer | undefined {
+    const hit = this.lru?.get(digest);
+    cacheRequests.inc({ tier: 'memory', result: hit ? 'hit' : 'miss' });
+    return hit;
+  }
+
+  has(digest: string): boolean {
+    return this.lru?.has(digest) ?? false;
+  }
+
+  put(digest: string, bytes: Buffer): void {
+    if (!this.lru) return;
+    this.lru.set(digest, bytes);
+    this.report();
+  }
+
+  get size(): number {
+    return this.lru?.calculatedSize ?? 0;
+  }
+
+  private report(): void {
+    cacheBytes.set({ tier: 'memory' }, this.lru?.calculatedSize ?? 0);
+    cacheEntries.set({ tier: 'memory' }, this.lru?.size ?? 0);
+  }
+}

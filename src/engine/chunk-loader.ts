@@ -1,0 +1,261 @@
+import { EstargzError, type EstargzErrorCode } from '../estargz/errors.js';
+import type { Chunk } from '../estargz/layer-index.js';
+import { logger } from '../log/logger.js';
+import { fetchDuration, registryBytes, registryRequests, verificationFailures, type FetchOperation } from '../metrics/registry.js';
+import type { DiskChunkCache } from './cache/disk-cache.js';
+import type { MemoryChunkCache } from './cache/memory-cache.js';
+import type { DecodeItem, DecodeOutput, DecodePool, Priority } from './decode-pool.js';
+import { groupRequests, planSpans, type Span } from './plan.js';
+
+/** What the engine needs of a blob in a registry (RemoteBlob has it). */
+export interface BlobFetcher {
+  readonly size: number;
+  readRanges(ranges: readonly { offset: number; length: number }[], signal?: AbortSignal): Promise<Buffer[]>;
+}
+
+export interface FetchTuning {
+  /** Members closer than this are fetched as one range. */
+  mergeGapBytes: number;
+  /** Bytes per range (span). */
+  maxSpanBytes: number;
+  /** Ranges per multi-range request. */
+  maxRanges: number;
+  /** Bytes per request. */
+  maxRequestBytes: number;
+  /** Compressed bytes per decode task: small chunks are batched to amortize the worker round trip. */
+  taskBytes: number;
+}
+
+export const DEFAULT_TUNING: FetchTuning = {
+  mergeGapBytes: 32 << 10,
+  maxSpanBytes: 16 << 20,
+  maxRanges: 64,
+  maxRequestBytes: 32 << 20,
+  taskBytes: 1 << 20,
+};
+
+/** A chunk to load, and the file it belongs to (for error messages). */
+export interface ChunkWant {
+  chunk: Chunk;
+  path: string;
+}
+
+export interface LoaderDeps {
+  fetcher: BlobFetcher;
+  pool: DecodePool;
+  memory: MemoryChunkCache;
+  disk: DiskChunkCache | null;
+  tuning: FetchTuning;
+  /** Called with every compressed range fetched (for the layer's fetched-bytes accounting). */
+  onFetched: (offset: number, end: number, op: FetchOperation) => void;
+  /** Label for logs. */
+  layer: string;
+}
+
+interface Deferred {
+  want: ChunkWant;
+  resolve: (b: Buffer) => void;
+  reject: (e: unknown) => void;
+}
+
+const OPERATION_PRIORITY: Record<FetchOperation, Priority> = {
+  on_demand: 'foreground', prefetch: 'foreground', background: 'background',
+  manifest: 'foreground', footer: 'foreground', toc: 'foreground', blob: 'foreground',
+};
+
+/** Copies a slice into an ArrayBuffer of its own, so it can be transferred to a worker. */
+function ownArrayBuffer(buf: Buffer, start: number, end: number): ArrayBuffer {
+  const copy = new ArrayBuffer(end - start);
+  new Uint8Array(copy).set(buf.subarray(start, end));
+  return copy;
+}
+
+function failureError(out: { code: string; message: string }): EstargzError {
+  return new EstargzError(out.code as EstargzErrorCode, out.message);
+}
+
+/**
+ * Turns "these chunks" into verified plain bytes with the fewest registry
+ * bytes: memory cache, then disk cache, then one plan for all misses: member
+ * ranges merged into spans, spans grouped into multi-range requests, each
+ * span decoded in the worker pool. A chunk wanted by several readers at once
+ * is loaded once (keyed by its digest). A chunk that fails verification is
+ * fetched once more before its readers get the error.
+ */
+export class ChunkLoader {
+  private readonly inflight = new Map<string, Promise<Buffer>>();
+
+  constructor(private readonly deps: LoaderDeps) {}
+
+  /** One promise per wanted chunk, in order. */
+  load(wants: readonly ChunkWant[], op: FetchOperation): Promise<Buffer>[] {
+    const owned: Deferred[] = [];
+    const promises = wants.map((want) => {
+      const digest = want.chunk.digest;
+      const hit = this.deps.memory.get(digest);
+      if (hit) return Promise.resolve(hit);
+      const pending = this.inflight.get(digest);
+      if (pending) return pending;
+      let d!: Deferred;
+      const p = new Promise<Buffer>((resolve, reject) => { d = { want, resolve, reject }; });
+      p.catch(() => {}); // the caller gets the rejection; this only silences the bookkeeping copy
+      this.inflight.set(digest, p);
+      void p.finally(() => this.inflight.get(digest) === p && this.inflight.delete(digest)).catch(() => {});
+      owned.push(d);
+      return p;
+    });
+    if (owned.length) void this.resolveOwned(owned, op);
+    return promises;
+  }
+
+  /**
+   * Decodes and caches the wanted chunks whose members lie inside bytes
+   * already fetched (background fetch reads the blob in order itself).
+   * Chunks cached or loading already are skipped.
+   */
+  async ingest(offset: number, buf: Buffer, wants: readonly ChunkWant[], op: FetchOperation): Promise<void> {
+    const owned: Deferred[] = [];
+    const done: Promise<Buffer>[] = [];
+    for (const want of wants) {
+      const digest = want.chunk.digest;
+      if (this.isCached(digest) || this.inflight.has(digest)) continue;
+      let d!: Deferred;
+      const p = new Promise<Buffer>((resolve, reject) => { d = { want, resolve, reject }; });
+      p.catch(() => {});
+      this.inflight.set(digest, p);
+      void p.finally(() => this.inflight.get(digest) === p && this.inflight.delete(digest)).catch(() => {});
+      owned.push(d);
+      done.push(p);
+    }
+    if (!owned.length) return;
+    const byMember = new Map<number, Deferred[]>();
+    for (const d of owned) byMember.set(d.want.chunk.blobOffset, [...(byMember.get(d.want.chunk.blobOffset) ?? []), d]);
+    const members = [...new Map(owned.map((d) => [d.want.chunk.blobOffset, { offset: d.want.chunk.blobOffset, end: d.want.chunk.blobEnd }])).values()]
+      .sort((a, b) => a.offset - b.offset);
+    const failed: { d: Deferred; error: EstargzError }[] = [];
+    await this.decodeSpan({ offset, end: offset + buf.length, members }, buf, byMember, op, failed);
+    if (failed.length) {
+      for (const f of failed) verificationFailures.inc({ what: 'chunk' });
+      await this.fetchAndDecode(failed.map((f) => f.d), op, 1);
+    }
+    await Promise.allSettled(done);
+  }
+
+  /** Whether a chunk is in a cache (no I/O for memory; the disk index is in memory too). */
+  isCached(digest: string): boolean {
+    return this.deps.memory.has(digest) || (this.deps.disk?.has(digest) ?? false);
+  }
+
+  private async resolveOwned(owned: Deferred[], op: FetchOperation): Promise<void> {
+    const misses: Deferred[] = [];
+    if (this.deps.disk) {
+      const found = await Promise.all(owned.map((d) => (this.deps.disk!.has(d.want.chunk.digest) ? this.deps.disk!.get(d.want.chunk.digest) : undefined)));
+      for (const [i, d] of owned.entries()) {
+        const bytes = found[i];
+        if (bytes) {
+          if (op !== 'background') this.deps.memory.put(d.want.chunk.digest, bytes);
+          d.resolve(bytes);
+        } else {
+          misses.push(d);
+        }
+      }
+    } else {
+      misses.push(...owned);
+    }
+    if (misses.length) await this.fetchAndDecode(misses, op, 0);
+  }
+
+  private async fetchAndDecode(misses: Deferred[], op: FetchOperation, attempt: number): Promise<void> {
+    const { tuning, fetcher } = this.deps;
+    const byMember = new Map<number, Deferred[]>();
+    for (const d of misses) {
+      const list = byMember.get(d.want.chunk.blobOffset);
+      if (list) list.push(d);
+      else byMember.set(d.want.chunk.blobOffset, [d]);
+    }
+    const spans = planSpans(misses.map((d) => ({ offset: d.want.chunk.blobOffset, end: d.want.chunk.blobEnd })), tuning);
+    const requests = groupRequests(spans, tuning);
+    const failed: { d: Deferred; error: EstargzError }[] = [];
+    await Promise.all(requests.map(async (request) => {
+      let buffers: Buffer[];
+      const started = performance.now();
+      try {
+        buffers = await fetcher.readRanges(request.map((s) => ({ offset: s.offset, length: s.end - s.offset })));
+      } catch (err) {
+        for (const span of request) for (const m of span.members) for (const d of byMember.get(m.offset) ?? []) d.reject(err);
+        return;
+      }
+      fetchDuration.observe({ operation: op }, (performance.now() - started) / 1000);
+      registryRequests.inc({ operation: op });
+      for (const [i, span] of request.entries()) {
+        registryBytes.inc({ operation: op }, span.end - span.offset);
+        this.deps.onFetched(span.offset, span.end, op);
+        await this.decodeSpan(span, buffers[i]!, byMember, op, failed);
+      }
+    }));
+    if (failed.length === 0) return;
+    for (const f of failed) verificationFailures.inc({ what: 'chunk' });
+    if (attempt === 0) {
+      logger.warn({ layer: this.deps.layer, chunks: failed.length, first: failed[0]!.error.message }, 'chunks failed verification; fetching them once more');
+      await this.fetchAndDecode(failed.map((f) => f.d), op, 1);
+    } else {
+      logger.error({ layer: this.deps.layer, err: failed[0]!.error.message }, 'chunk failed verification twice; the read fails');
+      for (const f of failed) f.d.reject(f.error);
+    }
+  }
+
+  /** Decodes every wanted chunk of a fetched span, in tasks of about `taskBytes` compressed bytes. */
+  private async decodeSpan(span: Span, buf: Buffer, byMember: Map<number, Deferred[]>, op: FetchOperation, failed: { d: Deferred; error: EstargzError }[]): Promise<void> {
+    const groups: { start: number; end: number; members: { offset: number; end: number; wants: Deferred[] }[] }[] = [];
+    for (const m of span.members) {
+      const wants = byMember.get(m.offset);
+      if (!wants?.length) continue;
+      const last = groups.at(-1);
+      const rel = { offset: m.offset - span.offset, end: m.end - span.offset, wants };
+      if (last && rel.end - last.start <= this.deps.tuning.taskBytes) {
+        last.members.push(rel);
+        last.end = rel.end;
+      } else {
+        groups.push({ start: rel.offset, end: rel.end, members: [rel] });
+      }
+    }
+    const priority = OPERATION_PRIORITY[op];
+    await Promise.all(groups.map(async (g) => {
+      const items: DecodeItem[] = g.members.map((m) => ({
+        offset: m.offset - g.start,
+        length: m.end - m.offset,
+        refs: m.wants.map((d) => ({
+          path: d.want.path,
+          fileOffset: d.want.chunk.fileOffset,
+          innerOffset: d.want.chunk.innerOffset,
+          size: d.want.chunk.size,
+          digest: d.want.chunk.digest,
+          blobOffset: d.want.chunk.blobOffset,
+        })),
+      }));
+      let outputs: DecodeOutput[];
+      try {
+        outputs = await this.deps.pool.run(ownArrayBuffer(buf, g.start, g.end), items, priority);
+      } catch (err) {
+        for (const m of g.members) for (const d of m.wants) d.reject(err);
+        return;
+      }
+      let k = 0;
+      for (const m of g.members) {
+        for (const d of m.wants) {
+          const out = outputs[k++]!;
+          if (out instanceof ArrayBuffer) {
+            const bytes = Buffer.from(out);
+            const digest = d.want.chunk.digest;
+            // Background work would churn the memory cache: it goes to disk, unless there is no disk.
+            if (op !== 'background' || !this.deps.disk?.enabled) this.deps.memory.put(digest, bytes);
+            void this.deps.disk?.put(digest, bytes);
+            d.resolve(bytes);
+          } else {
+            failed.push({ d, error: failureError(out) });
+          }
+        }
+      }
+    }));
+  }
+}

@@ -1,0 +1,321 @@
+import { createHash } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { createGunzip } from 'node:zlib';
+import { EstargzError } from '../estargz/errors.js';
+import type { LayerNode } from '../estargz/layer-index.js';
+import type { EstargzBlob } from '../estargz/open.js';
+import { logger } from '../log/logger.js';
+import {
+  bytesServed,
+  fetchDuration,
+  layerFetched,
+  layerPrefetched,
+  layerSize,
+  registryBytes,
+  registryRequests,
+  setLayerState,
+  trackLayer,
+  untrackLayer,
+  verificationFailures,
+  type FetchOperation,
+  type LayerStateName,
+} from '../metrics/registry.js';
+import { BlobReader, type BlobReaderOptions } from './blob-reader.js';
+import type { BlobFetcher, ChunkLoader, ChunkWant } from './chunk-loader.js';
+import { RangeSet } from './plan.js';
+
+export interface LayerFetchOptions {
+  /** Skip prefetch altogether (config `noprefetch`). */
+  noPrefetch: boolean;
+  /** Bytes to prefetch when the blob has no landmark (config `prefetch_size`). */
+  prefetchSize: number;
+  /** Skip background fetch (config `no_background_fetch`). */
+  noBackgroundFetch: boolean;
+  /** Background fetch starts, and pauses, until no foreground read happened for this long. */
+  backgroundIdleMs: number;
+  /** Background fetch bandwidth; 0 = unlimited. */
+  backgroundBytesPerSec: number;
+  /** Background ranges fetched ahead of the one being processed (config `max_concurrency`). */
+  backgroundConcurrency: number;
+  /** Size of each background range. */
+  backgroundSpanBytes: number;
+  blobReader: BlobReaderOptions;
+}
+
+export interface LayerParams {
+  /** Short label for logs and metrics (bounded cardinality: a digest prefix). */
+  id: string;
+  blobDigest: string;
+  /** The config's diff_id for this layer: checked once the whole layer was fetched. */
+  diffID?: string;
+  fetcher: BlobFetcher;
+  estargz: EstargzBlob;
+}
+
+/**
+ * A resolved layer as the engine serves it: file reads through verified
+ * chunks, raw blob reads, prefetch, background fetch and the whole-layer
+ * check (blob digest and diffID, which the reference store never checks).
+ */
+export class EngineLayer {
+  private readonly fetched = new RangeSet();
+  private prefetchedBytes = 0;
+  private lastForeground = 0;
+  private stateName: LayerStateName = 'lazy';
+  private failure: string | undefined;
+  private closed = false;
+  private readonly abort = new AbortController();
+  private prefetchRun: Promise<void> | undefined;
+  private backgroundRun: Promise<void> | undefined;
+  private readonly blobReader: BlobReader;
+  private chunkList: ChunkWant[] | undefined;
+  private readonly tracked: boolean;
+
+  constructor(
+    readonly params: LayerParams,
+    private readonly loader: ChunkLoader,
+    private readonly opts: LayerFetchOptions,
+  ) {
+    this.blobReader = new BlobReader(params.fetcher, params.blobDigest, opts.blobReader, (o, e) => this.noteFetched(o, e, 'blob'));
+    this.tracked = trackLayer(params.id);
+    if (this.tracked) layerSize.set({ layer: params.id }, params.fetcher.size);
+    this.setState('lazy');
+  }
+
+  get size(): number {
+    return this.params.fetcher.size;
+  }
+
+  get state(): LayerStateName {
+    return this.stateName;
+  }
+
+  /** Why the layer failed, when it did. */
+  get failureReason(): string | undefined {
+    return this.failure;
+  }
+
+  get fetchedBytes(): number {
+    return this.fetched.bytes;
+  }
+
+  get prefetchBytes(): number {
+    return this.prefetchedBytes;
+  }
+
+  private setState(s: LayerStateName, reason?: string): void {
+    this.stateName = s;
+    if (reason) this.failure = reason;
+    setLayerState(this.params.id, s);
+  }
+
+  /** Called for every compressed range this layer fetched. */
+  noteFetched(offset: number, end: number, op: FetchOperation): void {
+    this.fetched.add(offset, end);
+    if (op === 'prefetch') this.prefetchedBytes += end - offset;
+    if (this.tracked) {
+      layerFetched.set({ layer: this.params.id }, this.fetched.bytes);
+      layerPrefetched.set({ layer: this.params.id }, this.prefetchedBytes);
+    }
+  }
+
+  /** Reads file bytes [offset, offset + length), every byte from a verified chunk. */
+  async readFile(node: LayerNode, offset: number, length: number, path: string = node.path): Promise<Buffer> {
+    this.lastForeground = Date.now();
+    const end = Math.min(node.size, offset + length);
+    if (node.type !== 'reg' || offset >= end) return Buffer.alloc(0);
+    const chunks = node.chunks;
+    // First chunk that ends after `offset` (chunks are in file order).
+    let lo = 0;
+    let hi = chunks.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (chunks[mid]!.fileOffset + chunks[mid]!.size <= offset) lo = mid + 1;
+      else hi = mid;
+    }
+    const wants: ChunkWant[] = [];
+    for (let i = lo; i < chunks.length && chunks[i]!.fileOffset < end; i++) wants.push({ chunk: chunks[i]!, path });
+    const datas = await Promise.all(this.loader.load(wants, 'on_demand'));
+    const parts = wants.map(({ chunk }, i) => datas[i]!.subarray(Math.max(offset, chunk.fileOffset) - chunk.fileOffset, Math.min(end, chunk.fileOffset + chunk.size) - chunk.fileOffset));
+    const out = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+    bytesServed.inc({ kind: 'diff' }, out.length);
+    return out;
+  }
+
+  /** Reads raw compressed bytes of the blob (the `blob` file). */
+  async readBlob(offset: number, length: number): Promise<Buffer> {
+    this.lastForeground = Date.now();
+    const out = await this.blobReader.read(offset, length);
+    bytesServed.inc({ kind: 'blob' }, out.length);
+    return out;
+  }
+
+  /** Every chunk of every file, in blob order. */
+  private allChunks(): ChunkWant[] {
+    if (!this.chunkList) {
+      const seen = new Set<LayerNode>();
+      const list: ChunkWant[] = [];
+      for (const [path, node] of this.params.estargz.index.byPath) {
+        if (node.type !== 'reg' || seen.has(node)) continue;
+        seen.add(node);
+        for (const chunk of node.chunks) list.push({ chunk, path });
+      }
+      this.chunkList = list.sort((a, b) => a.chunk.blobOffset - b.chunk.blobOffset || a.chunk.innerOffset - b.chunk.innerOffset);
+    }
+    return this.chunkList;
+  }
+
+  /** The prefetch range: the landmark's, none, or `prefetch_size` bytes. */
+  prefetchEnd(): number {
+    if (this.opts.noPrefetch) return 0;
+    const hint = this.params.estargz.index.prefetch;
+    if (hint.kind === 'landmark') return hint.end;
+    if (hint.kind === 'none') return 0;
+    return Math.min(this.opts.prefetchSize, this.params.estargz.footer.tocOffset);
+  }
+
+  /** Fetches and decodes every chunk in the prefetch range (once; later calls share the run). */
+  prefetch(): Promise<void> {
+    this.prefetchRun ??= this.runPrefetch();
+    return this.prefetchRun;
+  }
+
+  private async runPrefetch(): Promise<void> {
+    const end = this.prefetchEnd();
+    if (end <= 0) return;
+    const wants = this.allChunks().filter((w) => w.chunk.blobOffset < end);
+    if (!wants.length) return;
+    this.setState('prefetching');
+    const started = performance.now();
+    const results = await Promise.allSettled(this.loader.load(wants, 'prefetch'));
+    const failed = results.filter((r) => r.status === 'rejected');
+    logger.info({ layer: this.params.id, bytes: end, chunks: wants.length, failed: failed.length, ms: Math.round(performance.now() - started) }, 'prefetch done');
+    if (this.stateName === 'prefetching') this.setState('lazy');
+  }
+
+  /** Starts fetching the rest of the layer once no reader has been busy for a while. */
+  startBackgroundFetch(): void {
+    if (this.opts.noBackgroundFetch || this.backgroundRun) return;
+    this.backgroundRun = this.runBackground().catch((err: unknown) => {
+      if (this.closed) return;
+      logger.warn({ layer: this.params.id, err: (err as Error).message }, 'background fetch stopped; reads still fetch on demand');
+    });
+  }
+
+  /** Resolves when background fetch has finished (or immediately when it is off). */
+  backgroundDone(): Promise<void> {
+    return this.backgroundRun ?? Promise.resolve();
+  }
+
+  private async waitIdle(): Promise<void> {
+    for (;;) {
+      if (this.closed) throw new Error('layer closed');
+      const idleFor = Date.now() - this.lastForeground;
+      if (idleFor >= this.opts.backgroundIdleMs) return;
+      await sleep(this.opts.backgroundIdleMs - idleFor, undefined, { signal: this.abort.signal });
+    }
+  }
+
+  /** Background ranges: the whole blob in pieces of about `backgroundSpanBytes`, cut only where a member starts. */
+  private backgroundSpans(): { offset: number; end: number }[] {
+    const cuts = [...new Set(this.allChunks().map((w) => w.chunk.blobOffset)), this.size].sort((a, b) => a - b);
+    const spans: { offset: number; end: number }[] = [];
+    let i = 0;
+    for (let offset = 0; offset < this.size;) {
+      while (cuts[i]! <= offset) i++;
+      const target = offset + this.opts.backgroundSpanBytes;
+      let j = i;
+      while (j + 1 < cuts.length && cuts[j + 1]! <= target) j++;
+      // The last cut within the target, or the next cut when one member is larger than a span.
+      const end = cuts[j]! <= target ? cuts[j]! : cuts[i]!;
+      spans.push({ offset, end });
+      offset = end;
+    }
+    return spans;
+  }
+
+  private async runBackground(): Promise<void> {
+    this.lastForeground = Math.max(this.lastForeground, Date.now());
+    await this.waitIdle();
+    const spans = this.backgroundSpans();
+    const blobHash = createHash('sha256');
+    const diffHash = createHash('sha256');
+    const gunzip = createGunzip();
+    gunzip.on('data', (d: Buffer) => diffHash.update(d));
+    const gunzipDone = new Promise<void>((resolve, reject) => {
+      gunzip.on('end', resolve);
+      gunzip.on('error', reject);
+    });
+    const chunks = this.allChunks();
+    let c = 0;
+    const fetchSpan = async (s: { offset: number; end: number }): Promise<Buffer> => {
+      await this.waitIdle();
+      const started = performance.now();
+      const [buf] = await this.params.fetcher.readRanges([{ offset: s.offset, length: s.end - s.offset }], this.abort.signal);
+      fetchDuration.observe({ operation: 'background' }, (performance.now() - started) / 1000);
+      registryRequests.inc({ operation: 'background' });
+      registryBytes.inc({ operation: 'background' }, s.end - s.offset);
+      this.noteFetched(s.offset, s.end, 'background');
+      if (this.opts.backgroundBytesPerSec > 0) {
+        const budgetMs = ((s.end - s.offset) / this.opts.backgroundBytesPerSec) * 1000;
+        const spent = performance.now() - started;
+        if (budgetMs > spent) await sleep(budgetMs - spent, undefined, { signal: this.abort.signal });
+      }
+      return buf!;
+    };
+    const window: Promise<Buffer>[] = [];
+    let next = 0;
+    const fill = (): void => {
+      while (window.length < Math.max(1, this.opts.backgroundConcurrency) && next < spans.length) {
+        const p = fetchSpan(spans[next++]!);
+        p.catch(() => {});
+        window.push(p);
+      }
+    };
+    fill();
+    for (const s of spans) {
+      const buf = await window.shift()!;
+      fill();
+      blobHash.update(buf);
+      if (!gunzip.write(buf)) await new Promise((r) => gunzip.once('drain', r));
+      const inSpan: ChunkWant[] = [];
+      while (c < chunks.length && chunks[c]!.chunk.blobOffset < s.end) {
+        if (chunks[c]!.chunk.blobEnd <= s.end) inSpan.push(chunks[c]!);
+        c++;
+      }
+      await this.loader.ingest(s.offset, buf, inSpan, 'background');
+    }
+    gunzip.end();
+    await gunzipDone;
+    this.checkWhole('sha256:' + blobHash.digest('hex'), 'sha256:' + diffHash.digest('hex'));
+  }
+
+  /** The whole-layer check after background fetch: blob digest and diffID. */
+  private checkWhole(blobDigest: string, diffID: string): void {
+    if (blobDigest !== this.params.blobDigest) {
+      verificationFailures.inc({ what: 'blob' });
+      this.fail(`the blob hashes to ${blobDigest}, the manifest says ${this.params.blobDigest}`);
+      return;
+    }
+    if (this.params.diffID && diffID !== this.params.diffID) {
+      verificationFailures.inc({ what: 'diff_id' });
+      this.fail(`the uncompressed layer hashes to ${diffID}, the image config says ${this.params.diffID}`);
+      return;
+    }
+    this.setState('complete');
+    logger.info({ layer: this.params.id, bytes: this.size }, 'layer complete: blob digest and diffID verified');
+  }
+
+  private fail(reason: string): void {
+    this.setState('failed', reason);
+    logger.error({ layer: this.params.id, reason }, 'layer failed its whole-layer check');
+  }
+
+  /** Stops background work and drops the layer's metrics. */
+  async close(): Promise<void> {
+    this.closed = true;
+    this.abort.abort(new EstargzError('LIMIT', 'layer closed'));
+    await this.backgroundRun?.catch(() => {});
+    if (this.tracked) untrackLayer(this.params.id);
+  }
+}

@@ -1,0 +1,173 @@
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/**
+ * The process's one Prometheus registry and every metric estargz-store
+ * exports. Other modules import these; this module imports none of them.
+ * Names, labels and units are documented in the README's metrics reference.
+ */
+export const registry = new Registry();
+
+const PREFIX = 'estargz_store_';
+
+/** Seconds, from 100 µs to ~2 min: a 4 KiB cache hit to a slow prefetch. */
+const LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120];
+
+export type FetchOperation = 'manifest' | 'footer' | 'toc' | 'on_demand' | 'prefetch' | 'background' | 'blob';
+
+export const fetchDuration = new Histogram({
+  name: `${PREFIX}fetch_duration_seconds`,
+  help: 'Latency of registry fetches, by operation (manifest, footer, toc, on_demand, prefetch, background, blob).',
+  labelNames: ['operation'] as const,
+  buckets: LATENCY_BUCKETS,
+  registers: [registry],
+});
+
+export const registryRequests = new Counter({
+  name: `${PREFIX}registry_requests_total`,
+  help: 'Range requests sent to registries, by operation.',
+  labelNames: ['operation'] as const,
+  registers: [registry],
+});
+
+export const registryBytes = new Counter({
+  name: `${PREFIX}registry_bytes_total`,
+  help: 'Compressed bytes fetched from registries, by operation.',
+  labelNames: ['operation'] as const,
+  registers: [registry],
+});
+
+export const bytesServed = new Counter({
+  name: `${PREFIX}bytes_served_total`,
+  help: 'Bytes returned to readers: "diff" is verified file content, "blob" the raw compressed layer.',
+  labelNames: ['kind'] as const,
+  registers: [registry],
+});
+
+export const cacheRequests = new Counter({
+  name: `${PREFIX}cache_requests_total`,
+  help: 'Verified-chunk cache lookups by tier (memory, disk) and result (hit, miss).',
+  labelNames: ['tier', 'result'] as const,
+  registers: [registry],
+});
+
+export const cacheBytes = new Gauge({
+  name: `${PREFIX}cache_bytes`,
+  help: 'Bytes held by the verified-chunk cache, by tier.',
+  labelNames: ['tier'] as const,
+  registers: [registry],
+});
+
+export const cacheEntries = new Gauge({
+  name: `${PREFIX}cache_entries`,
+  help: 'Chunks held by the verified-chunk cache, by tier.',
+  labelNames: ['tier'] as const,
+  registers: [registry],
+});
+
+export const verificationFailures = new Counter({
+  name: `${PREFIX}verification_failures_total`,
+  help: 'Chunks (or whole layers) whose bytes did not match their digest, by what failed (chunk, disk_cache, blob, diff_id).',
+  labelNames: ['what'] as const,
+  registers: [registry],
+});
+
+export const poolQueueDepth = new Gauge({
+  name: `${PREFIX}pool_queue_depth`,
+  help: 'Decode tasks waiting for a worker, by priority.',
+  labelNames: ['priority'] as const,
+  registers: [registry],
+});
+
+export const poolTaskDuration = new Histogram({
+  name: `${PREFIX}pool_task_duration_seconds`,
+  help: 'Time from submitting a decode task to its result (queueing included).',
+  labelNames: ['priority'] as const,
+  buckets: LATENCY_BUCKETS,
+  registers: [registry],
+});
+
+export const poolUtilization = new Gauge({
+  name: `${PREFIX}pool_utilization_ratio`,
+  help: 'Share of time the decode workers were busy since the pool started (piscina utilization).',
+  registers: [registry],
+});
+
+export const layerSize = new Gauge({
+  name: `${PREFIX}layer_size_bytes`,
+  help: 'Compressed size of each open layer.',
+  labelNames: ['layer'] as const,
+  registers: [registry],
+});
+
+export const layerFetched = new Gauge({
+  name: `${PREFIX}layer_fetched_bytes`,
+  help: 'Distinct compressed bytes of each open layer fetched so far.',
+  labelNames: ['layer'] as const,
+  registers: [registry],
+});
+
+export const layerPrefetched = new Gauge({
+  name: `${PREFIX}layer_prefetch_bytes`,
+  help: 'Compressed bytes each open layer prefetched.',
+  labelNames: ['layer'] as const,
+  registers: [registry],
+});
+
+export const LAYER_STATES = ['lazy', 'prefetching', 'complete', 'failed'] as const;
+export type LayerStateName = (typeof LAYER_STATES)[number];
+
+export const layerState = new Gauge({
+  name: `${PREFIX}layer_state`,
+  help: '1 for the state each open layer is in (lazy, prefetching, complete, failed), 0 for the others.',
+  labelNames: ['layer', 'state'] as const,
+  registers: [registry],
+});
+
+/** Event-loop delay: anything synchronous on the main thread stalls every FUSE reader. */
+const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+loopDelay.enable();
+export const eventLoopDelay = new Gauge({
+  name: `${PREFIX}event_loop_delay_seconds`,
+  help: 'Main-thread event-loop delay over the last scrape interval, by quantile (0.5, 0.99, 1 = max).',
+  labelNames: ['quantile'] as const,
+  registers: [registry],
+  collect() {
+    this.set({ quantile: '0.5' }, loopDelay.percentile(50) / 1e9);
+    this.set({ quantile: '0.99' }, loopDelay.percentile(99) / 1e9);
+    this.set({ quantile: '1' }, loopDelay.max / 1e9);
+    loopDelay.reset();
+  },
+});
+
+/** Process metrics (CPU, RSS, fds, GC), once. */
+let defaultsOn = false;
+export function enableProcessMetrics(): void {
+  if (defaultsOn) return;
+  defaultsOn = true;
+  collectDefaultMetrics({ register: registry, prefix: PREFIX });
+}
+
+/** Per-layer series are kept for at most this many layers, so label cardinality stays bounded. */
+export const MAX_LAYER_SERIES = 256;
+const layerLabels = new Set<string>();
+
+/** Starts the per-layer series of a layer; false when the bound is reached (the layer is then not exported). */
+export function trackLayer(layer: string): boolean {
+  if (layerLabels.has(layer)) return true;
+  if (layerLabels.size >= MAX_LAYER_SERIES) return false;
+  layerLabels.add(layer);
+  return true;
+}
+
+export function setLayerState(layer: string, state: LayerStateName): void {
+  if (!layerLabels.has(layer)) return;
+  for (const s of LAYER_STATES) layerState.set({ layer, state: s }, s === state ? 1 : 0);
+}
+
+/** Drops a released layer's series. */
+export function untrackLayer(layer: string): void {
+  if (!layerLabels.delete(layer)) return;
+  for (const g of [layerSize, layerFetched, layerPrefetched]) g.remove({ layer });
+  for (const s of LAYER_STATES) layerState.remove({ layer, state: s });
+}
