@@ -4,12 +4,14 @@ import { isEstargzError } from '../estargz/errors.js';
 import { isRegistryError } from '../registry/errors.js';
 import { imageCommand } from './image.js';
 import { layerCommand } from './layer.js';
+import { mountCommand } from './mount.js';
 
 const program = new Command('estargz-store')
   .description('lazy-pull additional layer store for podman / CRI-O, serving eStargz layers')
   .showHelpAfterError()
   .addCommand(layerCommand())
-  .addCommand(imageCommand());
+  .addCommand(imageCommand())
+  .addCommand(mountCommand());
 
 try {
   await program.parseAsync(process.argv);

@@ -124,6 +124,21 @@ export const layerState = new Gauge({
   registers: [registry],
 });
 
+export const fuseOpDuration = new Histogram({
+  name: `${PREFIX}fuse_op_duration_seconds`,
+  help: 'Time to answer a FUSE request, by operation (getattr, lookup-triggered resolution included; read, readdir, …).',
+  labelNames: ['op'] as const,
+  buckets: LATENCY_BUCKETS,
+  registers: [registry],
+});
+
+export const fuseOpErrors = new Counter({
+  name: `${PREFIX}fuse_op_errors_total`,
+  help: 'FUSE requests answered with an error, by operation and errno name (ENOENT is not counted).',
+  labelNames: ['op', 'errno'] as const,
+  registers: [registry],
+});
+
 /** Event-loop delay: anything synchronous on the main thread stalls every FUSE reader. */
 const loopDelay = monitorEventLoopDelay({ resolution: 10 });
 loopDelay.enable();

@@ -25,6 +25,7 @@ export interface RemoteBlobOptions {
   expectedSize?: number;
   /** Never send multi-range requests (config `force_single_range_mode`). */
   singleRangeOnly?: boolean;
+  /** For finding the size only; each read takes its own signal. */
   signal?: AbortSignal;
 }
 
@@ -133,7 +134,7 @@ export class RemoteBlob implements RangedSource {
     const wanted = ranges.filter((r) => r.length > 0 && !this.inflight.has(key(r)));
     const unique = [...new Map(wanted.map((r) => [key(r), r])).values()];
     if (unique.length > 0) {
-      const fetched = this.fetchRanges(unique, signal ?? this.opts.signal);
+      const fetched = this.fetchRanges(unique, signal);
       for (const [i, r] of unique.entries()) {
         const k = key(r);
         const p = fetched.then((parts) => parts[i]!);

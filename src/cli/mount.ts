@@ -1,0 +1,40 @@
+import { Command } from 'commander';
+import { ConfigError, loadConfig } from '../daemon/config.js';
+import { startDaemon } from '../daemon/daemon.js';
+import { logger } from '../log/logger.js';
+
+export const DEFAULT_ROOT = '/var/lib/estargz-store';
+
+export function mountCommand(): Command {
+  return new Command('mount')
+    .description('mount the additional layer store at MOUNTPOINT and serve until SIGINT/SIGTERM')
+    .argument('<mountpoint>', 'where to mount (containers/storage: additionallayerstores = ["MOUNTPOINT:ref"])')
+    .option('--config <file>', 'config file (default /etc/estargz-store/config.toml; a missing default is fine)')
+    .option('--root <dir>', 'state directory: disk cache, control socket', DEFAULT_ROOT)
+    .option('--log-level <level>', 'trace, debug, info, warn, error')
+    .action(async (mountpoint: string, opts: { config?: string; root: string; logLevel?: string }) => {
+      const { config, warnings, source } = await loadConfig(opts.config);
+      const level = opts.logLevel ?? (process.env.ESTARGZ_LOG_LEVEL ? undefined : config.log_level);
+      if (level) {
+        if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal'].includes(level)) throw new ConfigError(`--log-level ${level}: expected trace, debug, info, warn, error or fatal`);
+        logger.level = level;
+      }
+      for (const w of warnings) logger.warn(w);
+      logger.info({ config: source, root: opts.root }, 'starting');
+      const daemon = await startDaemon({ config, root: opts.root, mountpoint });
+      await new Promise<void>((resolve) => {
+        const stop = (signal: string) => {
+          logger.info({ signal }, 'signal received');
+          daemon.stop().then(resolve, (err: Error) => {
+            logger.error({ err: err.message }, 'stop failed');
+            resolve();
+          });
+        };
+        process.once('SIGINT', () => stop('SIGINT'));
+        process.once('SIGTERM', () => stop('SIGTERM'));
+      });
+      logger.flush();
+      // Worker threads and keep-alive sockets are closed; exit now rather than wait for stragglers.
+      setTimeout(() => process.exit(0), 100).unref();
+    });
+}

@@ -1,0 +1,198 @@
+import { EstargzError } from '../estargz/errors.js';
+import { openEstargz, type EstargzBlob } from '../estargz/open.js';
+import { TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION } from '../estargz/toc.js';
+import { logger } from '../log/logger.js';
+import { fetchDuration } from '../metrics/registry.js';
+import { RemoteBlob } from '../registry/blob.js';
+import type { RegistryClient } from '../registry/client.js';
+import { RegistryError } from '../registry/errors.js';
+import { ImageResolver } from '../registry/manifest.js';
+import { MediaType, type Descriptor } from '../registry/media-types.js';
+import { formatReference, type ImageReference } from '../registry/reference.js';
+import type { Engine } from './engine.js';
+import type { EngineLayer } from './layer.js';
+
+/** A layer resolved for a store directory `<ref>/<digest>`. */
+export interface ResolvedLayer {
+  ref: ImageReference;
+  refString: string;
+  /** The directory's digest: the compressed layer digest (podman ≤ 5.0) or the TOC digest (podman ≥ 5.1). */
+  dirDigest: string;
+  keyedBy: 'layer' | 'toc';
+  descriptor: Descriptor;
+  /** The verified TOC digest (the manifest annotation), or undefined for an unverified layer. */
+  tocDigest: string | undefined;
+  /** The config's diff_id for this layer. */
+  diffID: string;
+  /** The `io.containers.estargz.uncompressed-size` annotation, if the image has it. */
+  uncompressedSize: number | undefined;
+  estargz: EstargzBlob;
+  layer: EngineLayer;
+  /** Blob size as the registry reports it. */
+  blobSize: number;
+}
+
+export interface ResolverOptions {
+  /** Give up resolving a layer after this long (default 30 s). */
+  timeoutMs: number;
+  /** Serve layers whose manifest has no TOC digest annotation (their TOC cannot be verified). */
+  allowUnverified: boolean;
+  /** A failed resolution is answered from memory for this long, then tried again. */
+  failureTtlMs: number;
+  /** Resolved manifests are reused this long. */
+  manifestTtlMs: number;
+  /** Never send multi-range requests (config `force_single_range_mode`). */
+  singleRangeOnly: boolean;
+}
+
+export const DEFAULT_RESOLVER: ResolverOptions = {
+  timeoutMs: 30_000,
+  allowUnverified: false,
+  failureTtlMs: 5_000,
+  manifestTtlMs: 120_000,
+  singleRangeOnly: false,
+};
+
+const GZIP_LAYER_TYPES = new Set<string>([MediaType.ociLayerGzip, MediaType.dockerLayerGzip]);
+
+interface Entry {
+  value: Promise<ResolvedLayer>;
+  settled?: { ok: boolean; at: number };
+  uses: number;
+}
+
+/**
+ * Resolves `<ref>/<digest>` store directories to served layers: manifest
+ * (cached), the layer in it (by layer digest or TOC digest), footer + TOC
+ * verified against the manifest's TOC digest annotation, then an engine
+ * layer with prefetch and background fetch started. Resolution is bounded in
+ * time; concurrent lookups share one resolution; a failure is remembered
+ * briefly so that a burst of lookups does not hammer the registry.
+ */
+export class LayerResolver {
+  private readonly images: ImageResolver;
+  private readonly entries = new Map<string, Entry>();
+
+  constructor(private readonly client: RegistryClient, private readonly engine: Engine, private readonly opts: ResolverOptions = DEFAULT_RESOLVER) {
+    this.images = new ImageResolver(client, opts.manifestTtlMs);
+  }
+
+  private key(ref: ImageReference, digest: string): string {
+    return `${formatReference(ref)}|${digest}`;
+  }
+
+  resolve(ref: ImageReference, digest: string): Promise<ResolvedLayer> {
+    const key = this.key(ref, digest);
+    const hit = this.entries.get(key);
+    if (hit && !(hit.settled && !hit.settled.ok && Date.now() - hit.settled.at > this.opts.failureTtlMs)) return hit.value;
+    const entry: Entry = { value: this.resolveNow(ref, digest), uses: hit?.uses ?? 0 };
+    entry.value.then(() => { entry.settled = { ok: true, at: Date.now() }; }, () => { entry.settled = { ok: false, at: Date.now() }; });
+    entry.value.catch(() => {});
+    this.entries.set(key, entry);
+    return entry.value;
+  }
+
+  /** The resolved layer if it is ready (no waiting): for cheap attribute answers. */
+  peek(ref: ImageReference, digest: string): Promise<ResolvedLayer> | undefined {
+    return this.entries.get(this.key(ref, digest))?.value;
+  }
+
+  /** containers/storage created `<layer>/use`: one more user. */
+  use(ref: ImageReference, digest: string): void {
+    const e = this.entries.get(this.key(ref, digest));
+    if (e) e.uses++;
+  }
+
+  /** containers/storage removed the layer directory: one user less; at zero the layer's memory is released. */
+  async release(ref: ImageReference, digest: string): Promise<boolean> {
+    const key = this.key(ref, digest);
+    const e = this.entries.get(key);
+    if (!e) return false;
+    e.uses = Math.max(0, e.uses - 1);
+    if (e.uses > 0) return true;
+    this.entries.delete(key);
+    const resolved = await e.value.catch(() => undefined);
+    await resolved?.layer.close();
+    return true;
+  }
+
+  /** Every layer currently resolved (for status). */
+  async list(): Promise<{ resolved?: ResolvedLayer; error?: string; ref: string; digest: string; uses: number }[]> {
+    return Promise.all([...this.entries.entries()].map(async ([key, e]) => {
+      const [ref, digest] = key.split('|') as [string, string];
+      try {
+        return { resolved: await e.value, ref, digest, uses: e.uses };
+      } catch (err) {
+        return { error: (err as Error).message, ref, digest, uses: e.uses };
+      }
+    }));
+  }
+
+  async close(): Promise<void> {
+    const all = [...this.entries.values()];
+    this.entries.clear();
+    await Promise.all(all.map(async (e) => (await e.value.catch(() => undefined))?.layer.close()));
+  }
+
+  private async resolveNow(ref: ImageReference, digest: string): Promise<ResolvedLayer> {
+    const started = performance.now();
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(new Error(`resolution took longer than ${this.opts.timeoutMs} ms`)), this.opts.timeoutMs);
+    const refString = formatReference(ref);
+    try {
+      const result = await Promise.race([
+        this.resolveSteps(ref, refString, digest, abort.signal),
+        new Promise<never>((_, reject) => abort.signal.addEventListener('abort', () => reject(new RegistryError('TIMEOUT', `resolving ${refString} ${digest}: ${(abort.signal.reason as Error).message}`)))),
+      ]);
+      logger.info({ ref: refString, digest, result: 'ok', keyedBy: result.keyedBy, ms: Math.round(performance.now() - started), size: result.blobSize }, 'layer resolved');
+      return result;
+    } catch (err) {
+      logger.warn({ ref: refString, digest, result: 'failed', ms: Math.round(performance.now() - started), err: (err as Error).message }, 'layer not resolved; containers/storage falls back to a normal pull');
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private async resolveSteps(ref: ImageReference, refString: string, digest: string, signal: AbortSignal): Promise<ResolvedLayer> {
+    let t = performance.now();
+    const image = await this.images.resolve(ref, signal);
+    fetchDuration.observe({ operation: 'manifest' }, (performance.now() - t) / 1000);
+    const layers = image.manifest.layers;
+    let index = layers.findIndex((l) => l.digest === digest);
+    let keyedBy: ResolvedLayer['keyedBy'] = 'layer';
+    if (index < 0) {
+      index = layers.findIndex((l) => l.annotations?.[TOC_DIGEST_ANNOTATION] === digest);
+      keyedBy = 'toc';
+    }
+    if (index < 0) throw new RegistryError('NOT_FOUND', `${refString} has no layer with digest or TOC digest ${digest}`);
+    const descriptor = layers[index]!;
+    if (layers.length !== image.config.rootfs.diff_ids.length) {
+      throw new RegistryError('PROTOCOL', `${refString}: ${layers.length} layers but ${image.config.rootfs.diff_ids.length} diff_ids in the config`);
+    }
+    if (!GZIP_LAYER_TYPES.has(descriptor.mediaType)) {
+      throw new EstargzError('NOT_ESTARGZ', `layer ${descriptor.digest} of ${refString} is ${descriptor.mediaType}, not a gzip layer`);
+    }
+    const tocDigest = descriptor.annotations?.[TOC_DIGEST_ANNOTATION];
+    if (!tocDigest && !this.opts.allowUnverified) {
+      throw new EstargzError('NOT_ESTARGZ', `layer ${descriptor.digest} of ${refString} has no ${TOC_DIGEST_ANNOTATION} annotation, so its TOC cannot be verified (allow_unverified = true serves it anyway)`);
+    }
+    const repo = { registry: ref.registry, repository: ref.repository };
+    t = performance.now();
+    const blob = await RemoteBlob.open(this.client, repo, descriptor.digest, { expectedSize: descriptor.size, signal, singleRangeOnly: this.opts.singleRangeOnly });
+    const estargz = await openEstargz(blob, tocDigest ? { tocDigest } : {});
+    fetchDuration.observe({ operation: 'toc' }, (performance.now() - t) / 1000);
+    signal.throwIfAborted();
+    const size = Number(descriptor.annotations?.[UNCOMPRESSED_SIZE_ANNOTATION]);
+    const diffID = image.config.rootfs.diff_ids[index]!;
+    const layer = this.engine.openLayer({ id: descriptor.digest.slice(7, 19), blobDigest: descriptor.digest, diffID, fetcher: blob, estargz });
+    // Both honour the engine's noprefetch / no_background_fetch settings.
+    void layer.prefetch().catch(() => {});
+    layer.startBackgroundFetch();
+    return {
+      ref, refString, dirDigest: digest, keyedBy, descriptor, tocDigest, diffID,
+      uncompressedSize: Number.isSafeInteger(size) && size >= 0 ? size : undefined,
+      estargz, layer, blobSize: blob.size,
+    };
+  }
+}

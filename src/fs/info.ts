@@ -1,0 +1,36 @@
+import type { ResolvedLayer } from '../engine/resolver.js';
+import { logger } from '../log/logger.js';
+
+/** containers/storage's compression enum: 2 is gzip. */
+const COMPRESSION_GZIP = 2;
+
+/**
+ * The `info` file: the containers/storage Layer fields the store knows, one
+ * line of JSON. Which fields depends on what the directory is named by:
+ * - the compressed layer digest (podman ≤ 5.0, e.g. Debian's 4.3.1):
+ *   compressed-diff-digest, compressed-size, diff-digest (the config's
+ *   diff_id, mandatory: podman derives the layer ID from it), diff-size (the
+ *   uncompressed-size annotation, needed to export through `blob`), compression;
+ * - the TOC digest (podman ≥ 5.1): toc-digest (checked by podman),
+ *   diff-size, compression, and flags.expected-layer-diffid (needed for save/push).
+ */
+export function layerInfo(l: ResolvedLayer): Buffer {
+  if (l.uncompressedSize === undefined) {
+    logger.warn({ ref: l.refString, digest: l.descriptor.digest }, 'layer has no io.containers.estargz.uncompressed-size annotation; info has no diff-size, so exporting it may fail');
+  }
+  const info = l.keyedBy === 'layer'
+    ? {
+      'compressed-diff-digest': l.descriptor.digest,
+      'compressed-size': l.descriptor.size,
+      'diff-digest': l.diffID,
+      ...(l.uncompressedSize !== undefined && { 'diff-size': l.uncompressedSize }),
+      compression: COMPRESSION_GZIP,
+    }
+    : {
+      'toc-digest': l.dirDigest,
+      'diff-size': l.uncompressedSize ?? -1,
+      compression: COMPRESSION_GZIP,
+      flags: { 'expected-layer-diffid': l.diffID },
+    };
+  return Buffer.from(JSON.stringify(info) + '\n');
+}

@@ -1,0 +1,28 @@
+import { parseReference, type ImageReference } from '../registry/reference.js';
+
+/** Why a store path component was refused: maps to EINVAL. */
+export class BadNameError extends Error {}
+
+const STD_BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+const DIGEST = /^sha256:[0-9a-f]{64}$/;
+
+/** Decodes a `<base64(image ref)>` directory name (standard alphabet, padded), as containers/storage writes it. */
+export function decodeRefDir(name: string): ImageReference {
+  if (name === '' || !STD_BASE64.test(name)) throw new BadNameError(`${JSON.stringify(name)} is not standard base64`);
+  const text = Buffer.from(name, 'base64').toString('utf8');
+  try {
+    return parseReference(text);
+  } catch (err) {
+    throw new BadNameError((err as Error).message);
+  }
+}
+
+export function encodeRefDir(ref: string): string {
+  return Buffer.from(ref, 'utf8').toString('base64');
+}
+
+/** Checks a `<digest>` directory name. */
+export function checkDigestDir(name: string): string {
+  if (!DIGEST.test(name)) throw new BadNameError(`${JSON.stringify(name)} is not a sha256 digest`);
+  return name;
+}

@@ -1,0 +1,269 @@
+import type { LayerNode } from '../estargz/layer-index.js';
+import type { LayerResolver, ResolvedLayer } from '../engine/resolver.js';
+import { formatReference, type ImageReference } from '../registry/reference.js';
+import { DiffView, type ViewEntry } from './diff-view.js';
+import { Errno, FsAnswer, notFound, readOnly } from './errno.js';
+import { checkDigestDir, decodeRefDir, encodeRefDir } from './names.js';
+import { layerInfo } from './info.js';
+
+/** What fuse-native turns into a struct stat. Times are in milliseconds. */
+export interface Stat {
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  nlink: number;
+  ino: number;
+  rdev: number;
+  blksize: number;
+  blocks: number;
+  atime: number;
+  mtime: number;
+  ctime: number;
+  dev: number;
+}
+
+const S_IFDIR = 0o040000;
+const S_IFREG = 0o100000;
+const S_IFLNK = 0o120000;
+const S_IFCHR = 0o020000;
+const S_IFBLK = 0o060000;
+const S_IFIFO = 0o010000;
+const TYPE_BITS = { dir: S_IFDIR, reg: S_IFREG, symlink: S_IFLNK, char: S_IFCHR, block: S_IFBLK, fifo: S_IFIFO } as const;
+
+/** The kernel's 32-bit device number encoding (new_encode_dev). */
+function makeDev(major: number, minor: number): number {
+  return ((minor & 0xff) | ((major & 0xfff) << 8) | ((minor & ~0xff) << 12)) >>> 0;
+}
+
+function baseStat(mode: number, ino: number, size: number, nlink: number, mtimeMs: number): Stat {
+  return { mode, uid: 0, gid: 0, size, nlink, ino, rdev: 0, blksize: 4096, blocks: Math.ceil(size / 4096) * 8, atime: mtimeMs, mtime: mtimeMs, ctime: mtimeMs, dev: 0 };
+}
+
+/** Where a store path leads. */
+type Target =
+  | { kind: 'root' }
+  | { kind: 'ref'; name: string; ref: ImageReference }
+  | { kind: 'layer'; refName: string; ref: ImageReference; digest: string }
+  | { kind: 'info' | 'blob'; ref: ImageReference; digest: string }
+  | { kind: 'use'; ref: ImageReference; digest: string }
+  | { kind: 'diff'; ref: ImageReference; digest: string; inner: string };
+
+/** An open file: what `read` serves without parsing the path again. */
+export type Handle =
+  | { kind: 'file'; served: ServedLayer; node: LayerNode; path: string }
+  | { kind: 'bytes'; bytes: Buffer }
+  | { kind: 'blob'; served: ServedLayer };
+
+/** A resolved layer with its overlay view and inode range. */
+export interface ServedLayer {
+  resolved: ResolvedLayer;
+  view: DiffView;
+  info: Buffer;
+  dirIno: number;
+}
+
+/**
+ * The store tree `<mnt>/<base64(ref)>/<digest>/{diff,info,blob,use}`, as
+ * path-based operations (fuse-native's libfuse 2 high-level API). Everything
+ * is asynchronous: a slow resolution of one layer never holds up another.
+ */
+export class StoreFs {
+  private readonly served = new Map<string, Promise<ServedLayer>>();
+  private readonly syntheticIno = new Map<string, number>();
+  private nextIno = 2;
+  private readonly mountedAt = Date.now();
+  private readonly handles = new Map<number, Handle>();
+  private nextFd = 1;
+
+  constructor(private readonly resolver: LayerResolver) {}
+
+  private ino(key: string): number {
+    let ino = this.syntheticIno.get(key);
+    if (ino === undefined) {
+      ino = this.nextIno++;
+      this.syntheticIno.set(key, ino);
+    }
+    return ino;
+  }
+
+  /** Reserves a block of inode numbers for a layer's files. */
+  private allocInos(count: number): number {
+    const base = this.nextIno;
+    this.nextIno += count;
+    return base;
+  }
+
+  private parse(path: string): Target {
+    const parts = path.split('/').filter((p) => p !== '');
+    if (parts.length === 0) return { kind: 'root' };
+    const ref = decodeRefDir(parts[0]!);
+    if (parts.length === 1) return { kind: 'ref', name: parts[0]!, ref };
+    const digest = checkDigestDir(parts[1]!);
+    if (parts.length === 2) return { kind: 'layer', refName: parts[0]!, ref, digest };
+    const leaf = parts[2]!;
+    if (leaf === 'diff') return { kind: 'diff', ref, digest, inner: parts.slice(3).join('/') };
+    if (parts.length === 3 && (leaf === 'info' || leaf === 'blob' || leaf === 'use')) return { kind: leaf, ref, digest };
+    throw notFound();
+  }
+
+  /** Resolves a layer once and builds its view; failures are not kept here (the resolver remembers them briefly). */
+  private layer(ref: ImageReference, digest: string): Promise<ServedLayer> {
+    const key = `${formatReference(ref)}|${digest}`;
+    let p = this.served.get(key);
+    if (!p) {
+      p = this.resolver.resolve(ref, digest).then((resolved) => {
+        const view = new DiffView(resolved.estargz.index, this.allocInos(DiffView.inoSpan(resolved.estargz.index)));
+        return { resolved, view, info: layerInfo(resolved), dirIno: this.ino(key) };
+      });
+      this.served.set(key, p);
+      p.catch(() => this.served.get(key) === p && this.served.delete(key));
+    }
+    return p;
+  }
+
+  private async viewEntry(t: Extract<Target, { kind: 'diff' }>): Promise<{ served: ServedLayer; entry: ViewEntry }> {
+    const served = await this.layer(t.ref, t.digest);
+    const entry = served.view.lookup(t.inner);
+    if (!entry) throw notFound();
+    return { served, entry };
+  }
+
+  private nodeStat(entry: ViewEntry): Stat {
+    if (entry.kind === 'whiteout') return baseStat(S_IFCHR, entry.ino, 0, 1, entry.mtime * 1000);
+    const n = entry.node;
+    const size = n.type === 'reg' ? n.size : n.type === 'symlink' ? Buffer.byteLength(n.linkName) : n.type === 'dir' ? 4096 : 0;
+    const st = baseStat(TYPE_BITS[n.type] | n.mode, entry.ino, size, n.nlink, n.mtime * 1000);
+    st.uid = n.uid;
+    st.gid = n.gid;
+    if (n.type === 'char' || n.type === 'block') st.rdev = makeDev(n.devMajor, n.devMinor);
+    return st;
+  }
+
+  async getattr(path: string): Promise<Stat> {
+    const t = this.parse(path);
+    switch (t.kind) {
+      case 'root': return baseStat(S_IFDIR | 0o555, 1, 4096, 2, this.mountedAt);
+      case 'ref': return baseStat(S_IFDIR | 0o500, this.ino(t.name), 4096, 2, this.mountedAt);
+      case 'layer': {
+        const served = await this.layer(t.ref, t.digest);
+        return baseStat(S_IFDIR | 0o500, served.dirIno, 4096, 3, this.mountedAt);
+      }
+      case 'info': {
+        const served = await this.layer(t.ref, t.digest);
+        return baseStat(S_IFREG | 0o400, this.ino(`${served.dirIno}/info`), served.info.length, 1, this.mountedAt);
+      }
+      case 'blob': {
+        const served = await this.layer(t.ref, t.digest);
+        return baseStat(S_IFREG | 0o400, this.ino(`${served.dirIno}/blob`), served.resolved.blobSize, 1, this.mountedAt);
+      }
+      case 'use': throw notFound();
+      case 'diff': return this.nodeStat((await this.viewEntry(t)).entry);
+    }
+  }
+
+  async readdir(path: string): Promise<{ names: string[]; stats?: Stat[] }> {
+    const t = this.parse(path);
+    switch (t.kind) {
+      case 'root': {
+        const refs = new Set((await this.resolver.list()).map((l) => encodeRefDir(l.ref)));
+        return { names: ['.', '..', ...refs] };
+      }
+      case 'ref': {
+        const ref = formatReference(t.ref);
+        return { names: ['.', '..', ...(await this.resolver.list()).filter((l) => l.ref === ref && !l.error).map((l) => l.digest)] };
+      }
+      case 'layer':
+        await this.layer(t.ref, t.digest);
+        return { names: ['.', '..', 'diff', 'info', 'blob'] };
+      case 'diff': {
+        const { served, entry } = await this.viewEntry(t);
+        if (entry.kind !== 'node' || entry.node.type !== 'dir') throw new FsAnswer(Errno.ENOTDIR);
+        const listing = served.view.list(entry.node);
+        return { names: ['.', '..', ...listing.keys()], stats: [this.nodeStat(entry), this.nodeStat(entry), ...[...listing.values()].map((e) => this.nodeStat(e))] };
+      }
+      default:
+        throw new FsAnswer(Errno.ENOTDIR);
+    }
+  }
+
+  async readlink(path: string): Promise<string> {
+    const t = this.parse(path);
+    if (t.kind !== 'diff') throw new FsAnswer(Errno.EINVAL);
+    const { entry } = await this.viewEntry(t);
+    if (entry.kind !== 'node' || entry.node.type !== 'symlink') throw new FsAnswer(Errno.EINVAL);
+    return entry.node.linkName;
+  }
+
+  async open(path: string, flags: number): Promise<number> {
+    const WRITE_FLAGS = 0o3 | 0o100 | 0o1000 | 0o2000; // O_WRONLY|O_RDWR, O_CREAT, O_TRUNC, O_APPEND
+    if (flags & WRITE_FLAGS) throw readOnly();
+    const t = this.parse(path);
+    let handle: Handle;
+    if (t.kind === 'info') handle = { kind: 'bytes', bytes: (await this.layer(t.ref, t.digest)).info };
+    else if (t.kind === 'blob') handle = { kind: 'blob', served: await this.layer(t.ref, t.digest) };
+    else if (t.kind === 'diff') {
+      const { served, entry } = await this.viewEntry(t);
+      if (entry.kind !== 'node') throw new FsAnswer(Errno.EACCES);
+      if (entry.node.type === 'dir') throw new FsAnswer(Errno.EISDIR);
+      handle = { kind: 'file', served, node: entry.node, path: t.inner };
+    } else if (t.kind === 'use') {
+      throw notFound();
+    } else {
+      throw new FsAnswer(Errno.EISDIR);
+    }
+    const fd = this.nextFd++;
+    this.handles.set(fd, handle);
+    return fd;
+  }
+
+  release(fd: number): void {
+    this.handles.delete(fd);
+  }
+
+  /** Reads into `buf`; returns the byte count (short only at the end of the file). */
+  async read(fd: number, buf: Buffer, length: number, position: number): Promise<number> {
+    const h = this.handles.get(fd);
+    if (!h) throw new FsAnswer(Errno.EBADF);
+    let data: Buffer;
+    if (h.kind === 'bytes') data = h.bytes.subarray(position, position + length);
+    else if (h.kind === 'blob') data = await h.served.resolved.layer.readBlob(position, length);
+    else data = await h.served.resolved.layer.readFile(h.node, position, length, h.path);
+    return data.copy(buf, 0, 0, Math.min(length, data.length));
+  }
+
+  async getxattr(path: string, name: string): Promise<Buffer | null> {
+    const t = this.parse(path);
+    if (t.kind !== 'diff') return null;
+    const { served, entry } = await this.viewEntry(t);
+    return served.view.xattrs(entry).get(name) ?? null;
+  }
+
+  async listxattr(path: string): Promise<string[]> {
+    const t = this.parse(path);
+    if (t.kind !== 'diff') return [];
+    const { served, entry } = await this.viewEntry(t);
+    return [...served.view.xattrs(entry).keys()];
+  }
+
+  /** `create(<layer>/use)`: containers/storage telling the store a layer is in use. The answer is ENOENT either way. */
+  async create(path: string): Promise<never> {
+    const t = this.parse(path);
+    if (t.kind !== 'use') throw readOnly();
+    await this.layer(t.ref, t.digest);
+    this.resolver.use(t.ref, t.digest);
+    throw notFound();
+  }
+
+  /** `rmdir(<ref>/<digest>)`: containers/storage releasing a layer. Answers ENOENT, as the protocol expects. */
+  async rmdir(path: string): Promise<never> {
+    const t = this.parse(path);
+    if (t.kind !== 'layer') throw readOnly();
+    const key = `${formatReference(t.ref)}|${t.digest}`;
+    if (await this.resolver.release(t.ref, t.digest)) {
+      const stillUsed = (await this.resolver.list()).some((l) => `${l.ref}|${l.digest}` === key);
+      if (!stillUsed) this.served.delete(key);
+    }
+    throw notFound();
+  }
+}
