@@ -21,18 +21,15 @@ export function mountCommand(): Command {
       }
       for (const w of warnings) logger.warn(w);
       logger.info({ config: source, root: opts.root }, 'starting');
+      // Handlers first: a signal that arrives while mounting must still unmount, not kill the process.
+      let signalled: (signal: string) => void = () => {};
+      const received = new Promise<string>((resolve) => { signalled = resolve; });
+      process.once('SIGINT', () => signalled('SIGINT'));
+      process.once('SIGTERM', () => signalled('SIGTERM'));
       const daemon = await startDaemon({ config, root: opts.root, mountpoint });
-      await new Promise<void>((resolve) => {
-        const stop = (signal: string) => {
-          logger.info({ signal }, 'signal received');
-          daemon.stop().then(resolve, (err: Error) => {
-            logger.error({ err: err.message }, 'stop failed');
-            resolve();
-          });
-        };
-        process.once('SIGINT', () => stop('SIGINT'));
-        process.once('SIGTERM', () => stop('SIGTERM'));
-      });
+      const signal = await received;
+      logger.info({ signal }, 'signal received');
+      await daemon.stop().catch((err: Error) => logger.error({ err: err.message }, 'stop failed'));
       logger.flush();
       // Worker threads and keep-alive sockets are closed; exit now rather than wait for stragglers.
       setTimeout(() => process.exit(0), 100).unref();

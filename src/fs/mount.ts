@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { mkdir, readFile, stat } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import Fuse from 'fuse-native';
 import { logger } from '../log/logger.js';
@@ -47,9 +47,13 @@ async function mountAt(path: string): Promise<string | undefined> {
   return undefined;
 }
 
-/** Whether the mount at `path` still answers (a killed store leaves "Transport endpoint is not connected"). */
-async function answers(path: string): Promise<boolean> {
-  const probe = stat(path).then(() => true, (err: NodeJS.ErrnoException) => err.code !== 'ENOTCONN' && err.code !== 'EIO');
+/**
+ * Whether the mount at `path` still answers (a killed store leaves "Transport
+ * endpoint is not connected"). A name that does not exist is probed: the
+ * mount root's own attributes may come from the kernel's cache.
+ */
+export async function mountAnswers(path: string): Promise<boolean> {
+  const probe = stat(join(path, `.estargz-store-probe-${process.pid}`)).then(() => true, (err: NodeJS.ErrnoException) => err.code !== 'ENOTCONN' && err.code !== 'EIO');
   const timeout = new Promise<boolean>((r) => setTimeout(() => r(false), 2000).unref());
   return Promise.race([probe, timeout]);
 }
@@ -62,7 +66,7 @@ async function answers(path: string): Promise<boolean> {
 export async function prepareMountpoint(mountpoint: string): Promise<void> {
   const fstype = await mountAt(mountpoint);
   if (fstype !== undefined) {
-    if (await answers(mountpoint)) {
+    if (await mountAnswers(mountpoint)) {
       throw new Error(`${mountpoint} is already mounted (${fstype}) and answering: another store is serving it; stop it first`);
     }
     logger.warn({ mountpoint, fstype }, 'cleaning a stale mount left by a store that did not unmount');

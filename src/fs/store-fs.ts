@@ -133,7 +133,9 @@ export class StoreFs {
     if (entry.kind === 'whiteout') return baseStat(S_IFCHR, entry.ino, 0, 1, entry.mtime * 1000);
     const n = entry.node;
     const size = n.type === 'reg' ? n.size : n.type === 'symlink' ? Buffer.byteLength(n.linkName) : n.type === 'dir' ? 4096 : 0;
-    const st = baseStat(TYPE_BITS[n.type] | n.mode, entry.ino, size, n.nlink, n.mtime * 1000);
+    // Symlinks are 0777 on Linux whatever the tar header says (as `tar -x` leaves them).
+    const perm = n.type === 'symlink' ? 0o777 : n.mode;
+    const st = baseStat(TYPE_BITS[n.type] | perm, entry.ino, size, n.nlink, n.mtime * 1000);
     st.uid = n.uid;
     st.gid = n.gid;
     if (n.type === 'char' || n.type === 'block') st.rdev = makeDev(n.devMajor, n.devMinor);

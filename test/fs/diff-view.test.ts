@@ -1,0 +1,80 @@
+import assert from 'node:assert/strict';
+import { Readable, Writable } from 'node:stream';
+import { describe, test } from 'node:test';
+import { openEstargz } from '../../src/estargz/open.js';
+import { BufferSource } from '../../src/estargz/source.js';
+import { convertLayer } from '../../src/estargz/writer/convert.js';
+import { DiffView } from '../../src/fs/diff-view.js';
+import { BadNameError, checkDigestDir, decodeRefDir, encodeRefDir } from '../../src/fs/names.js';
+import { makeLayerTar, type SpecEntry } from '../helpers/layer-tar.js';
+
+async function viewOf(spec: SpecEntry[], prioritized: string[] = []): Promise<DiffView> {
+  const parts: Buffer[] = [];
+  await convertLayer(Readable.from([await makeLayerTar(spec)]), new Writable({ write(c: Buffer, _e, cb) { parts.push(c); cb(); } }), { prioritizedFiles: prioritized });
+  const blob = await openEstargz(new BufferSource(Buffer.concat(parts)));
+  return new DiffView(blob.index, 1000);
+}
+
+describe('overlay view of a layer', () => {
+  test('whiteouts become 0:0 character devices unless the real name exists; opaque dirs get both xattrs', async () => {
+    const view = await viewOf([
+      { name: 'a/', type: 'directory' },
+      { name: 'a/.wh.gone', type: 'file', mtime: 1234 },
+      { name: 'a/.wh.kept', type: 'file' },
+      { name: 'a/kept', type: 'file', content: Buffer.from('real') },
+      { name: 'a/.wh..wh..opq', type: 'file' },
+      { name: 'a/.wh.', type: 'file' },
+      { name: 'b/', type: 'directory', xattrs: { 'user.x': '1' } },
+      { name: 'b/c', type: 'file' },
+    ]);
+    const a = view.lookup('a')!;
+    assert.equal(a.kind, 'node');
+    assert.deepEqual([...view.list(a.kind === 'node' ? a.node : view.index.root).keys()], ['gone', 'kept']);
+    const gone = view.lookup('a/gone')!;
+    assert.equal(gone.kind, 'whiteout');
+    assert.equal(gone.kind === 'whiteout' && gone.mtime, 1234);
+    assert.equal(view.lookup('a/kept')!.kind, 'node');
+    assert.equal(view.lookup('a/.wh.gone'), undefined);
+    assert.equal(view.lookup('a/.wh..wh..opq'), undefined);
+    assert.deepEqual(Object.fromEntries([...view.xattrs(a)].map(([k, v]) => [k, v.toString()])), { 'trusted.overlay.opaque': 'y', 'user.overlay.opaque': 'y' });
+    assert.deepEqual([...view.xattrs(view.lookup('b')!).keys()], ['user.x']);
+    assert.equal(view.lookup('b/c/d'), undefined);
+    assert.equal(view.lookup('nope'), undefined);
+  });
+
+  test('landmarks are hidden at the root only', async () => {
+    const view = await viewOf([
+      { name: 'x', type: 'file', content: Buffer.from('x') },
+      { name: 'sub/', type: 'directory' },
+      { name: 'sub/.prefetch.landmark', type: 'file', content: Buffer.from('not a landmark') },
+    ], ['x']);
+    assert.deepEqual([...view.list(view.index.root).keys()], ['sub', 'x']);
+    assert.equal(view.lookup('.prefetch.landmark'), undefined);
+    assert.equal(view.lookup('sub/.prefetch.landmark')!.kind, 'node');
+  });
+
+  test('inode numbers: hardlinks share one; whiteouts get their own', async () => {
+    const view = await viewOf([
+      { name: 'f', type: 'file', content: Buffer.from('f') },
+      { name: 'g', type: 'link', linkname: 'f' },
+      { name: '.wh.w', type: 'file' },
+    ]);
+    const f = view.lookup('f')!;
+    const g = view.lookup('g')!;
+    const w = view.lookup('w')!;
+    assert.equal(f.ino, g.ino);
+    assert.notEqual(w.ino, f.ino);
+    assert.ok(w.ino >= 1000 && w.ino < 1000 + DiffView.inoSpan(view.index));
+  });
+});
+
+describe('store directory names', () => {
+  test('base64 (standard, padded) image references and sha256 digests', () => {
+    const name = encodeRefDir('ghcr.io/stargz-containers/alpine:3.10.2-esgz');
+    assert.equal(name, 'Z2hjci5pby9zdGFyZ3otY29udGFpbmVycy9hbHBpbmU6My4xMC4yLWVzZ3o=');
+    assert.equal(decodeRefDir(name).repository, 'stargz-containers/alpine');
+    for (const bad of ['not base64!', 'YWJj?', Buffer.from('UPPER/Case').toString('base64'), '']) assert.throws(() => decodeRefDir(bad), BadNameError, bad);
+    assert.throws(() => checkDigestDir('sha256:abc'), BadNameError);
+    assert.equal(checkDigestDir(`sha256:${'a'.repeat(64)}`), `sha256:${'a'.repeat(64)}`);
+  });
+});
