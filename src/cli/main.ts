@@ -5,6 +5,7 @@ import { isRegistryError } from '../registry/errors.js';
 import { imageCommand } from './image.js';
 import { layerCommand } from './layer.js';
 import { mountCommand } from './mount.js';
+import { controlCommands } from './control.js';
 
 const program = new Command('estargz-store')
   .description('lazy-pull additional layer store for podman / CRI-O, serving eStargz layers')
@@ -12,6 +13,7 @@ const program = new Command('estargz-store')
   .addCommand(layerCommand())
   .addCommand(imageCommand())
   .addCommand(mountCommand());
+for (const c of controlCommands()) program.addCommand(c);
 
 try {
   await program.parseAsync(process.argv);

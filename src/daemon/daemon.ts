@@ -7,7 +7,10 @@ import { StoreFs } from '../fs/store-fs.js';
 import { logger } from '../log/logger.js';
 import { RegistryClient } from '../registry/client.js';
 import type { StoreConfig } from './config.js';
+import { SOCKET_NAME, startControlServer } from './control.js';
 import { startMetricsServer } from './metrics-server.js';
+import { notifyReady } from './sd-notify.js';
+import { mkdir } from 'node:fs/promises';
 
 export interface DaemonOptions {
   config: StoreConfig;
@@ -38,10 +41,11 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     memoryCacheBytes: config.cache.memory_bytes,
     ...(config.pool.workers > 0 && { poolThreads: config.pool.workers }),
     decoder: config.pool.decoder,
-    tuning: { mergeGapBytes: config.blob.chunk_size },
+    tuning: { mergeGapBytes: config.blob.chunk_size, fetchTimeoutMs: config.blob.fetching_timeout_sec * 1000 },
     fetch: {
       noPrefetch: config.noprefetch,
       prefetchSize: config.prefetch_size,
+      prefetchTimeoutMs: config.prefetch_timeout_sec * 1000,
       noBackgroundFetch: config.no_background_fetch,
       backgroundIdleMs: config.background_fetch_idle_sec * 1000,
       backgroundBytesPerSec: config.background_fetch_bytes_per_sec,
@@ -64,7 +68,19 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     await client.close();
     throw err;
   }
-  const metrics = config.metrics_address ? await startMetricsServer(config.metrics_address, () => true) : undefined;
+  let control;
+  let metrics;
+  try {
+    await mkdir(opts.root, { recursive: true, mode: 0o700 });
+    control = await startControlServer(join(opts.root, SOCKET_NAME), { credentials: client.runtimeCredentials, status: async () => resolver.status() });
+    metrics = config.metrics_address ? await startMetricsServer(config.metrics_address, () => true) : undefined;
+  } catch (err) {
+    await mounted.unmount();
+    await engine.close();
+    await client.close();
+    throw err;
+  }
+  await notifyReady(`serving ${mounted.mountpoint}`);
   let stopping: Promise<void> | undefined;
   return {
     client, engine, resolver, mounted, metrics,
@@ -73,6 +89,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
         logger.info({ mountpoint: mounted.mountpoint }, 'stopping');
         await mounted.unmount();
         metrics?.close();
+        control.close();
         await resolver.close();
         await engine.close();
         await client.close();

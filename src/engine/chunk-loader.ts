@@ -24,6 +24,8 @@ export interface FetchTuning {
   maxRequestBytes: number;
   /** Compressed bytes per decode task: small chunks are batched to amortize the worker round trip. */
   taskBytes: number;
+  /** Bound on one fetch, retries included (config `[blob] fetching_timeout_sec`). */
+  fetchTimeoutMs: number;
 }
 
 export const DEFAULT_TUNING: FetchTuning = {
@@ -32,6 +34,7 @@ export const DEFAULT_TUNING: FetchTuning = {
   maxRanges: 64,
   maxRequestBytes: 32 << 20,
   taskBytes: 1 << 20,
+  fetchTimeoutMs: 300_000,
 };
 
 /** A chunk to load, and the file it belongs to (for error messages). */
@@ -180,7 +183,7 @@ export class ChunkLoader {
       let buffers: Buffer[];
       const started = performance.now();
       try {
-        buffers = await fetcher.readRanges(request.map((s) => ({ offset: s.offset, length: s.end - s.offset })));
+        buffers = await fetcher.readRanges(request.map((s) => ({ offset: s.offset, length: s.end - s.offset })), AbortSignal.timeout(tuning.fetchTimeoutMs));
       } catch (err) {
         for (const span of request) for (const m of span.members) for (const d of byMember.get(m.offset) ?? []) d.reject(err);
         return;

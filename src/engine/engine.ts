@@ -23,6 +23,7 @@ export interface EngineOptions {
 export const DEFAULT_FETCH: Omit<LayerFetchOptions, 'blobReader'> = {
   noPrefetch: false,
   prefetchSize: 0,
+  prefetchTimeoutMs: 10_000,
   noBackgroundFetch: false,
   backgroundIdleMs: 5000,
   backgroundBytesPerSec: 0,

@@ -29,6 +29,8 @@ export interface LayerFetchOptions {
   noPrefetch: boolean;
   /** Bytes to prefetch when the blob has no landmark (config `prefetch_size`). */
   prefetchSize: number;
+  /** A prefetch still running after this long is no longer waited for (config `prefetch_timeout_sec`). */
+  prefetchTimeoutMs: number;
   /** Skip background fetch (config `no_background_fetch`). */
   noBackgroundFetch: boolean;
   /** Background fetch starts, and pauses, until no foreground read happened for this long. */
@@ -187,9 +189,17 @@ export class EngineLayer {
     if (!wants.length) return;
     this.setState('prefetching');
     const started = performance.now();
-    const results = await Promise.allSettled(this.loader.load(wants, 'prefetch'));
-    const failed = results.filter((r) => r.status === 'rejected');
-    logger.info({ layer: this.params.id, bytes: end, chunks: wants.length, failed: failed.length, ms: Math.round(performance.now() - started) }, 'prefetch done');
+    const all = Promise.allSettled(this.loader.load(wants, 'prefetch'));
+    const timedOut = Symbol('timeout');
+    let timer: NodeJS.Timeout | undefined;
+    const results = await Promise.race([all, new Promise<typeof timedOut>((r) => { timer = setTimeout(() => r(timedOut), this.opts.prefetchTimeoutMs); })]);
+    clearTimeout(timer);
+    if (results === timedOut) {
+      logger.warn({ layer: this.params.id, bytes: end, ms: this.opts.prefetchTimeoutMs }, 'prefetch is taking too long; no longer waiting for it (reads fetch on demand)');
+    } else {
+      const failed = results.filter((r) => r.status === 'rejected');
+      logger.info({ layer: this.params.id, bytes: end, chunks: wants.length, failed: failed.length, ms: Math.round(performance.now() - started) }, 'prefetch done');
+    }
     if (this.stateName === 'prefetching') this.setState('lazy');
   }
 

@@ -57,7 +57,21 @@ const GZIP_LAYER_TYPES = new Set<string>([MediaType.ociLayerGzip, MediaType.dock
 
 interface Entry {
   value: Promise<ResolvedLayer>;
-  settled?: { ok: boolean; at: number };
+  settled?: { ok: boolean; at: number; layer?: ResolvedLayer; error?: string };
+  uses: number;
+}
+
+/** One layer as `estargz-store status` shows it. */
+export interface LayerStatus {
+  ref: string;
+  digest: string;
+  keyedBy?: 'layer' | 'toc';
+  state: 'resolving' | 'lazy' | 'prefetching' | 'complete' | 'failed';
+  /** Why it failed (resolution or whole-layer check). */
+  reason?: string;
+  size?: number;
+  fetchedBytes?: number;
+  fetchedPercent?: number;
   uses: number;
 }
 
@@ -86,7 +100,10 @@ export class LayerResolver {
     const hit = this.entries.get(key);
     if (hit && !(hit.settled && !hit.settled.ok && Date.now() - hit.settled.at > this.opts.failureTtlMs)) return hit.value;
     const entry: Entry = { value: this.resolveNow(ref, digest), uses: hit?.uses ?? 0 };
-    entry.value.then(() => { entry.settled = { ok: true, at: Date.now() }; }, () => { entry.settled = { ok: false, at: Date.now() }; });
+    entry.value.then(
+      (layer) => { entry.settled = { ok: true, at: Date.now(), layer }; },
+      (err: Error) => { entry.settled = { ok: false, at: Date.now(), error: err.message }; },
+    );
     entry.value.catch(() => {});
     this.entries.set(key, entry);
     return entry.value;
@@ -126,6 +143,23 @@ export class LayerResolver {
         return { error: (err as Error).message, ref, digest, uses: e.uses };
       }
     }));
+  }
+
+  /** A snapshot of every layer, without waiting for resolutions in progress. */
+  status(): LayerStatus[] {
+    return [...this.entries.entries()].map(([key, e]) => {
+      const [ref, digest] = key.split('|') as [string, string];
+      if (!e.settled) return { ref, digest, state: 'resolving', uses: e.uses };
+      if (!e.settled.ok) return { ref, digest, state: 'failed', reason: e.settled.error ?? 'resolution failed', uses: e.uses };
+      const l = e.settled.layer!;
+      const size = l.layer.size;
+      return {
+        ref, digest, keyedBy: l.keyedBy, state: l.layer.state, size, uses: e.uses,
+        fetchedBytes: l.layer.fetchedBytes,
+        fetchedPercent: size > 0 ? Math.round((l.layer.fetchedBytes / size) * 1000) / 10 : 100,
+        ...(l.layer.failureReason && { reason: l.layer.failureReason }),
+      };
+    });
   }
 
   async close(): Promise<void> {

@@ -26,7 +26,7 @@ export async function isMounted(path: string): Promise<boolean> {
 }
 
 /** Starts a store with `config` (TOML text) and waits until its mount is up. */
-export async function startStore(config = '', extraArgs: string[] = []): Promise<RunningStore> {
+export async function startStore(config = '', extraArgs: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<RunningStore> {
   const base = await mkdtemp(join(tmpdir(), 'estargz-store-'));
   const mnt = join(base, 'mnt');
   const root = join(base, 'root');
@@ -36,7 +36,7 @@ export async function startStore(config = '', extraArgs: string[] = []): Promise
   let out = '';
   const proc = spawn(process.execPath, [CLI, 'mount', '--config', configPath, '--root', root, ...extraArgs, mnt], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, ESTARGZ_LOG_LEVEL: 'debug' },
+    env: { ...process.env, ESTARGZ_LOG_LEVEL: 'debug', ...env },
   });
   proc.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
   proc.stderr!.on('data', (d: Buffer) => { out += d.toString(); });
