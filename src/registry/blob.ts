@@ -42,6 +42,34 @@ function sameOrigin(a: string, b: string): boolean {
   return x.protocol === y.protocol && x.host === y.host;
 }
 
+/**
+ * Follows a registry's redirect (to object storage, typically): the same
+ * headers (Range) go along; Authorization only when the target is the
+ * registry's own origin. A second redirect is refused.
+ */
+async function followRedirect<T>(
+  client: RegistryClient,
+  res: HttpResponse,
+  ctx: CallContext,
+  headers: Record<string, string>,
+  what: string,
+  handle: (res: HttpResponse, target: string) => Promise<T>,
+  signal?: AbortSignal,
+): Promise<T> {
+  const location = header(res, 'location');
+  await res.body.dump();
+  if (!location) throw new RegistryError('PROTOCOL', `${what}: redirect without a Location`);
+  const target = new URL(location, ctx.url).toString();
+  const auth = sameOrigin(target, ctx.url) ? ctx.authHeaders : {};
+  return client.transport.send({ method: 'GET', url: target, headers: { ...headers, ...auth }, timeoutMs: ctx.endpoint.timeoutMs, ...(signal && { signal }) }, async (r) => {
+    if (isRedirect(r.statusCode)) {
+      await r.body.dump();
+      throw new RegistryError('PROTOCOL', `${what}: redirected twice (${safeUrl(target)})`);
+    }
+    return handle(r, target);
+  });
+}
+
 /** Formats ranges as an HTTP Range header value (inclusive ends). */
 export function rangeHeader(ranges: readonly ByteRange[]): string {
   return 'bytes=' + ranges.map((r) => `${r.offset}-${r.offset + r.length - 1}`).join(',');
@@ -209,20 +237,10 @@ export class RemoteBlob implements RangedSource {
 
   private async onRegistryResponse(res: HttpResponse, ctx: CallContext, ranges: ByteRange[], headers: Record<string, string>, signal?: AbortSignal): Promise<Part[]> {
     if (isRedirect(res.statusCode)) {
-      const location = header(res, 'location');
-      await res.body.dump();
-      if (!location) throw new RegistryError('PROTOCOL', `${this.describe}: redirect without a Location`);
-      const target = new URL(location, ctx.url).toString();
-      this.redirect = { url: target, until: Date.now() + REDIRECT_TTL_MS };
-      // Authorization goes only to the registry's own origin, never to object storage.
-      const auth = sameOrigin(target, ctx.url) ? ctx.authHeaders : {};
-      return this.client.transport.send({ method: 'GET', url: target, headers: { ...headers, ...auth }, timeoutMs: ctx.endpoint.timeoutMs, ...(signal && { signal }) }, async (r) => {
-        if (isRedirect(r.statusCode)) {
-          await r.body.dump();
-          throw new RegistryError('PROTOCOL', `${this.describe}: redirected twice (${safeUrl(target)})`);
-        }
+      return followRedirect(this.client, res, ctx, headers, this.describe, (r, target) => {
+        this.redirect = { url: target, until: Date.now() + REDIRECT_TTL_MS };
         return this.parseResponse(r, ranges, target);
-      });
+      }, signal);
     }
     if (res.statusCode === 400 && ranges.length > 1) {
       await res.body.dump();
@@ -318,12 +336,9 @@ export async function blobSize(client: RegistryClient, repo: RepoRef, digest: st
     return res.statusCode === 200 && Number.isSafeInteger(length) && length >= 0 ? length : undefined;
   });
   if (head !== undefined) return head;
-  return client.call(repo, { method: 'GET', path: `blobs/${digest}`, headers: { range: 'bytes=0-0' }, ...(signal && { signal }) }, async (res, ctx) => {
-    if (!isRedirect(res.statusCode)) return sizeFrom(res);
-    const target = new URL(header(res, 'location') ?? '', ctx.url).toString();
-    await res.body.dump();
-    return client.transport.send({ method: 'GET', url: target, headers: { range: 'bytes=0-0' }, timeoutMs: ctx.endpoint.timeoutMs }, sizeFrom);
-  });
+  const headers = { range: 'bytes=0-0' };
+  return client.call(repo, { method: 'GET', path: `blobs/${digest}`, headers, ...(signal && { signal }) }, async (res, ctx) =>
+    (isRedirect(res.statusCode) ? followRedirect(client, res, ctx, headers, what, sizeFrom, signal) : sizeFrom(res)));
 
   async function sizeFrom(res: HttpResponse): Promise<number> {
     await res.body.dump();
@@ -342,19 +357,12 @@ export async function blobSize(client: RegistryClient, repo: RepoRef, digest: st
 /** GETs a whole small blob (a config) and checks its digest. */
 export async function fetchBlobBytes(client: RegistryClient, repo: RepoRef, digest: string, maxBytes: number, signal?: AbortSignal): Promise<Buffer> {
   const what = `blob ${digest} of ${repo.registry}/${repo.repository}`;
-  const bytes = await client.call(repo, { method: 'GET', path: `blobs/${digest}`, ...(signal && { signal }) }, async (res, ctx) => {
-    if (isRedirect(res.statusCode)) {
-      const target = new URL(header(res, 'location') ?? '', ctx.url).toString();
-      await res.body.dump();
-      const auth = sameOrigin(target, ctx.url) ? ctx.authHeaders : {};
-      return client.transport.send({ method: 'GET', url: target, headers: auth, timeoutMs: ctx.endpoint.timeoutMs, ...(signal && { signal }) }, async (r) => {
-        if (r.statusCode !== 200) throw await statusError(r, `GET ${what} (${safeUrl(target)})`);
-        return readBody(r, maxBytes, `GET ${what}`);
-      });
-    }
-    if (res.statusCode !== 200) throw await statusError(res, `GET ${what}`);
-    return readBody(res, maxBytes, `GET ${what}`);
-  });
+  const whole = async (r: HttpResponse, url: string): Promise<Buffer> => {
+    if (r.statusCode !== 200) throw await statusError(r, `GET ${what} (${safeUrl(url)})`);
+    return readBody(r, maxBytes, `GET ${what}`);
+  };
+  const bytes = await client.call(repo, { method: 'GET', path: `blobs/${digest}`, ...(signal && { signal }) }, async (res, ctx) =>
+    (isRedirect(res.statusCode) ? followRedirect(client, res, ctx, {}, what, whole, signal) : whole(res, ctx.url)));
   const actual = 'sha256:' + createHash('sha256').update(bytes).digest('hex');
   if (digest.startsWith('sha256:') && actual !== digest) {
     throw new RegistryError('DIGEST_MISMATCH', `${what}: content hashes to ${actual}`);
@@ -378,13 +386,8 @@ export async function downloadBlob(client: RegistryClient, repo: RepoRef, digest
       const headers: Record<string, string> = { 'accept-encoding': 'identity', ...(got > 0 && { range: `bytes=${got}-` }) };
       const before = got;
       try {
-        await client.call(repo, { method: 'GET', path: `blobs/${digest}`, headers, ...(signal && { signal }) }, async (res, ctx) => {
-          if (!isRedirect(res.statusCode)) return sink(res);
-          const target = new URL(header(res, 'location') ?? '', ctx.url).toString();
-          await res.body.dump();
-          const auth = sameOrigin(target, ctx.url) ? ctx.authHeaders : {};
-          return client.transport.send({ method: 'GET', url: target, headers: { ...headers, ...auth }, timeoutMs: ctx.endpoint.timeoutMs, ...(signal && { signal }) }, sink);
-        });
+        await client.call(repo, { method: 'GET', path: `blobs/${digest}`, headers, ...(signal && { signal }) }, async (res, ctx) =>
+          (isRedirect(res.statusCode) ? followRedirect(client, res, ctx, headers, what, sink, signal) : sink(res)));
         break;
       } catch (err) {
         // Resume where the transfer broke, as long as each try makes progress.

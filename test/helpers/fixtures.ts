@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import type { ListedEntry } from '../../src/estargz/listing.js';
 
 /** Reference-made eStargz fixtures, copied into the project (see test/fixtures/estargz/README.md). */
 export const FIXTURE_DIR = new URL('../../../test/fixtures/estargz/', import.meta.url);
@@ -31,20 +32,8 @@ export interface FixtureMeta {
   patch?: { base: string; ops: PatchOp[] };
 }
 
-export interface TreeEntry {
-  path: string;
-  type: string;
-  mode: number;
-  uid: number;
-  gid: number;
-  size: number;
-  mtime: number;
-  linkname: string | null;
-  devmajor: number | null;
-  devminor: number | null;
-  xattrs: Record<string, string>;
-  sha256: string | null;
-}
+/** One entry of a fixture's expected tree: the shape `layer ls --json` prints. */
+export type TreeEntry = ListedEntry;
 
 export const TREE_KEYS: (keyof TreeEntry)[] = ['path', 'type', 'mode', 'uid', 'gid', 'size', 'mtime', 'linkname', 'devmajor', 'devminor', 'xattrs', 'sha256'];
 
