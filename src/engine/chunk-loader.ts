@@ -26,6 +26,10 @@ export interface FetchTuning {
   taskBytes: number;
   /** Bound on one fetch, retries included (config `[blob] fetching_timeout_sec`). */
   fetchTimeoutMs: number;
+  /** On-demand reads also load this many following chunks of the same file (sequential readers). */
+  readAheadChunks: number;
+  /** …and the members that follow in the blob, up to this many bytes (files of a directory sit together). */
+  readAheadBytes: number;
 }
 
 export const DEFAULT_TUNING: FetchTuning = {
@@ -35,6 +39,8 @@ export const DEFAULT_TUNING: FetchTuning = {
   maxRequestBytes: 32 << 20,
   taskBytes: 1 << 20,
   fetchTimeoutMs: 300_000,
+  readAheadChunks: 2,
+  readAheadBytes: 512 << 10,
 };
 
 /** A chunk to load, and the file it belongs to (for error messages). */
@@ -90,6 +96,10 @@ export class ChunkLoader {
 
   constructor(private readonly deps: LoaderDeps) {}
 
+  get tuning(): FetchTuning {
+    return this.deps.tuning;
+  }
+
   /** One promise per wanted chunk, in order. */
   load(wants: readonly ChunkWant[], op: FetchOperation): Promise<Buffer>[] {
     const owned: Deferred[] = [];
@@ -107,7 +117,8 @@ export class ChunkLoader {
       owned.push(d);
       return p;
     });
-    if (owned.length) void this.resolveOwned(owned, op);
+    // Whatever goes wrong reaches the readers (rejecting a settled promise is a no-op), never the process.
+    if (owned.length) this.resolveOwned(owned, op).catch((err: unknown) => { for (const d of owned) d.reject(err); });
     return promises;
   }
 

@@ -136,11 +136,43 @@ export class EngineLayer {
       else hi = mid;
     }
     const wants: ChunkWant[] = [];
-    for (let i = lo; i < chunks.length && chunks[i]!.fileOffset < end; i++) wants.push({ chunk: chunks[i]!, path });
-    const datas = await Promise.all(this.loader.load(wants, 'on_demand'));
+    let next = lo;
+    for (; next < chunks.length && chunks[next]!.fileOffset < end; next++) wants.push({ chunk: chunks[next]!, path });
+    // Read-ahead rides on the same request: not waited for, its failures are not this read's.
+    const extra = this.readAhead(node, next, path, wants.at(-1)!.chunk.blobEnd);
+    const loads = this.loader.load([...wants, ...extra], 'on_demand');
+    for (const p of loads.slice(wants.length)) p.catch(() => {});
+    const datas = await Promise.all(loads.slice(0, wants.length));
     const parts = wants.map(({ chunk }, i) => datas[i]!.subarray(Math.max(offset, chunk.fileOffset) - chunk.fileOffset, Math.min(end, chunk.fileOffset + chunk.size) - chunk.fileOffset));
     const out = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
     bytesServed.inc({ kind: 'diff' }, out.length);
+    return out;
+  }
+
+  /**
+   * What to load along with an on-demand read: the next chunks of the same
+   * file (a sequential reader wants them next), and the members right after
+   * in the blob, up to `readAheadBytes` (the next files of the directory:
+   * fetching them now saves a round trip each, at little byte cost).
+   */
+  private readAhead(node: LayerNode, nextChunk: number, path: string, from: number): ChunkWant[] {
+    const { readAheadChunks, readAheadBytes } = this.loader.tuning;
+    const out: ChunkWant[] = [];
+    for (let i = nextChunk; i < Math.min(node.chunks.length, nextChunk + readAheadChunks); i++) {
+      if (!this.loader.isCached(node.chunks[i]!.digest)) out.push({ chunk: node.chunks[i]!, path });
+    }
+    if (readAheadBytes <= 0) return out;
+    const all = this.allChunks();
+    let lo = 0;
+    let hi = all.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (all[mid]!.chunk.blobOffset < from) lo = mid + 1;
+      else hi = mid;
+    }
+    for (let i = lo; i < all.length && all[i]!.chunk.blobEnd - from <= readAheadBytes; i++) {
+      if (!this.loader.isCached(all[i]!.chunk.digest)) out.push(all[i]!);
+    }
     return out;
   }
 
