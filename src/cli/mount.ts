@@ -11,7 +11,7 @@ export function mountCommand(): Command {
     .argument('<mountpoint>', 'where to mount (containers/storage: additionallayerstores = ["MOUNTPOINT:ref"])')
     .option('--config <file>', 'config file (default /etc/estargz-store/config.toml; a missing default is fine)')
     .option('--root <dir>', 'state directory: disk cache, control socket', DEFAULT_ROOT)
-    .option('--log-level <level>', 'trace, debug, info, warn, error')
+    .option('--log-level <level>', 'trace, debug, info, warn, error, fatal')
     .action(async (mountpoint: string, opts: { config?: string; root: string; logLevel?: string }) => {
       const { config, warnings, source } = await loadConfig(opts.config);
       const level = opts.logLevel ?? (process.env.ESTARGZ_LOG_LEVEL ? undefined : config.log_level);

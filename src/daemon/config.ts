@@ -15,7 +15,7 @@ export interface StoreConfig {
   no_background_fetch: boolean;
   /** Bytes to prefetch from layers without a landmark. */
   prefetch_size: number;
-  /** A prefetch still running after this long is abandoned (reads still fetch on demand). */
+  /** A prefetch still running after this long is no longer waited for or reported as running (reads fetch on demand). */
   prefetch_timeout_sec: number;
   /** Background ranges fetched at once per layer. */
   max_concurrency: number;
@@ -173,6 +173,11 @@ function checkHosts(value: unknown, where: string): NonNullable<ResolverConfig['
         if (m.insecure !== undefined && typeof m.insecure !== 'boolean') throw new ConfigError(`${where}: ${at}.insecure = ${JSON.stringify(m.insecure)} is not valid; expected true or false`);
         const timeout = m.request_timeout_sec === undefined ? undefined : Number(m.request_timeout_sec);
         if (timeout !== undefined && !Number.isInteger(timeout)) throw new ConfigError(`${where}: ${at}.request_timeout_sec must be a whole number`);
+        if (m.header !== undefined) {
+          const ok = typeof m.header === 'object' && m.header !== null && !Array.isArray(m.header)
+            && Object.values(m.header).every((v) => typeof v === 'string' || (Array.isArray(v) && v.every((x) => typeof x === 'string')));
+          if (!ok) throw new ConfigError(`${where}: ${at}.header must be a table of strings or lists of strings`);
+        }
         return {
           host: m.host,
           ...(m.insecure !== undefined && { insecure: m.insecure as boolean }),

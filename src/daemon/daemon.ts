@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import type { Server } from 'node:http';
 import { Engine } from '../engine/engine.js';
 import { LayerResolver } from '../engine/resolver.js';
-import { mountStore, type MountedStore } from '../fs/mount.js';
+import { mountAnswers, mountStore, type MountedStore } from '../fs/mount.js';
 import { StoreFs } from '../fs/store-fs.js';
 import { logger } from '../log/logger.js';
 import { RegistryClient } from '../registry/client.js';
@@ -31,6 +31,8 @@ export interface Daemon {
 /** Wires the registry client, the engine, the resolver and the FUSE tree, and mounts. */
 export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const { config } = opts;
+  // The state directory holds the control socket and the cache: owner only.
+  await mkdir(opts.root, { recursive: true, mode: 0o700 });
   const client = new RegistryClient({
     resolver: config.resolver,
     retry: { maxRetries: config.blob.max_retries, minWaitMs: config.blob.min_wait_msec, maxWaitMs: config.blob.max_wait_msec },
@@ -71,9 +73,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   let control;
   let metrics;
   try {
-    await mkdir(opts.root, { recursive: true, mode: 0o700 });
     control = await startControlServer(join(opts.root, SOCKET_NAME), { credentials: client.runtimeCredentials, status: async () => resolver.status() });
-    metrics = config.metrics_address ? await startMetricsServer(config.metrics_address, () => true) : undefined;
+    metrics = config.metrics_address ? await startMetricsServer(config.metrics_address, () => mountAnswers(mounted.mountpoint)) : undefined;
   } catch (err) {
     await mounted.unmount();
     await engine.close();

@@ -2,9 +2,10 @@ import { createServer, type Server } from 'node:http';
 import { enableProcessMetrics, registry } from '../metrics/registry.js';
 
 /** Serves /metrics (Prometheus text format) and /healthz on `address` ("host:port"). */
-export async function startMetricsServer(address: string, healthy: () => boolean): Promise<Server> {
+export async function startMetricsServer(address: string, healthy: () => Promise<boolean>): Promise<Server> {
   const colon = address.lastIndexOf(':');
-  const host = address.slice(0, colon).replace(/^\[|\]$/g, '') || '127.0.0.1';
+  // ":9590" listens on every interface, as the Go tools read it.
+  const host = address.slice(0, colon).replace(/^\[|\]$/g, '') || undefined;
   const port = Number(address.slice(colon + 1));
   if (colon < 0 || !Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`metrics_address ${JSON.stringify(address)} is not host:port`);
   enableProcessMetrics();
@@ -19,9 +20,13 @@ export async function startMetricsServer(address: string, healthy: () => boolean
         res.end(err.message);
       });
     } else if (path === '/healthz') {
-      const ok = healthy();
-      res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' });
-      res.end(ok ? 'ok\n' : 'not mounted\n');
+      healthy().then((ok) => {
+        res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' });
+        res.end(ok ? 'ok\n' : 'the mount does not answer\n');
+      }, () => {
+        res.writeHead(503);
+        res.end();
+      });
     } else {
       res.writeHead(404);
       res.end();

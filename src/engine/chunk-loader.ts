@@ -163,7 +163,8 @@ export class ChunkLoader {
   private async resolveOwned(owned: Deferred[], op: FetchOperation): Promise<void> {
     const misses: Deferred[] = [];
     if (this.deps.disk) {
-      const found = await Promise.all(owned.map((d) => (this.deps.disk!.has(d.want.chunk.digest) ? this.deps.disk!.get(d.want.chunk.digest) : undefined)));
+      // get() counts hits and misses; the index answers absent chunks without I/O.
+      const found = await Promise.all(owned.map((d) => this.deps.disk!.get(d.want.chunk.digest)));
       for (const [i, d] of owned.entries()) {
         const bytes = found[i];
         if (bytes) {

@@ -2,7 +2,8 @@ import { EstargzError } from '../estargz/errors.js';
 import { openEstargz, type EstargzBlob } from '../estargz/open.js';
 import { TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION } from '../estargz/toc.js';
 import { logger } from '../log/logger.js';
-import { fetchDuration } from '../metrics/registry.js';
+import type { RangedSource } from '../estargz/source.js';
+import { fetchDuration, registryBytes, registryRequests } from '../metrics/registry.js';
 import { RemoteBlob } from '../registry/blob.js';
 import type { RegistryClient } from '../registry/client.js';
 import { RegistryError } from '../registry/errors.js';
@@ -53,6 +54,28 @@ export const DEFAULT_RESOLVER: ResolverOptions = {
   singleRangeOnly: false,
 };
 
+/** The blob as openEstargz reads it: the first read is the footer (tail), the next the TOC member. */
+function measured(blob: RangedSource): RangedSource {
+  let reads = 0;
+  return {
+    size: blob.size,
+    read: async (offset, length) => {
+      const operation = reads++ === 0 ? 'footer' : 'toc';
+      const started = performance.now();
+      const bytes = await blob.read(offset, length);
+      fetchDuration.observe({ operation }, (performance.now() - started) / 1000);
+      registryRequests.inc({ operation });
+      registryBytes.inc({ operation }, length);
+      return bytes;
+    },
+  };
+}
+
+/** A layer that could not be resolved: logged once here, answered EIO by the store without another log line. */
+export class LayerUnavailable extends Error {
+  override readonly name = 'LayerUnavailable';
+}
+
 const GZIP_LAYER_TYPES = new Set<string>([MediaType.ociLayerGzip, MediaType.dockerLayerGzip]);
 
 interface Entry {
@@ -95,7 +118,21 @@ export class LayerResolver {
     return `${formatReference(ref)}|${digest}`;
   }
 
+  /** Failed resolutions stay visible in `status` this long, then are forgotten (podman 4.x looks up every layer of every pull). */
+  static readonly FAILURE_RETENTION_MS = 10 * 60_000;
+  private lastPrune = Date.now();
+
+  private pruneFailures(): void {
+    const now = Date.now();
+    if (now - this.lastPrune < 30_000) return;
+    this.lastPrune = now;
+    for (const [key, e] of this.entries) {
+      if (e.settled && !e.settled.ok && e.uses === 0 && now - e.settled.at > LayerResolver.FAILURE_RETENTION_MS) this.entries.delete(key);
+    }
+  }
+
   resolve(ref: ImageReference, digest: string): Promise<ResolvedLayer> {
+    this.pruneFailures();
     const key = this.key(ref, digest);
     const hit = this.entries.get(key);
     if (hit && !(hit.settled && !hit.settled.ok && Date.now() - hit.settled.at > this.opts.failureTtlMs)) return hit.value;
@@ -182,16 +219,14 @@ export class LayerResolver {
       return result;
     } catch (err) {
       logger.warn({ ref: refString, digest, result: 'failed', ms: Math.round(performance.now() - started), err: (err as Error).message }, 'layer not resolved; containers/storage falls back to a normal pull');
-      throw err;
+      throw new LayerUnavailable((err as Error).message, { cause: err });
     } finally {
       clearTimeout(timer);
     }
   }
 
   private async resolveSteps(ref: ImageReference, refString: string, digest: string, signal: AbortSignal): Promise<ResolvedLayer> {
-    let t = performance.now();
     const image = await this.images.resolve(ref, signal);
-    fetchDuration.observe({ operation: 'manifest' }, (performance.now() - t) / 1000);
     const layers = image.manifest.layers;
     let index = layers.findIndex((l) => l.digest === digest);
     let keyedBy: ResolvedLayer['keyedBy'] = 'layer';
@@ -212,10 +247,8 @@ export class LayerResolver {
       throw new EstargzError('NOT_ESTARGZ', `layer ${descriptor.digest} of ${refString} has no ${TOC_DIGEST_ANNOTATION} annotation, so its TOC cannot be verified (allow_unverified = true serves it anyway)`);
     }
     const repo = { registry: ref.registry, repository: ref.repository };
-    t = performance.now();
     const blob = await RemoteBlob.open(this.client, repo, descriptor.digest, { expectedSize: descriptor.size, signal, singleRangeOnly: this.opts.singleRangeOnly });
-    const estargz = await openEstargz(blob, tocDigest ? { tocDigest } : {});
-    fetchDuration.observe({ operation: 'toc' }, (performance.now() - t) / 1000);
+    const estargz = await openEstargz(measured(blob), tocDigest ? { tocDigest } : {});
     signal.throwIfAborted();
     const size = Number(descriptor.annotations?.[UNCOMPRESSED_SIZE_ANNOTATION]);
     const diffID = image.config.rootfs.diff_ids[index]!;

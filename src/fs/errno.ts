@@ -1,6 +1,7 @@
 import { isEstargzError } from '../estargz/errors.js';
 import { logger } from '../log/logger.js';
 import { isRegistryError } from '../registry/errors.js';
+import { LayerUnavailable } from '../engine/resolver.js';
 import { BadNameError } from './names.js';
 
 /** Linux errno values, negated as FUSE answers them. */
@@ -35,6 +36,10 @@ export function toErrno(err: unknown, op: string, path: string): number {
   if (err instanceof BadNameError) {
     logger.debug({ op, path, err: err.message }, 'bad store path');
     return Errno.EINVAL;
+  }
+  if (err instanceof LayerUnavailable) {
+    logger.debug({ op, path, err: err.message }, 'lookup of a layer that is not served');
+    return Errno.EIO;
   }
   if (isEstargzError(err) || isRegistryError(err)) {
     logger.error({ op, path, code: err.code, err: err.message }, 'FUSE request failed');

@@ -168,12 +168,12 @@ export class StoreFs {
     const t = this.parse(path);
     switch (t.kind) {
       case 'root': {
-        const refs = new Set((await this.resolver.list()).map((l) => encodeRefDir(l.ref)));
+        const refs = new Set(this.resolver.status().map((l) => encodeRefDir(l.ref)));
         return { names: ['.', '..', ...refs] };
       }
       case 'ref': {
         const ref = formatReference(t.ref);
-        return { names: ['.', '..', ...(await this.resolver.list()).filter((l) => l.ref === ref && !l.error).map((l) => l.digest)] };
+        return { names: ['.', '..', ...this.resolver.status().filter((l) => l.ref === ref && l.state !== 'failed').map((l) => l.digest)] };
       }
       case 'layer':
         await this.layer(t.ref, t.digest);
@@ -263,7 +263,7 @@ export class StoreFs {
     if (t.kind !== 'layer') throw readOnly();
     const key = `${formatReference(t.ref)}|${t.digest}`;
     if (await this.resolver.release(t.ref, t.digest)) {
-      const stillUsed = (await this.resolver.list()).some((l) => `${l.ref}|${l.digest}` === key);
+      const stillUsed = this.resolver.status().some((l) => `${l.ref}|${l.digest}` === key);
       if (!stillUsed) this.served.delete(key);
     }
     throw notFound();

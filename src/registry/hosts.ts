@@ -59,13 +59,14 @@ function flattenHeaders(header: MirrorConfig['header'], where: string): Record<s
 }
 
 function timeoutOf(sec: number | undefined, fallbackSec: number): number {
-  if (sec === undefined || sec === 0) return fallbackSec * 1000;
-  return sec < 0 ? 0 : sec * 1000;
+  const s = sec === undefined || sec === 0 ? fallbackSec : sec;
+  return s < 0 ? 0 : s * 1000;
 }
 
 /** The endpoints for a registry, in the order to try them: its mirrors, then itself. */
 export function endpointsFor(registry: string, config: ResolverConfig = {}): Endpoint[] {
-  const defaultSec = config.request_timeout_sec ?? DEFAULT_REQUEST_TIMEOUT_SEC;
+  // 0 means "the default", as in the Go stargz-store; negative means no timeout.
+  const defaultSec = config.request_timeout_sec === undefined || config.request_timeout_sec === 0 ? DEFAULT_REQUEST_TIMEOUT_SEC : config.request_timeout_sec;
   const hostConfig = config.host?.[registry] ?? (registry === DOCKER_HUB ? config.host?.['registry-1.docker.io'] : undefined);
   const endpoints: Endpoint[] = [];
   let originSeen = false;

@@ -122,12 +122,13 @@ describe('the daemon in production', () => {
     ].join('\n')]);
     let notified = '';
     listener.stdout.on('data', (d: Buffer) => { notified += d; });
+    const listenerDone = new Promise((r) => listener.once('close', r)); // before the store starts: it may answer at once
     while (!notified.includes('listening')) await new Promise((r) => setTimeout(r, 20));
 
     const port = await freePort();
     // No auth file of any kind in the daemon's environment: credentials can only come from the helper.
     store = await startStore(`metrics_address = "127.0.0.1:${port}"\n`, [], { HOME: work, REGISTRY_AUTH_FILE: join(work, 'none.json'), XDG_RUNTIME_DIR: work, DOCKER_CONFIG: work, NOTIFY_SOCKET: notifyPath });
-    await new Promise((r) => listener.once('close', r));
+    await listenerDone;
     assert.match(notified, /READY=1/);
 
     const ref = `${reg.host}/private/app:esgz`;
