@@ -14,14 +14,21 @@ PKGS=(
   docker-registry
   apache2-utils
   openssl
-  # podman pulls and runs the images the tests convert; busybox-static makes
-  # a runnable test image without network access
+  # FUSE: fuse-native's prebuilt addon links libfuse2; fusermount (fuse3)
+  # mounts and unmounts
+  libfuse2
+  fuse3
+  # podman pulls and runs the images the tests convert; busybox-static and
+  # this machine's python3.11 make runnable test images without network access;
+  # python3 also dumps trees with their xattrs for the tree-equality tests
   podman
   runc
   conmon
   containernetworking-plugins
   iptables
   busybox-static
+  python3
+  python3.11
 )
 
 missing=()
