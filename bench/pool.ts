@@ -3,32 +3,37 @@
  * on the main thread (decodeChunk in a loop, node:zlib and pako) against
  * DecodePool with 1, 2, 3 worker threads and either decoder, at chunk sizes
  * from 4 KiB to 4 MiB, with the main thread's event-loop delay while the pool
- * works. Prints markdown tables and writes raw samples to
- * bench/results/pool-<timestamp>.json.
+ * works. A "ceiling" configuration (bare worker threads running decodeChunk
+ * on a static half of the tasks each, no per-task messages) shows what the
+ * machine's cores give at that moment, so a shortfall can be put on the pool
+ * or on the machine. Every sample records the CPU other processes used
+ * meanwhile (/proc/stat) and CPU pressure (/proc/pressure/cpu). Prints
+ * markdown tables and writes raw samples to bench/results/pool-<timestamp>.json.
  *
  *   node dist/bench/pool.js [--runs N] [--total-mib N] [--chunk-sizes LIST] [--threads LIST] ...
  */
 import { createHash } from 'node:crypto';
-import { createWriteStream, existsSync, readFileSync } from 'node:fs';
+import { createWriteStream, existsSync, readFileSync, readdirSync } from 'node:fs';
 import { lstat, mkdir, readFile, readdir, rename, rm } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
-import { setImmediate as yieldLoop } from 'node:timers/promises';
+import { setImmediate as yieldLoop, setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { Piscina } from 'piscina';
 import tar from 'tar-stream';
-import { DecodePool, type DecodeItem } from '../src/engine/decode-pool.js';
 import { DEFAULT_TUNING } from '../src/engine/chunk-loader.js';
+import { DecodePool, type DecodeItem } from '../src/engine/decode-pool.js';
 import { decodeChunk, type ChunkRef, type Decoder } from '../src/estargz/chunk.js';
 import { openEstargz } from '../src/estargz/open.js';
 import { BufferSource } from '../src/estargz/source.js';
 import { convertLayer } from '../src/estargz/writer/convert.js';
 import { benchCacheDir } from './lib/layer-input.js';
 import { describeMachine, loadNow, machineInfo, writeResult } from './lib/machine.js';
-import { MiB, formatSummary, summarize, type Summary } from './lib/stats.js';
+import { MiB, formatSummary, summarize } from './lib/stats.js';
 import { markdownTable } from './lib/table.js';
 
 const USAGE = `usage: node dist/bench/pool.js [options]
@@ -40,54 +45,214 @@ const USAGE = `usage: node dist/bench/pool.js [options]
   --decoders LIST      zlib,pako (default both)
   --task-bytes N       compressed bytes per batched task (default the engine's, ${DEFAULT_TUNING.taskBytes})
   --window N           tasks submitted and not yet finished (default 8)
-  --unbatched-max N    also run one-task-per-chunk at chunk sizes up to N (default 16384; 0 = never)`;
+  --unbatched-max N    also run one-task-per-chunk at chunk sizes up to N (default 16384; 0 = never)
+  --max-other CORES    redo a sample (up to 3 times) when other processes used more CPU than this meanwhile (default 0.3; 0 = never)
+  --quiet-wait S       before each pass and redo, wait up to S seconds for the machine to be quiet (default 60)
+  --no-patched         leave out the "no utilization read" variants (pool with piscina's utilization getter stubbed)`;
 
-const { values: args } = parseArgs({
-  options: {
-    runs: { type: 'string', default: '5' },
-    warmup: { type: 'string', default: '1' },
-    'total-mib': { type: 'string', default: '64' },
-    'chunk-sizes': { type: 'string', default: [4 << 10, 16 << 10, 64 << 10, 1 << 20, 4 << 20].join(',') },
-    threads: { type: 'string', default: '1,2,3' },
-    decoders: { type: 'string', default: 'zlib,pako' },
-    'task-bytes': { type: 'string', default: String(DEFAULT_TUNING.taskBytes) },
-    window: { type: 'string', default: '8' },
-    'unbatched-max': { type: 'string', default: String(16 << 10) },
-    help: { type: 'boolean', default: false },
-  },
-});
-if (args.help) {
-  console.log(USAGE);
-  process.exit(0);
+/** What the bare "ceiling" workers get once, at start. */
+interface BareWorkerData {
+  kind: 'bare-decoder';
+  inputs: { blob: SharedArrayBuffer; tasks: { start: number; end: number; items: DecodeItem[] }[] }[];
 }
-const list = (s: string): number[] => s.split(',').filter((x) => x.length > 0).map(Number);
-const runs = Number(args.runs);
-const warmup = Number(args.warmup);
-const totalBytes = Number(args['total-mib']) * MiB;
-const chunkSizes = list(args['chunk-sizes']);
-const threadCounts = list(args.threads);
-const decoders = args.decoders.split(',') as Decoder[];
-const taskBytes = Number(args['task-bytes']);
-const windowSize = Number(args.window);
-const unbatchedMax = Number(args['unbatched-max']);
-if (
-  ![runs, warmup, totalBytes, taskBytes, windowSize, unbatchedMax].every(Number.isSafeInteger) || runs < 1 || warmup < 0 || totalBytes < MiB ||
-  taskBytes < 1 || windowSize < 1 || !chunkSizes.every((c) => Number.isSafeInteger(c) && c > 0) ||
-  !threadCounts.every((t) => Number.isSafeInteger(t) && t > 0) || !decoders.every((d) => d === 'zlib' || d === 'pako') || !decoders.includes('zlib')
-) {
-  console.error(USAGE);
-  process.exit(2);
+/** One job for a bare worker: decode tasks part, part + of, part + 2·of, … of input `input`. */
+interface BareJob {
+  input: number;
+  part: number;
+  of: number;
+  decoder: Decoder;
 }
-const CORES = availableParallelism();
+
+/**
+ * Bare worker: decodeChunk over its share of the tasks with the blob already
+ * in (shared) memory. No copies, no per-task messages: the most two threads
+ * can do with this decoder on this machine.
+ */
+function bareWorker(data: BareWorkerData): void {
+  parentPort!.on('message', (job: BareJob) => {
+    const input = data.inputs[job.input]!;
+    const blob = new Uint8Array(input.blob);
+    let bytes = 0;
+    for (let i = job.part; i < input.tasks.length; i += job.of) {
+      const t = input.tasks[i]!;
+      for (const item of t.items) {
+        const member = blob.subarray(t.start + item.offset, t.start + item.offset + item.length);
+        for (const ref of item.refs) bytes += decodeChunk(member, ref, job.decoder).length;
+      }
+    }
+    parentPort!.postMessage(bytes);
+  });
+}
+
+async function main(): Promise<void> {
+  const { values: args } = parseArgs({
+    options: {
+      runs: { type: 'string', default: '5' },
+      warmup: { type: 'string', default: '1' },
+      'total-mib': { type: 'string', default: '64' },
+      'chunk-sizes': { type: 'string', default: [4 << 10, 16 << 10, 64 << 10, 1 << 20, 4 << 20].join(',') },
+      threads: { type: 'string', default: '1,2,3' },
+      decoders: { type: 'string', default: 'zlib,pako' },
+      'task-bytes': { type: 'string', default: String(DEFAULT_TUNING.taskBytes) },
+      window: { type: 'string', default: '8' },
+      'unbatched-max': { type: 'string', default: String(16 << 10) },
+      'max-other': { type: 'string', default: '0.3' },
+      'quiet-wait': { type: 'string', default: '60' },
+      'no-patched': { type: 'boolean', default: false },
+      help: { type: 'boolean', default: false },
+    },
+  });
+  if (args.help) {
+    console.log(USAGE);
+    return;
+  }
+  const list = (s: string): number[] => s.split(',').filter((x) => x.length > 0).map(Number);
+  const settings = {
+    runs: Number(args.runs),
+    warmup: Number(args.warmup),
+    totalBytes: Number(args['total-mib']) * MiB,
+    chunkSizes: list(args['chunk-sizes']),
+    threadCounts: list(args.threads),
+    decoders: args.decoders.split(',') as Decoder[],
+    taskBytes: Number(args['task-bytes']),
+    windowSize: Number(args.window),
+    unbatchedMax: Number(args['unbatched-max']),
+    maxOther: Number(args['max-other']),
+    quietWaitS: Number(args['quiet-wait']),
+    patched: !args['no-patched'],
+    cores: availableParallelism(),
+    eldResolutionMs: ELD_RESOLUTION_MS,
+  };
+  const s = settings;
+  if (
+    ![s.runs, s.warmup, s.totalBytes, s.taskBytes, s.windowSize, s.unbatchedMax].every(Number.isSafeInteger) || s.runs < 1 || s.warmup < 0 ||
+    s.totalBytes < MiB || s.taskBytes < 1 || s.windowSize < 1 || !s.chunkSizes.every((c) => Number.isSafeInteger(c) && c > 0) ||
+    !s.threadCounts.every((t) => Number.isSafeInteger(t) && t > 0) || !s.decoders.every((d) => d === 'zlib' || d === 'pako') ||
+    !s.decoders.includes('zlib') || !(s.maxOther >= 0) || !(s.quietWaitS >= 0)
+  ) {
+    console.error(USAGE);
+    process.exitCode = 2;
+    return;
+  }
+  await runBenchmark(settings);
+}
+
+type Settings = {
+  runs: number;
+  warmup: number;
+  totalBytes: number;
+  chunkSizes: number[];
+  threadCounts: number[];
+  decoders: Decoder[];
+  taskBytes: number;
+  windowSize: number;
+  unbatchedMax: number;
+  maxOther: number;
+  quietWaitS: number;
+  patched: boolean;
+  cores: number;
+  eldResolutionMs: number;
+};
+
 /** monitorEventLoopDelay's timer period; its samples are the period plus the delay, so this is subtracted. */
 const ELD_RESOLUTION_MS = 1;
 const DATA_NAME = 'usr/share/estargz-bench/usr-binaries.bin';
 
-const log = (msg: string): void => void process.stderr.write(`${msg}\n`);
+function log(msg: string): void {
+  process.stderr.write(`${msg}\n`);
+}
+
+// ---------------------------------------------------------------- machine load
+
+/** Busy and total jiffies of all CPUs (/proc/stat), and CPU-pressure stall µs (/proc/pressure/cpu "some"). */
+function systemCounters(): { busy: number; total: number; psiSomeUs: number | null } {
+  let busy = 0;
+  let total = 0;
+  try {
+    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+    // user nice system idle iowait irq softirq steal (guest time is already in user)
+    const [user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0] = f;
+    busy = user + nice + system + irq + softirq + steal;
+    total = busy + idle + iowait;
+  } catch {
+    // not Linux: no load figures
+  }
+  let psiSomeUs: number | null = null;
+  try {
+    const m = /^some .*total=(\d+)/m.exec(readFileSync('/proc/pressure/cpu', 'utf8'));
+    if (m) psiSomeUs = Number(m[1]);
+  } catch {
+    // no PSI
+  }
+  return { busy, total, psiSomeUs };
+}
+
+/** Sum over this process's threads of time on a CPU and time runnable but waiting for one (/proc/self/task/N/schedstat), ns. */
+function ownSchedstat(): { runNs: number; waitNs: number } | null {
+  let runNs = 0;
+  let waitNs = 0;
+  let tids: string[];
+  try {
+    tids = readdirSync('/proc/self/task');
+  } catch {
+    return null;
+  }
+  for (const tid of tids) {
+    try {
+      const [run = 0, wait = 0] = readFileSync(`/proc/self/task/${tid}/schedstat`, 'utf8').split(' ').map(Number);
+      runNs += run;
+      waitNs += wait;
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return { runNs, waitNs };
+}
+
+/** Over an interval: CPU used by other processes (cores), CPU pressure, and how long our threads were runnable without a CPU. */
+export interface Contention {
+  otherCores: number | null;
+  psiSomePct: number | null;
+  /** Run-queue wait of all our threads, summed, per second of wall time (ms/s): > 0 means our threads wanted more CPU than they got. */
+  ownRunqWaitMsPerS: number | null;
+}
+
+/** Starts measuring; the returned function ends the interval. Our own CPU (all threads) is taken out of the machine's busy time. */
+function contentionProbe(cores: number): () => Contention {
+  const sys0 = systemCounters();
+  const sched0 = ownSchedstat();
+  const own0 = process.cpuUsage();
+  const t0 = performance.now();
+  return () => {
+    const sys1 = systemCounters();
+    const sched1 = ownSchedstat();
+    const own = process.cpuUsage(own0);
+    const wallS = (performance.now() - t0) / 1000;
+    const dt = sys1.total - sys0.total;
+    const otherCores = dt > 0 ? Math.max(0, ((sys1.busy - sys0.busy) / dt) * cores - (own.user + own.system) / 1e6 / wallS) : null;
+    const psiSomePct = sys0.psiSomeUs !== null && sys1.psiSomeUs !== null ? ((sys1.psiSomeUs - sys0.psiSomeUs) / 1e4) / wallS : null;
+    // Threads that ended during the interval take their counts with them: clamp at 0.
+    const ownRunqWaitMsPerS = sched0 && sched1 ? Math.max(0, (sched1.waitNs - sched0.waitNs) / 1e6 / wallS) : null;
+    return { otherCores, psiSomePct, ownRunqWaitMsPerS };
+  };
+}
+
+/** Waits (up to `maxS`) until other processes used less than `maxOther` cores over a whole second; returns the seconds waited. */
+async function waitQuiet(cores: number, maxOther: number, maxS: number): Promise<number> {
+  const started = performance.now();
+  for (;;) {
+    const stop = contentionProbe(cores);
+    await sleep(1000);
+    const c = stop();
+    const waited = (performance.now() - started) / 1000;
+    if (c.otherCores === null || c.otherCores < maxOther || waited >= maxS) return waited;
+    log(`  machine busy (other processes: ${c.otherCores.toFixed(2)} cores); waiting`);
+  }
+}
 
 // ---------------------------------------------------------------- input
 
-/** Regular files under `dir` (recursive, name order), as [path, size, mtime] until `budget` bytes. */
+/** Regular files under `dir` (recursive, name order) until `budget` bytes. */
 async function listFiles(dir: string, budget: number, out: { path: string; size: number; mtimeMs: number }[]): Promise<number> {
   let used = 0;
   const walk = async (d: string): Promise<boolean> => {
@@ -118,8 +283,8 @@ async function listFiles(dir: string, budget: number, out: { path: string; size:
 /**
  * `total` bytes of this machine's executables and shared libraries: half from
  * /usr/bin, half from /usr/lib/x86_64-linux-gnu (or /usr/lib), files
- * concatenated in name order. Machine code, symbol tables and string tables
- * compress like real image layers (~40% at level 9), unlike random or text data.
+ * concatenated in name order. Machine code, symbol and string tables compress
+ * like real image layers (~45% at level 9), unlike random or text data.
  */
 async function usrData(total: number): Promise<{ listingKey: string; files: number; read: () => Promise<Buffer> }> {
   const files: { path: string; size: number; mtimeMs: number }[] = [];
@@ -158,7 +323,7 @@ async function oneFileTar(data: Buffer): Promise<Buffer> {
   return Buffer.concat(parts);
 }
 
-/** One chunk size's input: the converted blob in memory and the chunks of the one file. */
+/** One chunk size's input: the converted blob in memory and the chunks of its one file. */
 interface ChunkInput {
   chunkSize: number;
   blob: Buffer;
@@ -174,14 +339,14 @@ interface ChunkInput {
  * last one ending with its padding: exactly what the engine decodes), cached
  * in $TMPDIR/estargz-bench/ keyed by the file listing.
  */
-async function chunkInput(chunkSize: number, key: string, data: () => Promise<Buffer>): Promise<ChunkInput> {
+async function chunkInput(chunkSize: number, total: number, key: string, data: () => Promise<Buffer>): Promise<ChunkInput> {
   const dir = benchCacheDir();
   await mkdir(dir, { recursive: true });
-  const path = join(dir, `pool-${key}-${totalBytes}-${chunkSize}.esgz`);
+  const path = join(dir, `pool-${key}-${total}-${chunkSize}.esgz`);
   const cached = existsSync(path);
   if (!cached) {
-    // Stale blobs of an older listing: tens of MB each.
-    for (const f of await readdir(dir)) if (f.startsWith('pool-') && f.endsWith(`-${totalBytes}-${chunkSize}.esgz`)) await rm(join(dir, f), { force: true });
+    // Blobs of an older listing: tens of MB each.
+    for (const f of await readdir(dir)) if (f.startsWith('pool-') && f.endsWith(`-${total}-${chunkSize}.esgz`)) await rm(join(dir, f), { force: true });
     const partial = `${path}.partial-${process.pid}`;
     try {
       const out = createWriteStream(partial);
@@ -193,10 +358,13 @@ async function chunkInput(chunkSize: number, key: string, data: () => Promise<Bu
       await rm(partial, { force: true });
     }
   }
-  const blob = await readFile(path);
+  // In shared memory, so the bare ceiling workers read the same bytes without a copy.
+  const file = await readFile(path);
+  const blob = Buffer.from(new SharedArrayBuffer(file.length));
+  file.copy(blob);
   const es = await openEstargz(new BufferSource(blob));
   const node = es.index.byPath.get(DATA_NAME);
-  if (!node || node.type !== 'reg' || node.size !== totalBytes) throw new Error(`${path}: no ${DATA_NAME} of ${totalBytes} bytes`);
+  if (!node || node.type !== 'reg' || node.size !== total) throw new Error(`${path}: no ${DATA_NAME} of ${total} bytes`);
   const chunks = node.chunks.map((c) => ({
     blobOffset: c.blobOffset,
     blobEnd: c.blobEnd,
@@ -208,13 +376,11 @@ async function chunkInput(chunkSize: number, key: string, data: () => Promise<Bu
 
 // ---------------------------------------------------------------- tasks
 
-/** A decode task as the engine builds one: contiguous members of about `taskBytes` compressed bytes. */
+/** A decode task as the engine builds one: contiguous members of up to `taskBytes` compressed bytes. */
 interface Task {
   start: number;
   end: number;
   items: DecodeItem[];
-  chunks: number;
-  bytes: number;
 }
 
 /** Groups members the way ChunkLoader.decodeSpan does: a member joins the task while the task stays within `limit` bytes. */
@@ -225,10 +391,8 @@ function makeTasks(input: ChunkInput, limit: number): Task[] {
     if (last && c.blobEnd - last.start <= limit) {
       last.items.push({ offset: c.blobOffset - last.start, length: c.blobEnd - c.blobOffset, refs: [c.ref] });
       last.end = c.blobEnd;
-      last.chunks++;
-      last.bytes += c.ref.size;
     } else {
-      tasks.push({ start: c.blobOffset, end: c.blobEnd, items: [{ offset: 0, length: c.blobEnd - c.blobOffset, refs: [c.ref] }], chunks: 1, bytes: c.ref.size });
+      tasks.push({ start: c.blobOffset, end: c.blobEnd, items: [{ offset: 0, length: c.blobEnd - c.blobOffset, refs: [c.ref] }] });
     }
   }
   return tasks;
@@ -238,13 +402,27 @@ function makeTasks(input: ChunkInput, limit: number): Task[] {
 
 interface Config {
   name: string;
-  kind: 'inline' | 'pool';
+  kind: 'inline' | 'pool' | 'ceiling';
   decoder: Decoder;
   threads: number;
   batched: boolean;
+  /**
+   * False: piscina's `utilization` getter is replaced by a constant during
+   * the sample. DecodePool reads it after every task to set a gauge, and the
+   * getter builds a 15-percentile summary of an HDR histogram to use its mean
+   * (~250 µs here); this shows what the pool costs without that read.
+   */
+  utilizationRead: boolean;
 }
 
-interface Sample {
+const UTILIZATION = Object.getOwnPropertyDescriptor(Piscina.prototype, 'utilization');
+
+function setUtilizationRead(on: boolean): void {
+  if (!UTILIZATION) return;
+  Object.defineProperty(Piscina.prototype, 'utilization', on ? UTILIZATION : { configurable: true, get: () => 0 });
+}
+
+interface Sample extends Contention {
   wallMs: number;
   /** Process CPU time (main thread + workers), ms. */
   cpuMs: number;
@@ -253,16 +431,8 @@ interface Sample {
   eldP99: number;
   eldMax: number;
   eldCount: number;
-}
-
-function configsFor(chunkSize: number): Config[] {
-  const out: Config[] = [];
-  for (const d of decoders) out.push({ name: `inline ${d}`, kind: 'inline', decoder: d, threads: 0, batched: true });
-  for (const t of threadCounts) for (const d of decoders) out.push({ name: `pool ${t}t ${d}`, kind: 'pool', decoder: d, threads: t, batched: true });
-  if (chunkSize <= unbatchedMax) {
-    for (const t of threadCounts.filter((x) => x <= CORES)) out.push({ name: `pool ${t}t zlib, 1 chunk/task`, kind: 'pool', decoder: 'zlib', threads: t, batched: false });
-  }
-  return out;
+  /** Earlier tries of this sample thrown away because other processes used the CPU meanwhile. */
+  redone: number;
 }
 
 /** The baseline: decodeChunk in a loop on this thread, no copies, yielding to the event loop between tasks (as between reads). */
@@ -280,36 +450,49 @@ async function runInline(input: ChunkInput, tasks: Task[], decoder: Decoder): Pr
 
 /**
  * Feeds the pool like the engine does: each task's members copied into an
- * ArrayBuffer of its own (transferred to the worker), outputs wrapped as
- * Buffers. `windowSize` tasks are submitted at any time, more than the pool
- * hands to piscina (2 per thread), so the workers never wait for the main thread.
+ * ArrayBuffer of its own (transferred to the worker, as ChunkLoader's
+ * ownArrayBuffer), outputs wrapped as Buffers. `window` tasks are submitted
+ * at any time, more than the pool hands to piscina (2 per thread), so the
+ * workers never wait for the main thread to submit.
  */
-async function runPool(pool: DecodePool, input: ChunkInput, tasks: Task[]): Promise<number> {
+async function runPool(pool: DecodePool, input: ChunkInput, tasks: Task[], window: number): Promise<number> {
   let bytes = 0;
   let next = 0;
   let failure: Error | undefined;
-  const one = async (): Promise<void> => {
+  const lane = async (): Promise<void> => {
     while (next < tasks.length && !failure) {
       const t = tasks[next++]!;
       const copy = new ArrayBuffer(t.end - t.start);
       new Uint8Array(copy).set(input.blob.subarray(t.start, t.end));
       const outputs = await pool.run(copy, t.items, 'foreground');
       for (const out of outputs) {
-        if (!(out instanceof ArrayBuffer)) {
+        if (!Buffer.isBuffer(out)) {
           failure = new Error(`decode failed: ${out.code}: ${out.message}`);
           return;
         }
-        bytes += Buffer.from(out).length;
+        bytes += out.length;
       }
     }
   };
-  await Promise.all(Array.from({ length: windowSize }, one));
+  await Promise.all(Array.from({ length: window }, lane));
   if (failure) throw failure;
   return bytes;
 }
 
-async function measure(run: () => Promise<number>, expected: number): Promise<Sample> {
+/** The ceiling: every bare worker decodes its static share of the tasks; one message each way per worker. */
+async function runCeiling(workers: Worker[], input: number, decoder: Decoder): Promise<number> {
+  const counts = await Promise.all(workers.map((w, part) => new Promise<number>((resolve, reject) => {
+    w.once('message', resolve);
+    w.once('error', reject);
+    w.postMessage({ input, part, of: workers.length, decoder } satisfies BareJob);
+  })));
+  for (const w of workers) w.removeAllListeners('error');
+  return counts.reduce((a, b) => a + b, 0);
+}
+
+async function measure(cores: number, run: () => Promise<number>, expected: number): Promise<Omit<Sample, 'redone'>> {
   const eld = monitorEventLoopDelay({ resolution: ELD_RESOLUTION_MS });
+  const probe = contentionProbe(cores);
   const cpu0 = process.cpuUsage();
   eld.enable();
   const t0 = performance.now();
@@ -317,6 +500,7 @@ async function measure(run: () => Promise<number>, expected: number): Promise<Sa
   const wallMs = performance.now() - t0;
   eld.disable();
   const cpu = process.cpuUsage(cpu0);
+  const contention = probe();
   if (bytes !== expected) throw new Error(`decoded ${bytes} bytes, expected ${expected}`);
   const ms = (ns: number): number => Math.max(0, ns / 1e6 - ELD_RESOLUTION_MS);
   const count = eld.count;
@@ -327,6 +511,7 @@ async function measure(run: () => Promise<number>, expected: number): Promise<Sa
     eldP99: count ? ms(eld.percentile(99)) : 0,
     eldMax: count ? ms(eld.max) : 0,
     eldCount: count,
+    ...contention,
   };
 }
 
@@ -334,20 +519,48 @@ async function measure(run: () => Promise<number>, expected: number): Promise<Sa
 
 const fmtSize = (b: number): string => (b >= MiB ? `${b / MiB} MiB` : `${b / 1024} KiB`);
 
-async function main(): Promise<void> {
+async function runBenchmark(s: Settings): Promise<void> {
   const machine = machineInfo();
   log(`machine: ${describeMachine(machine)}`);
-  const source = await usrData(totalBytes);
+  const source = await usrData(s.totalBytes);
   let data: Promise<Buffer> | undefined;
   const inputs: ChunkInput[] = [];
-  for (const cs of chunkSizes) {
+  for (const cs of s.chunkSizes) {
     const started = performance.now();
-    const input = await chunkInput(cs, source.listingKey, () => (data ??= source.read()));
+    const input = await chunkInput(cs, s.totalBytes, source.listingKey, () => (data ??= source.read()));
     log(`input ${fmtSize(cs)}: ${input.chunks.length} chunks, ${(input.compressedBytes / MiB).toFixed(1)} MiB compressed` +
       `${input.cached ? ' (cached)' : ` (converted in ${((performance.now() - started) / 1000).toFixed(1)} s)`}`);
     inputs.push(input);
   }
   data = undefined;
+
+  const plans = inputs.map((input) => {
+    const batched = makeTasks(input, s.taskBytes);
+    const single = makeTasks(input, 0);
+    const configs: Config[] = [];
+    const add = (c: Omit<Config, 'utilizationRead'>, patched: boolean): void => {
+      configs.push({ ...c, utilizationRead: true });
+      if (patched && s.patched) configs.push({ ...c, name: `${c.name}, no utilization read`, utilizationRead: false });
+    };
+    for (const d of s.decoders) add({ name: `inline ${d}`, kind: 'inline', decoder: d, threads: 0, batched: true }, false);
+    for (const t of s.threadCounts) {
+      for (const d of s.decoders) add({ name: `pool ${t}t ${d}`, kind: 'pool', decoder: d, threads: t, batched: true }, t === s.cores && d === 'zlib');
+    }
+    if (input.chunkSize <= s.unbatchedMax) {
+      for (const t of s.threadCounts.filter((x) => x <= s.cores)) {
+        add({ name: `pool ${t}t zlib, 1 chunk/task`, kind: 'pool', decoder: 'zlib', threads: t, batched: false }, true);
+      }
+    }
+    add({ name: `ceiling: ${s.cores} bare threads zlib`, kind: 'ceiling', decoder: 'zlib', threads: s.cores, batched: true }, false);
+    return { input, configs, batched, single };
+  });
+
+  // Bare workers for the ceiling: this file in worker mode, the blobs shared (not copied), the batched tasks cloned once.
+  const shared: BareWorkerData = {
+    kind: 'bare-decoder',
+    inputs: plans.map((p) => ({ blob: p.input.blob.buffer as SharedArrayBuffer, tasks: p.batched })),
+  };
+  const bare = Array.from({ length: s.cores }, () => new Worker(new URL(import.meta.url), { workerData: shared }));
 
   const pools = new Map<string, DecodePool>();
   const poolFor = (threads: number, decoder: Decoder): DecodePool => {
@@ -356,122 +569,161 @@ async function main(): Promise<void> {
     if (!p) pools.set(k, (p = new DecodePool({ threads, decoder })));
     return p;
   };
-  const plans = inputs.map((input) => {
-    const batched = makeTasks(input, taskBytes);
-    const single = makeTasks(input, 0);
-    return { input, configs: configsFor(input.chunkSize), batched, single };
-  });
   const samples = new Map<string, Sample[]>();
   const key = (cs: number, c: Config): string => `${cs}|${c.name}`;
+  let waitedS = 0;
 
-  const runOne = async (plan: (typeof plans)[number], c: Config): Promise<Sample> => {
+  const runOnce = (plan: (typeof plans)[number], c: Config): Promise<Omit<Sample, 'redone'>> => {
     const tasks = c.batched ? plan.batched : plan.single;
     const expected = plan.input.uncompressedBytes;
-    if (c.kind === 'inline') return measure(() => runInline(plan.input, tasks, c.decoder), expected);
+    if (c.kind === 'inline') return measure(s.cores, () => runInline(plan.input, tasks, c.decoder), expected);
+    if (c.kind === 'ceiling') return measure(s.cores, () => runCeiling(bare, plans.indexOf(plan), c.decoder), expected);
     const pool = poolFor(c.threads, c.decoder);
-    return measure(() => runPool(pool, plan.input, tasks), expected);
+    setUtilizationRead(c.utilizationRead);
+    return measure(s.cores, () => runPool(pool, plan.input, tasks, s.windowSize), expected).finally(() => setUtilizationRead(true));
+  };
+  /** One sample; redone (after waiting for quiet) when other processes took more than maxOther cores during it. */
+  const sample = async (plan: (typeof plans)[number], c: Config): Promise<Sample> => {
+    for (let redone = 0; ; redone++) {
+      const r = await runOnce(plan, c);
+      if (s.maxOther <= 0 || r.otherCores === null || r.otherCores <= s.maxOther || redone >= 3) return { ...r, redone };
+      log(`  ${fmtSize(plan.input.chunkSize)} ${c.name}: other processes used ${r.otherCores.toFixed(2)} cores; redoing`);
+      waitedS += await waitQuiet(s.cores, s.maxOther, s.quietWaitS);
+    }
   };
 
   const started = performance.now();
-  for (let pass = -warmup; pass < runs; pass++) {
-    log(pass < 0 ? `warm-up pass ${pass + warmup + 1}/${warmup}` : `run ${pass + 1}/${runs} (load ${loadNow().join(' ')})`);
-    for (const plan of plans) {
-      // Alternate the order so drift and GC debt fall on every configuration alike.
-      const order = pass % 2 === 0 ? plan.configs : [...plan.configs].reverse();
-      for (const c of order) {
-        const s = await runOne(plan, c);
-        if (pass >= 0) {
+  try {
+    for (let pass = -s.warmup; pass < s.runs; pass++) {
+      if (s.maxOther > 0 && pass >= 0) waitedS += await waitQuiet(s.cores, s.maxOther, s.quietWaitS);
+      log(pass < 0 ? `warm-up pass ${pass + s.warmup + 1}/${s.warmup}` : `run ${pass + 1}/${s.runs} (load ${loadNow().join(' ')})`);
+      for (const plan of plans) {
+        // Alternate the order so drift and GC debt fall on every configuration alike.
+        const order = pass % 2 === 0 ? plan.configs : [...plan.configs].reverse();
+        for (const c of order) {
+          if (pass < 0) {
+            await runOnce(plan, c);
+            continue;
+          }
           const k = key(plan.input.chunkSize, c);
-          samples.set(k, [...(samples.get(k) ?? []), s]);
+          samples.set(k, [...(samples.get(k) ?? []), await sample(plan, c)]);
         }
       }
     }
+  } finally {
+    for (const p of pools.values()) await p.close();
+    await Promise.all(bare.map((w) => w.terminate()));
   }
   const elapsedS = (performance.now() - started) / 1000;
-  for (const p of pools.values()) await p.close();
 
   // ------------------------------------------------------------ report
   const lines: string[] = [];
-  lines.push(`## Decode + verify throughput: DecodePool vs the main thread (${runs} runs, interleaved, ${warmup} warm-up pass)`, '');
+  lines.push(`## Decode + verify throughput: DecodePool vs the main thread (${s.runs} runs, interleaved, ${s.warmup} warm-up pass)`, '');
   lines.push(`Machine: ${describeMachine(machine)}`, '');
-  lines.push(`Input: ${totalBytes / MiB} MiB of this machine's executables and shared libraries (${source.files} files from /usr/bin and /usr/lib, concatenated) ` +
-    `as one file of a layer converted with convertLayer (gzip level 9, one member per chunk). Every configuration decodes and sha256-verifies ` +
-    `all of it in every run. Batched tasks hold up to ${taskBytes} compressed bytes of members (ChunkLoader's taskBytes); ` +
-    `${windowSize} tasks are submitted at a time. MB/s are of uncompressed bytes (10^6 B/s).`, '');
+  lines.push(`Input: ${s.totalBytes / MiB} MiB of this machine's executables and shared libraries (${source.files} files from /usr/bin and /usr/lib, ` +
+    'concatenated) as one file of a layer converted with convertLayer (gzip level 9, one member per chunk). Every configuration decodes and ' +
+    `sha256-verifies all of it in every run. Batched tasks hold up to ${s.taskBytes} compressed bytes of members (ChunkLoader's taskBytes); ` +
+    `${s.windowSize} tasks are submitted at a time. MB/s are of uncompressed bytes (10^6 B/s).`, '');
   lines.push(markdownTable(['chunk size', 'chunks', 'compressed MiB', 'ratio', 'batched tasks', 'chunks/task'], plans.map((p) => [
     fmtSize(p.input.chunkSize), String(p.input.chunks.length), (p.input.compressedBytes / MiB).toFixed(1),
     `${((p.input.compressedBytes / p.input.uncompressedBytes) * 100).toFixed(1)}%`, String(p.batched.length), (p.input.chunks.length / p.batched.length).toFixed(1),
   ])), '');
 
-  const json: Record<string, unknown>[] = [];
-  const mbps = (s: Sample, bytes: number): number => bytes / 1e6 / (s.wallMs / 1000);
+  const results: Record<string, unknown>[] = [];
+  const summaryRows: string[][] = [];
+  const mbps = (x: Sample, bytes: number): number => bytes / 1e6 / (x.wallMs / 1000);
   for (const plan of plans) {
     const cs = plan.input.chunkSize;
     const n = plan.input.chunks.length;
     const bytes = plan.input.uncompressedBytes;
-    const base: Record<string, Summary> = {};
-    for (const d of decoders) base[d] = summarize(samples.get(key(cs, plan.configs.find((c) => c.kind === 'inline' && c.decoder === d)!))!.map((s) => s.wallMs));
-    const baseCpu: Record<string, Summary> = {};
-    for (const d of decoders) baseCpu[d] = summarize(samples.get(key(cs, plan.configs.find((c) => c.kind === 'inline' && c.decoder === d)!))!.map((s) => s.cpuMs));
+    const inlineOf = (d: Decoder): Sample[] => samples.get(key(cs, plan.configs.find((c) => c.kind === 'inline' && c.decoder === d)!))!;
+    const baseWall = Object.fromEntries(s.decoders.map((d) => [d, summarize(inlineOf(d).map((x) => x.wallMs))]));
+    const baseCpu = Object.fromEntries(s.decoders.map((d) => [d, summarize(inlineOf(d).map((x) => x.cpuMs))]));
     const rows: string[][] = [];
     for (const c of plan.configs) {
       const ss = samples.get(key(cs, c))!;
-      const tp = summarize(ss.map((s) => mbps(s, bytes)));
-      const wall = summarize(ss.map((s) => s.wallMs));
-      const cpu = summarize(ss.map((s) => s.cpuMs));
-      const p50 = summarize(ss.map((s) => s.eldP50));
-      const p99 = summarize(ss.map((s) => s.eldP99));
-      const max = summarize(ss.map((s) => s.eldMax));
-      const tasks = c.kind === 'inline' ? plan.batched.length : c.batched ? plan.batched.length : plan.single.length;
+      const tp = summarize(ss.map((x) => mbps(x, bytes)));
+      const wall = summarize(ss.map((x) => x.wallMs));
+      const cpu = summarize(ss.map((x) => x.cpuMs));
+      const p50 = summarize(ss.map((x) => x.eldP50));
+      const p99 = summarize(ss.map((x) => x.eldP99));
+      const max = summarize(ss.map((x) => x.eldMax));
+      const others = ss.map((x) => x.otherCores).filter((x): x is number => x !== null);
+      const runq = ss.map((x) => x.ownRunqWaitMsPerS).filter((x): x is number => x !== null);
+      const tasks = c.batched ? plan.batched.length : plan.single.length;
+      const p = Math.min(c.threads, s.cores);
       // Worker time lost per chunk: p × wall − the inline wall, p = threads that can run at once.
-      const p = Math.min(c.threads, CORES);
-      const wallOverheadUs = c.kind === 'pool' ? ((p * wall.median - base[c.decoder]!.median) * 1000) / n : null;
+      const wallOverheadUs = c.kind === 'pool' ? ((p * wall.median - baseWall[c.decoder]!.median) * 1000) / n : null;
       // CPU spent per chunk beyond the inline decode (copies, structured clone, piscina, message ports, promises).
       const cpuOverheadUs = c.kind === 'pool' ? ((cpu.median - baseCpu[c.decoder]!.median) * 1000) / n : null;
-      const ratioZlib = base['zlib']!.median / wall.median;
+      const ratio = baseWall['zlib']!.median / wall.median;
+      const isPoolLike = c.kind !== 'inline';
       rows.push([
-        c.name, String(tasks), formatSummary(tp, 0), `${ratioZlib.toFixed(2)}×`,
-        cpuOverheadUs === null ? '' : cpuOverheadUs.toFixed(1), wallOverheadUs === null ? '' : wallOverheadUs.toFixed(1),
-        `${(cpu.median / wall.median).toFixed(2)}`,
-        p50.median.toFixed(2), `${p99.median.toFixed(1)} (${p99.max.toFixed(1)})`, max.max.toFixed(1),
+        c.name, String(tasks), formatSummary(tp, 0), `${ratio.toFixed(2)}×`,
+        cpuOverheadUs === null ? '' : cpuOverheadUs.toFixed(0),
+        (cpu.median / wall.median).toFixed(2),
+        isPoolLike ? `${p50.median.toFixed(1)} / ${p99.median.toFixed(1)} (${p99.max.toFixed(1)}) / ${max.max.toFixed(1)}` : '',
+        others.length ? `${summarize(others).median.toFixed(2)} (${summarize(others).max.toFixed(2)})` : 'n/a',
+        runq.length ? summarize(runq).median.toFixed(0) : 'n/a',
       ]);
-      json.push({
+      if (c.kind === 'inline' && c.decoder === 'zlib' || c.kind === 'ceiling' || (c.kind === 'pool' && c.threads === s.cores && c.batched)) {
+        summaryRows.push([fmtSize(cs), c.name, tp.median.toFixed(0), `${ratio.toFixed(2)}×`, isPoolLike ? p99.max.toFixed(1) : '']);
+      }
+      results.push({
         chunkSize: cs, config: c, tasks, chunks: n, uncompressedBytes: bytes, compressedBytes: plan.input.compressedBytes,
-        mbps: tp, wallMs: wall, cpuMs: cpu, ratioVsInlineZlib: ratioZlib, cpuOverheadUsPerChunk: cpuOverheadUs, wallOverheadUsPerChunk: wallOverheadUs,
+        mbps: tp, wallMs: wall, cpuMs: cpu, ratioVsInlineZlib: ratio, cpuOverheadUsPerChunk: cpuOverheadUs, wallOverheadUsPerChunk: wallOverheadUs,
         eldMs: { p50, p99, max }, samples: ss,
       });
     }
     lines.push(`### ${fmtSize(cs)} chunks (${n} chunks, ${(bytes / MiB).toFixed(0)} MiB)`, '');
     lines.push(markdownTable(
-      ['configuration', 'tasks', 'MB/s median (min–max)', 'vs inline zlib', 'CPU overhead µs/chunk', 'worker-time overhead µs/chunk', 'CPU cores busy', 'ELD p50 ms', 'ELD p99 ms median (max)', 'ELD max ms'],
+      ['configuration', 'tasks', 'MB/s median (min–max)', 'vs inline zlib', 'overhead µs/chunk (CPU)', 'cores busy',
+        'ELD ms p50 / p99 (worst run) / max', 'other procs, cores (max)', 'our run-queue wait ms/s'],
       rows,
     ), '');
   }
   lines.push(
-    'Columns: *vs inline zlib* = inline-zlib median wall / this median wall. *CPU overhead* = (process CPU of this configuration − CPU of the inline run ' +
-    'of the same decoder) / chunks: what a chunk costs beyond decoding it (copy into the task buffer, structured clone and transfer, piscina and ' +
-    'message-port round trip, promises). *worker-time overhead* = (min(threads, cores) × wall − inline wall) / chunks: the same plus time the workers ' +
-    'sat idle or lost their core to the main thread. *CPU cores busy* = process CPU / wall. ELD = main-thread event-loop delay from ' +
-    `perf_hooks.monitorEventLoopDelay (resolution ${ELD_RESOLUTION_MS} ms, the period subtracted), per run; p99 is the median over runs with the worst run in brackets. ` +
-    'Inline runs yield to the event loop between tasks, so their ELD is the time one task blocks the loop.',
+    '*vs inline zlib* = inline-zlib median wall / this median wall. *overhead µs/chunk* = (process CPU of this configuration − process CPU of the ' +
+    'inline run with the same decoder) / chunks, medians: what a chunk costs beyond decoding it (copy into the task buffer, structured clone and ' +
+    'transfer, piscina and message-port round trip, promises, the pool\'s metrics). *cores busy* = process CPU (all threads) / wall. ' +
+    `*ELD* = main-thread event-loop delay, perf_hooks.monitorEventLoopDelay (resolution ${ELD_RESOLUTION_MS} ms, the period subtracted): ` +
+    'median over runs of each run\'s p50 and p99, the worst run\'s p99, and the largest delay seen. *ceiling* = ' +
+    `${s.cores} bare worker threads running decodeChunk over a static share of the batched tasks, the blob in shared memory: no copies, no ` +
+    'per-task messages, the best these cores gave at that moment. *no utilization read* = the same pool with piscina\'s `utilization` getter ' +
+    'stubbed during the sample (DecodePool reads it after every task). *other procs* = CPU used by other processes during the sample ' +
+    `(/proc/stat busy time minus ours), in cores; samples where it exceeded ${s.maxOther} were redone after waiting for a quiet machine (up to 3 ` +
+    'times). *our run-queue wait* = time our threads were runnable but had no CPU (/proc/self/task/*/schedstat), summed over threads, per second.',
     '',
-    `Total ${elapsedS.toFixed(0)} s. Load average at the end (1/5/15 min): ${loadNow().join(' ')}; the benchmark itself adds about 2.`,
   );
+  const redone = [...samples.values()].flat().reduce((n, x) => n + x.redone, 0);
+  lines.push(`Total ${elapsedS.toFixed(0)} s, of which ${waitedS.toFixed(0)} s waiting for a quiet machine; ${redone} samples redone. ` +
+    `Load average at the end (1/5/15 min): ${loadNow().join(' ')}; the benchmark itself adds about 2.`);
   console.log(lines.join('\n'));
 
   const path = await writeResult('pool', {
     benchmark: 'pool',
     machine,
-    settings: { runs, warmup, totalBytes, chunkSizes, threadCounts, decoders, taskBytes, windowSize, unbatchedMax, eldResolutionMs: ELD_RESOLUTION_MS, cores: CORES },
+    settings: s,
     input: {
-      files: source.files, listingKey: source.listingKey,
-      chunkSizes: plans.map((p) => ({ chunkSize: p.input.chunkSize, chunks: p.input.chunks.length, compressedBytes: p.input.compressedBytes, uncompressedBytes: p.input.uncompressedBytes, batchedTasks: p.batched.length, blobBytes: p.input.blob.length })),
+      files: source.files,
+      listingKey: source.listingKey,
+      chunkSizes: plans.map((p) => ({
+        chunkSize: p.input.chunkSize, chunks: p.input.chunks.length, compressedBytes: p.input.compressedBytes, uncompressedBytes: p.input.uncompressedBytes,
+        batchedTasks: p.batched.length, blobBytes: p.input.blob.length,
+      })),
     },
-    results: json,
+    summary: summaryRows.map(([chunk, config, mbs, ratio, eldP99Worst]) => ({ chunk, config, mbps: Number(mbs), ratio, eldP99WorstMs: eldP99Worst })),
+    results,
     elapsedS,
+    waitedForQuietS: waitedS,
     markdown: lines.join('\n'),
   });
   log(`wrote ${path}`);
 }
 
-await main();
+// Last, after every module-level constant is initialized: this file is also the bare workers' script.
+if (!isMainThread && (workerData as BareWorkerData | undefined)?.kind === 'bare-decoder') {
+  bareWorker(workerData as BareWorkerData);
+} else {
+  await main();
+}

@@ -22,9 +22,14 @@ export interface DecodeFailure {
   message: string;
 }
 
-/** One entry per ref, items in order: the verified plain bytes, or why not. */
-export type DecodeOutput = ArrayBuffer | DecodeFailure;
-
+/**
+ * A task's answer: every verified chunk back to back in one transferred
+ * ArrayBuffer (one transfer per task, not per chunk), and per ref, in order,
+ * its length there or why it failed.
+ */
 export interface DecodeResult {
-  outputs: DecodeOutput[];
+  buffer: ArrayBuffer;
+  results: (number | DecodeFailure)[];
+  /** Time the worker spent on the task, for the utilization gauge. */
+  busyMs: number;
 }

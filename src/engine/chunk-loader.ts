@@ -259,8 +259,8 @@ export class ChunkLoader {
       for (const m of g.members) {
         for (const d of m.wants) {
           const out = outputs[k++]!;
-          if (out instanceof ArrayBuffer) {
-            const bytes = Buffer.from(out);
+          if (Buffer.isBuffer(out)) {
+            const bytes = out;
             const digest = d.want.chunk.digest;
             // Background work would churn the memory cache: it goes to disk, unless there is no disk.
             if (op !== 'background' || !this.deps.disk?.enabled) this.deps.memory.put(digest, bytes);

@@ -1,10 +1,24 @@
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
-import { decodeChunk, type ChunkRef, type Decoder } from '../estargz/chunk.js';
-import { isEstargzError } from '../estargz/errors.js';
+import type { ChunkRef, Decoder } from '../estargz/chunk.js';
 import { poolQueueDepth, poolTaskDuration, poolUtilization } from '../metrics/registry.js';
-import type { DecodeItem, DecodeOutput, DecodeResult, DecodeTask } from '../../workers/decode-types.js';
+import { decodeBatch } from '../../workers/decode-batch.js';
+import type { DecodeFailure, DecodeItem, DecodeResult, DecodeTask } from '../../workers/decode-types.js';
+
+/** Per ref: verified plain bytes (a view into the task's result buffer), or why not. */
+export type DecodeOutput = Buffer | DecodeFailure;
+
+/** Splits a task's result buffer into one view per chunk. */
+function outputsOf(result: DecodeResult): DecodeOutput[] {
+  let at = 0;
+  return result.results.map((r) => {
+    if (typeof r !== 'number') return r;
+    const view = Buffer.from(result.buffer, at, r);
+    at += r;
+    return view;
+  });
+}
 
 export type Priority = 'foreground' | 'background';
 
@@ -37,20 +51,24 @@ export class DecodePool {
   private readonly queues: Record<Priority, Queued[]> = { foreground: [], background: [] };
   private inFlight = 0;
   private readonly maxInFlight: number;
+  /** Worker busy time since the last utilization update, and when that was. */
+  private busyMs = 0;
+  private busySince = performance.now();
 
   constructor(opts: DecodePoolOptions = {}) {
     this.threads = opts.threads ?? availableParallelism();
     this.decoder = opts.decoder ?? 'zlib';
     this.maxInFlight = Math.max(1, this.threads * 2);
     this.piscina = this.threads > 0
-      ? new Piscina({ filename: WORKER_FILE, minThreads: this.threads, maxThreads: this.threads, idleTimeout: 60_000 })
+      // recordTiming off: piscina's per-task histograms cost main-thread time; utilization is computed from the workers' own busy time.
+      ? new Piscina({ filename: WORKER_FILE, minThreads: this.threads, maxThreads: this.threads, idleTimeout: 60_000, recordTiming: false })
       : null;
   }
 
   /** Decodes and verifies the chunks of `items`, whose members are in `buffer` (transferred: the caller must not use it afterwards). */
   run(buffer: ArrayBuffer, items: DecodeItem[], priority: Priority): Promise<DecodeOutput[]> {
     const task: DecodeTask = { decoder: this.decoder, buffer, items };
-    if (!this.piscina) return Promise.resolve(decodeInline(task));
+    if (!this.piscina) return Promise.resolve(outputsOf(decodeBatch(task)));
     return new Promise((resolve, reject) => {
       this.queues[priority].push({ task, priority, queuedAt: performance.now(), resolve, reject });
       this.pump();
@@ -67,12 +85,14 @@ export class DecodePool {
       if (!next) break;
       this.inFlight++;
       this.piscina!.run(next.task, { transferList: [next.task.buffer] }).then(
-        (result: DecodeResult) => next.resolve(result.outputs),
+        (result: DecodeResult) => {
+          this.noteBusy(result.busyMs);
+          next.resolve(outputsOf(result));
+        },
         (err: unknown) => next.reject(err),
       ).finally(() => {
         this.inFlight--;
         poolTaskDuration.observe({ priority: next.priority }, (performance.now() - next.queuedAt) / 1000);
-        poolUtilization.set(this.piscina!.utilization);
         this.pump();
       });
     }
@@ -80,26 +100,20 @@ export class DecodePool {
     poolQueueDepth.set({ priority: 'background' }, this.queues.background.length);
   }
 
+  /** Updates the utilization gauge at most once a second: busy time / (threads × elapsed). */
+  private noteBusy(ms: number): void {
+    this.busyMs += ms;
+    const now = performance.now();
+    const elapsed = now - this.busySince;
+    if (elapsed < 1000) return;
+    poolUtilization.set(Math.min(1, this.busyMs / (this.threads * elapsed)));
+    this.busyMs = 0;
+    this.busySince = now;
+  }
+
   async close(): Promise<void> {
     await this.piscina?.destroy();
   }
 }
 
-/** The same work as the worker, on this thread. */
-function decodeInline(task: DecodeTask): DecodeOutput[] {
-  const outputs: DecodeOutput[] = [];
-  for (const item of task.items) {
-    const member = new Uint8Array(task.buffer, item.offset, item.length);
-    for (const ref of item.refs) {
-      try {
-        const plain = decodeChunk(member, ref, task.decoder);
-        outputs.push(plain.buffer.slice(plain.byteOffset, plain.byteOffset + plain.byteLength) as ArrayBuffer);
-      } catch (err) {
-        outputs.push({ code: isEstargzError(err) ? err.code : 'CHUNK_CORRUPT', message: (err as Error).message });
-      }
-    }
-  }
-  return outputs;
-}
-
-export type { ChunkRef, DecodeItem, DecodeOutput };
+export type { ChunkRef, DecodeItem };

@@ -95,7 +95,9 @@ function inflateBounded(deflated: Uint8Array, need: number, ref: ChunkRef): Buff
 
 function inflateFast(deflated: Uint8Array, need: number, ref: ChunkRef): Buffer {
   try {
-    const out = inflateRawSync(deflated, { maxOutputLength: need + FAST_PATH_SLACK });
+    // One right-sized output buffer instead of 16 KiB pieces concatenated at the end.
+    const chunkSize = Math.max(64, Math.min(need + 1024, 64 << 20));
+    const out = inflateRawSync(deflated, { maxOutputLength: need + FAST_PATH_SLACK, chunkSize });
     if (out.length >= need) return out;
   } catch {
     // Larger than the bound, or damaged: the bounded decoder stops at the

@@ -29,7 +29,8 @@ export class MemoryChunkCache {
 
   put(digest: string, bytes: Buffer): void {
     if (!this.lru) return;
-    this.lru.set(digest, bytes);
+    // A small view into a large buffer (a decode task's result) would keep the whole buffer alive: keep a copy.
+    this.lru.set(digest, bytes.buffer.byteLength > 2 * bytes.length ? Buffer.from(bytes) : bytes);
     this.report();
   }
 
