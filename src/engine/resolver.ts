@@ -146,40 +146,27 @@ export class LayerResolver {
     return entry.value;
   }
 
-  /** The resolved layer if it is ready (no waiting): for cheap attribute answers. */
-  peek(ref: ImageReference, digest: string): Promise<ResolvedLayer> | undefined {
-    return this.entries.get(this.key(ref, digest))?.value;
-  }
-
   /** containers/storage created `<layer>/use`: one more user. */
   use(ref: ImageReference, digest: string): void {
     const e = this.entries.get(this.key(ref, digest));
     if (e) e.uses++;
   }
 
-  /** containers/storage removed the layer directory: one user less; at zero the layer's memory is released. */
+  /**
+   * containers/storage removed the layer directory: one user less. At zero
+   * the layer is dropped and its memory released (the disk cache stays);
+   * returns whether that happened.
+   */
   async release(ref: ImageReference, digest: string): Promise<boolean> {
     const key = this.key(ref, digest);
     const e = this.entries.get(key);
     if (!e) return false;
     e.uses = Math.max(0, e.uses - 1);
-    if (e.uses > 0) return true;
+    if (e.uses > 0) return false;
     this.entries.delete(key);
     const resolved = await e.value.catch(() => undefined);
     await resolved?.layer.close();
     return true;
-  }
-
-  /** Every layer currently resolved (for status). */
-  async list(): Promise<{ resolved?: ResolvedLayer; error?: string; ref: string; digest: string; uses: number }[]> {
-    return Promise.all([...this.entries.entries()].map(async ([key, e]) => {
-      const [ref, digest] = key.split('|') as [string, string];
-      try {
-        return { resolved: await e.value, ref, digest, uses: e.uses };
-      } catch (err) {
-        return { error: (err as Error).message, ref, digest, uses: e.uses };
-      }
-    }));
   }
 
   /** A snapshot of every layer, without waiting for resolutions in progress. */

@@ -261,11 +261,7 @@ export class StoreFs {
   async rmdir(path: string): Promise<never> {
     const t = this.parse(path);
     if (t.kind !== 'layer') throw readOnly();
-    const key = `${formatReference(t.ref)}|${t.digest}`;
-    if (await this.resolver.release(t.ref, t.digest)) {
-      const stillUsed = this.resolver.status().some((l) => `${l.ref}|${l.digest}` === key);
-      if (!stillUsed) this.served.delete(key);
-    }
+    if (await this.resolver.release(t.ref, t.digest)) this.served.delete(`${formatReference(t.ref)}|${t.digest}`);
     throw notFound();
   }
 }
