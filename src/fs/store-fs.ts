@@ -87,10 +87,16 @@ export class StoreFs {
     return ino;
   }
 
-  /** Reserves a block of inode numbers for a layer's files. */
-  private allocInos(count: number): number {
+  /** Inode blocks by layer key: a released layer that resolves again keeps its inode numbers (overlayfs and the kernel may still hold them). */
+  private readonly inoBlocks = new Map<string, { base: number; count: number }>();
+
+  /** Reserves (or finds again) the block of inode numbers of a layer's files. */
+  private inoBlock(key: string, count: number): number {
+    const known = this.inoBlocks.get(key);
+    if (known && known.count >= count) return known.base;
     const base = this.nextIno;
     this.nextIno += count;
+    this.inoBlocks.set(key, { base, count });
     return base;
   }
 
@@ -113,7 +119,7 @@ export class StoreFs {
     let p = this.served.get(key);
     if (!p) {
       p = this.resolver.resolve(ref, digest).then((resolved) => {
-        const view = new DiffView(resolved.estargz.index, this.allocInos(DiffView.inoSpan(resolved.estargz.index)));
+        const view = new DiffView(resolved.estargz.index, this.inoBlock(key, DiffView.inoSpan(resolved.estargz.index)));
         return { resolved, view, info: layerInfo(resolved), dirIno: this.ino(key) };
       });
       this.served.set(key, p);
