@@ -22,14 +22,22 @@ export interface DecodeFailure {
   message: string;
 }
 
+/** Where a verified chunk is in the result's buffers. */
+export interface DecodeSlice {
+  buffer: number;
+  offset: number;
+  length: number;
+}
+
 /**
- * A task's answer: every verified chunk back to back in one transferred
- * ArrayBuffer (one transfer per task, not per chunk), and per ref, in order,
- * its length there or why it failed.
+ * A task's answer, per ref in order: where its verified bytes are, or why it
+ * failed. Large chunks come back in the buffer zlib inflated them into;
+ * small ones are copied back to back into one buffer, so that a task costs
+ * few transfers and no per-chunk messages.
  */
 export interface DecodeResult {
-  buffer: ArrayBuffer;
-  results: (number | DecodeFailure)[];
+  buffers: ArrayBuffer[];
+  results: (DecodeSlice | DecodeFailure)[];
   /** Time the worker spent on the task, for the utilization gauge. */
   busyMs: number;
 }

@@ -6,7 +6,7 @@ import type { DecodeTask } from './decode-types.js';
 export default function decode(task: DecodeTask): unknown {
   const result = decodeBatch(task);
   return Piscina.move({
-    [Piscina.transferableSymbol]: [result.buffer],
+    [Piscina.transferableSymbol]: result.buffers,
     [Piscina.valueSymbol]: result,
   } as unknown as ArrayBuffer);
 }

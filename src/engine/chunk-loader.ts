@@ -72,11 +72,16 @@ const OPERATION_PRIORITY: Record<FetchOperation, Priority> = {
   manifest: 'foreground', footer: 'foreground', toc: 'foreground', blob: 'foreground',
 };
 
-/** Copies a slice into an ArrayBuffer of its own, so it can be transferred to a worker. */
+/**
+ * Copies a slice into an ArrayBuffer of its own, so it can be transferred to
+ * a worker (the fetched buffer may be shared: multi-range parts, identical
+ * ranges fetched once for several readers). Not zero-filled: every byte is
+ * overwritten.
+ */
 function ownArrayBuffer(buf: Buffer, start: number, end: number): ArrayBuffer {
-  const copy = new ArrayBuffer(end - start);
-  new Uint8Array(copy).set(buf.subarray(start, end));
-  return copy;
+  const copy = Buffer.allocUnsafeSlow(end - start);
+  buf.copy(copy, 0, start, end);
+  return copy.buffer as ArrayBuffer;
 }
 
 function failureError(out: { code: string; message: string }): EstargzError {

@@ -11,13 +11,7 @@ export type DecodeOutput = Buffer | DecodeFailure;
 
 /** Splits a task's result buffer into one view per chunk. */
 function outputsOf(result: DecodeResult): DecodeOutput[] {
-  let at = 0;
-  return result.results.map((r) => {
-    if (typeof r !== 'number') return r;
-    const view = Buffer.from(result.buffer, at, r);
-    at += r;
-    return view;
-  });
+  return result.results.map((r) => ('code' in r ? r : Buffer.from(result.buffers[r.buffer]!, r.offset, r.length)));
 }
 
 export type Priority = 'foreground' | 'background';
