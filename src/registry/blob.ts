@@ -254,6 +254,8 @@ export class RemoteBlob implements RangedSource {
     const what = `GET ${this.describe} (${safeUrl(url)})`;
     if (res.statusCode === 200) {
       // The Range header was ignored: keep only the asked ranges while the whole blob streams by.
+      // S3 (behind ECR and others) does this for multi-range requests only: single ranges from now on.
+      if (ranges.length > 1) singleRangeHosts.add(this.repo.registry);
       return keepRanges(res, ranges, this.size, what);
     }
     if (res.statusCode !== 206) throw await statusError(res, what);

@@ -230,6 +230,24 @@ describe('registry client against Distribution', () => {
     }
   });
 
+  test('a registry that answers a multi-range request with the whole blob gets single ranges from then on', async () => {
+    const proxy = await startFaultProxy(plain.url);
+    const c = client();
+    try {
+      const blob = await RemoteBlob.open(c, repo(proxy.host), blobDigest);
+      const f = proxy.addFault({ kind: 'ignore-range', times: Infinity, path: (r) => (r.headers.range ?? '').includes(',') });
+      const ranges = [{ offset: 10, length: 10 }, { offset: 290_000, length: 10 }];
+      assert.deepEqual(await blob.readRanges(ranges), ranges.map((r) => BLOB.subarray(r.offset, r.offset + r.length)));
+      proxy.reset();
+      assert.deepEqual(await blob.readRanges(ranges), ranges.map((r) => BLOB.subarray(r.offset, r.offset + r.length)));
+      assert.equal(f.hits, 1, 'the whole blob was sent once');
+      assert.ok(blobGets(proxy, blobDigest).every((g) => !g.range?.includes(',') && g.bytes < 1000));
+    } finally {
+      await c.close();
+      await proxy.stop();
+    }
+  });
+
   test('a registry that answers only the first range of a multi-range request', async () => {
     const proxy = await startFaultProxy(plain.url);
     const c = client();
