@@ -55,7 +55,13 @@ export class DecodePool {
     this.maxInFlight = Math.max(1, this.threads * 2);
     this.piscina = this.threads > 0
       // recordTiming off: piscina's per-task histograms cost main-thread time; utilization is computed from the workers' own busy time.
-      ? new Piscina({ filename: WORKER_FILE, minThreads: this.threads, maxThreads: this.threads, idleTimeout: 60_000, recordTiming: false })
+      // execArgv: piscina loads the worker with require() first, and Node 20's require() of an ES
+      // module aborts the whole process (V8 "Empty MaybeLocal") when the pool is closed while a
+      // worker is still loading; without require(esm) it falls back to import(), which is safe.
+      ? new Piscina({
+        filename: WORKER_FILE, minThreads: this.threads, maxThreads: this.threads, idleTimeout: 60_000, recordTiming: false,
+        execArgv: ['--no-experimental-require-module'],
+      })
       : null;
   }
 

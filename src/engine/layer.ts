@@ -71,6 +71,8 @@ export class EngineLayer {
   private backgroundRun: Promise<void> | undefined;
   private readonly blobReader: BlobReader;
   private chunkList: ChunkWant[] | undefined;
+  /** Blob offset up to which on-demand reads have asked for the following members. */
+  private readAheadFrontier = 0;
   private readonly tracked: boolean;
 
   constructor(
@@ -138,11 +140,12 @@ export class EngineLayer {
     const wants: ChunkWant[] = [];
     let next = lo;
     for (; next < chunks.length && chunks[next]!.fileOffset < end; next++) wants.push({ chunk: chunks[next]!, path });
-    // Read-ahead rides on the same request: not waited for, its failures are not this read's.
+    const loads = this.loader.load(wants, 'on_demand');
+    // Read-ahead goes in a request of its own, so that this read waits only for its own bytes;
+    // it is not waited for, and its failures are not this read's.
     const extra = this.readAhead(node, next, path, wants.at(-1)!.chunk.blobEnd);
-    const loads = this.loader.load([...wants, ...extra], 'on_demand');
-    for (const p of loads.slice(wants.length)) p.catch(() => {});
-    const datas = await Promise.all(loads.slice(0, wants.length));
+    if (extra.length) for (const p of this.loader.load(extra, 'on_demand')) p.catch(() => {});
+    const datas = await Promise.all(loads);
     const parts = wants.map(({ chunk }, i) => datas[i]!.subarray(Math.max(offset, chunk.fileOffset) - chunk.fileOffset, Math.min(end, chunk.fileOffset + chunk.size) - chunk.fileOffset));
     const out = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
     bytesServed.inc({ kind: 'diff' }, out.length);
@@ -151,9 +154,12 @@ export class EngineLayer {
 
   /**
    * What to load along with an on-demand read: the next chunks of the same
-   * file (a sequential reader wants them next), and the members right after
-   * in the blob, up to `readAheadBytes` (the next files of the directory:
-   * fetching them now saves a round trip each, at little byte cost).
+   * file (a sequential reader wants them next), and the members after it in
+   * the blob (the next files of the directory: fetching them now saves a
+   * round trip each). The blob read-ahead advances in steps of
+   * `readAheadBytes`, topped up when less than half a step is left ahead,
+   * so that a reader going file by file costs one request per step, not one
+   * per file.
    */
   private readAhead(node: LayerNode, nextChunk: number, path: string, from: number): ChunkWant[] {
     const { readAheadChunks, readAheadBytes } = this.loader.tuning;
@@ -162,15 +168,21 @@ export class EngineLayer {
       if (!this.loader.isCached(node.chunks[i]!.digest)) out.push({ chunk: node.chunks[i]!, path });
     }
     if (readAheadBytes <= 0) return out;
+    // A reader that jumped elsewhere starts a new window.
+    if (from > this.readAheadFrontier || this.readAheadFrontier - from > 2 * readAheadBytes) this.readAheadFrontier = from;
+    if (this.readAheadFrontier - from >= readAheadBytes / 2) return out;
+    const start = this.readAheadFrontier;
+    const limit = from + readAheadBytes;
+    this.readAheadFrontier = limit;
     const all = this.allChunks();
     let lo = 0;
     let hi = all.length;
     while (lo < hi) {
       const mid = (lo + hi) >> 1;
-      if (all[mid]!.chunk.blobOffset < from) lo = mid + 1;
+      if (all[mid]!.chunk.blobOffset < start) lo = mid + 1;
       else hi = mid;
     }
-    for (let i = lo; i < all.length && all[i]!.chunk.blobEnd - from <= readAheadBytes; i++) {
+    for (let i = lo; i < all.length && all[i]!.chunk.blobEnd <= limit; i++) {
       if (!this.loader.isCached(all[i]!.chunk.digest)) out.push(all[i]!);
     }
     return out;

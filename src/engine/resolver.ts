@@ -213,7 +213,10 @@ export class LayerResolver {
   }
 
   private async resolveSteps(ref: ImageReference, refString: string, digest: string, signal: AbortSignal): Promise<ResolvedLayer> {
-    const image = await this.images.resolve(ref, signal);
+    const image = await this.images.manifest(ref, signal);
+    // The config (for the diff_id) arrives while the footer and TOC are read.
+    const config = this.images.config(ref, signal);
+    config.catch(() => {});
     const layers = image.manifest.layers;
     let index = layers.findIndex((l) => l.digest === digest);
     let keyedBy: ResolvedLayer['keyedBy'] = 'layer';
@@ -223,9 +226,6 @@ export class LayerResolver {
     }
     if (index < 0) throw new RegistryError('NOT_FOUND', `${refString} has no layer with digest or TOC digest ${digest}`);
     const descriptor = layers[index]!;
-    if (layers.length !== image.config.rootfs.diff_ids.length) {
-      throw new RegistryError('PROTOCOL', `${refString}: ${layers.length} layers but ${image.config.rootfs.diff_ids.length} diff_ids in the config`);
-    }
     if (!GZIP_LAYER_TYPES.has(descriptor.mediaType)) {
       throw new EstargzError('NOT_ESTARGZ', `layer ${descriptor.digest} of ${refString} is ${descriptor.mediaType}, not a gzip layer`);
     }
@@ -236,9 +236,13 @@ export class LayerResolver {
     const repo = { registry: ref.registry, repository: ref.repository };
     const blob = await RemoteBlob.open(this.client, repo, descriptor.digest, { expectedSize: descriptor.size, signal, singleRangeOnly: this.opts.singleRangeOnly });
     const estargz = await openEstargz(measured(blob), tocDigest ? { tocDigest } : {});
+    const diffIDs = (await config).config.rootfs.diff_ids;
+    if (layers.length !== diffIDs.length) {
+      throw new RegistryError('PROTOCOL', `${refString}: ${layers.length} layers but ${diffIDs.length} diff_ids in the config`);
+    }
     signal.throwIfAborted();
     const size = Number(descriptor.annotations?.[UNCOMPRESSED_SIZE_ANNOTATION]);
-    const diffID = image.config.rootfs.diff_ids[index]!;
+    const diffID = diffIDs[index]!;
     const layer = this.engine.openLayer({ id: descriptor.digest.slice(7, 19), blobDigest: descriptor.digest, diffID, fetcher: blob, estargz });
     // Both honour the engine's noprefetch / no_background_fetch settings.
     void layer.prefetch().catch(() => {});

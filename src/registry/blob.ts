@@ -21,7 +21,7 @@ const REDIRECT_TTL_MS = 5 * 60_000;
 const SUPER_RANGE_SLACK = 64 << 10;
 
 export interface RemoteBlobOptions {
-  /** Size from the manifest descriptor; checked against what the registry reports. */
+  /** Size from the manifest descriptor: trusted, so opening costs no request. */
   expectedSize?: number;
   /** Never send multi-range requests (config `force_single_range_mode`). */
   singleRangeOnly?: boolean;
@@ -133,12 +133,14 @@ export class RemoteBlob implements RangedSource {
     private readonly opts: RemoteBlobOptions,
   ) {}
 
-  /** Finds the blob's size (HEAD, else a one-byte GET) and checks it against the descriptor's. */
+  /**
+   * Opens a blob. With the size from its descriptor, no request is made (a
+   * round trip saved on every layer lookup; a wrong size shows at the first
+   * read as a range error or a bad footer). Without it, the size comes from
+   * a HEAD, else a one-byte GET.
+   */
   static async open(client: RegistryClient, repo: RepoRef, digest: string, opts: RemoteBlobOptions = {}): Promise<RemoteBlob> {
-    const size = await blobSize(client, repo, digest, opts.signal);
-    if (opts.expectedSize !== undefined && opts.expectedSize !== size) {
-      throw new RegistryError('PROTOCOL', `blob ${digest} in ${repo.registry}/${repo.repository} is ${size} bytes, the manifest says ${opts.expectedSize}`);
-    }
+    const size = opts.expectedSize ?? await blobSize(client, repo, digest, opts.signal);
     return new RemoteBlob(client, repo, digest, size, opts);
   }
 

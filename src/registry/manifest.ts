@@ -119,8 +119,11 @@ export async function fetchConfig(client: RegistryClient, repo: RepoRef, manifes
   return { config, bytes };
 }
 
-/** Resolves a reference to the platform's manifest and config. */
-export async function resolveImage(client: RegistryClient, ref: ImageReference, platform: Platform = hostPlatform(), signal?: AbortSignal): Promise<ResolvedImage> {
+/** A reference resolved to the platform's manifest (the config comes separately, so it can be fetched in parallel with other work). */
+export type ResolvedManifest = Omit<ResolvedImage, 'config' | 'configBytes'>;
+
+/** Resolves a reference to the platform's manifest (through an index if it names one). */
+export async function resolveManifest(client: RegistryClient, ref: ImageReference, platform: Platform = hostPlatform(), signal?: AbortSignal): Promise<ResolvedManifest> {
   const repo = { registry: ref.registry, repository: ref.repository };
   const top = await fetchManifest(client, repo, manifestReference(ref), signal);
   let chosen = top;
@@ -135,32 +138,55 @@ export async function resolveImage(client: RegistryClient, ref: ImageReference, 
   if (!manifest.config?.digest || !Array.isArray(manifest.layers)) {
     throw new RegistryError('PROTOCOL', `${formatReference(ref)}: manifest ${chosen.digest} has no config or layers`);
   }
-  const { config, bytes } = await fetchConfig(client, repo, manifest, signal);
-  return {
-    ref,
-    manifestDigest: chosen.digest,
-    manifestMediaType: chosen.mediaType,
-    manifestBytes: chosen.bytes,
-    manifest,
-    config,
-    configBytes: bytes,
-    ...(index && { index }),
-  };
+  return { ref, manifestDigest: chosen.digest, manifestMediaType: chosen.mediaType, manifestBytes: chosen.bytes, manifest, ...(index && { index }) };
 }
 
-/** Resolved images kept for a while: a pull looks the same reference up once per layer. */
+/** Resolves a reference to the platform's manifest and config. */
+export async function resolveImage(client: RegistryClient, ref: ImageReference, platform: Platform = hostPlatform(), signal?: AbortSignal): Promise<ResolvedImage> {
+  const m = await resolveManifest(client, ref, platform, signal);
+  const { config, bytes } = await fetchConfig(client, { registry: ref.registry, repository: ref.repository }, m.manifest, signal);
+  return { ...m, config, configBytes: bytes };
+}
+
+interface CachedImage {
+  at: number;
+  manifest: Promise<ResolvedManifest>;
+  config: Promise<{ config: ImageConfig; bytes: Buffer }>;
+}
+
+/**
+ * Resolved images kept for a while: a pull looks the same reference up once
+ * per layer. The config is fetched as soon as the manifest is known, while
+ * the caller goes on with the layer (one round trip less on a lookup).
+ */
 export class ImageResolver {
-  private readonly cache = new Map<string, { at: number; value: Promise<ResolvedImage> }>();
+  private readonly cache = new Map<string, CachedImage>();
   constructor(private readonly client: RegistryClient, private readonly ttlMs = 120_000, private readonly platform: Platform = hostPlatform()) {}
 
-  resolve(ref: ImageReference, signal?: AbortSignal): Promise<ResolvedImage> {
+  private entry(ref: ImageReference, signal?: AbortSignal): CachedImage {
     const key = formatReference(ref);
     const hit = this.cache.get(key);
-    if (hit && Date.now() - hit.at < this.ttlMs) return hit.value;
-    const value = resolveImage(this.client, ref, this.platform, signal);
-    this.cache.set(key, { at: Date.now(), value });
-    value.catch(() => this.cache.get(key)?.value === value && this.cache.delete(key));
-    return value;
+    if (hit && Date.now() - hit.at < this.ttlMs) return hit;
+    const manifest = resolveManifest(this.client, ref, this.platform, signal);
+    const config = manifest.then((m) => fetchConfig(this.client, { registry: ref.registry, repository: ref.repository }, m.manifest, signal));
+    const entry: CachedImage = { at: Date.now(), manifest, config };
+    config.catch(() => this.cache.get(key) === entry && this.cache.delete(key));
+    this.cache.set(key, entry);
+    return entry;
+  }
+
+  manifest(ref: ImageReference, signal?: AbortSignal): Promise<ResolvedManifest> {
+    return this.entry(ref, signal).manifest;
+  }
+
+  config(ref: ImageReference, signal?: AbortSignal): Promise<{ config: ImageConfig; bytes: Buffer }> {
+    return this.entry(ref, signal).config;
+  }
+
+  async resolve(ref: ImageReference, signal?: AbortSignal): Promise<ResolvedImage> {
+    const e = this.entry(ref, signal);
+    const [m, c] = await Promise.all([e.manifest, e.config]);
+    return { ...m, config: c.config, configBytes: c.bytes };
   }
 
   forget(ref: ImageReference): void {

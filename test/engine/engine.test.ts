@@ -144,7 +144,8 @@ describe('chunk engine against a real registry', () => {
       proxy.reset();
       await assert.rejects(layer.readFile(node, bad.fileOffset + 10, 100), (err) =>
         isEstargzError(err, 'CHUNK_DIGEST_MISMATCH') && /big\/random-10m.bin.*file offset 3145728/.test(err.message));
-      assert.equal(blobGets(s.digest).length, 2, 'fetched, then fetched once more');
+      const covering = blobGets(s.digest).filter((r) => rangesOf(r.range, s.size).some(([a, b]) => a <= bad.blobOffset && bad.blobOffset < b));
+      assert.equal(covering.length, 2, 'fetched, then fetched once more');
       assert.equal(await counterValue('estargz_store_verification_failures_total', { what: 'chunk' }) - before, 2);
       await assert.rejects(layer.readFile(node, 0, node.size), (err) => isEstargzError(err, 'CHUNK_DIGEST_MISMATCH'));
       const good = await layer.readFile(node, 0, bad.fileOffset);

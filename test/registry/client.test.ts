@@ -129,7 +129,9 @@ describe('registry client against Distribution', () => {
       assert.equal(gets.length, 1);
       assert.equal(gets[0]!.range, 'bytes=0-9,150000-154095,299993-299999');
       await assert.rejects(blob.read(BLOB.length - 1, 2), /outside blob/);
-      await rejectsWith(RemoteBlob.open(c, repo(proxy.host), blobDigest, { expectedSize: 5 }), 'PROTOCOL', /is 300000 bytes, the manifest says 5/);
+      // A descriptor size is trusted (no request), and a wrong one shows at the first read.
+      const wrongSize = await RemoteBlob.open(c, repo(proxy.host), blobDigest, { expectedSize: 5 });
+      await rejectsWith(wrongSize.read(0, 5), 'PROTOCOL', /the registry says the blob is 300000 bytes, not 5/);
       await rejectsWith(RemoteBlob.open(c, repo(proxy.host), sha256Digest(Buffer.from('absent'))), 'NOT_FOUND', /HEAD blob .* 404/);
     } finally {
       await c.close();
