@@ -1,0 +1,214 @@
+/**
+ * Benchmark images for the end-to-end, WAN and podman benchmarks: built
+ * from this machine's files, pushed as plain gzip to a local registry with
+ * the test helpers' own small client, then converted to eStargz with our
+ * `image convert` CLI (as a user would).
+ *
+ *  - `python`: the test image of test/helpers/python-image.ts (layer 1:
+ *    busybox and the shared libraries python needs; layer 2: python3.11 and
+ *    its standard library).
+ *  - `bookworm-like`: a bigger image shaped like the published reference
+ *    image (Debian bookworm minbase + python3): layer 1 is ~120 MB and
+ *    ~6,000 entries of /etc and /usr (binaries, libraries, docs, zoneinfo,
+ *    perl, locales), layer 2 is the same python layer as above.
+ */
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { gzip as gzipCb } from 'node:zlib';
+import tar from 'tar-stream';
+import { makeLayerTar } from '../../test/helpers/layer-tar.js';
+import { pythonImageLayers } from '../../test/helpers/python-image.js';
+import { pushBlob, putManifest } from '../../test/helpers/registry.js';
+import { ensureLayerInput } from './layer-input.js';
+import { MiB } from './stats.js';
+
+const run = promisify(execFile);
+const gzip = promisify(gzipCb);
+export const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+
+export type ImageName = 'python' | 'bookworm-like';
+
+/** What a layer holds, from its tar. */
+export interface LayerFacts {
+  /** 1-based, as in the tables. */
+  index: number;
+  tarBytes: number;
+  entries: number;
+  files: number;
+  dirs: number;
+  symlinks: number;
+  /** Sum of regular-file sizes (hardlinks counted once). */
+  fileBytes: number;
+  largest: { path: string; size: number };
+  /** Regular files, relative paths. */
+  filePaths: string[];
+  /** The plain gzip layer (what a normal pull fetches). */
+  gz: { digest: string; size: number };
+  /** The eStargz layer our converter produced. */
+  esgz: { digest: string; size: number };
+  diffID: string;
+}
+
+export interface BenchImage {
+  name: ImageName;
+  /** Repository on the registry. */
+  repo: string;
+  description: string;
+  layers: LayerFacts[];
+  /** The tars themselves, for baselines (extracted trees). */
+  tars: Buffer[];
+  /** Seconds `image convert` took. */
+  convertSeconds: number;
+}
+
+export function gzipRef(host: string, img: BenchImage): string {
+  return `${host}/${img.repo}:gzip`;
+}
+
+export function esgzRef(host: string, img: BenchImage, tag = 'esgz'): string {
+  return `${host}/${img.repo}:${tag}`;
+}
+
+/** A minbase-like layer: Debian bookworm's is ~117 MB and ~6,600 entries, mostly binaries, libraries and /usr/share data. */
+const BOOKWORM_BASE = {
+  name: 'e2e-bookworm-base',
+  roots: [
+    { dir: '/etc', budgetBytes: 4 * MiB },
+    { dir: '/usr/bin', budgetBytes: 25 * MiB },
+    { dir: '/usr/sbin', budgetBytes: 6 * MiB },
+    { dir: '/usr/lib/x86_64-linux-gnu', budgetBytes: 55 * MiB },
+    { dir: '/usr/share/doc', budgetBytes: 10 * MiB, maxFileBytes: 256 << 10 },
+    { dir: '/usr/share/zoneinfo', budgetBytes: 5 * MiB },
+    { dir: '/usr/share/perl', budgetBytes: 12 * MiB },
+    { dir: '/usr/share/locale', budgetBytes: 6 * MiB },
+    { dir: '/usr/share/i18n', budgetBytes: 8 * MiB },
+  ],
+};
+
+async function listTar(buf: Buffer): Promise<Omit<LayerFacts, 'index' | 'gz' | 'esgz' | 'diffID'>> {
+  const facts = { tarBytes: buf.length, entries: 0, files: 0, dirs: 0, symlinks: 0, fileBytes: 0, largest: { path: '', size: -1 }, filePaths: [] as string[] };
+  const ex = tar.extract();
+  const done = new Promise<void>((resolve, reject) => {
+    ex.on('finish', resolve);
+    ex.on('error', reject);
+  });
+  ex.on('entry', (h, stream, next) => {
+    const name = h.name.replace(/^\.?\/+/, '').replace(/\/+$/, '');
+    if (name !== '' && name !== '.') {
+      facts.entries++;
+      if (h.type === 'file' || h.type === 'contiguous-file') {
+        facts.files++;
+        facts.fileBytes += h.size ?? 0;
+        facts.filePaths.push(name);
+        if ((h.size ?? 0) > facts.largest.size) facts.largest = { path: name, size: h.size ?? 0 };
+      } else if (h.type === 'directory') facts.dirs++;
+      else if (h.type === 'symlink') facts.symlinks++;
+    }
+    stream.on('end', () => next());
+    stream.resume();
+  });
+  ex.end(buf);
+  await done;
+  return facts;
+}
+
+function sha256(b: Uint8Array): string {
+  return 'sha256:' + createHash('sha256').update(b).digest('hex');
+}
+
+/** Pushes a plain gzip image (Docker v2 schema 2) of the given layer tars. */
+async function pushGzipImage(host: string, repo: string, tars: Buffer[], gzs: Buffer[]): Promise<void> {
+  const base = `http://${host}`;
+  const pushed = new Set<string>();
+  for (const gz of gzs) {
+    const d = sha256(gz);
+    if (pushed.has(d)) continue;
+    await pushBlob(base, repo, gz);
+    pushed.add(d);
+  }
+  const config = Buffer.from(JSON.stringify({
+    architecture: 'amd64',
+    os: 'linux',
+    config: { Env: ['PATH=/usr/local/bin:/usr/bin:/bin'], Cmd: ['/bin/sh'] },
+    rootfs: { type: 'layers', diff_ids: tars.map(sha256) },
+    history: tars.map(() => ({ created_by: 'estargz-store bench' })),
+  }));
+  const configDigest = await pushBlob(base, repo, config);
+  const manifest = {
+    schemaVersion: 2,
+    mediaType: 'application/vnd.docker.distribution.manifest.v2+json',
+    config: { mediaType: 'application/vnd.docker.container.image.v1+json', digest: configDigest, size: config.length },
+    layers: gzs.map((gz) => ({ mediaType: 'application/vnd.docker.image.rootfs.diff.tar.gzip', digest: sha256(gz), size: gz.length })),
+  };
+  await putManifest(base, repo, 'gzip', JSON.stringify(manifest), manifest.mediaType);
+}
+
+/** `image convert SRC DST --json`: the converted layers' digests and sizes. */
+export async function convertImage(src: string, dst: string, prioritized: string[] = [], chunkSize?: number): Promise<{ layers: { digest: string; size: number }[]; seconds: number }> {
+  const started = performance.now();
+  const args = [CLI, 'image', 'convert', src, dst, '--json', ...(prioritized.length ? ['--prioritized-files', prioritized.join(',')] : []), ...(chunkSize ? ['--chunk-size', String(chunkSize)] : [])];
+  const { stdout } = await run(process.execPath, args, { maxBuffer: 64 << 20, env: { ...process.env, ESTARGZ_LOG_LEVEL: 'warn' } });
+  const seconds = (performance.now() - started) / 1000;
+  const result = JSON.parse(stdout) as { manifests: { layers: { digest: string; size: number }[] }[] };
+  return { layers: result.manifests[0]!.layers.map((l) => ({ digest: l.digest, size: l.size })), seconds };
+}
+
+/** Builds, pushes (gzip) and converts (eStargz, tag `esgz`) the images on the registry at `host`. */
+export async function prepareImages(host: string, names: readonly ImageName[], log: (s: string) => void, opts: { chunkSize?: number } = {}): Promise<BenchImage[]> {
+  log('building the python image layers from this machine\'s python3.11 …');
+  const pySpec = await pythonImageLayers();
+  const pyTars = [await makeLayerTar(pySpec[0]!), await makeLayerTar(pySpec[1]!)];
+  const gzCache = new Map<Buffer, Buffer>();
+  const gz = async (b: Buffer): Promise<Buffer> => {
+    let g = gzCache.get(b);
+    if (!g) {
+      g = await gzip(b);
+      gzCache.set(b, g);
+    }
+    return g;
+  };
+  const out: BenchImage[] = [];
+  for (const name of names) {
+    let tars: Buffer[];
+    let description: string;
+    if (name === 'python') {
+      tars = pyTars;
+      description = 'test image (test/helpers/python-image.ts): layer 1 busybox + shared libraries, layer 2 python3.11 + stdlib';
+    } else {
+      log('building the bookworm-like base layer from /etc and /usr (cached in $TMPDIR/estargz-bench) …');
+      const input = await ensureLayerInput(BOOKWORM_BASE);
+      tars = [await readFile(input.path), pyTars[1]!];
+      description = 'layer 1 ~120 MB of /etc and /usr (minbase-like), layer 2 the python layer';
+    }
+    const gzs = await Promise.all(tars.map(gz));
+    const repo = `bench/${name}`;
+    log(`pushing ${name} (gzip, ${gzs.map((g) => (g.length / MiB).toFixed(1)).join(' + ')} MiB) …`);
+    await pushGzipImage(host, repo, tars, gzs);
+    log(`converting ${name} to eStargz with image convert …`);
+    const conv = await convertImage(`${host}/${repo}:gzip`, `${host}/${repo}:esgz`, [], opts.chunkSize);
+    const layers: LayerFacts[] = [];
+    for (const [i, t] of tars.entries()) {
+      const facts = await listTar(t);
+      layers.push({
+        index: i + 1,
+        ...facts,
+        gz: { digest: sha256(gzs[i]!), size: gzs[i]!.length },
+        esgz: conv.layers[i]!,
+        diffID: sha256(t),
+      });
+    }
+    out.push({ name, repo, description, layers, tars, convertSeconds: conv.seconds });
+  }
+  return out;
+}
+
+/** A small regular file of layer `l` for W1: etc/os-release, else etc/hello, else etc/debian_version, else the smallest file under etc/. */
+export function smallFileOf(l: LayerFacts, sizes?: Map<string, number>): string {
+  for (const p of ['etc/os-release', 'etc/hello', 'etc/debian_version', 'etc/hostname']) if (l.filePaths.includes(p)) return p;
+  const etc = l.filePaths.filter((p) => p.startsWith('etc/'));
+  if (sizes) etc.sort((a, b) => (sizes.get(a) ?? 0) - (sizes.get(b) ?? 0));
+  return etc[0] ?? l.filePaths[0]!;
+}

@@ -1,0 +1,243 @@
+/**
+ * HelloBench-style podman benchmark: `podman pull` + `podman run IMG python3
+ * -c 'import json,email,http.client,sqlite3'` on the python test image,
+ *
+ *  - gzip: the plain gzip image, a normal full pull (no store);
+ *  - lazy: the eStargz image through the store as an additional layer store;
+ *  - lazy+prio: the same image converted with --prioritized-files = the files
+ *    the command touches (found by running it on this machine), so the store
+ *    prefetches them when it resolves the layers.
+ *
+ * Every run uses fresh podman storage (startPodman + cleanup) and, for the
+ * lazy variants, a fresh store process with a fresh cache root. Variants are
+ * interleaved. Registry bytes come from Distribution's access log by user
+ * agent (`containers/` = podman, `estargz-store` = the store). Writes
+ * bench/results/podman.md and bench/results/podman-<timestamp>.json.
+ *
+ *   node dist/bench/podman.js [--runs 5] [--variants gzip,lazy,lazy+prio]
+ */
+import { execFile } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { parseArgs } from 'node:util';
+import { startPodman, type Podman } from '../test/helpers/podman.js';
+import { startRegistry, type Registry } from '../test/helpers/registry.js';
+import { convertImage, esgzRef, gzipRef, prepareImages, type BenchImage } from './lib/e2e-images.js';
+import { describeMachine, loadNow, machineInfo, repoRoot, writeResult } from './lib/machine.js';
+import { formatSummary, summarize } from './lib/stats.js';
+import { logMark, peakRss, scrapeMetrics, startBenchStore, summarizeMetrics, trafficSince, type BenchStore, type Traffic } from './lib/store-workloads.js';
+import { waitQuiet } from './lib/quiet.js';
+import { markdownTable } from './lib/table.js';
+
+const run = promisify(execFile);
+
+const USAGE = `usage: node dist/bench/podman.js [options]
+  --runs N           runs of every variant (default 5)
+  --variants LIST    gzip, lazy, lazy+prio (default all)
+  --store-config TOML extra config lines for the store
+  --no-write         print only: leave bench/results/podman.md alone
+  --max-other CORES  before each run wait for a quiet 250 ms (≤ CORES busy; default 0.3; 0 = don't wait)
+  --quiet-wait S     wait at most S seconds for it (default 5)`;
+
+const { values: args } = parseArgs({
+  options: {
+    runs: { type: 'string', default: '5' },
+    variants: { type: 'string', default: 'gzip,lazy,lazy+prio' },
+    'store-config': { type: 'string', default: '' },
+    'max-other': { type: 'string', default: '0.3' },
+    'no-write': { type: 'boolean', default: false },
+    'quiet-wait': { type: 'string', default: '5' },
+    help: { type: 'boolean', default: false },
+  },
+});
+if (args.help) {
+  console.log(USAGE);
+  process.exit(0);
+}
+type Variant = 'gzip' | 'lazy' | 'lazy+prio';
+const runs = Number(args.runs);
+const variants = args.variants.split(',').filter(Boolean) as Variant[];
+if (!Number.isInteger(runs) || runs < 1 || variants.some((v) => !['gzip', 'lazy', 'lazy+prio'].includes(v))) {
+  console.error(USAGE);
+  process.exit(2);
+}
+const STORE_CONFIG = args['store-config'].replace(/\\n/g, '\n');
+const log = (s: string): void => void process.stderr.write(s + '\n');
+const MB = 1e6;
+const COMMAND = ['python3', '-c', 'import json,email,http.client,sqlite3'];
+const PUBLISHED = { goLazy: 1.36, gzip: 3.35, target: 1.0 };
+
+/**
+ * The image paths `python3 -c 'import json,email,http.client,sqlite3'`
+ * touches, found by running it on this machine (the image is built from its
+ * files): the interpreter, every module's source and cached bytecode, and
+ * every shared object mapped.
+ */
+async function filesTouched(img: BenchImage): Promise<string[]> {
+  const script = [
+    'import json,email,http.client,sqlite3,sys,os,importlib.util',
+    'files=set([os.path.realpath(sys.executable)])',
+    'for m in list(sys.modules.values()):',
+    '    f=getattr(m,"__file__",None)',
+    '    if not f: continue',
+    '    files.add(os.path.realpath(f))',
+    '    if f.endswith(".py"):',
+    '        try: files.add(os.path.realpath(importlib.util.cache_from_source(f)))',
+    '        except Exception: pass',
+    'for line in open("/proc/self/maps"):',
+    '    parts=line.split()',
+    '    if len(parts)>=6 and parts[5].startswith("/"): files.add(os.path.realpath(parts[5]))',
+    'print("\\n".join(sorted(files)))',
+  ].join('\n');
+  const { stdout } = await run('/usr/bin/python3.11', ['-c', script]);
+  const inImage = new Set(img.layers.flatMap((l) => l.filePaths));
+  return stdout.split('\n').map((p) => p.replace(/^\/+/, '')).filter((p) => inImage.has(p));
+}
+
+interface RunSample {
+  variant: Variant;
+  run: number;
+  pullSeconds: number;
+  runSeconds: number;
+  totalSeconds: number;
+  pullTraffic: Traffic;
+  runTraffic: Traffic;
+  podmanLayerGets: number;
+  storePeakRssBytes?: number;
+  storeMetrics?: Record<string, unknown>;
+  before?: { busyCores: number; quiet: boolean; waitedMs: number };
+}
+
+async function oneRun(reg: Registry, img: BenchImage, variant: Variant, runIndex: number): Promise<RunSample> {
+  const ref = variant === 'gzip' ? gzipRef(reg.host, img) : esgzRef(reg.host, img, variant === 'lazy' ? 'esgz' : 'esgz-prio');
+  let store: BenchStore | undefined;
+  let podman: Podman | undefined;
+  try {
+    if (variant !== 'gzip') store = await startBenchStore({ config: STORE_CONFIG });
+    podman = await startPodman({
+      additionalLayerStores: store ? [`${store.mnt}:ref`] : [],
+      registriesExtra: `[[registry]]\nlocation = "${reg.host}"\ninsecure = true\n`,
+    });
+    const m0 = await logMark(reg);
+    const t0 = performance.now();
+    await podman.run(['pull', '-q', ref], { timeoutMs: 300_000 });
+    const t1 = performance.now();
+    const pullTraffic = await trafficSince(reg, m0);
+    const m1 = await logMark(reg);
+    const t2 = performance.now();
+    await podman.run(['run', '--rm', '--network', 'none', ref, ...COMMAND], { timeoutMs: 300_000 });
+    const t3 = performance.now();
+    const runTraffic = await trafficSince(reg, m1);
+    const sample: RunSample = {
+      variant, run: runIndex,
+      pullSeconds: (t1 - t0) / 1000,
+      runSeconds: (t3 - t2) / 1000,
+      totalSeconds: (t1 - t0 + t3 - t2) / 1000,
+      pullTraffic, runTraffic,
+      podmanLayerGets: 0,
+    };
+    // Did podman fetch any layer itself? (With the store it should fetch only the manifest and config.)
+    const layerDigests = new Set(img.layers.flatMap((l) => [l.gz.digest, l.esgz.digest]));
+    const lines = (await reg.logLines()).slice(m0);
+    sample.podmanLayerGets = lines.filter((l) => /useragent="?containers\//.test(l) && /http\.request\.method=GET/.test(l) && [...layerDigests].some((d) => l.includes(d)) && l.includes('response completed')).length;
+    if (store) {
+      sample.storePeakRssBytes = await peakRss(store.pid);
+      sample.storeMetrics = summarizeMetrics(await scrapeMetrics(store.metricsUrl));
+    }
+    return sample;
+  } finally {
+    await podman?.cleanup();
+    await store?.stop();
+  }
+}
+
+async function main(): Promise<void> {
+  const machine = machineInfo();
+  log(`machine: ${describeMachine(machine)}`);
+  await run('podman', ['--version']).catch(() => {
+    throw new Error('podman is missing: install the Debian packages podman and runc (scripts/install-system-deps.sh)');
+  });
+  const reg = await startRegistry();
+  try {
+    const [img] = await prepareImages(reg.host, ['python'], log);
+    let prioritized: string[] = [];
+    if (variants.includes('lazy+prio')) {
+      prioritized = await filesTouched(img!);
+      log(`converting with ${prioritized.length} prioritized files …`);
+      await convertImage(gzipRef(reg.host, img!), esgzRef(reg.host, img!, 'esgz-prio'), prioritized);
+    }
+    const samples: RunSample[] = [];
+    for (let r = 0; r < runs; r++) {
+      const order = variants.map((_, i) => variants[(i + r) % variants.length]!);
+      for (const v of order) {
+        const maxOther = Number(args['max-other']);
+        const before = maxOther > 0 ? await waitQuiet(maxOther, Number(args['quiet-wait']) * 1000) : undefined;
+        const s = await oneRun(reg, img!, v, r);
+        if (before) s.before = before;
+        samples.push(s);
+        log(`  run ${r + 1}/${runs} ${v}: pull ${s.pullSeconds.toFixed(2)} s + run ${s.runSeconds.toFixed(2)} s = ${s.totalSeconds.toFixed(2)} s; ` +
+          `podman ${((s.pullTraffic.podman.bytes + s.runTraffic.podman.bytes) / MB).toFixed(2)} MB, store ${((s.pullTraffic.store.bytes + s.runTraffic.store.bytes) / MB).toFixed(2)} MB`);
+      }
+    }
+    const md = report(machine, img!, samples, prioritized);
+    console.log(md);
+    const path = await writeResult('podman', { machine, args, storeConfig: STORE_CONFIG, runs, command: COMMAND, prioritized, samples });
+    log(`raw samples: ${path}`);
+    if (!args['no-write']) {
+      await writeFile(join(repoRoot(), 'bench', 'results', 'podman.md'), md + `\nRaw samples: \`${path.slice(path.lastIndexOf('/') + 1)}\`.\n`);
+      log('wrote bench/results/podman.md');
+    }
+  } finally {
+    await reg.stop();
+  }
+}
+
+function report(machine: ReturnType<typeof machineInfo>, img: BenchImage, samples: RunSample[], prioritized: string[]): string {
+  const out: string[] = [];
+  out.push('# podman benchmark (HelloBench-style): pull + run python', '');
+  out.push(`Machine: ${describeMachine(machine)}`, '');
+  out.push(`\`podman pull IMG\` then \`podman run --rm --network none IMG ${COMMAND.slice(0, 2).join(' ')} '${COMMAND[2]}'\`, ${runs} runs per variant, interleaved; ` +
+    'fresh podman storage (graphroot, runroot) every run, and for the lazy variants a fresh store process and cache root. ' +
+    `podman with private configs (test/helpers/podman.ts), runc. Store config: ${STORE_CONFIG.trim() ? `\`${STORE_CONFIG.trim()}\`` : 'defaults'}. Load average at the end ${loadNow().join(' ')}.`, '');
+  const l = img.layers;
+  out.push(`Image: the python test image (${l.map((x) => `layer ${x.index}: ${x.files} files, ${(x.fileBytes / MB).toFixed(1)} MB, gzip ${(x.gz.size / MB).toFixed(1)} MB, eStargz ${(x.esgz.size / MB).toFixed(1)} MB`).join('; ')}). ` +
+    'The published numbers are for the reference image test/python:esgz (Debian bookworm minbase + python3, ~170 MB), not this one, and were not measured in this run.', '');
+  const rows: string[][] = [];
+  for (const v of variants) {
+    const ss = samples.filter((s) => s.variant === v);
+    if (!ss.length) continue;
+    const sum = (f: (s: RunSample) => number): string => formatSummary(summarize(ss.map(f)), 2);
+    const medBytes = (f: (s: RunSample) => number): string => (summarize(ss.map(f)).median / MB).toFixed(2);
+    const total = summarize(ss.map((s) => s.totalSeconds)).median;
+    const published = v === 'gzip' ? `${PUBLISHED.gzip} s (full gzip pull)` : `${PUBLISHED.goLazy} s (Go lazy)`;
+    const verdict = v === 'gzip' ? '—' : total <= PUBLISHED.target ? 'met' : 'missed';
+    rows.push([
+      v,
+      sum((s) => s.pullSeconds),
+      sum((s) => s.runSeconds),
+      sum((s) => s.totalSeconds),
+      published,
+      v === 'gzip' ? '—' : `≤ ${PUBLISHED.target} s`,
+      verdict,
+      medBytes((s) => s.pullTraffic.podman.bytes + s.runTraffic.podman.bytes),
+      medBytes((s) => s.pullTraffic.store.bytes + s.runTraffic.store.bytes),
+      `${medBytes((s) => s.pullTraffic.store.bytes)} / ${medBytes((s) => s.runTraffic.store.bytes)}`,
+      v === 'gzip' ? '—' : String(summarize(ss.map((s) => s.pullTraffic.store.requests + s.runTraffic.store.requests)).median),
+      String(Math.max(...ss.map((s) => s.podmanLayerGets))),
+      ss[0]!.storePeakRssBytes ? (summarize(ss.map((s) => s.storePeakRssBytes ?? 0)).median / 2 ** 20).toFixed(0) : '—',
+    ]);
+  }
+  out.push(markdownTable(['variant', 'pull s median (min–max)', 'run s', 'pull + run s', 'published (not measured here)', 'target', 'verdict', 'podman MB from registry', 'store MB from registry', 'store MB pull / run', 'store requests', 'layer GETs by podman (max)', 'store peak RSS MiB'], rows), '');
+  const layerBytes = l.reduce((n, x) => n + x.gz.size, 0);
+  out.push(`Layer bytes of the gzip image: ${(layerBytes / MB).toFixed(2)} MB; of the eStargz image: ${(l.reduce((n, x) => n + x.esgz.size, 0) / MB).toFixed(2)} MB. ` +
+    'Columns: pull and run are the wall times of the two podman commands; registry bytes are what Distribution\'s access log says it sent, by user agent ' +
+    '(`containers/…` = podman, `estargz-store` = the store; "pull / run" splits the store\'s bytes by phase, prefetch lands in the pull phase); ' +
+    '"layer GETs by podman" must be 0 for the lazy variants (podman took every layer from the store).', '');
+  const befores = samples.map((s) => s.before).filter((b): b is NonNullable<RunSample['before']> => b !== undefined);
+  if (befores.length) out.push(`Before each run the benchmark waited (up to --quiet-wait) for a quiet 250 ms; ${befores.filter((b) => !b.quiet).length} of ${befores.length} runs started with other processes using more than ${args['max-other']} cores.`, '');
+  if (prioritized.length) out.push(`lazy+prio: converted with \`--prioritized-files\` listing the ${prioritized.length} image files the command touches (interpreter, shared objects, modules and their .pyc), found by running it on this machine.`, '');
+  return out.join('\n');
+}
+
+await main();
