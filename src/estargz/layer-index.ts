@@ -364,9 +364,17 @@ export function buildLayerIndex(toc: TocJson, opts: IndexOptions): LayerIndex {
     for (const c of node.chunks) c.blobEnd = endOf.get(c.blobOffset)!;
     if (node.type === 'reg') totalFileBytes += node.size;
     if (node.children) {
-      const sorted = [...node.children.entries()].sort((a, b) => compareNames(a[0], b[0]));
-      node.children = new Map(sorted);
-      node.nlink = 2 + sorted.filter(([, c]) => c.type === 'dir').length;
+      // Tars are usually in name order already: re-sort only when they are not.
+      let inOrder = true;
+      let prev: string | undefined;
+      let subdirs = 0;
+      for (const [name, child] of node.children) {
+        if (prev !== undefined && compareNames(prev, name) > 0) inOrder = false;
+        if (child.type === 'dir') subdirs++;
+        prev = name;
+      }
+      if (!inOrder) node.children = new Map([...node.children.entries()].sort((a, b) => compareNames(a[0], b[0])));
+      node.nlink = 2 + subdirs;
     }
   }
 

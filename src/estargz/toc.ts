@@ -88,6 +88,8 @@ export function serializeToc(toc: TocJson): Buffer {
 
 /** Mirrors Go's path.Clean("/" + name) without the leading slash: "./a/" → "a", "../x" → "x", "./" → "". */
 export function cleanEntryName(name: string): string {
+  // Most names are already clean ("usr/bin/x"): skip the split and join.
+  if (name !== '' && name[0] !== '/' && name[0] !== '.' && !name.endsWith('/') && !name.includes('//') && !name.includes('/.')) return name;
   const parts: string[] = [];
   for (const part of name.split('/')) {
     if (part === '' || part === '.') continue;

@@ -100,10 +100,23 @@ export class StoreFs {
     return base;
   }
 
+  /** Decoded `<base64(ref)>` names: every request under a layer starts with one (bounded, since the names come from outside). */
+  private readonly refNames = new Map<string, ImageReference>();
+
+  private refOf(name: string): ImageReference {
+    let ref = this.refNames.get(name);
+    if (!ref) {
+      ref = decodeRefDir(name);
+      if (this.refNames.size >= 4096) this.refNames.clear();
+      this.refNames.set(name, ref);
+    }
+    return ref;
+  }
+
   private parse(path: string): Target {
     const parts = path.split('/').filter((p) => p !== '');
     if (parts.length === 0) return { kind: 'root' };
-    const ref = decodeRefDir(parts[0]!);
+    const ref = this.refOf(parts[0]!);
     if (parts.length === 1) return { kind: 'ref', name: parts[0]!, ref };
     const digest = checkDigestDir(parts[1]!);
     if (parts.length === 2) return { kind: 'layer', refName: parts[0]!, ref, digest };

@@ -46,8 +46,12 @@ export class DiskChunkCache {
     const cache = new DiskChunkCache(dir, maxBytes);
     try {
       await mkdir(join(dir, 'tmp'), { recursive: true });
+      // All 256 fan-out directories up front: a put is then write + rename, no mkdir.
+      await Promise.all(Array.from({ length: 256 }, (_, i) => mkdir(join(dir, i.toString(16).padStart(2, '0')), { recursive: true })));
       await rm(join(dir, 'tmp'), { recursive: true, force: true });
       await mkdir(join(dir, 'tmp'), { recursive: true });
+      // All 256 fan-out directories up front: a put is then write + rename, no mkdir.
+      await Promise.all(Array.from({ length: 256 }, (_, i) => mkdir(join(dir, i.toString(16).padStart(2, '0')), { recursive: true })));
       const found: { hex: string; size: number; mtime: number }[] = [];
       for (const sub of await readdir(dir)) {
         if (!/^[0-9a-f]{2}$/.test(sub)) continue;
@@ -116,7 +120,6 @@ export class DiskChunkCache {
     this.writing.add(hex);
     const tmp = join(this.dir, 'tmp', `${hex}.${randomBytes(6).toString('hex')}`);
     try {
-      await mkdir(join(this.dir, hex.slice(0, 2)), { recursive: true });
       await writeFile(tmp, bytes);
       await rename(tmp, this.pathOf(hex));
       this.index.set(hex, bytes.length);
