@@ -30,12 +30,6 @@ export interface FetchTuning {
   readAheadChunks: number;
   /** …and the members that follow in the blob, up to this many bytes (files of a directory sit together). */
   readAheadBytes: number;
-  /**
-   * When this many different files are read within a second (a container
-   * starting, a scan), the rest of the layer is fetched at once in large
-   * ranges instead of file by file; 0 turns it off.
-   */
-  bulkFiles: number;
 }
 
 export const DEFAULT_TUNING: FetchTuning = {
@@ -47,7 +41,6 @@ export const DEFAULT_TUNING: FetchTuning = {
   fetchTimeoutMs: 300_000,
   readAheadChunks: 4,
   readAheadBytes: 2 << 20,
-  bulkFiles: 32,
 };
 
 /** A chunk to load, and the file it belongs to (for error messages). */

@@ -73,10 +73,6 @@ export class EngineLayer {
   private chunkList: ChunkWant[] | undefined;
   /** Blob offset up to which on-demand reads have asked for the following members. */
   private readAheadFrontier = 0;
-  /** Files read in the current one-second window, for the bulk heuristic. */
-  private recentFiles = new Set<LayerNode>();
-  private recentSince = 0;
-  private bulkStarted = false;
   private readonly tracked: boolean;
 
   constructor(
@@ -130,7 +126,6 @@ export class EngineLayer {
   /** Reads file bytes [offset, offset + length), every byte from a verified chunk. */
   async readFile(node: LayerNode, offset: number, length: number, path: string = node.path): Promise<Buffer> {
     this.lastForeground = Date.now();
-    this.noteFileRead(node);
     const end = Math.min(node.size, offset + length);
     if (node.type !== 'reg' || offset >= end) return Buffer.alloc(0);
     const chunks = node.chunks;
@@ -191,25 +186,6 @@ export class EngineLayer {
       if (!this.loader.isCached(all[i]!.chunk.digest)) out.push(all[i]!);
     }
     return out;
-  }
-
-  /** Counts distinct files read per second; past `bulkFiles`, fetches the rest of the layer at once. */
-  private noteFileRead(node: LayerNode): void {
-    const { bulkFiles } = this.loader.tuning;
-    if (bulkFiles <= 0 || this.bulkStarted) return;
-    if (this.lastForeground - this.recentSince > 1000) {
-      this.recentFiles.clear();
-      this.recentSince = this.lastForeground;
-    }
-    this.recentFiles.add(node);
-    if (this.recentFiles.size < bulkFiles) return;
-    this.bulkStarted = true;
-    this.recentFiles.clear();
-    // One load for everything not cached yet: the planner turns it into a few large requests,
-    // decoded in blob order, and readers share the chunks in flight.
-    const wants = this.allChunks().filter((w) => !this.loader.isCached(w.chunk.digest));
-    logger.info({ layer: this.params.id, chunks: wants.length }, 'many files read at once: fetching the rest of the layer');
-    for (const p of this.loader.load(wants, 'prefetch')) p.catch(() => {});
   }
 
   /** Reads raw compressed bytes of the blob (the `blob` file). */
