@@ -39,8 +39,8 @@ export const DEFAULT_TUNING: FetchTuning = {
   maxRequestBytes: 32 << 20,
   taskBytes: 1 << 20,
   fetchTimeoutMs: 300_000,
-  readAheadChunks: 4,
-  readAheadBytes: 2 << 20,
+  readAheadChunks: 2,
+  readAheadBytes: 1 << 20,
 };
 
 /** A chunk to load, and the file it belongs to (for error messages). */
