@@ -7,6 +7,7 @@
  *
  *   node dist/bench/open.js [--entries N] [--runs N] [--warmup N]
  */
+import { prng } from './lib/files.js';
 import { createWriteStream } from 'node:fs';
 import { copyFile, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -53,18 +54,6 @@ const warmup = Number(args.warmup);
 if (![entries, runs, warmup].every(Number.isInteger) || entries < 10 || runs < 1 || warmup < 0) {
   console.error(USAGE);
   process.exit(2);
-}
-
-/** Small deterministic PRNG (mulberry32): the same layer on every run and machine. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const WORDS = ['import', 'def', 'return', 'self', 'value', 'class', 'from', 'None', 'True', 'for', 'in', 'if', 'else', 'data', 'path', 'name'];

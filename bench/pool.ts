@@ -14,7 +14,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createWriteStream, existsSync, readFileSync, readdirSync } from 'node:fs';
-import { lstat, mkdir, readFile, readdir, rename, rm } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rename, rm } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
@@ -24,6 +24,7 @@ import { setImmediate as yieldLoop, setTimeout as sleep } from 'node:timers/prom
 import { parseArgs } from 'node:util';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { Piscina } from 'piscina';
+import { listFiles } from './lib/files.js';
 import tar from 'tar-stream';
 import { DEFAULT_TUNING } from '../src/engine/chunk-loader.js';
 import { DecodePool, type DecodeItem } from '../src/engine/decode-pool.js';
@@ -252,33 +253,6 @@ async function waitQuiet(cores: number, maxOther: number, maxS: number): Promise
 
 // ---------------------------------------------------------------- input
 
-/** Regular files under `dir` (recursive, name order) until `budget` bytes. */
-async function listFiles(dir: string, budget: number, out: { path: string; size: number; mtimeMs: number }[]): Promise<number> {
-  let used = 0;
-  const walk = async (d: string): Promise<boolean> => {
-    let names: string[];
-    try {
-      names = (await readdir(d)).sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
-    } catch {
-      return true;
-    }
-    for (const name of names) {
-      const path = join(d, name);
-      const st = await lstat(path).catch(() => null);
-      if (!st) continue;
-      if (st.isDirectory()) {
-        if (!(await walk(path))) return false;
-      } else if (st.isFile() && st.size > 0) {
-        out.push({ path, size: st.size, mtimeMs: st.mtimeMs });
-        used += st.size;
-        if (used >= budget) return false;
-      }
-    }
-    return true;
-  };
-  await walk(dir);
-  return used;
-}
 
 /**
  * `total` bytes of this machine's executables and shared libraries: half from
@@ -289,8 +263,11 @@ async function listFiles(dir: string, budget: number, out: { path: string; size:
 async function usrData(total: number): Promise<{ listingKey: string; files: number; read: () => Promise<Buffer> }> {
   const files: { path: string; size: number; mtimeMs: number }[] = [];
   const libDir = existsSync('/usr/lib/x86_64-linux-gnu') ? '/usr/lib/x86_64-linux-gnu' : '/usr/lib';
-  const got = await listFiles('/usr/bin', total / 2, files);
-  const got2 = await listFiles(libDir, total - got, files);
+  const fromBin = await listFiles('/usr/bin', total / 2);
+  const got = fromBin.reduce((n, f) => n + f.size, 0);
+  const fromLib = await listFiles(libDir, total - got);
+  const got2 = fromLib.reduce((n, f) => n + f.size, 0);
+  files.push(...fromBin, ...fromLib);
   if (got + got2 < total) throw new Error(`/usr/bin and ${libDir} hold only ${got + got2} bytes of regular files, ${total} needed`);
   const listingKey = createHash('sha256').update(files.map((f) => `${f.path} ${f.size} ${f.mtimeMs}`).join('\n')).digest('hex').slice(0, 16);
   const read = async (): Promise<Buffer> => {

@@ -9,9 +9,10 @@
  *
  *   node dist/bench/read.js [--runs N] [--file-mib N] [--read-kib N] ...
  */
+import { listFiles } from './lib/files.js';
 import { createHash } from 'node:crypto';
 import { createWriteStream, existsSync, readFileSync, readdirSync } from 'node:fs';
-import { lstat, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -183,35 +184,6 @@ async function waitQuiet(maxOther: number, maxS: number): Promise<number> {
 
 // ---------------------------------------------------------------- the layer
 
-/** Regular files under `dir` in name order, up to `budget` bytes (recursive), optionally only those up to `maxFile` bytes. */
-async function listFiles(dir: string, budget: number, maxFile = Infinity): Promise<string[]> {
-  const out: string[] = [];
-  let used = 0;
-  const walk = async (d: string): Promise<boolean> => {
-    let names: string[];
-    try {
-      names = (await readdir(d)).sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
-    } catch {
-      return true;
-    }
-    for (const name of names) {
-      const path = join(d, name);
-      const st = await lstat(path).catch(() => null);
-      if (!st) continue;
-      if (st.isDirectory()) {
-        if (!(await walk(path))) return false;
-      } else if (st.isFile() && st.size > 0 && st.size <= maxFile) {
-        out.push(path);
-        used += st.size;
-        if (used >= budget) return false;
-      }
-    }
-    return true;
-  };
-  if (existsSync(dir)) await walk(dir);
-  return out;
-}
-
 /**
  * The layer tar: one big file (shared libraries then executables of this
  * machine, concatenated and cut to `fileBytes`: compresses like real layer
@@ -220,7 +192,7 @@ async function listFiles(dir: string, budget: number, maxFile = Infinity): Promi
  */
 async function buildTar(fileBytes: number): Promise<{ tar: Buffer; bigDigest: string; smallFiles: number; smallBytes: number }> {
   const libDir = existsSync('/usr/lib/x86_64-linux-gnu') ? '/usr/lib/x86_64-linux-gnu' : '/usr/lib';
-  const bigSources = [...(await listFiles(libDir, fileBytes * 0.6)), ...(await listFiles('/usr/bin', fileBytes))];
+  const bigSources = [...(await listFiles(libDir, fileBytes * 0.6)), ...(await listFiles('/usr/bin', fileBytes))].map((f) => f.path);
   const big = Buffer.alloc(fileBytes);
   let pos = 0;
   for (const f of bigSources) {
@@ -229,7 +201,7 @@ async function buildTar(fileBytes: number): Promise<{ tar: Buffer; bigDigest: st
     pos += bytes.copy(big, pos, 0, Math.min(bytes.length, fileBytes - pos));
   }
   if (pos < fileBytes) throw new Error(`only ${pos} bytes of files in ${libDir} and /usr/bin`);
-  const small = [...(await listFiles('/usr/share/doc', 1.5 * MiB, 16 << 10)), ...(await listFiles('/usr/include', 1.5 * MiB, 16 << 10))].slice(0, 200);
+  const small = [...(await listFiles('/usr/share/doc', 1.5 * MiB, 16 << 10)), ...(await listFiles('/usr/include', 1.5 * MiB, 16 << 10))].slice(0, 200).map((f) => f.path);
 
   const pack = tar.pack();
   const parts: Buffer[] = [];

@@ -20,6 +20,7 @@
  *
  *   node dist/bench/registry.js [--samples N] [--scatter-runs N] [--convert-runs N] [--delays 5,20] [--only latency,scatter,convert]
  */
+import { prng } from './lib/files.js';
 import { spawn, execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream, existsSync } from 'node:fs';
@@ -91,18 +92,6 @@ if (!ints.every(Number.isSafeInteger) || samples < 1 || scatterRuns < 1 || scatt
 
 const REPO = 'bench/blob';
 const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
-
-/** Small deterministic PRNG (mulberry32), so a rerun reads the same offsets. */
-function prng(s: number): () => number {
-  let a = s >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Nearest-rank percentile (p in 0–100): with 100 samples p99 is the second largest. */
 function percentile(xs: readonly number[], p: number): number {

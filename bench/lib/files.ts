@@ -1,0 +1,53 @@
+import { lstat, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+
+export interface FoundFile {
+  path: string;
+  size: number;
+  mtimeMs: number;
+}
+
+/**
+ * Regular, non-empty files under `dir` (depth first, names in byte order,
+ * no symlinks followed) of at most `maxFile` bytes each, until `budget`
+ * bytes are collected. Unreadable directories are skipped.
+ */
+export async function listFiles(dir: string, budget: number, maxFile = Infinity): Promise<FoundFile[]> {
+  const out: FoundFile[] = [];
+  let used = 0;
+  const walk = async (d: string): Promise<boolean> => {
+    let names: string[];
+    try {
+      names = (await readdir(d)).sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+    } catch {
+      return true;
+    }
+    for (const name of names) {
+      const path = join(d, name);
+      const st = await lstat(path).catch(() => null);
+      if (!st) continue;
+      if (st.isDirectory()) {
+        if (!(await walk(path))) return false;
+      } else if (st.isFile() && st.size > 0 && st.size <= maxFile) {
+        out.push({ path, size: st.size, mtimeMs: st.mtimeMs });
+        used += st.size;
+        if (used >= budget) return false;
+      }
+    }
+    return true;
+  };
+  await walk(dir);
+  return out;
+}
+
+/** Small deterministic PRNG (mulberry32): the same data and offsets on every run and machine. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
