@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { mkdir, readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import Fuse from 'fuse-native';
+import type FuseType from 'fuse-native';
 import { logger } from '../log/logger.js';
 import { fuseOpDuration, fuseOpErrors } from '../metrics/registry.js';
 import { Errno, errnoName, readOnly, toErrno } from './errno.js';
@@ -26,13 +26,27 @@ export interface MountOptions {
   debug?: boolean;
 }
 
-/** fuse-native with two libfuse options it does not expose: real inode numbers (hardlinks share one) and a larger read-ahead. */
-class StoreFuse extends Fuse {
-  protected override _fuseOptions(): string {
-    const base = super._fuseOptions();
-    const extra = 'use_ino,max_readahead=1048576';
-    return base ? `${base},${extra}` : `-o${extra}`;
+/**
+ * Loads fuse-native when a mount is made, not when the CLI starts: its
+ * prebuilt addon needs libfuse2, which the other commands do not.
+ */
+async function loadFuse(): Promise<typeof FuseType> {
+  try {
+    return (await import('fuse-native')).default;
+  } catch (err) {
+    throw new Error(`cannot load the FUSE library (${(err as Error).message.split('\n')[0]}): install the Debian packages libfuse2 and fuse3 (apt-get install libfuse2 fuse3)`);
   }
+}
+
+/** fuse-native with two libfuse options it does not expose: real inode numbers (hardlinks share one) and a larger read-ahead. */
+function storeFuseClass(Fuse: typeof FuseType): typeof FuseType {
+  return class StoreFuse extends Fuse {
+    protected override _fuseOptions(): string {
+      const base = super._fuseOptions();
+      const extra = 'use_ino,max_readahead=1048576';
+      return base ? `${base},${extra}` : `-o${extra}`;
+    }
+  };
 }
 
 /** Finds a mount at `path` in /proc/self/mountinfo: its filesystem type, or undefined. */
@@ -150,6 +164,7 @@ export interface MountedStore {
 export async function mountStore(fs: StoreFs, opts: MountOptions): Promise<MountedStore> {
   const mountpoint = resolve(opts.mountpoint);
   await checkFuseAvailable();
+  const StoreFuse = storeFuseClass(await loadFuse());
   await prepareMountpoint(mountpoint);
   const fuse = new StoreFuse(mountpoint, operations(fs), {
     allowOther: opts.allowOther ?? true,
