@@ -51,7 +51,7 @@ const USAGE = `usage: node dist/bench/registry.js [options]
   --scatter-runs N   timed runs per mode and setup of the scattered-ranges part (default 9)
   --scatter-count N  ranges per scattered read (default 100)
   --delays LIST      per-request delays (ms) added by the fault proxy (default 5,20; the proxy also runs with 0)
-  --convert-runs N   image convert runs, each of the CLI and of in-process convertImage (default 3)
+  --convert-runs N   image convert runs, each of the CLI and of in-process convertImage (default 5)
   --only LIST        run only these parts: latency, scatter, convert (default all)
   --seed N           seed of the random offsets (default 1)`;
 
@@ -63,7 +63,7 @@ const { values: args } = parseArgs({
     'scatter-runs': { type: 'string', default: '9' },
     'scatter-count': { type: 'string', default: '100' },
     delays: { type: 'string', default: '5,20' },
-    'convert-runs': { type: 'string', default: '3' },
+    'convert-runs': { type: 'string', default: '5' },
     only: { type: 'string', default: 'latency,scatter,convert' },
     seed: { type: 'string', default: '1' },
     help: { type: 'boolean', default: false },

@@ -9,7 +9,7 @@
  * converted directly. Writes bench/results/wan.md and
  * bench/results/wan-<timestamp>.json.
  *
- *   node dist/bench/wan.js [--runs 3] [--profiles 20:200,50:50] [--images python] [--workloads ...]
+ *   node dist/bench/wan.js [--runs 5] [--profiles 20:200,50:50] [--images python] [--workloads ...]
  */
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -23,7 +23,7 @@ import { formatSummary } from './lib/stats.js';
 import { markdownTable } from './lib/table.js';
 
 const USAGE = `usage: node dist/bench/wan.js [options]
-  --runs N              cold runs of every workload per profile (default 3)
+  --runs N              cold runs of every workload per profile (default 5)
   --profiles LIST       RTT_MS:MBIT_PER_S pairs (default 20:200,50:50)
   --images LIST         python, bookworm-like (default python)
   --workloads LIST      W1,W2,W3,W3p,W4,W5,W6 (default all)
@@ -38,7 +38,7 @@ const USAGE = `usage: node dist/bench/wan.js [options]
 
 const { values: args } = parseArgs({
   options: {
-    runs: { type: 'string', default: '3' },
+    runs: { type: 'string', default: '5' },
     profiles: { type: 'string', default: '20:200,50:50' },
     images: { type: 'string', default: 'python' },
     workloads: { type: 'string', default: ALL_WORKLOADS.join(',') },
