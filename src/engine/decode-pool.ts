@@ -2,6 +2,7 @@ import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import type { ChunkRef, Decoder } from '../estargz/chunk.js';
+import { logger } from '../log/logger.js';
 import { poolQueueDepth, poolTaskDuration, poolUtilization } from '../metrics/registry.js';
 import { decodeBatch } from '../../workers/decode-batch.js';
 import type { DecodeFailure, DecodeItem, DecodeResult, DecodeTask } from '../../workers/decode-types.js';
@@ -63,6 +64,8 @@ export class DecodePool {
         execArgv: ['--no-experimental-require-module'],
       })
       : null;
+    // An 'error' event without a listener would end the process; a worker problem must not.
+    this.piscina?.on('error', (err: Error) => logger.error({ err: err.message }, 'decode worker error'));
   }
 
   /** Decodes and verifies the chunks of `items`, whose members are in `buffer` (transferred: the caller must not use it afterwards). */
@@ -111,8 +114,17 @@ export class DecodePool {
     this.busySince = now;
   }
 
+  /**
+   * Waits (briefly) for the tasks in flight, then stops the workers. Read-ahead
+   * and prefetch tasks nobody waits for may still be running: destroying the
+   * pool under them would make piscina report their answers as errors.
+   */
   async close(): Promise<void> {
-    await this.piscina?.destroy();
+    if (!this.piscina) return;
+    for (const q of Object.values(this.queues)) for (const t of q.splice(0)) t.reject(new Error('decode pool closed'));
+    const deadline = Date.now() + 5000;
+    while (this.inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    await this.piscina.destroy();
   }
 }
 
