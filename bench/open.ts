@@ -7,7 +7,7 @@
  *
  *   node dist/bench/open.js [--entries N] [--runs N] [--warmup N]
  */
-import { prng } from './lib/files.js';
+import { collectPack, prng } from './lib/files.js';
 import { createWriteStream } from 'node:fs';
 import { copyFile, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -67,12 +67,7 @@ const WORDS = ['import', 'def', 'return', 'self', 'value', 'class', 'from', 'Non
 async function generateLayer(total: number): Promise<{ tar: Buffer; dirs: number; files: number; symlinks: number }> {
   const rand = prng(20000);
   const pack = tar.pack();
-  const parts: Buffer[] = [];
-  pack.on('data', (d: unknown) => parts.push(d as Buffer));
-  const ended = new Promise<void>((resolve, reject) => {
-    pack.on('end', resolve);
-    pack.on('error', reject);
-  });
+  const output = collectPack(pack);
   const add = (header: Partial<Header> & Pick<Header, 'name'>, body?: Buffer): Promise<void> =>
     new Promise((resolve, reject) => pack.entry({ mtime: new Date(1_700_000_000_000), uid: 0, gid: 0, ...header }, body ?? Buffer.alloc(0), (err) => (err ? reject(err) : resolve())));
 
@@ -113,8 +108,7 @@ async function generateLayer(total: number): Promise<{ tar: Buffer; dirs: number
     }
   }
   pack.finalize();
-  await ended;
-  return { tar: Buffer.concat(parts), dirs: count - files - symlinks, files, symlinks };
+  return { tar: await output.done(), dirs: count - files - symlinks, files, symlinks };
 }
 
 /** Wraps a source to count range reads: open should cost at most two. */

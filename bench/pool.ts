@@ -24,7 +24,7 @@ import { setImmediate as yieldLoop, setTimeout as sleep } from 'node:timers/prom
 import { parseArgs } from 'node:util';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { Piscina } from 'piscina';
-import { listFiles } from './lib/files.js';
+import { collectPack, listFiles } from './lib/files.js';
 import tar from 'tar-stream';
 import { DEFAULT_TUNING } from '../src/engine/chunk-loader.js';
 import { DecodePool, type DecodeItem } from '../src/engine/decode-pool.js';
@@ -287,17 +287,11 @@ async function usrData(total: number): Promise<{ listingKey: string; files: numb
 /** A one-file layer tar (tar-stream, like bench/open.ts). */
 async function oneFileTar(data: Buffer): Promise<Buffer> {
   const pack = tar.pack();
-  const parts: Buffer[] = [];
-  pack.on('data', (d: unknown) => parts.push(d as Buffer));
-  const ended = new Promise<void>((resolve, reject) => {
-    pack.on('end', resolve);
-    pack.on('error', reject);
-  });
+  const output = collectPack(pack);
   await new Promise<void>((resolve, reject) =>
     pack.entry({ name: DATA_NAME, type: 'file', mode: 0o755, mtime: new Date(1_700_000_000_000), uid: 0, gid: 0 }, data, (err) => (err ? reject(err) : resolve())));
   pack.finalize();
-  await ended;
-  return Buffer.concat(parts);
+  return output.done();
 }
 
 /** One chunk size's input: the converted blob in memory and the chunks of its one file. */

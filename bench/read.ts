@@ -9,7 +9,7 @@
  *
  *   node dist/bench/read.js [--runs N] [--file-mib N] [--read-kib N] ...
  */
-import { listFiles } from './lib/files.js';
+import { collectPack, listFiles } from './lib/files.js';
 import { createHash } from 'node:crypto';
 import { createWriteStream, existsSync, readFileSync, readdirSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -204,12 +204,7 @@ async function buildTar(fileBytes: number): Promise<{ tar: Buffer; bigDigest: st
   const small = [...(await listFiles('/usr/share/doc', 1.5 * MiB, 16 << 10)), ...(await listFiles('/usr/include', 1.5 * MiB, 16 << 10))].slice(0, 200).map((f) => f.path);
 
   const pack = tar.pack();
-  const parts: Buffer[] = [];
-  pack.on('data', (d: unknown) => parts.push(d as Buffer));
-  const ended = new Promise<void>((resolve, reject) => {
-    pack.on('end', resolve);
-    pack.on('error', reject);
-  });
+  const output = collectPack(pack);
   const add = (name: string, body: Buffer): Promise<void> => new Promise((resolve, reject) =>
     pack.entry({ name, type: 'file', mode: 0o644, mtime: new Date(1_700_000_000_000), uid: 0, gid: 0 }, body, (err) => (err ? reject(err) : resolve())));
   let smallBytes = 0;
@@ -224,8 +219,7 @@ async function buildTar(fileBytes: number): Promise<{ tar: Buffer; bigDigest: st
   await add(BIG, big);
   await addSmall(small.slice(small.length >> 1));
   pack.finalize();
-  await ended;
-  return { tar: Buffer.concat(parts), bigDigest: sha256([big]), smallFiles: small.length, smallBytes };
+  return { tar: await output.done(), bigDigest: sha256([big]), smallFiles: small.length, smallBytes };
 }
 
 // ---------------------------------------------------------------- engine side

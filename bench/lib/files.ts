@@ -51,3 +51,14 @@ export function prng(seed: number): () => number {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
+
+/** Collects a tar-stream pack's output: `done()` resolves with the whole archive once the pack ends. */
+export function collectPack(pack: { on(event: string, fn: (arg: unknown) => void): unknown }): { done: () => Promise<Buffer> } {
+  const parts: Buffer[] = [];
+  pack.on('data', (d: unknown) => parts.push(d as Buffer));
+  const ended = new Promise<void>((resolve, reject) => {
+    pack.on('end', () => resolve());
+    pack.on('error', (e) => reject(e as Error));
+  });
+  return { done: async () => { await ended; return Buffer.concat(parts); } };
+}
