@@ -8,7 +8,7 @@ import { RemoteBlob, downloadBlob } from '../../src/registry/blob.js';
 import { RegistryClient, type RepoRef } from '../../src/registry/client.js';
 import { isRegistryError, type RegistryError } from '../../src/registry/errors.js';
 import type { ResolverConfig } from '../../src/registry/hosts.js';
-import { fetchManifest, resolveImage } from '../../src/registry/manifest.js';
+import { ImageResolver, fetchManifest, resolveImage } from '../../src/registry/manifest.js';
 import { pushBlob, pushManifest } from '../../src/registry/push.js';
 import { parseReference } from '../../src/registry/reference.js';
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';
@@ -133,6 +133,31 @@ describe('registry client against Distribution', () => {
       const wrongSize = await RemoteBlob.open(c, repo(proxy.host), blobDigest, { expectedSize: 5 });
       await rejectsWith(wrongSize.read(0, 5), 'PROTOCOL', /the registry says the blob is 300000 bytes, not 5/);
       await rejectsWith(RemoteBlob.open(c, repo(proxy.host), sha256Digest(Buffer.from('absent'))), 'NOT_FOUND', /HEAD blob .* 404/);
+    } finally {
+      await c.close();
+      await proxy.stop();
+    }
+  });
+
+  test('size falls back to a one-byte GET when HEAD is refused; resolved manifests are cached', async () => {
+    const proxy = await startFaultProxy(plain.url);
+    const c = client();
+    try {
+      proxy.addFault({ method: 'HEAD', path: `/blobs/${blobDigest}`, kind: 'status', status: 405 });
+      const blob = await RemoteBlob.open(c, repo(proxy.host), blobDigest);
+      assert.equal(blob.size, BLOB.length);
+      assert.deepEqual(blobGets(proxy, blobDigest).map((g) => g.range), ['bytes=0-0']);
+      await pushTestImage(plain.host, 'img/cached', 'v1', { layers: [[{ name: 'f', type: 'file', content: Buffer.from('x') }]] });
+      const images = new ImageResolver(c, 60_000);
+      const ref = parseReference(`${proxy.host}/img/cached:v1`);
+      proxy.reset();
+      const first = await images.resolve(ref);
+      const again = await images.resolve(ref);
+      assert.equal(again.manifestDigest, first.manifestDigest);
+      assert.equal(proxy.requests.filter((r) => r.path.includes('/manifests/')).length, 1, 'one manifest GET for two resolutions');
+      images.forget(ref);
+      await images.resolve(ref);
+      assert.equal(proxy.requests.filter((r) => r.path.includes('/manifests/')).length, 2);
     } finally {
       await c.close();
       await proxy.stop();
