@@ -1,7 +1,7 @@
 import { Authorizer } from './auth/authorizer.js';
 import { parseChallenge, type Challenge } from './auth/challenge.js';
 import { CredentialChain, RuntimeCredentials, defaultAuthFiles, type CredentialSource } from './auth/credentials.js';
-import { RegistryError, isRegistryError } from './errors.js';
+import { RegistryError } from './errors.js';
 import { endpointUrl, endpointsFor, type Endpoint, type ResolverConfig } from './hosts.js';
 import { DEFAULT_RETRY, Transport, type HttpCall, type HttpResponse, type RetryPolicy } from './transport.js';
 
@@ -135,5 +135,3 @@ export async function statusError(res: HttpResponse, what: string): Promise<Regi
   const code = res.statusCode === 404 ? 'NOT_FOUND' : res.statusCode === 403 ? 'DENIED' : 'HTTP_STATUS';
   return new RegistryError(code, `${what}: ${res.statusCode}${detail ? ` (${detail})` : ''}`, res.statusCode);
 }
-
-export { isRegistryError };
