@@ -303,24 +303,8 @@ async function serveRegistry(state: ProxyState, req: IncomingMessage, res: Serve
         case 'no-multirange':
           req.resume();
           return sendStatus(res, entry, 400, {}, registryError('RANGE_INVALID', 'multiple ranges are not supported'));
-        case 'delay':
-          await sleep(rule.ms);
-          break;
-        case 'ignore-range':
-          delete headers['range'];
-          delete headers['if-range'];
-          break;
-        case 'partial-multirange':
-          headers['range'] = firstRangeOnly(req.headers.range ?? '');
-          break;
-        case 'reset-mid-body':
-          body = { kind: 'reset', afterBytes: rule.afterBytes };
-          break;
-        case 'slow-body':
-          body = { kind: 'slow', bytesPerSecond: rule.bytesPerSecond };
-          break;
-        case 'expire-redirect':
-          break; // never matches here (signed URLs only)
+        default:
+          body = await applyForwardFault(rule, headers, req);
       }
     }
   }
@@ -426,23 +410,8 @@ async function serveSigned(state: ProxyState, req: IncomingMessage, res: ServerR
         return sendStatus(res, entry, rule.status, rule.headers ?? {}, rule.body ?? defaultErrorBody(rule.status));
       case 'no-multirange':
         return sendStatus(res, entry, 400, { 'content-type': 'text/plain' }, 'InvalidRange: multiple ranges are not supported\n');
-      case 'delay':
-        await sleep(rule.ms);
-        break;
-      case 'ignore-range':
-        delete headers['range'];
-        break;
-      case 'partial-multirange':
-        headers['range'] = firstRangeOnly(req.headers.range ?? '');
-        break;
-      case 'reset-mid-body':
-        body = { kind: 'reset', afterBytes: rule.afterBytes };
-        break;
-      case 'slow-body':
-        body = { kind: 'slow', bytesPerSecond: rule.bytesPerSecond };
-        break;
-      case 'redirect':
-        break; // never matches signed URLs
+      default:
+        body = await applyForwardFault(rule, headers, req);
     }
   }
   forward(state, req, res, entry, { target: signedUrl.target, headers, body, pipeRequestBody: false, responseHeaders: pickSignedHeaders });
@@ -607,4 +576,31 @@ function failResponse(res: ServerResponse, err: unknown): void {
   const text = `fault-proxy internal error: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`;
   res.writeHead(500, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(text) });
   res.end(text);
+}
+
+/**
+ * Faults that still forward the request (both listeners): a delay, Range
+ * rewritten or dropped, or a body that breaks or trickles. Returns how to
+ * send the body.
+ */
+async function applyForwardFault(rule: FaultRule, headers: OutgoingHttpHeaders, req: IncomingMessage): Promise<BodyMode> {
+  switch (rule.kind) {
+    case 'delay':
+      await sleep(rule.ms);
+      break;
+    case 'ignore-range':
+      delete headers['range'];
+      delete headers['if-range'];
+      break;
+    case 'partial-multirange':
+      headers['range'] = firstRangeOnly(req.headers.range ?? '');
+      break;
+    case 'reset-mid-body':
+      return { kind: 'reset', afterBytes: rule.afterBytes };
+    case 'slow-body':
+      return { kind: 'slow', bytesPerSecond: rule.bytesPerSecond };
+    default:
+      break; // redirect / expire-redirect: handled by the caller on the listener they apply to
+  }
+  return { kind: 'pipe' };
 }
