@@ -103,6 +103,18 @@ export class StoreFs {
   /** Decoded `<base64(ref)>` names: every request under a layer starts with one (bounded, since the names come from outside). */
   private readonly refNames = new Map<string, ImageReference>();
 
+  /** Canonical strings of the decoded references, so that per-request keys cost no formatting. */
+  private readonly canonical = new WeakMap<ImageReference, string>();
+
+  private layerKey(ref: ImageReference, digest: string): string {
+    let text = this.canonical.get(ref);
+    if (text === undefined) {
+      text = formatReference(ref);
+      this.canonical.set(ref, text);
+    }
+    return `${text}|${digest}`;
+  }
+
   private refOf(name: string): ImageReference {
     let ref = this.refNames.get(name);
     if (!ref) {
@@ -128,7 +140,7 @@ export class StoreFs {
 
   /** Resolves a layer once and builds its view; failures are not kept here (the resolver remembers them briefly). */
   private layer(ref: ImageReference, digest: string): Promise<ServedLayer> {
-    const key = `${formatReference(ref)}|${digest}`;
+    const key = this.layerKey(ref, digest);
     let p = this.served.get(key);
     if (!p) {
       p = this.resolver.resolve(ref, digest).then((resolved) => {
@@ -280,7 +292,7 @@ export class StoreFs {
   async rmdir(path: string): Promise<never> {
     const t = this.parse(path);
     if (t.kind !== 'layer') throw readOnly();
-    if (await this.resolver.release(t.ref, t.digest)) this.served.delete(`${formatReference(t.ref)}|${t.digest}`);
+    if (await this.resolver.release(t.ref, t.digest)) this.served.delete(this.layerKey(t.ref, t.digest));
     throw notFound();
   }
 }
