@@ -15,7 +15,7 @@ import { openEstargz } from '../src/estargz/open.js';
 import { FileSource } from '../src/estargz/source.js';
 import { buildEsgzref } from './lib/esgzref.js';
 import { benchCacheDir, ensureLayerInput, givenInput, warmPageCache, type LayerInput, type LayerInputSpec } from './lib/layer-input.js';
-import { describeMachine, loadNow, machineInfo, writeResult } from './lib/machine.js';
+import { describeMachine, loadNow, machineInfo, writeResult, writeTables } from './lib/machine.js';
 import { runMeasured, runQuiet, type ProcSample } from './lib/proc.js';
 import { MiB, formatSummary, summarize, type Summary } from './lib/stats.js';
 import { markdownTable } from './lib/table.js';
@@ -25,7 +25,8 @@ const USAGE = `usage: node dist/bench/convert.js [options]
   --chunk-size BYTES  chunk size for both tools (default 4194304)
   --input TAR         convert this tar instead of the generated inputs (repeatable)
   --no-small          skip the generated small-files input
-  --esgzref BIN       use this reference binary instead of building test/interop/go/src/esgzref`;
+  --esgzref BIN       use this reference binary instead of building test/interop/go/src/esgzref
+  --no-write          print only: leave bench/results/convert.md alone`;
 
 const { values: args } = parseArgs({
   options: {
@@ -34,6 +35,7 @@ const { values: args } = parseArgs({
     input: { type: 'string', multiple: true },
     'no-small': { type: 'boolean', default: false },
     esgzref: { type: 'string' },
+    'no-write': { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
 });
@@ -313,6 +315,7 @@ async function main(): Promise<void> {
     markdown: out.join('\n'),
   });
   process.stderr.write(`wrote ${path}\n`);
+  if (!args['no-write']) process.stderr.write(`wrote ${await writeTables('convert', out.join('\n'), path)}\n`);
   if (failed.length) process.exitCode = 1;
 }
 

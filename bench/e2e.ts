@@ -21,7 +21,7 @@
  *   node dist/bench/e2e.js [--runs 5] [--images python,bookworm-like] [--workloads W1,W2,...]
  */
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startRegistry } from '../test/helpers/registry.js';
 import { formatProfile, summarizeProfiles } from './lib/cpuprofile.js';
@@ -30,7 +30,7 @@ import {
   buildCases, busyNote, casesTable, layersTable, runCases, summarizeCases, type CaseSummary, type Workload,
 } from './lib/e2e-cases.js';
 import { prepareImages, type ImageName } from './lib/e2e-images.js';
-import { describeMachine, loadNow, machineInfo, repoRoot, writeResult } from './lib/machine.js';
+import { describeMachine, loadNow, machineInfo, writeResult, writeTables } from './lib/machine.js';
 import { fuseFloor, type FloorResult } from './lib/fuse-floor.js';
 import { formatSummary, summarize } from './lib/stats.js';
 import { groupedBarChart } from './lib/svg-chart.js';
@@ -136,10 +136,9 @@ async function main(): Promise<void> {
 }
 
 async function writeOutputs(md: string, sums: CaseSummary[], date: string, jsonPath: string): Promise<void> {
-  const dir = join(repoRoot(), 'bench', 'results');
-  await writeFile(join(dir, 'e2e.md'), md + `\nRaw samples: \`${jsonPath.slice(jsonPath.lastIndexOf('/') + 1)}\`.\n`);
-  await writeFile(join(dir, 'e2e.svg'), chart(sums, date));
-  log(`wrote ${join(dir, 'e2e.md')} and e2e.svg`);
+  const tables = await writeTables('e2e', md, jsonPath);
+  await writeFile(join(dirname(tables), 'e2e.svg'), chart(sums, date));
+  log(`wrote ${tables} and e2e.svg`);
 }
 
 interface RunMeta {

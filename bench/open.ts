@@ -25,7 +25,7 @@ import { openEstargz, DEFAULT_TAIL_BYTES } from '../src/estargz/open.js';
 import { BufferSource, FileSource, type RangedSource } from '../src/estargz/source.js';
 import { parseTocJson, sha256Digest, TOC_TAR_NAME } from '../src/estargz/toc.js';
 import { convertLayer } from '../src/estargz/writer/convert.js';
-import { describeMachine, loadNow, machineInfo, writeResult } from './lib/machine.js';
+import { describeMachine, loadNow, machineInfo, writeResult, writeTables } from './lib/machine.js';
 import { MiB, formatSummary, summarize } from './lib/stats.js';
 import { markdownTable } from './lib/table.js';
 
@@ -33,7 +33,8 @@ const USAGE = `usage: node dist/bench/open.js [options]
   --entries N  tar entries in the generated layer (default 20000)
   --runs N     timed opens per source (default 30)
   --warmup N   untimed opens per source before timing, after the first (default 3)
-  --keep PATH  also save the converted blob there (to profile open on it)`;
+  --keep PATH  also save the converted blob there (to profile open on it)
+  --no-write   print only: leave bench/results/open.md alone`;
 
 const { values: args } = parseArgs({
   options: {
@@ -41,6 +42,7 @@ const { values: args } = parseArgs({
     runs: { type: 'string', default: '30' },
     warmup: { type: 'string', default: '3' },
     keep: { type: 'string' },
+    'no-write': { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
 });
@@ -267,6 +269,7 @@ async function main(): Promise<void> {
       markdown: lines.join('\n'),
     });
     process.stderr.write(`wrote ${path}\n`);
+    if (!args['no-write']) process.stderr.write(`wrote ${await writeTables('open', lines.join('\n'), path)}\n`);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

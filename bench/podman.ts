@@ -17,14 +17,12 @@
  *   node dist/bench/podman.js [--runs 5] [--variants gzip,lazy,lazy+prio]
  */
 import { execFile } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { parseArgs } from 'node:util';
 import { startPodman, type Podman } from '../test/helpers/podman.js';
 import { startRegistry, type Registry } from '../test/helpers/registry.js';
 import { convertImage, esgzRef, gzipRef, prepareImages, type BenchImage } from './lib/e2e-images.js';
-import { describeMachine, loadNow, machineInfo, repoRoot, writeResult } from './lib/machine.js';
+import { describeMachine, loadNow, machineInfo, writeResult, writeTables } from './lib/machine.js';
 import { formatSummary, summarize } from './lib/stats.js';
 import { logMark, peakRss, scrapeMetrics, startBenchStore, summarizeMetrics, trafficSince, type BenchStore, type Traffic } from './lib/store-workloads.js';
 import { waitQuiet } from './lib/quiet.js';
@@ -185,8 +183,7 @@ async function main(): Promise<void> {
     const path = await writeResult('podman', { machine, args, storeConfig: STORE_CONFIG, runs, command: COMMAND, prioritized, samples });
     log(`raw samples: ${path}`);
     if (!args['no-write']) {
-      await writeFile(join(repoRoot(), 'bench', 'results', 'podman.md'), md + `\nRaw samples: \`${path.slice(path.lastIndexOf('/') + 1)}\`.\n`);
-      log('wrote bench/results/podman.md');
+      log(`wrote ${await writeTables('podman', md, path)}`);
     }
   } finally {
     await reg.stop();

@@ -33,7 +33,7 @@ import { openEstargz } from '../src/estargz/open.js';
 import { BufferSource } from '../src/estargz/source.js';
 import { convertLayer } from '../src/estargz/writer/convert.js';
 import { benchCacheDir } from './lib/layer-input.js';
-import { describeMachine, loadNow, machineInfo, writeResult } from './lib/machine.js';
+import { describeMachine, loadNow, machineInfo, writeResult, writeTables } from './lib/machine.js';
 import { MiB, formatSummary, summarize } from './lib/stats.js';
 import { markdownTable } from './lib/table.js';
 
@@ -49,7 +49,8 @@ const USAGE = `usage: node dist/bench/pool.js [options]
   --unbatched-max N    also run one-task-per-chunk at chunk sizes up to N (default 16384; 0 = never)
   --max-other CORES    redo a sample (up to 3 times) when other processes used more CPU than this meanwhile (default 0.3; 0 = never)
   --quiet-wait S       before each pass and redo, wait up to S seconds for the machine to be quiet (default 60)
-  --no-patched         leave out the "no utilization read" variants (pool with piscina's utilization getter stubbed)`;
+  --no-patched         leave out the "no utilization read" variants (pool with piscina's utilization getter stubbed)
+  --no-write           print only: leave bench/results/pool.md alone`;
 
 /** What the bare "ceiling" workers get once, at start. */
 interface BareWorkerData {
@@ -100,6 +101,7 @@ async function main(): Promise<void> {
       'max-other': { type: 'string', default: '0.3' },
       'quiet-wait': { type: 'string', default: '60' },
       'no-patched': { type: 'boolean', default: false },
+      'no-write': { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
   });
@@ -135,7 +137,7 @@ async function main(): Promise<void> {
     process.exitCode = 2;
     return;
   }
-  await runBenchmark(settings);
+  await runBenchmark(settings, !args['no-write']);
 }
 
 type Settings = {
@@ -490,7 +492,7 @@ async function measure(cores: number, run: () => Promise<number>, expected: numb
 
 const fmtSize = (b: number): string => (b >= MiB ? `${b / MiB} MiB` : `${b / 1024} KiB`);
 
-async function runBenchmark(s: Settings): Promise<void> {
+async function runBenchmark(s: Settings, writeMarkdown: boolean): Promise<void> {
   const machine = machineInfo();
   log(`machine: ${describeMachine(machine)}`);
   const source = await usrData(s.totalBytes);
@@ -690,6 +692,7 @@ async function runBenchmark(s: Settings): Promise<void> {
     markdown: lines.join('\n'),
   });
   log(`wrote ${path}`);
+  if (writeMarkdown) log(`wrote ${await writeTables('pool', lines.join('\n'), path)}`);
 }
 
 // Last, after every module-level constant is initialized: this file is also the bare workers' script.

@@ -29,7 +29,7 @@ import { convertLayer } from '../src/estargz/writer/convert.js';
 import { RemoteBlob } from '../src/registry/blob.js';
 import { RegistryClient } from '../src/registry/client.js';
 import { pushBlob, startRegistry, type Registry } from '../test/helpers/registry.js';
-import { describeMachine, loadNow, machineInfo, writeResult } from './lib/machine.js';
+import { describeMachine, loadNow, machineInfo, writeResult, writeTables } from './lib/machine.js';
 import { runMeasured, runQuiet } from './lib/proc.js';
 import { MiB, formatSummary, summarize } from './lib/stats.js';
 import { markdownTable } from './lib/table.js';
@@ -41,7 +41,8 @@ const USAGE = `usage: node dist/bench/read.js [options]
   --read-kib N      read size of the sequential and warm reads, KiB (default 128)
   --threads N       decode workers of the engine (default: cores, the engine's default)
   --max-other CORES redo a sample (up to 3 times) when unrelated processes used more CPU than this meanwhile (default 0.3; 0 = never)
-  --quiet-wait S    before each round and redo, wait up to S seconds for the machine to be quiet (default 60)`;
+  --quiet-wait S    before each round and redo, wait up to S seconds for the machine to be quiet (default 60)
+  --no-write        print only: leave bench/results/read.md alone`;
 
 const { values: args } = parseArgs({
   options: {
@@ -52,6 +53,7 @@ const { values: args } = parseArgs({
     threads: { type: 'string' },
     'max-other': { type: 'string', default: '0.3' },
     'quiet-wait': { type: 'string', default: '60' },
+    'no-write': { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
 });
@@ -567,6 +569,7 @@ async function main(): Promise<void> {
       markdown: lines.join('\n'),
     });
     log(`wrote ${path}`);
+    if (!args['no-write']) log(`wrote ${await writeTables('read', lines.join('\n'), path)}`);
   } finally {
     await client?.close();
     await reg?.stop();

@@ -39,7 +39,7 @@ import { parseReference } from '../src/registry/reference.js';
 import { startFaultProxy, type FaultProxy } from '../test/helpers/fault-proxy.js';
 import { pushBlob, putManifest, startRegistry, type Registry } from '../test/helpers/registry.js';
 import { ensureLayerInput, type LayerInput, type LayerInputSpec } from './lib/layer-input.js';
-import { describeMachine, loadNow, machineInfo, writeResult } from './lib/machine.js';
+import { describeMachine, loadNow, machineInfo, writeResult, writeTables } from './lib/machine.js';
 import { runMeasured, runQuiet, type ProcSample } from './lib/proc.js';
 import { MiB, formatSummary, summarize, type Summary } from './lib/stats.js';
 import { markdownTable } from './lib/table.js';
@@ -53,7 +53,8 @@ const USAGE = `usage: node dist/bench/registry.js [options]
   --delays LIST      per-request delays (ms) added by the fault proxy (default 5,20; the proxy also runs with 0)
   --convert-runs N   image convert runs, each of the CLI and of in-process convertImage (default 5)
   --only LIST        run only these parts: latency, scatter, convert (default all)
-  --seed N           seed of the random offsets (default 1)`;
+  --seed N           seed of the random offsets (default 1)
+  --no-write         print only: leave bench/results/registry.md alone`;
 
 const { values: args } = parseArgs({
   options: {
@@ -66,6 +67,7 @@ const { values: args } = parseArgs({
     'convert-runs': { type: 'string', default: '5' },
     only: { type: 'string', default: 'latency,scatter,convert' },
     seed: { type: 'string', default: '1' },
+    'no-write': { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
 });
@@ -706,6 +708,7 @@ async function main(): Promise<void> {
   result.markdown = md.join('\n');
   const path = await writeResult('registry', result);
   log(`wrote ${path}`);
+  if (!args['no-write']) log(`wrote ${await writeTables('registry', md.join('\n'), path)}`);
   if (failures.length) process.exitCode = 1;
 }
 

@@ -11,13 +11,13 @@
  *
  *   node dist/bench/wan.js [--runs 5] [--profiles 20:200,50:50] [--images python] [--workloads ...]
  */
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startRegistry } from '../test/helpers/registry.js';
 import { ALL_WORKLOADS, MB, buildCases, busyNote, layersTable, runCases, summarizeCases, type CaseSummary, type Workload } from './lib/e2e-cases.js';
 import { prepareImages, type ImageName } from './lib/e2e-images.js';
-import { describeMachine, loadNow, machineInfo, repoRoot, writeResult } from './lib/machine.js';
+import { describeMachine, loadNow, machineInfo, writeResult, writeTables } from './lib/machine.js';
 import { startShaper } from './lib/shaper.js';
 import { formatSummary } from './lib/stats.js';
 import { markdownTable } from './lib/table.js';
@@ -124,8 +124,7 @@ async function main(): Promise<void> {
     });
     log(`raw samples: ${path}`);
     if (!args['no-write']) {
-      await writeFile(join(repoRoot(), 'bench', 'results', 'wan.md'), md + `\nRaw samples: \`${path.slice(path.lastIndexOf('/') + 1)}\`.\n`);
-      log('wrote bench/results/wan.md');
+      log(`wrote ${await writeTables('wan', md, path)}`);
     }
   } finally {
     await reg.stop();
@@ -141,8 +140,7 @@ async function fromJson(file: string): Promise<void> {
   const md = report(j.machine, j.images, j.profiles, { runs: j.runs, storeConfig: j.storeConfig, loadEnd: j.loadEnd ?? j.loadavgEnd ?? [] });
   console.log(md);
   if (!args['no-write']) {
-    await writeFile(join(repoRoot(), 'bench', 'results', 'wan.md'), md + `\nRaw samples: \`${file.slice(file.lastIndexOf('/') + 1)}\`.\n`);
-    log('wrote bench/results/wan.md');
+    log(`wrote ${await writeTables('wan', md, file)}`);
   }
 }
 

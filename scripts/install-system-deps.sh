@@ -29,6 +29,10 @@ PKGS=(
   busybox-static
   python3
   python3.11
+  # the benchmarks compare against `curl | gunzip` and read peak RSS and CPU
+  # time of child processes from GNU time
+  curl
+  time
 )
 
 missing=()

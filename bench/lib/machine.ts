@@ -77,3 +77,14 @@ export async function writeResult(name: string, data: object): Promise<string> {
   await writeFile(path, JSON.stringify({ ...data, ...end }, null, 2) + '\n');
   return path;
 }
+
+/**
+ * Writes `bench/results/<name>.md`: the tables of the latest run, ending with
+ * the name of the JSON they came from (so `report` and a reader can tell which
+ * run a table belongs to). Returns its path.
+ */
+export async function writeTables(name: string, markdown: string, jsonPath: string): Promise<string> {
+  const path = join(repoRoot(), 'bench', 'results', `${name}.md`);
+  await writeFile(path, `${markdown.trimEnd()}\n\nRaw samples: \`${jsonPath.slice(jsonPath.lastIndexOf('/') + 1)}\`.\n`);
+  return path;
+}

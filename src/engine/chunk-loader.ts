@@ -154,7 +154,7 @@ export class ChunkLoader {
     const failed: { d: Deferred; error: EstargzError }[] = [];
     await this.decodeSpan({ offset, end: offset + buf.length, members }, buf, byMember, op, failed);
     if (failed.length) {
-      for (const f of failed) verificationFailures.inc({ what: 'chunk' });
+      verificationFailures.inc({ what: 'chunk' }, failed.length);
       await this.fetchAndDecode(failed.map((f) => f.d), op, 1);
     }
     await Promise.allSettled(done);
@@ -214,7 +214,7 @@ export class ChunkLoader {
       }
     }));
     if (failed.length === 0) return;
-    for (const f of failed) verificationFailures.inc({ what: 'chunk' });
+    verificationFailures.inc({ what: 'chunk' }, failed.length);
     if (attempt === 0) {
       logger.warn({ layer: this.deps.layer, chunks: failed.length, first: failed[0]!.error.message }, 'chunks failed verification; fetching them once more');
       await this.fetchAndDecode(failed.map((f) => f.d), op, 1);

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION } from '../../src/estargz/toc.js';
 import { busyboxLayer, pushTestImage, pushTestIndex } from '../helpers/images.js';
-import { startPodman, type Podman } from '../helpers/podman.js';
+import { startPodman } from '../helpers/podman.js';
 import { DEFAULT_USERS, registryFetch, startRegistry, type Registry } from '../helpers/registry.js';
 import type { ImageConvertResult } from '../../src/convert/image-convert.js';
 import { gunzipSync } from 'node:zlib';
