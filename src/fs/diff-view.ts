@@ -88,7 +88,7 @@ export class DiffView {
   }
 
   /** Extended attributes as overlayfs sees them: the layer's, plus the opaque marker. */
-  xattrs(entry: ViewEntry): Map<string, Buffer> {
+  xattrs(entry: ViewEntry): ReadonlyMap<string, Buffer> {
     if (entry.kind === 'whiteout') return new Map();
     if (!this.isOpaque(entry.node)) return entry.node.xattrs;
     const out = new Map(entry.node.xattrs);
