@@ -10,6 +10,7 @@ import type { StoreConfig } from './config.js';
 import { SOCKET_NAME, startControlServer } from './control.js';
 import { startMetricsServer } from './metrics-server.js';
 import { notifyReady } from './sd-notify.js';
+import { warmUp } from './warm-up.js';
 import { mkdir } from 'node:fs/promises';
 
 export interface DaemonOptions {
@@ -62,6 +63,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     singleRangeOnly: config.blob.force_single_range_mode,
   });
   const fs = new StoreFs(resolver);
+  // Before the mount, so nothing it runs on the main thread delays a FUSE request.
+  await warmUp(engine);
   let mounted: MountedStore;
   try {
     mounted = await mountStore(fs, { mountpoint: opts.mountpoint });
