@@ -95,10 +95,7 @@ export async function fuseFloor(tarBuf: Buffer, passes: number): Promise<FloorRe
       (cb as Cb)(0, n.children);
     },
     readlink: (p, cb) => (cb as Cb)(0, nodes.get(p as string)?.link ?? ''),
-    opendir: (_p, _f, cb) => (cb as Cb)(0, 0),
-    releasedir: (_p, _fd, cb) => (cb as Cb)(0),
-    open: (_p, _f, cb) => (cb as Cb)(0, 1),
-    release: (_p, _fd, cb) => (cb as Cb)(0),
+    // The store's operation set: no open/release/opendir/releasedir (libfuse answers those itself).
     read: (p, _fd, buf, len, pos, cb) => {
       const n = nodes.get(p as string);
       const k = Math.max(0, Math.min(len as number, (n?.size ?? 0) - (pos as number)));

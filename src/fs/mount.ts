@@ -135,11 +135,9 @@ function operations(fs: StoreFs): Record<string, Handler> {
     getattr: op('getattr', (path: string) => fs.getattr(path), value),
     readdir: op('readdir', (path: string) => fs.readdir(path), (cb, r: { names: string[]; stats?: unknown[] }) => cb(0, r.names, r.stats)),
     readlink: op('readlink', (path: string) => fs.readlink(path), value),
-    open: op('open', (path: string, flags: number) => fs.open(path, flags), value),
-    opendir: op('opendir', async () => 0, value),
-    release: op('release', async (_path: string, fd: number) => fs.release(fd), ok),
-    releasedir: op('releasedir', async () => undefined, ok),
-    read: op('read', (_path: string, fd: number, buf: Buffer, len: number, pos: number) => fs.read(fd, buf, len, pos), (cb, n: number) => cb(n)),
+    // No open, release, opendir or releasedir: libfuse answers those itself, which saves a
+    // round trip through the JS thread per file and directory (see StoreFs.read).
+    read: op('read', (path: string, _fd: number, buf: Buffer, len: number, pos: number) => fs.read(path, buf, len, pos), (cb, n: number) => cb(n)),
     getxattr: op('getxattr', (path: string, name: string) => fs.getxattr(path, name), value),
     listxattr: op('listxattr', (path: string) => fs.listxattr(path), value),
     create: op('create', (path: string) => fs.create(path), value),
