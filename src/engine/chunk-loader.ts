@@ -28,8 +28,10 @@ export interface FetchTuning {
   fetchTimeoutMs: number;
   /** On-demand reads also load this many following chunks of the same file (sequential readers). */
   readAheadChunks: number;
-  /** …and the members that follow in the blob, up to this many bytes (files of a directory sit together). */
+  /** …and the members that follow in the blob, this many bytes ahead at first (files of a directory sit together). */
   readAheadBytes: number;
+  /** The blob read-ahead doubles while a reader keeps consuming it in order, up to this. */
+  readAheadMaxBytes: number;
 }
 
 export const DEFAULT_TUNING: FetchTuning = {
@@ -41,6 +43,7 @@ export const DEFAULT_TUNING: FetchTuning = {
   fetchTimeoutMs: 300_000,
   readAheadChunks: 2,
   readAheadBytes: 1 << 20,
+  readAheadMaxBytes: 8 << 20,
 };
 
 /** A chunk to load, and the file it belongs to (for error messages). */

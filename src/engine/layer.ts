@@ -73,6 +73,8 @@ export class EngineLayer {
   private chunkList: ChunkWant[] | undefined;
   /** Blob offset up to which on-demand reads have asked for the following members. */
   private readAheadFrontier = 0;
+  /** The current read-ahead step: grows while reads stay in order, back to the first step on a jump. */
+  private readAheadStep = 0;
   private readonly tracked: boolean;
 
   constructor(
@@ -156,24 +158,36 @@ export class EngineLayer {
    * What to load along with an on-demand read: the next chunks of the same
    * file (a sequential reader wants them next), and the members after it in
    * the blob (the next files of the directory: fetching them now saves a
-   * round trip each). The blob read-ahead advances in steps of
-   * `readAheadBytes`, topped up when less than half a step is left ahead,
-   * so that a reader going file by file costs one request per step, not one
-   * per file.
+   * round trip each). The blob read-ahead advances in steps, topped up when
+   * less than half a step is left ahead, so that a reader going file by file
+   * costs one request per step, not one per file. Like the kernel's
+   * read-ahead, the step starts at `readAheadBytes` and doubles (up to
+   * `readAheadMaxBytes`) each time the reader comes back for more in order:
+   * an unpacker or scanner walking the layer gets large requests with room to
+   * overlap fetch, decode and serving, while a process that opens files here
+   * and there (a container starting) only ever costs the first step.
    */
   private readAhead(node: LayerNode, nextChunk: number, path: string, from: number): ChunkWant[] {
-    const { readAheadChunks, readAheadBytes } = this.loader.tuning;
+    const { readAheadChunks, readAheadBytes, readAheadMaxBytes } = this.loader.tuning;
     const out: ChunkWant[] = [];
     for (let i = nextChunk; i < Math.min(node.chunks.length, nextChunk + readAheadChunks); i++) {
       if (!this.loader.isCached(node.chunks[i]!.digest)) out.push({ chunk: node.chunks[i]!, path });
     }
     if (readAheadBytes <= 0) return out;
-    // A reader that jumped elsewhere starts a new window.
-    if (from > this.readAheadFrontier || this.readAheadFrontier - from > 2 * readAheadBytes) this.readAheadFrontier = from;
-    if (this.readAheadFrontier - from >= readAheadBytes / 2) return out;
+    let step = Math.max(this.readAheadStep, readAheadBytes);
+    if (from > this.readAheadFrontier || this.readAheadFrontier - from > 2 * step) {
+      // A reader that jumped elsewhere starts a new window, with the first step.
+      this.readAheadFrontier = from;
+      step = readAheadBytes;
+    } else if (this.readAheadFrontier - from >= step / 2) {
+      return out;
+    } else if (this.readAheadFrontier > from) {
+      // Back in order for more before the window ran out: it is being consumed, so widen it.
+      step = Math.min(2 * step, Math.max(readAheadBytes, readAheadMaxBytes));
+    }
+    this.readAheadStep = step;
     const start = this.readAheadFrontier;
-    const limit = from + readAheadBytes;
-    this.readAheadFrontier = limit;
+    const limit = from + step;
     const all = this.allChunks();
     let lo = 0;
     let hi = all.length;
@@ -182,9 +196,14 @@ export class EngineLayer {
       if (all[mid]!.chunk.blobOffset < start) lo = mid + 1;
       else hi = mid;
     }
-    for (let i = lo; i < all.length && all[i]!.chunk.blobEnd <= limit; i++) {
+    // The member that straddles the limit comes too: left out, the next file would look like
+    // a jump past the window and start it over.
+    let end = limit;
+    for (let i = lo; i < all.length && all[i]!.chunk.blobOffset < limit; i++) {
+      end = Math.max(end, all[i]!.chunk.blobEnd);
       if (!this.loader.isCached(all[i]!.chunk.digest)) out.push(all[i]!);
     }
+    this.readAheadFrontier = end;
     return out;
   }
 

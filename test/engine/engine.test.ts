@@ -1,18 +1,22 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Readable, Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { Engine, type EngineOptions } from '../../src/engine/engine.js';
 import type { EngineLayer } from '../../src/engine/layer.js';
 import { isEstargzError } from '../../src/estargz/errors.js';
 import { openEstargz, type EstargzBlob } from '../../src/estargz/open.js';
+import { convertLayer } from '../../src/estargz/writer/convert.js';
 import { registry as metrics } from '../../src/metrics/registry.js';
 import { RemoteBlob } from '../../src/registry/blob.js';
 import { RegistryClient } from '../../src/registry/client.js';
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';
 import { loadFixture, type TreeEntry } from '../helpers/fixtures.js';
+import { makeLayerTar } from '../helpers/layer-tar.js';
 import { pushBlob, startRegistry, type Registry } from '../helpers/registry.js';
 
 const hex = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -55,6 +59,13 @@ describe('chunk engine against a real registry', () => {
       const digest = await pushBlob(reg.url, `fixtures/${name}`, blob);
       served.set(name, { digest, size: blob.length, tree, diffID: meta.diffID });
     }
+    // 400 incompressible 2 KiB files: a directory a reader can walk in blob order.
+    const parts: Buffer[] = [];
+    const files = Array.from({ length: 400 }, (_, i) => ({ name: `many/f${String(i).padStart(3, '0')}`, type: 'file' as const, content: randomBytes(2048) }));
+    const result = await convertLayer(Readable.from([await makeLayerTar(files)]), new Writable({ write(c: Buffer, _e, cb) { parts.push(c); cb(); } }), { level: 1 });
+    const blob = Buffer.concat(parts);
+    await pushBlob(reg.url, 'fixtures/many', blob);
+    served.set('many', { digest: result.digest, size: blob.length, tree: [], diffID: result.diffID });
   });
   after(async () => {
     await client.close();
@@ -132,6 +143,33 @@ describe('chunk engine against a real registry', () => {
         assert.equal(covering.length, 1, `chunk at file offset ${c.fileOffset} fetched ${covering.length} times`);
       }
       await layer.close();
+    });
+  });
+
+  test('read-ahead grows while a reader walks the blob in order, and starts over after a jump', async () => {
+    const tuning = { readAheadBytes: 8 << 10, readAheadMaxBytes: 64 << 10, mergeGapBytes: 0 };
+    await withEngine({ tuning }, async (engine) => {
+      const { layer, es, s } = await open(engine, 'many');
+      const files = [...es.index.byPath.values()].filter((n) => n.type === 'reg').sort((a, b) => a.chunks[0]!.blobOffset - b.chunks[0]!.blobOffset);
+      const requestBytes = (): number[] => blobGets(s.digest).flatMap((r) => rangesOf(r.range, s.size)).map(([a, b]) => b - a);
+      proxy.reset();
+      for (const f of files.slice(0, 150)) await layer.readFile(f, 0, f.size);
+      const walk = requestBytes();
+      // Only the first file was fetched for the reader itself (a single member, which may arrive
+      // after the first window's request); every other request is a read-ahead window.
+      const windows = walk.filter((n) => n > 4096);
+      assert.equal(walk.length - windows.length, 1, `requests: ${walk.join(', ')}`);
+      // The first window is one step; later ones grow to the maximum, never past it (plus one member).
+      assert.ok(windows[0]! <= (8 << 10) + 4096, `first read-ahead ${windows[0]} B`);
+      assert.ok(Math.max(...walk) > 32 << 10, `largest request ${Math.max(...walk)} B: the window did not grow`);
+      assert.ok(Math.max(...walk) <= (64 << 10) + 4096, `largest request ${Math.max(...walk)} B: past the maximum`);
+      // Far ahead of the window: a jump, so the read-ahead after it is one first step again.
+      proxy.reset();
+      const far = files[350]!;
+      await layer.readFile(far, 0, far.size);
+      await new Promise((r) => setTimeout(r, 200)); // the read-ahead request is not waited for by the read
+      const afterJump = requestBytes();
+      assert.ok(afterJump.length >= 2 && afterJump.slice(1).every((n) => n <= (8 << 10) + 4096), `after the jump: ${afterJump.join(', ')}`);
     });
   });
 
