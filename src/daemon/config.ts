@@ -33,6 +33,10 @@ export interface StoreConfig {
     fetching_timeout_sec: number;
     /** Never send multi-range requests. */
     force_single_range_mode: boolean;
+    /** An on-demand read also fetches the members after it in the blob, this many bytes at first… */
+    read_ahead_bytes: number;
+    /** …doubling while a reader keeps reading in blob order, up to this. */
+    read_ahead_max_bytes: number;
   };
   resolver: ResolverConfig & { request_timeout_sec: number };
   /** Address of the /metrics and /healthz endpoint ("host:port"); empty = off. */
@@ -63,7 +67,7 @@ export const DEFAULT_CONFIG: StoreConfig = {
   max_concurrency: 2,
   background_fetch_idle_sec: 5,
   background_fetch_bytes_per_sec: 0,
-  blob: { chunk_size: 32768, max_retries: 5, min_wait_msec: 30, max_wait_msec: 300000, fetching_timeout_sec: 300, force_single_range_mode: false },
+  blob: { chunk_size: 32768, max_retries: 5, min_wait_msec: 30, max_wait_msec: 300000, fetching_timeout_sec: 300, force_single_range_mode: false, read_ahead_bytes: 1 << 20, read_ahead_max_bytes: 8 << 20 },
   resolver: { request_timeout_sec: 30, host: {} },
   metrics_address: '',
   cache: { dir: '', max_bytes: 10 * 2 ** 30, memory_bytes: 256 * 2 ** 20 },
@@ -92,6 +96,8 @@ const SCALARS: Record<string, Kind> = {
   'blob.min_wait_msec': 'uint',
   'blob.max_wait_msec': 'uint',
   'blob.fetching_timeout_sec': 'posint',
+  'blob.read_ahead_bytes': 'uint',
+  'blob.read_ahead_max_bytes': 'uint',
   'blob.force_single_range_mode': 'bool',
   'resolver.request_timeout_sec': 'uint',
   metrics_address: 'string',

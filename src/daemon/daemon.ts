@@ -44,7 +44,12 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     memoryCacheBytes: config.cache.memory_bytes,
     ...(config.pool.workers > 0 && { poolThreads: config.pool.workers }),
     decoder: config.pool.decoder,
-    tuning: { mergeGapBytes: config.blob.chunk_size, fetchTimeoutMs: config.blob.fetching_timeout_sec * 1000 },
+    tuning: {
+      mergeGapBytes: config.blob.chunk_size,
+      fetchTimeoutMs: config.blob.fetching_timeout_sec * 1000,
+      readAheadBytes: config.blob.read_ahead_bytes,
+      readAheadMaxBytes: config.blob.read_ahead_max_bytes,
+    },
     fetch: {
       noPrefetch: config.noprefetch,
       prefetchSize: config.prefetch_size,

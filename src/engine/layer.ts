@@ -145,7 +145,7 @@ export class EngineLayer {
     const loads = this.loader.load(wants, 'on_demand');
     // Read-ahead goes in a request of its own, so that this read waits only for its own bytes;
     // it is not waited for, and its failures are not this read's.
-    const extra = this.readAhead(node, next, path, wants.at(-1)!.chunk.blobEnd);
+    const extra = this.readAhead(node, next, path, wants[0]!.chunk.blobOffset, wants.at(-1)!.chunk.blobEnd);
     if (extra.length) for (const p of this.loader.load(extra, 'on_demand')) p.catch(() => {});
     const datas = await Promise.all(loads);
     const parts = wants.map(({ chunk }, i) => datas[i]!.subarray(Math.max(offset, chunk.fileOffset) - chunk.fileOffset, Math.min(end, chunk.fileOffset + chunk.size) - chunk.fileOffset));
@@ -167,7 +167,7 @@ export class EngineLayer {
    * overlap fetch, decode and serving, while a process that opens files here
    * and there (a container starting) only ever costs the first step.
    */
-  private readAhead(node: LayerNode, nextChunk: number, path: string, from: number): ChunkWant[] {
+  private readAhead(node: LayerNode, nextChunk: number, path: string, readStart: number, readEnd: number): ChunkWant[] {
     const { readAheadChunks, readAheadBytes, readAheadMaxBytes } = this.loader.tuning;
     const out: ChunkWant[] = [];
     for (let i = nextChunk; i < Math.min(node.chunks.length, nextChunk + readAheadChunks); i++) {
@@ -175,19 +175,19 @@ export class EngineLayer {
     }
     if (readAheadBytes <= 0) return out;
     let step = Math.max(this.readAheadStep, readAheadBytes);
-    if (from > this.readAheadFrontier || this.readAheadFrontier - from > 2 * step) {
-      // A reader that jumped elsewhere starts a new window, with the first step.
-      this.readAheadFrontier = from;
+    if (readStart > this.readAheadFrontier || this.readAheadFrontier - readEnd > 2 * step) {
+      // A read that starts past the window, or far behind it, is a jump: a new window, first step.
+      this.readAheadFrontier = readEnd;
       step = readAheadBytes;
-    } else if (this.readAheadFrontier - from >= step / 2) {
+    } else if (this.readAheadFrontier - readEnd >= step / 2) {
       return out;
-    } else if (this.readAheadFrontier > from) {
+    } else if (this.readAheadFrontier > readEnd) {
       // Back in order for more before the window ran out: it is being consumed, so widen it.
       step = Math.min(2 * step, Math.max(readAheadBytes, readAheadMaxBytes));
     }
     this.readAheadStep = step;
-    const start = this.readAheadFrontier;
-    const limit = from + step;
+    const start = Math.max(this.readAheadFrontier, readEnd);
+    const limit = readEnd + step;
     const all = this.allChunks();
     let lo = 0;
     let hi = all.length;
@@ -196,12 +196,17 @@ export class EngineLayer {
       if (all[mid]!.chunk.blobOffset < start) lo = mid + 1;
       else hi = mid;
     }
-    // The member that straddles the limit comes too: left out, the next file would look like
-    // a jump past the window and start it over.
-    let end = limit;
+    let end = Math.max(start, limit);
     for (let i = lo; i < all.length && all[i]!.chunk.blobOffset < limit; i++) {
-      end = Math.max(end, all[i]!.chunk.blobEnd);
-      if (!this.loader.isCached(all[i]!.chunk.digest)) out.push(all[i]!);
+      const c = all[i]!.chunk;
+      // A small member straddling the limit (the next file of a directory) comes too, or its
+      // read would wait for a fetch of its own; a large one (a big file's chunk) is left to its read.
+      if (c.blobEnd > limit && c.blobEnd - c.blobOffset > readAheadBytes / 4) {
+        end = c.blobOffset;
+        break;
+      }
+      end = Math.max(end, c.blobEnd);
+      if (!this.loader.isCached(c.digest)) out.push(all[i]!);
     }
     this.readAheadFrontier = end;
     return out;
