@@ -23,7 +23,6 @@ import { finished } from 'node:stream/promises';
 import { setImmediate as yieldLoop, setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
-import { Piscina } from 'piscina';
 import { collectPack, listFiles } from './lib/files.js';
 import tar from 'tar-stream';
 import { DEFAULT_TUNING } from '../src/engine/chunk-loader.js';
@@ -49,7 +48,6 @@ const USAGE = `usage: node dist/bench/pool.js [options]
   --unbatched-max N    also run one-task-per-chunk at chunk sizes up to N (default 16384; 0 = never)
   --max-other CORES    redo a sample (up to 3 times) when other processes used more CPU than this meanwhile (default 0.3; 0 = never)
   --quiet-wait S       before each pass and redo, wait up to S seconds for the machine to be quiet (default 60)
-  --no-patched         leave out the "no utilization read" variants (pool with piscina's utilization getter stubbed)
   --no-write           print only: leave bench/results/pool.md alone`;
 
 /** What the bare "ceiling" workers get once, at start. */
@@ -100,7 +98,6 @@ async function main(): Promise<void> {
       'unbatched-max': { type: 'string', default: String(16 << 10) },
       'max-other': { type: 'string', default: '0.3' },
       'quiet-wait': { type: 'string', default: '60' },
-      'no-patched': { type: 'boolean', default: false },
       'no-write': { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
@@ -122,7 +119,6 @@ async function main(): Promise<void> {
     unbatchedMax: Number(args['unbatched-max']),
     maxOther: Number(args['max-other']),
     quietWaitS: Number(args['quiet-wait']),
-    patched: !args['no-patched'],
     cores: availableParallelism(),
     eldResolutionMs: ELD_RESOLUTION_MS,
   };
@@ -152,7 +148,6 @@ type Settings = {
   unbatchedMax: number;
   maxOther: number;
   quietWaitS: number;
-  patched: boolean;
   cores: number;
   eldResolutionMs: number;
 };
@@ -379,20 +374,6 @@ interface Config {
   decoder: Decoder;
   threads: number;
   batched: boolean;
-  /**
-   * False: piscina's `utilization` getter is replaced by a constant during
-   * the sample. DecodePool reads it after every task to set a gauge, and the
-   * getter builds a 15-percentile summary of an HDR histogram to use its mean
-   * (~250 µs here); this shows what the pool costs without that read.
-   */
-  utilizationRead: boolean;
-}
-
-const UTILIZATION = Object.getOwnPropertyDescriptor(Piscina.prototype, 'utilization');
-
-function setUtilizationRead(on: boolean): void {
-  if (!UTILIZATION) return;
-  Object.defineProperty(Piscina.prototype, 'utilization', on ? UTILIZATION : { configurable: true, get: () => 0 });
 }
 
 interface Sample extends Contention {
@@ -511,20 +492,17 @@ async function runBenchmark(s: Settings, writeMarkdown: boolean): Promise<void> 
     const batched = makeTasks(input, s.taskBytes);
     const single = makeTasks(input, 0);
     const configs: Config[] = [];
-    const add = (c: Omit<Config, 'utilizationRead'>, patched: boolean): void => {
-      configs.push({ ...c, utilizationRead: true });
-      if (patched && s.patched) configs.push({ ...c, name: `${c.name}, no utilization read`, utilizationRead: false });
-    };
-    for (const d of s.decoders) add({ name: `inline ${d}`, kind: 'inline', decoder: d, threads: 0, batched: true }, false);
+    const add = (c: Config): void => void configs.push(c);
+    for (const d of s.decoders) add({ name: `inline ${d}`, kind: 'inline', decoder: d, threads: 0, batched: true });
     for (const t of s.threadCounts) {
-      for (const d of s.decoders) add({ name: `pool ${t}t ${d}`, kind: 'pool', decoder: d, threads: t, batched: true }, t === s.cores && d === 'zlib');
+      for (const d of s.decoders) add({ name: `pool ${t}t ${d}`, kind: 'pool', decoder: d, threads: t, batched: true });
     }
     if (input.chunkSize <= s.unbatchedMax) {
       for (const t of s.threadCounts.filter((x) => x <= s.cores)) {
-        add({ name: `pool ${t}t zlib, 1 chunk/task`, kind: 'pool', decoder: 'zlib', threads: t, batched: false }, true);
+        add({ name: `pool ${t}t zlib, 1 chunk/task`, kind: 'pool', decoder: 'zlib', threads: t, batched: false });
       }
     }
-    add({ name: `ceiling: ${s.cores} bare threads zlib`, kind: 'ceiling', decoder: 'zlib', threads: s.cores, batched: true }, false);
+    add({ name: `ceiling: ${s.cores} bare threads zlib`, kind: 'ceiling', decoder: 'zlib', threads: s.cores, batched: true });
     return { input, configs, batched, single };
   });
 
@@ -551,9 +529,7 @@ async function runBenchmark(s: Settings, writeMarkdown: boolean): Promise<void> 
     const expected = plan.input.uncompressedBytes;
     if (c.kind === 'inline') return measure(s.cores, () => runInline(plan.input, tasks, c.decoder), expected);
     if (c.kind === 'ceiling') return measure(s.cores, () => runCeiling(bare, plans.indexOf(plan), c.decoder), expected);
-    const pool = poolFor(c.threads, c.decoder);
-    setUtilizationRead(c.utilizationRead);
-    return measure(s.cores, () => runPool(pool, plan.input, tasks, s.windowSize), expected).finally(() => setUtilizationRead(true));
+    return measure(s.cores, () => runPool(poolFor(c.threads, c.decoder), plan.input, tasks, s.windowSize), expected);
   };
   /** One sample; redone (after waiting for quiet) when other processes took more than maxOther cores during it. */
   const sample = async (plan: (typeof plans)[number], c: Config): Promise<Sample> => {
@@ -662,8 +638,7 @@ async function runBenchmark(s: Settings, writeMarkdown: boolean): Promise<void> 
     `*ELD* = main-thread event-loop delay, perf_hooks.monitorEventLoopDelay (resolution ${ELD_RESOLUTION_MS} ms, the period subtracted): ` +
     'median over runs of each run\'s p50 and p99, the worst run\'s p99, and the largest delay seen. *ceiling* = ' +
     `${s.cores} bare worker threads running decodeChunk over a static share of the batched tasks, the blob in shared memory: no copies, no ` +
-    'per-task messages, the best these cores gave at that moment. *no utilization read* = the same pool with piscina\'s `utilization` getter ' +
-    'stubbed during the sample (DecodePool reads it after every task). *other procs* = CPU used by other processes during the sample ' +
+    'per-task messages, the best these cores gave at that moment. *other procs* = CPU used by other processes during the sample ' +
     `(/proc/stat busy time minus ours), in cores; samples where it exceeded ${s.maxOther} were redone after waiting for a quiet machine (up to 3 ` +
     'times). *our run-queue wait* = time our threads were runnable but had no CPU (/proc/self/task/*/schedstat), summed over threads, per second.',
     '',
