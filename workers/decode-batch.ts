@@ -1,6 +1,6 @@
 import { decodeChunk } from '../src/estargz/chunk.js';
 import { isEstargzError } from '../src/estargz/errors.js';
-import type { DecodeResult, DecodeSlice, DecodeTask } from './decode-types.js';
+import type { DecodeResult, DecodeTask } from './decode-types.js';
 
 /**
  * Decodes and verifies every chunk of a task; failures are per chunk (one bad
@@ -9,37 +9,35 @@ import type { DecodeResult, DecodeSlice, DecodeTask } from './decode-types.js';
  */
 export function decodeBatch(task: DecodeTask): DecodeResult {
   const started = performance.now();
-  const buffers: ArrayBuffer[] = [];
+  // A verified chunk is exactly ref.size bytes, so the shared buffer for the
+  // small ones can be sized before decoding: each chunk is copied in while it
+  // is still in cache, and zlib's buffer dies young instead of being held
+  // (with its external-memory accounting) until the end of the task.
+  const smallRefs = task.items.flatMap((item) => item.refs).filter((ref) => ref.size < OWN_BUFFER_MIN);
+  // Not from Node's shared pool: this ArrayBuffer is the result's alone, so it can be transferred.
+  const small = smallRefs.length > 0 ? Buffer.allocUnsafeSlow(smallRefs.reduce((n, ref) => n + ref.size, 0)) : null;
+  const buffers: ArrayBuffer[] = small ? [small.buffer as ArrayBuffer] : [];
   const results: DecodeResult['results'] = [];
-  const small: { plain: Buffer; slot: number }[] = [];
-  let smallTotal = 0;
+  let smallUsed = 0;
   for (const item of task.items) {
     const member = new Uint8Array(task.buffer, item.offset, item.length);
     for (const ref of item.refs) {
       try {
         const plain = decodeChunk(member, ref, task.decoder);
-        if (plain.length >= OWN_BUFFER_MIN && !buffers.includes(plain.buffer as ArrayBuffer)) {
-          // zlib's output buffer for a large chunk is its own: hand it over as it is, no copy.
-          buffers.push(plain.buffer as ArrayBuffer);
-          results.push({ buffer: buffers.length - 1, offset: plain.byteOffset, length: plain.length });
+        if (plain.length < OWN_BUFFER_MIN) {
+          plain.copy(small!, smallUsed);
+          results.push({ buffer: 0, offset: smallUsed, length: plain.length });
+          smallUsed += plain.length;
         } else {
-          small.push({ plain, slot: results.length });
-          results.push({ buffer: -1, offset: smallTotal, length: plain.length });
-          smallTotal += plain.length;
+          // zlib's output buffer for a large chunk is its own: hand it over as it is, no copy.
+          let own = plain;
+          if (buffers.includes(plain.buffer as ArrayBuffer)) own = Buffer.from(plain);
+          buffers.push(own.buffer as ArrayBuffer);
+          results.push({ buffer: buffers.length - 1, offset: own.byteOffset, length: own.length });
         }
       } catch (err) {
         results.push({ code: isEstargzError(err) ? err.code : 'CHUNK_CORRUPT', message: (err as Error).message });
       }
-    }
-  }
-  if (small.length) {
-    // Not from Node's shared pool: this ArrayBuffer is the result's alone, so it can be transferred.
-    const out = Buffer.allocUnsafeSlow(smallTotal);
-    buffers.push(out.buffer as ArrayBuffer);
-    for (const { plain, slot } of small) {
-      const r = results[slot] as DecodeSlice;
-      plain.copy(out, r.offset);
-      r.buffer = buffers.length - 1;
     }
   }
   return { buffers, results, busyMs: performance.now() - started };

@@ -1,0 +1,64 @@
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { test } from 'node:test';
+import { gzipSync } from 'node:zlib';
+import { DecodePool } from '../../src/engine/decode-pool.js';
+import type { ChunkRef } from '../../src/estargz/chunk.js';
+import { decodeBatch } from '../../workers/decode-batch.js';
+import type { DecodeItem, DecodeSlice } from '../../workers/decode-types.js';
+
+/** One task's members back to back, each member one chunk of `plain`. */
+function task(plains: Buffer[], corrupt: Set<number> = new Set()): { buffer: ArrayBuffer; items: DecodeItem[] } {
+  const members = plains.map((p) => gzipSync(p));
+  const total = members.reduce((n, m) => n + m.length, 0);
+  const bytes = Buffer.allocUnsafeSlow(total);
+  const items: DecodeItem[] = [];
+  let offset = 0;
+  plains.forEach((plain, i) => {
+    const member = members[i]!;
+    member.copy(bytes, offset);
+    const ref: ChunkRef = {
+      path: `f${i}`, fileOffset: 0, innerOffset: 0, size: plain.length, blobOffset: offset,
+      digest: `sha256:${createHash('sha256').update(corrupt.has(i) ? Buffer.from('other') : plain).digest('hex')}`,
+    };
+    items.push({ offset, length: member.length, refs: [ref] });
+    offset += member.length;
+  });
+  return { buffer: bytes.buffer as ArrayBuffer, items };
+}
+
+test('decodeBatch: small chunks share one buffer, large ones keep their own, a bad chunk fails alone', () => {
+  const plains = [randomBytes(3000), randomBytes(200 << 10), Buffer.alloc(0), randomBytes(5000), randomBytes(70 << 10), randomBytes(100)];
+  const { buffer, items } = task(plains, new Set([3]));
+  const result = decodeBatch({ decoder: 'zlib', buffer, items });
+  assert.equal(result.results.length, plains.length);
+  const small = new Set<number>();
+  result.results.forEach((r, i) => {
+    if (i === 3) {
+      assert.ok('code' in r);
+      assert.equal(r.code, 'CHUNK_DIGEST_MISMATCH');
+      return;
+    }
+    assert.ok(!('code' in r));
+    const slice = r as DecodeSlice;
+    const bytes = Buffer.from(result.buffers[slice.buffer]!, slice.offset, slice.length);
+    assert.deepEqual(bytes, plains[i]);
+    if (plains[i]!.length < 64 << 10) small.add(slice.buffer);
+  });
+  assert.equal(small.size, 1, 'all small chunks in one buffer');
+  assert.equal(new Set(result.buffers).size, result.buffers.length, 'every buffer listed once, so each can be transferred');
+});
+
+test('DecodePool: worker results are the verified chunks, per-chunk failures included', async () => {
+  const pool = new DecodePool({ threads: 1 });
+  try {
+    const plains = [randomBytes(1000), randomBytes(300 << 10), randomBytes(2000)];
+    const { buffer, items } = task(plains, new Set([2]));
+    const outputs = await pool.run(buffer, items, 'foreground');
+    assert.deepEqual(outputs[0], plains[0]);
+    assert.deepEqual(outputs[1], plains[1]);
+    assert.ok(!Buffer.isBuffer(outputs[2]) && outputs[2]!.code === 'CHUNK_DIGEST_MISMATCH');
+  } finally {
+    await pool.close();
+  }
+});
