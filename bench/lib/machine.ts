@@ -41,7 +41,8 @@ function git(args: string[]): string | null {
 
 export function machineInfo(): MachineInfo {
   const list = cpus();
-  const status = git(['status', '--porcelain']);
+  // The benchmarks' own outputs do not count: a full run writes them as it goes.
+  const status = git(['status', '--porcelain', '--', '.', ':(exclude)bench/results', ':(exclude)bench/RESULTS.md']);
   return {
     date: new Date().toISOString(),
     cpus: list.length,
