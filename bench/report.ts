@@ -176,9 +176,12 @@ function provenance(loaded: Map<BenchName, Loaded>): string[] {
   return out;
 }
 
-/** A benchmark's tables one heading level down, so they sit under this file's sections. */
+/** A benchmark's tables with their headings moved down to start at ###, under this file's sections. */
 function nested(md: string): string {
-  return md.replace(/^(#{1,5}) /gm, '#$1 ').replace(/\n*Raw samples: `[^`]+`\.\n*$/, '\n').trimEnd();
+  const levels = [...md.matchAll(/^(#{1,6}) /gm)].map((m) => m[1]!.length);
+  const shift = levels.length ? Math.max(0, 3 - Math.min(...levels)) : 0;
+  return md.replace(/^(#{1,6}) /gm, (_, h: string) => `${'#'.repeat(Math.min(6, h.length + shift))} `)
+    .replace(/\n*Raw samples: `[^`]+`\.\n*$/, '\n').trimEnd();
 }
 
 async function main(): Promise<void> {
