@@ -287,6 +287,7 @@ describe('the store over FUSE', () => {
     again.kill('SIGTERM');
     await new Promise((r) => again.once('exit', r));
     assert.equal(await isMounted(first.mnt), false);
+    await first.stop(); // already gone: this removes its temporary directory
   });
 });
 
