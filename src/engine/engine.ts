@@ -72,7 +72,9 @@ export class Engine {
     return layer;
   }
 
+  /** Writes the disk cache's queued chunks out (for a few seconds at most), then stops the decode workers. */
   async close(): Promise<void> {
+    await this.disk?.flush();
     await this.pool.close();
   }
 }

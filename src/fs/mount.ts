@@ -4,6 +4,7 @@ import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import type FuseType from 'fuse-native';
 import { logger } from '../log/logger.js';
+import { noteActivity } from '../engine/activity.js';
 import { fuseOpDuration, fuseOpErrors } from '../metrics/registry.js';
 import { Errno, errnoName, readOnly, toErrno } from './errno.js';
 import type { StoreFs } from './store-fs.js';
@@ -110,6 +111,7 @@ function op(name: string, fn: (...args: any[]) => Promise<unknown>, reply: (cb: 
   return (...args: any[]) => {
     const cb = args.pop() as Handler;
     const started = performance.now();
+    noteActivity();
     fn(...args).then(
       (value) => {
         fuseOpDuration.observe({ op: name }, (performance.now() - started) / 1000);
