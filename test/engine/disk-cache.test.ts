@@ -47,4 +47,18 @@ describe('disk chunk cache: writes behind', () => {
     await Promise.all(puts); // every put's promise has settled
     assert.equal(cache.size, 20 * 1000);
   });
+
+  test('a flush that runs out of time drops the rest, answers every put, and the chunks can be queued again', async () => {
+    const dir = await newDir();
+    const cache = await DiskChunkCache.open(dir, 1 << 20);
+    const chunks = Array.from({ length: 50 }, () => randomBytes(1000));
+    const puts = chunks.map((b) => cache.put(digestOf(b), b));
+    await cache.flush(0);
+    await Promise.all(puts);
+    const again = chunks.map((b) => cache.put(digestOf(b), b));
+    await cache.flush();
+    await Promise.all(again);
+    for (const b of chunks) assert.equal(await exists(fileOf(dir, digestOf(b))), true);
+    assert.equal(cache.size, 50 * 1000);
+  });
 });

@@ -50,7 +50,7 @@ async function sha256Hex(bytes: Uint8Array): Promise<string> {
 export class DiskChunkCache {
   private readonly index: LRUCache<string, number>;
   private disabled: string | undefined;
-  private readonly writing = new Set<string>();
+  /** Queued writes, oldest first; an entry stays until its write is over, so a chunk being written is still served from here. */
   private readonly pending = new Map<string, PendingWrite>();
   private pendingBytes = 0;
   private timer: NodeJS.Timeout | undefined;
@@ -151,7 +151,7 @@ export class DiskChunkCache {
    */
   put(digest: string, bytes: Buffer): Promise<void> {
     const hex = digest.slice(7);
-    if (!this.enabled || this.index.has(hex) || this.writing.has(hex) || bytes.length > this.maxBytes) return Promise.resolve();
+    if (!this.enabled || this.index.has(hex) || bytes.length > this.maxBytes) return Promise.resolve();
     noteActivity();
     return new Promise((resolve) => {
       const queued = this.pending.get(hex);
@@ -170,18 +170,16 @@ export class DiskChunkCache {
     clearTimeout(this.timer);
     this.timer = undefined;
     this.flushing = true;
+    let deadline: NodeJS.Timeout | undefined;
+    const expired = new Promise<'expired'>((resolve) => { deadline = setTimeout(() => resolve('expired'), timeoutMs); });
     try {
-      const deadline = performance.now() + timeoutMs;
-      while ((this.pending.size || this.draining) && performance.now() < deadline) {
+      while (this.pending.size) {
         this.startDrain();
-        await Promise.race([this.draining, new Promise((r) => setTimeout(r, Math.max(0, deadline - performance.now())).unref())]);
+        if ((await Promise.race([this.draining, expired])) === 'expired') break;
       }
-      for (const [hex, w] of this.pending) {
-        this.pending.delete(hex);
-        this.pendingBytes -= w.bytes.length;
-        for (const d of w.done) d();
-      }
+      for (const [hex, w] of this.pending) this.settle(hex, w);
     } finally {
+      clearTimeout(deadline);
       this.flushing = false;
     }
   }
@@ -212,14 +210,19 @@ export class DiskChunkCache {
       const waitedTooLong = performance.now() - w.queuedAt > MAX_WAIT_MS;
       if (!this.flushing && !waitedTooLong && this.pendingBytes <= MAX_PENDING_BYTES && idleMs() < WRITE_DELAY_MS) return;
       if (this.enabled) await this.write(hex, w.bytes);
-      this.pending.delete(hex);
-      this.pendingBytes -= w.bytes.length;
-      for (const d of w.done) d();
+      this.settle(hex, w);
     }
   }
 
+  /** Takes a write off the queue (once: a flush that timed out may have dropped it meanwhile) and answers its puts. */
+  private settle(hex: string, w: PendingWrite): void {
+    if (this.pending.get(hex) !== w) return;
+    this.pending.delete(hex);
+    this.pendingBytes -= w.bytes.length;
+    for (const d of w.done) d();
+  }
+
   private async write(hex: string, bytes: Buffer): Promise<void> {
-    this.writing.add(hex);
     const tmp = join(this.dir, 'tmp', `${hex}.${randomBytes(6).toString('hex')}`);
     try {
       await writeFile(tmp, bytes);
@@ -230,8 +233,6 @@ export class DiskChunkCache {
       const code = (err as NodeJS.ErrnoException).code ?? '';
       if (DISK_UNUSABLE.has(code)) this.disable(err);
       else logger.warn({ err: (err as Error).message, hex }, 'disk cache write failed');
-    } finally {
-      this.writing.delete(hex);
     }
   }
 
