@@ -196,7 +196,7 @@ export class EngineLayer {
       if (all[mid]!.chunk.blobOffset < start) lo = mid + 1;
       else hi = mid;
     }
-    let end = Math.max(start, limit);
+    let end = limit;
     for (let i = lo; i < all.length && all[i]!.chunk.blobOffset < limit; i++) {
       const c = all[i]!.chunk;
       // A small member straddling the limit (the next file of a directory) comes too, or its
