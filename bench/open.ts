@@ -8,12 +8,10 @@
  *   node dist/bench/open.js [--entries N] [--runs N] [--warmup N]
  */
 import { collectPack, prng } from './lib/files.js';
-import { createWriteStream } from 'node:fs';
+import { convertTarToFile } from './lib/layer-input.js';
 import { copyFile, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
-import { finished } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
@@ -24,7 +22,6 @@ import { buildLayerIndex } from '../src/estargz/layer-index.js';
 import { openEstargz, DEFAULT_TAIL_BYTES } from '../src/estargz/open.js';
 import { BufferSource, FileSource, type RangedSource } from '../src/estargz/source.js';
 import { parseTocJson, sha256Digest, TOC_TAR_NAME } from '../src/estargz/toc.js';
-import { convertLayer } from '../src/estargz/writer/convert.js';
 import { describeMachine, loadNow, machineInfo, writeResult, writeTables } from './lib/machine.js';
 import { MiB, formatSummary, summarize } from './lib/stats.js';
 import { markdownTable } from './lib/table.js';
@@ -205,10 +202,7 @@ async function main(): Promise<void> {
   try {
     const layer = await generateLayer(entries);
     const blobPath = join(dir, 'layer.esgz');
-    const out = createWriteStream(blobPath);
-    const converted = await convertLayer(Readable.from([layer.tar]), out, { tmpDir: dir });
-    out.end();
-    await finished(out);
+    const converted = await convertTarToFile(layer.tar, blobPath, { tmpDir: dir });
     const blobBytes = await readFile(blobPath);
     if (args.keep) await copyFile(blobPath, args.keep);
 

@@ -13,13 +13,11 @@
  *   node dist/bench/pool.js [--runs N] [--total-mib N] [--chunk-sizes LIST] [--threads LIST] ...
  */
 import { createHash } from 'node:crypto';
-import { createWriteStream, existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { mkdir, readFile, readdir, rename, rm } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { Readable } from 'node:stream';
-import { finished } from 'node:stream/promises';
 import { setImmediate as yieldLoop, setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
@@ -30,8 +28,7 @@ import { DecodePool, type DecodeItem } from '../src/engine/decode-pool.js';
 import { decodeChunk, type ChunkRef, type Decoder } from '../src/estargz/chunk.js';
 import { openEstargz } from '../src/estargz/open.js';
 import { BufferSource } from '../src/estargz/source.js';
-import { convertLayer } from '../src/estargz/writer/convert.js';
-import { benchCacheDir } from './lib/layer-input.js';
+import { benchCacheDir, convertTarToFile } from './lib/layer-input.js';
 import { describeMachine, loadNow, machineInfo, writeResult, writeTables } from './lib/machine.js';
 import { MiB, formatSummary, summarize } from './lib/stats.js';
 import { markdownTable } from './lib/table.js';
@@ -317,10 +314,7 @@ async function chunkInput(chunkSize: number, total: number, key: string, data: (
     for (const f of await readdir(dir)) if (f.startsWith('pool-') && f.endsWith(`-${total}-${chunkSize}.esgz`)) await rm(join(dir, f), { force: true });
     const partial = `${path}.partial-${process.pid}`;
     try {
-      const out = createWriteStream(partial);
-      await convertLayer(Readable.from([await oneFileTar(await data())]), out, { chunkSize, tmpDir: dir });
-      out.end();
-      await finished(out);
+      await convertTarToFile(await oneFileTar(await data()), partial, { chunkSize, tmpDir: dir });
       await rename(partial, path);
     } finally {
       await rm(partial, { force: true });

@@ -10,13 +10,14 @@
  *   node dist/bench/read.js [--runs N] [--file-mib N] [--read-kib N] ...
  */
 import { collectPack, listFiles } from './lib/files.js';
+import { convertTarToFile } from './lib/layer-input.js';
 import { createHash } from 'node:crypto';
-import { createWriteStream, existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
-import { finished, pipeline } from 'node:stream/promises';
+import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { createGunzip, gzipSync } from 'node:zlib';
@@ -25,7 +26,6 @@ import { DEFAULT_TUNING, type BlobFetcher } from '../src/engine/chunk-loader.js'
 import { Engine } from '../src/engine/engine.js';
 import type { LayerNode } from '../src/estargz/layer-index.js';
 import { openEstargz, type EstargzBlob } from '../src/estargz/open.js';
-import { convertLayer } from '../src/estargz/writer/convert.js';
 import { RemoteBlob } from '../src/registry/blob.js';
 import { RegistryClient } from '../src/registry/client.js';
 import { pushBlob, startRegistry, type Registry } from '../test/helpers/registry.js';
@@ -291,10 +291,7 @@ async function main(): Promise<void> {
     // Layer: build, convert, push.
     const layer = await buildTar(settings.fileBytes);
     const blobPath = join(dir, 'layer.esgz');
-    const out = createWriteStream(blobPath);
-    const converted = await convertLayer(Readable.from([layer.tar]), out, { tmpDir: dir });
-    out.end();
-    await finished(out);
+    const converted = await convertTarToFile(layer.tar, blobPath, { tmpDir: dir });
     const blob = await readFile(blobPath);
     reg = await startRegistry();
     const registryPid = (() => {

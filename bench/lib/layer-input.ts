@@ -1,8 +1,11 @@
 import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { createWriteStream, existsSync } from 'node:fs';
 import { lstat, mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { finished } from 'node:stream/promises';
+import { convertLayer, type ConvertOptions, type ConvertResult } from '../../src/estargz/writer/convert.js';
 import { runQuiet } from './proc.js';
 
 /** A directory of this machine to take files from, up to a byte budget of regular-file content. */
@@ -127,4 +130,13 @@ export async function givenInput(path: string): Promise<LayerInput> {
 /** Reads the file once so the first timed run does not pay for cold page cache and later ones do not gain from it. */
 export async function warmPageCache(path: string): Promise<void> {
   await runQuiet('sh', ['-c', 'cat "$1" > /dev/null', 'sh', path]);
+}
+
+/** Converts a layer tar held in memory to an eStargz file at `path` (the converter's defaults unless `opts` says otherwise). */
+export async function convertTarToFile(tarBytes: Buffer, path: string, opts: ConvertOptions = {}): Promise<ConvertResult> {
+  const out = createWriteStream(path);
+  const result = await convertLayer(Readable.from([tarBytes]), out, opts);
+  out.end();
+  await finished(out);
+  return result;
 }
