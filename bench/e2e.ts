@@ -26,10 +26,10 @@ import { parseArgs } from 'node:util';
 import { startRegistry } from '../test/helpers/registry.js';
 import { formatProfile, summarizeProfiles } from './lib/cpuprofile.js';
 import {
-  ALL_WORKLOADS, MB, PUBLISHED, PUBLISHED_FULL_PULL_W3, TARGET_WARM_DD_MBPS, TARGET_WARM_STAT_US,
+  ALL_WORKLOADS, MB, PUBLISHED, parseSelection, PUBLISHED_FULL_PULL_W3, TARGET_WARM_DD_MBPS, TARGET_WARM_STAT_US,
   buildCases, busyNote, casesTable, layersTable, runCases, summarizeCases, type CaseSummary, type Workload,
 } from './lib/e2e-cases.js';
-import { prepareImages, type ImageName } from './lib/e2e-images.js';
+import { prepareImages } from './lib/e2e-images.js';
 import { describeMachine, loadNow, machineInfo, writeResult, writeTables } from './lib/machine.js';
 import { fuseFloor, type FloorResult } from './lib/fuse-floor.js';
 import { formatSummary, summarize } from './lib/stats.js';
@@ -78,12 +78,12 @@ if (args.help) {
   process.exit(0);
 }
 const runs = Number(args.runs);
-const images = args.images.split(',').filter(Boolean) as ImageName[];
-const workloads = args.workloads.split(',').filter(Boolean) as Workload[];
-if (!Number.isInteger(runs) || runs < 1 || images.some((i) => i !== 'python' && i !== 'bookworm-like') || workloads.some((w) => !ALL_WORKLOADS.includes(w))) {
+const selection = parseSelection(args.images, args.workloads);
+if (!Number.isInteger(runs) || runs < 1 || !selection) {
   console.error(USAGE);
   process.exit(2);
 }
+const { images, workloads } = selection;
 const log = (s: string): void => void process.stderr.write(s + '\n');
 
 /** The store's configuration for every session: the defaults (background fetch starts after 5 s idle, no prefetch without a landmark). */

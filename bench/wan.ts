@@ -15,8 +15,8 @@ import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startRegistry } from '../test/helpers/registry.js';
-import { ALL_WORKLOADS, MB, buildCases, busyNote, layersTable, runCases, summarizeCases, type CaseSummary, type Workload } from './lib/e2e-cases.js';
-import { prepareImages, type ImageName } from './lib/e2e-images.js';
+import { ALL_WORKLOADS, MB, buildCases, parseSelection, busyNote, layersTable, runCases, summarizeCases, type CaseSummary } from './lib/e2e-cases.js';
+import { prepareImages } from './lib/e2e-images.js';
 import { describeMachine, loadNow, machineInfo, writeResult, writeTables } from './lib/machine.js';
 import { startShaper } from './lib/shaper.js';
 import { formatSummary } from './lib/stats.js';
@@ -58,17 +58,17 @@ if (args.help) {
   process.exit(0);
 }
 const runs = Number(args.runs);
-const images = args.images.split(',').filter(Boolean) as ImageName[];
-const workloads = args.workloads.split(',').filter(Boolean) as Workload[];
+const selection = parseSelection(args.images, args.workloads);
 const profiles = args.profiles.split(',').filter(Boolean).map((p) => {
   const [rtt, mbps] = p.split(':').map(Number);
   return { rttMs: rtt!, mbps: mbps! };
 });
 if (!Number.isInteger(runs) || runs < 1 || profiles.some((p) => !Number.isFinite(p.rttMs) || !Number.isFinite(p.mbps)) ||
-  images.some((i) => i !== 'python' && i !== 'bookworm-like') || workloads.some((w) => !ALL_WORKLOADS.includes(w))) {
+  !selection) {
   console.error(USAGE);
   process.exit(2);
 }
+const { images, workloads } = selection;
 const log = (s: string): void => void process.stderr.write(s + '\n');
 const STORE_CONFIG = args['store-config'].replace(/\\n/g, '\n');
 

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stat } from 'node:fs/promises';
 import type { Registry } from '../../test/helpers/registry.js';
-import { esgzRef, gzipRef, smallFileOf, type BenchImage, type LayerFacts } from './e2e-images.js';
+import { esgzRef, gzipRef, smallFileOf, type BenchImage, type ImageName, type LayerFacts } from './e2e-images.js';
 import { waitQuiet } from './quiet.js';
 import { formatSummary, summarize, type Summary } from './stats.js';
 import {
@@ -20,6 +20,14 @@ import {
 
 export type Workload = 'W1' | 'W2' | 'W3' | 'W3p' | 'W4' | 'W5' | 'W6';
 export const ALL_WORKLOADS: readonly Workload[] = ['W1', 'W2', 'W3', 'W3p', 'W4', 'W5', 'W6'];
+
+/** The --images and --workloads lists of the end-to-end benchmarks, or null when one names something unknown. */
+export function parseSelection(images: string, workloads: string): { images: ImageName[]; workloads: Workload[] } | null {
+  const imgs = images.split(',').filter(Boolean);
+  const wls = workloads.split(',').filter(Boolean);
+  if (imgs.some((i) => i !== 'python' && i !== 'bookworm-like') || wls.some((w) => !ALL_WORKLOADS.includes(w as Workload))) return null;
+  return { images: imgs as ImageName[], workloads: wls as Workload[] };
+}
 
 /** MB = 10^6 bytes in these tables (as in the published reference numbers). */
 export const MB = 1e6;
