@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { ConfigError, loadConfig } from '../daemon/config.js';
 import { startDaemon } from '../daemon/daemon.js';
+import { installLastResortHandlers } from '../daemon/last-resort.js';
 import { logger } from '../log/logger.js';
 
 export const DEFAULT_ROOT = '/var/lib/estargz-store';
@@ -21,6 +22,7 @@ export function mountCommand(): Command {
       }
       for (const w of warnings) logger.warn(w);
       logger.info({ config: source, root: opts.root }, 'starting');
+      installLastResortHandlers();
       // Handlers first: a signal that arrives while mounting must still unmount, not kill the process.
       let signalled: (signal: string) => void = () => {};
       const received = new Promise<string>((resolve) => { signalled = resolve; });

@@ -23,6 +23,8 @@ export interface StoreConfig {
   background_fetch_idle_sec: number;
   /** Background fetch bandwidth per layer (bytes/s, 0 = unlimited). */
   background_fetch_bytes_per_sec: number;
+  /** A background fetch that stopped on a fault starts again after this long (doubling each time). */
+  background_fetch_retry_sec: number;
   blob: {
     /** Nearby chunks closer than this are fetched as one range. */
     chunk_size: number;
@@ -67,6 +69,7 @@ export const DEFAULT_CONFIG: StoreConfig = {
   max_concurrency: 2,
   background_fetch_idle_sec: 5,
   background_fetch_bytes_per_sec: 0,
+  background_fetch_retry_sec: 30,
   blob: { chunk_size: 32768, max_retries: 5, min_wait_msec: 30, max_wait_msec: 300000, fetching_timeout_sec: 300, force_single_range_mode: false, read_ahead_bytes: 1 << 20, read_ahead_max_bytes: 8 << 20 },
   resolver: { request_timeout_sec: 30, host: {} },
   metrics_address: '',
@@ -91,6 +94,7 @@ const SCALARS: Record<string, Kind> = {
   max_concurrency: 'posint',
   background_fetch_idle_sec: 'uint',
   background_fetch_bytes_per_sec: 'uint',
+  background_fetch_retry_sec: 'posint',
   'blob.chunk_size': 'uint',
   'blob.max_retries': 'uint',
   'blob.min_wait_msec': 'uint',

@@ -55,9 +55,12 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       prefetchSize: config.prefetch_size,
       prefetchTimeoutMs: config.prefetch_timeout_sec * 1000,
       noBackgroundFetch: config.no_background_fetch,
-      backgroundIdleMs: config.background_fetch_idle_sec * 1000,
-      backgroundBytesPerSec: config.background_fetch_bytes_per_sec,
-      backgroundConcurrency: config.max_concurrency,
+      background: {
+        idleMs: config.background_fetch_idle_sec * 1000,
+        bytesPerSec: config.background_fetch_bytes_per_sec,
+        concurrency: config.max_concurrency,
+        runRetryWaitMs: config.background_fetch_retry_sec * 1000,
+      },
     },
   });
   const resolver = new LayerResolver(client, engine, {

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { EstargzError, type EstargzErrorCode } from '../estargz/errors.js';
 import type { Chunk } from '../estargz/layer-index.js';
 import { logger } from '../log/logger.js';
@@ -5,6 +6,7 @@ import { fetchDuration, registryBytes, registryRequests, verificationFailures, t
 import type { DiskChunkCache } from './cache/disk-cache.js';
 import type { MemoryChunkCache } from './cache/memory-cache.js';
 import type { DecodeItem, DecodeOutput, DecodePool, Priority } from './decode-pool.js';
+import { EngineError } from './errors.js';
 import { groupRequests, planSpans, type Span } from './plan.js';
 
 /** What the engine needs of a blob in a registry (RemoteBlob has it). */
@@ -32,6 +34,10 @@ export interface FetchTuning {
   readAheadBytes: number;
   /** The blob read-ahead doubles while a reader keeps consuming it in order, up to this. */
   readAheadMaxBytes: number;
+  /** A chunk that fails verification is fetched again this many times (a flipped or shifted range is a fault of that fetch)… */
+  verifyRetries: number;
+  /** …waiting this long before the first retry, doubling each time. */
+  verifyRetryWaitMs: number;
 }
 
 export const DEFAULT_TUNING: FetchTuning = {
@@ -44,6 +50,8 @@ export const DEFAULT_TUNING: FetchTuning = {
   readAheadChunks: 2,
   readAheadBytes: 1 << 20,
   readAheadMaxBytes: 8 << 20,
+  verifyRetries: 3,
+  verifyRetryWaitMs: 100,
 };
 
 /** A chunk to load, and the file it belongs to (for error messages). */
@@ -92,6 +100,20 @@ function failureError(out: { code: string; message: string }): EstargzError {
 }
 
 /**
+ * Caches are keyed by digest, and a TOC may name a digest it does not hold:
+ * a lying TOC that gives a cached chunk another size would otherwise be
+ * served the cached bytes, short or long, with no digest covering the rest.
+ */
+function sizeMismatch(want: ChunkWant, actual: number, layer: string): EngineError {
+  const c = want.chunk;
+  return new EngineError(
+    'CHUNK_SIZE_MISMATCH',
+    `layer ${layer}: chunk of ${JSON.stringify(want.path)} at file offset ${c.fileOffset} (blob offset ${c.blobOffset}) is ${c.size} bytes in the TOC, but its digest ${c.digest} names ${actual} verified bytes: the TOC is inconsistent`,
+    { layer, path: want.path, fileOffset: c.fileOffset, blobOffset: c.blobOffset },
+  );
+}
+
+/**
  * Turns "these chunks" into verified plain bytes with the fewest registry
  * bytes: memory cache, then disk cache, then one plan for all misses: member
  * ranges merged into spans, spans grouped into multi-range requests, each
@@ -114,9 +136,9 @@ export class ChunkLoader {
     const promises = wants.map((want) => {
       const digest = want.chunk.digest;
       const hit = this.deps.memory.get(digest);
-      if (hit) return Promise.resolve(hit);
+      if (hit) return hit.length === want.chunk.size ? Promise.resolve(hit) : this.refuse(want, hit.length);
       const pending = this.inflight.get(digest);
-      if (pending) return pending;
+      if (pending) return this.checked(pending, want);
       let d!: Deferred;
       const p = new Promise<Buffer>((resolve, reject) => { d = { want, resolve, reject }; });
       p.catch(() => {}); // the caller gets the rejection; this only silences the bookkeeping copy
@@ -130,12 +152,31 @@ export class ChunkLoader {
     return promises;
   }
 
+  /** Counts and logs a cached chunk whose size is not the TOC's; the error goes to its readers. */
+  private refusal(want: ChunkWant, actual: number): EngineError {
+    verificationFailures.inc({ what: 'chunk' });
+    const err = sizeMismatch(want, actual, this.deps.layer);
+    logger.error({ layer: this.deps.layer, path: want.path, fileOffset: want.chunk.fileOffset, err: err.message }, 'chunk refused');
+    return err;
+  }
+
+  private refuse(want: ChunkWant, actual: number): Promise<Buffer> {
+    return Promise.reject(this.refusal(want, actual));
+  }
+
+  /** A load in flight for the same digest may have been started for a chunk of another size (same digest, lying TOC). */
+  private checked(pending: Promise<Buffer>, want: ChunkWant): Promise<Buffer> {
+    return pending.then((b) => (b.length === want.chunk.size ? b : this.refuse(want, b.length)));
+  }
+
   /**
    * Decodes and caches the wanted chunks whose members lie inside bytes
    * already fetched (background fetch reads the blob in order itself).
-   * Chunks cached or loading already are skipped.
+   * Chunks cached or loading already are skipped. Returns how many chunks of
+   * `buf` failed verification: those are fetched again on their own (a
+   * reader may be waiting for them), and the caller knows its bytes were bad.
    */
-  async ingest(offset: number, buf: Buffer, wants: readonly ChunkWant[], op: FetchOperation): Promise<void> {
+  async ingest(offset: number, buf: Buffer, wants: readonly ChunkWant[], op: FetchOperation): Promise<number> {
     const owned: Deferred[] = [];
     const done: Promise<Buffer>[] = [];
     for (const want of wants) {
@@ -149,7 +190,7 @@ export class ChunkLoader {
       owned.push(d);
       done.push(p);
     }
-    if (!owned.length) return;
+    if (!owned.length) return 0;
     const byMember = new Map<number, Deferred[]>();
     for (const d of owned) byMember.set(d.want.chunk.blobOffset, [...(byMember.get(d.want.chunk.blobOffset) ?? []), d]);
     const members = [...new Map(owned.map((d) => [d.want.chunk.blobOffset, { offset: d.want.chunk.blobOffset, end: d.want.chunk.blobEnd }])).values()]
@@ -161,6 +202,7 @@ export class ChunkLoader {
       await this.fetchAndDecode(failed.map((f) => f.d), op, 1);
     }
     await Promise.allSettled(done);
+    return failed.length;
   }
 
   /** Whether a chunk is in a cache (no I/O for memory; the disk index is in memory too). */
@@ -175,7 +217,9 @@ export class ChunkLoader {
       const found = await Promise.all(owned.map((d) => this.deps.disk!.get(d.want.chunk.digest)));
       for (const [i, d] of owned.entries()) {
         const bytes = found[i];
-        if (bytes) {
+        if (bytes && bytes.length !== d.want.chunk.size) {
+          d.reject(this.refusal(d.want, bytes.length));
+        } else if (bytes) {
           if (op !== 'background') this.deps.memory.put(d.want.chunk.digest, bytes);
           d.resolve(bytes);
         } else {
@@ -218,11 +262,16 @@ export class ChunkLoader {
     }));
     if (failed.length === 0) return;
     verificationFailures.inc({ what: 'chunk' }, failed.length);
-    if (attempt === 0) {
-      logger.warn({ layer: this.deps.layer, chunks: failed.length, first: failed[0]!.error.message }, 'chunks failed verification; fetching them once more');
-      await this.fetchAndDecode(failed.map((f) => f.d), op, 1);
+    const { verifyRetries, verifyRetryWaitMs } = tuning;
+    if (attempt < verifyRetries) {
+      // Bytes that fail their digest are a fault of that fetch (a flipped, shifted or stale range):
+      // fetched again after a pause, as a 5xx would be, before any reader sees an error.
+      const waitMs = verifyRetryWaitMs * 2 ** attempt;
+      logger.warn({ layer: this.deps.layer, chunks: failed.length, attempt: attempt + 1, waitMs, first: failed[0]!.error.message }, 'chunks failed verification; fetching them again');
+      await sleep(waitMs);
+      await this.fetchAndDecode(failed.map((f) => f.d), op, attempt + 1);
     } else {
-      logger.error({ layer: this.deps.layer, err: failed[0]!.error.message }, 'chunk failed verification twice; the read fails');
+      logger.error({ layer: this.deps.layer, attempts: attempt + 1, err: failed[0]!.error.message }, 'chunk failed verification on every attempt; the read fails');
       for (const f of failed) f.d.reject(f.error);
     }
   }

@@ -1,4 +1,5 @@
 import type { Decoder } from '../estargz/chunk.js';
+import { DEFAULT_BACKGROUND_FETCH, type BackgroundFetchOptions } from './background-fetch.js';
 import { DEFAULT_BLOB_READER, type BlobReaderOptions } from './blob-reader.js';
 import { DiskChunkCache } from './cache/disk-cache.js';
 import { MemoryChunkCache } from './cache/memory-cache.js';
@@ -17,18 +18,14 @@ export interface EngineOptions {
   poolThreads?: number;
   decoder?: Decoder;
   tuning?: Partial<FetchTuning>;
-  fetch?: Partial<Omit<LayerFetchOptions, 'blobReader'>> & { blobReader?: Partial<BlobReaderOptions> };
+  fetch?: Partial<Omit<LayerFetchOptions, 'blobReader' | 'background'>> & { blobReader?: Partial<BlobReaderOptions>; background?: Partial<BackgroundFetchOptions> };
 }
 
-export const DEFAULT_FETCH: Omit<LayerFetchOptions, 'blobReader'> = {
+export const DEFAULT_FETCH: Omit<LayerFetchOptions, 'blobReader' | 'background'> = {
   noPrefetch: false,
   prefetchSize: 0,
   prefetchTimeoutMs: 10_000,
   noBackgroundFetch: false,
-  backgroundIdleMs: 5000,
-  backgroundBytesPerSec: 0,
-  backgroundConcurrency: 2,
-  backgroundSpanBytes: 8 << 20,
 };
 
 /**
@@ -52,7 +49,12 @@ export class Engine {
       new MemoryChunkCache(opts.memoryCacheBytes ?? 256 << 20),
       disk,
       { ...DEFAULT_TUNING, ...opts.tuning },
-      { ...DEFAULT_FETCH, ...opts.fetch, blobReader: { ...DEFAULT_BLOB_READER, ...opts.fetch?.blobReader } },
+      {
+        ...DEFAULT_FETCH,
+        ...opts.fetch,
+        blobReader: { ...DEFAULT_BLOB_READER, ...opts.fetch?.blobReader },
+        background: { ...DEFAULT_BACKGROUND_FETCH, ...opts.fetch?.background },
+      },
     );
   }
 

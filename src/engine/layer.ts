@@ -1,26 +1,20 @@
-import { createHash } from 'node:crypto';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { createGunzip } from 'node:zlib';
-import { EstargzError } from '../estargz/errors.js';
 import type { LayerNode } from '../estargz/layer-index.js';
 import type { EstargzBlob } from '../estargz/open.js';
 import { logger } from '../log/logger.js';
 import {
   bytesServed,
-  fetchDuration,
   layerFetched,
   layerPrefetched,
   layerSize,
-  registryBytes,
-  registryRequests,
   setLayerState,
   trackLayer,
   untrackLayer,
-  verificationFailures,
   type FetchOperation,
   type LayerStateName,
 } from '../metrics/registry.js';
+import { BackgroundFetch, type BackgroundFetchOptions, type BackgroundState } from './background-fetch.js';
 import { BlobReader, type BlobReaderOptions } from './blob-reader.js';
+import { EngineError } from './errors.js';
 import type { BlobFetcher, ChunkLoader, ChunkWant } from './chunk-loader.js';
 import { RangeSet } from './plan.js';
 
@@ -33,14 +27,7 @@ export interface LayerFetchOptions {
   prefetchTimeoutMs: number;
   /** Skip background fetch (config `no_background_fetch`). */
   noBackgroundFetch: boolean;
-  /** Background fetch starts, and pauses, until no foreground read happened for this long. */
-  backgroundIdleMs: number;
-  /** Background fetch bandwidth; 0 = unlimited. */
-  backgroundBytesPerSec: number;
-  /** Background ranges fetched ahead of the one being processed (config `max_concurrency`). */
-  backgroundConcurrency: number;
-  /** Size of each background range. */
-  backgroundSpanBytes: number;
+  background: BackgroundFetchOptions;
   blobReader: BlobReaderOptions;
 }
 
@@ -66,9 +53,8 @@ export class EngineLayer {
   private stateName: LayerStateName = 'lazy';
   private failure: string | undefined;
   private closed = false;
-  private readonly abort = new AbortController();
   private prefetchRun: Promise<void> | undefined;
-  private backgroundRun: Promise<void> | undefined;
+  private readonly background: BackgroundFetch;
   private readonly blobReader: BlobReader;
   private chunkList: ChunkWant[] | undefined;
   /** Blob offset up to which on-demand reads have asked for the following members. */
@@ -83,6 +69,16 @@ export class EngineLayer {
     private readonly opts: LayerFetchOptions,
   ) {
     this.blobReader = new BlobReader(params.fetcher, params.blobDigest, opts.blobReader, (o, e) => this.noteFetched(o, e, 'blob'));
+    this.background = new BackgroundFetch({
+      layer: params.id,
+      blobDigest: params.blobDigest,
+      diffID: params.diffID,
+      fetcher: params.fetcher,
+      loader,
+      chunks: () => this.allChunks(),
+      lastForeground: () => this.lastForeground,
+      onFetched: (o, e, op) => this.noteFetched(o, e, op),
+    }, opts.background, (state, reason) => this.onBackgroundState(state, reason));
     this.tracked = trackLayer(params.id);
     if (this.tracked) layerSize.set({ layer: params.id }, params.fetcher.size);
     this.setState('lazy');
@@ -96,7 +92,7 @@ export class EngineLayer {
     return this.stateName;
   }
 
-  /** Why the layer failed, when it did. */
+  /** Why the layer failed, or why its background fetch stopped short. */
   get failureReason(): string | undefined {
     return this.failure;
   }
@@ -112,6 +108,7 @@ export class EngineLayer {
   private setState(s: LayerStateName, reason?: string): void {
     this.stateName = s;
     if (reason) this.failure = reason;
+    else if (s === 'complete') this.failure = undefined;
     setLayerState(this.params.id, s);
   }
 
@@ -150,6 +147,11 @@ export class EngineLayer {
     const datas = await Promise.all(loads);
     const parts = wants.map(({ chunk }, i) => datas[i]!.subarray(Math.max(offset, chunk.fileOffset) - chunk.fileOffset, Math.min(end, chunk.fileOffset + chunk.size) - chunk.fileOffset));
     const out = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+    // The last line of defence for "no byte that no digest covers": the index guarantees that chunks tile
+    // the file and the loader that each is exactly its size; a read that still comes out short is refused.
+    if (out.length !== end - offset) {
+      throw new EngineError('SHORT_READ', `layer ${this.params.id}: ${JSON.stringify(path)} [${offset}, ${end}) has ${out.length} verified bytes, not ${end - offset}`, { layer: this.params.id, path, fileOffset: offset });
+    }
     bytesServed.inc({ kind: 'diff' }, out.length);
     return out;
   }
@@ -268,132 +270,32 @@ export class EngineLayer {
       const failed = results.filter((r) => r.status === 'rejected');
       logger.info({ layer: this.params.id, bytes: end, chunks: wants.length, failed: failed.length, ms: Math.round(performance.now() - started) }, 'prefetch done');
     }
-    if (this.stateName === 'prefetching') this.setState('lazy');
+    if (this.stateName === 'prefetching') this.setState(this.background.state === 'incomplete' ? 'incomplete' : 'lazy');
   }
 
   /** Starts fetching the rest of the layer once no reader has been busy for a while. */
   startBackgroundFetch(): void {
-    if (this.opts.noBackgroundFetch || this.backgroundRun) return;
-    this.backgroundRun = this.runBackground().catch((err: unknown) => {
-      if (this.closed) return;
-      logger.warn({ layer: this.params.id, err: (err as Error).message }, 'background fetch stopped; reads still fetch on demand');
-    });
+    if (this.opts.noBackgroundFetch || this.closed) return;
+    this.background.start();
   }
 
   /** Resolves when background fetch has finished (or immediately when it is off). */
   backgroundDone(): Promise<void> {
-    return this.backgroundRun ?? Promise.resolve();
+    return this.background.done();
   }
 
-  private async waitIdle(): Promise<void> {
-    for (;;) {
-      if (this.closed) throw new Error('layer closed');
-      const idleFor = Date.now() - this.lastForeground;
-      if (idleFor >= this.opts.backgroundIdleMs) return;
-      await sleep(this.opts.backgroundIdleMs - idleFor, undefined, { signal: this.abort.signal });
-    }
-  }
-
-  /** Background ranges: the whole blob in pieces of about `backgroundSpanBytes`, cut only where a member starts. */
-  private backgroundSpans(): { offset: number; end: number }[] {
-    const cuts = [...new Set(this.allChunks().map((w) => w.chunk.blobOffset)), this.size].sort((a, b) => a - b);
-    const spans: { offset: number; end: number }[] = [];
-    let i = 0;
-    for (let offset = 0; offset < this.size;) {
-      while (cuts[i]! <= offset) i++;
-      const target = offset + this.opts.backgroundSpanBytes;
-      let j = i;
-      while (j + 1 < cuts.length && cuts[j + 1]! <= target) j++;
-      // The last cut within the target, or the next cut when one member is larger than a span.
-      const end = cuts[j]! <= target ? cuts[j]! : cuts[i]!;
-      spans.push({ offset, end });
-      offset = end;
-    }
-    return spans;
-  }
-
-  private async runBackground(): Promise<void> {
-    this.lastForeground = Math.max(this.lastForeground, Date.now());
-    await this.waitIdle();
-    const spans = this.backgroundSpans();
-    const blobHash = createHash('sha256');
-    const diffHash = createHash('sha256');
-    const gunzip = createGunzip();
-    gunzip.on('data', (d: Buffer) => diffHash.update(d));
-    const gunzipDone = new Promise<void>((resolve, reject) => {
-      gunzip.on('end', resolve);
-      gunzip.on('error', reject);
-    });
-    const chunks = this.allChunks();
-    let c = 0;
-    const fetchSpan = async (s: { offset: number; end: number }): Promise<Buffer> => {
-      await this.waitIdle();
-      const started = performance.now();
-      const [buf] = await this.params.fetcher.readRanges([{ offset: s.offset, length: s.end - s.offset }], this.abort.signal);
-      fetchDuration.observe({ operation: 'background' }, (performance.now() - started) / 1000);
-      registryRequests.inc({ operation: 'background' });
-      registryBytes.inc({ operation: 'background' }, s.end - s.offset);
-      this.noteFetched(s.offset, s.end, 'background');
-      if (this.opts.backgroundBytesPerSec > 0) {
-        const budgetMs = ((s.end - s.offset) / this.opts.backgroundBytesPerSec) * 1000;
-        const spent = performance.now() - started;
-        if (budgetMs > spent) await sleep(budgetMs - spent, undefined, { signal: this.abort.signal });
-      }
-      return buf!;
-    };
-    const window: Promise<Buffer>[] = [];
-    let next = 0;
-    const fill = (): void => {
-      while (window.length < Math.max(1, this.opts.backgroundConcurrency) && next < spans.length) {
-        const p = fetchSpan(spans[next++]!);
-        p.catch(() => {});
-        window.push(p);
-      }
-    };
-    fill();
-    for (const s of spans) {
-      const buf = await window.shift()!;
-      fill();
-      blobHash.update(buf);
-      if (!gunzip.write(buf)) await new Promise((r) => gunzip.once('drain', r));
-      const inSpan: ChunkWant[] = [];
-      while (c < chunks.length && chunks[c]!.chunk.blobOffset < s.end) {
-        if (chunks[c]!.chunk.blobEnd <= s.end) inSpan.push(chunks[c]!);
-        c++;
-      }
-      await this.loader.ingest(s.offset, buf, inSpan, 'background');
-    }
-    gunzip.end();
-    await gunzipDone;
-    this.checkWhole('sha256:' + blobHash.digest('hex'), 'sha256:' + diffHash.digest('hex'));
-  }
-
-  /** The whole-layer check after background fetch: blob digest and diffID. */
-  private checkWhole(blobDigest: string, diffID: string): void {
-    if (blobDigest !== this.params.blobDigest) {
-      verificationFailures.inc({ what: 'blob' });
-      this.fail(`the blob hashes to ${blobDigest}, the manifest says ${this.params.blobDigest}`);
-      return;
-    }
-    if (this.params.diffID && diffID !== this.params.diffID) {
-      verificationFailures.inc({ what: 'diff_id' });
-      this.fail(`the uncompressed layer hashes to ${diffID}, the image config says ${this.params.diffID}`);
-      return;
-    }
-    this.setState('complete');
-    logger.info({ layer: this.params.id, bytes: this.size }, 'layer complete: blob digest and diffID verified');
-  }
-
-  private fail(reason: string): void {
-    this.setState('failed', reason);
-    logger.error({ layer: this.params.id, reason }, 'layer failed its whole-layer check');
+  /** The layer's state follows its background fetch once that has something to say. */
+  private onBackgroundState(state: BackgroundState, reason?: string): void {
+    if (state === 'complete') this.setState('complete');
+    else if (state === 'failed') this.setState('failed', reason);
+    else if (state === 'incomplete') this.setState('incomplete', reason);
+    else if (this.stateName === 'incomplete') this.setState('lazy');
   }
 
   /** Stops background work and drops the layer's metrics. */
   async close(): Promise<void> {
     this.closed = true;
-    this.abort.abort(new EstargzError('LIMIT', 'layer closed'));
-    await this.backgroundRun?.catch(() => {});
+    await this.background.close();
     if (this.tracked) untrackLayer(this.params.id);
   }
 }

@@ -1,4 +1,5 @@
-import { EstargzError } from '../estargz/errors.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { EstargzError, isEstargzError } from '../estargz/errors.js';
 import { openEstargz, type EstargzBlob } from '../estargz/open.js';
 import { TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION } from '../estargz/toc.js';
 import { logger } from '../log/logger.js';
@@ -71,6 +72,28 @@ function measured(blob: RangedSource): RangedSource {
   };
 }
 
+/** Reads of the footer and TOC made before a layer with a trusted TOC digest is refused. */
+const TOC_READ_ATTEMPTS = 3;
+
+/**
+ * Opens the blob's footer and TOC. When the manifest vouches for the TOC (its
+ * digest annotation), a footer or TOC that does not check out is first taken
+ * for a fault of that fetch (a flipped or shifted range) and read again;
+ * only a repeat refuses the layer.
+ */
+async function openTrusted(blob: RangedSource, tocDigest: string | undefined): Promise<EstargzBlob> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await openEstargz(measured(blob), tocDigest ? { tocDigest } : {});
+    } catch (err) {
+      const refetchable = tocDigest !== undefined && isEstargzError(err) && (err.code === 'TOC_DIGEST_MISMATCH' || err.code === 'INVALID_TOC' || err.code === 'NOT_ESTARGZ');
+      if (!refetchable || attempt >= TOC_READ_ATTEMPTS) throw err;
+      logger.warn({ attempt, err: (err as Error).message }, 'footer or TOC did not check out; reading it again');
+      await sleep(100 * 2 ** (attempt - 1));
+    }
+  }
+}
+
 /** A layer that could not be resolved: logged once here, answered EIO by the store without another log line. */
 export class LayerUnavailable extends Error {
   override readonly name = 'LayerUnavailable';
@@ -89,7 +112,7 @@ export interface LayerStatus {
   ref: string;
   digest: string;
   keyedBy?: 'layer' | 'toc';
-  state: 'resolving' | 'lazy' | 'prefetching' | 'complete' | 'failed';
+  state: 'resolving' | 'lazy' | 'prefetching' | 'incomplete' | 'complete' | 'failed';
   /** Why it failed (resolution or whole-layer check). */
   reason?: string;
   size?: number;
@@ -235,7 +258,7 @@ export class LayerResolver {
     }
     const repo = { registry: ref.registry, repository: ref.repository };
     const blob = await RemoteBlob.open(this.client, repo, descriptor.digest, { expectedSize: descriptor.size, signal, singleRangeOnly: this.opts.singleRangeOnly });
-    const estargz = await openEstargz(measured(blob), tocDigest ? { tocDigest } : {});
+    const estargz = await openTrusted(blob, tocDigest);
     const diffIDs = (await config).config.rootfs.diff_ids;
     if (layers.length !== diffIDs.length) {
       throw new RegistryError('PROTOCOL', `${refString}: ${layers.length} layers but ${diffIDs.length} diff_ids in the config`);

@@ -1,6 +1,7 @@
 import { isEstargzError } from '../estargz/errors.js';
 import { logger } from '../log/logger.js';
 import { isRegistryError } from '../registry/errors.js';
+import { isEngineError } from '../engine/errors.js';
 import { LayerUnavailable } from '../engine/resolver.js';
 import { BadNameError } from './names.js';
 
@@ -41,7 +42,7 @@ export function toErrno(err: unknown, op: string, path: string): number {
     logger.debug({ op, path, err: err.message }, 'lookup of a layer that is not served');
     return Errno.EIO;
   }
-  if (isEstargzError(err) || isRegistryError(err)) {
+  if (isEstargzError(err) || isRegistryError(err) || isEngineError(err)) {
     logger.error({ op, path, code: err.code, err: err.message }, 'FUSE request failed');
     return Errno.EIO;
   }

@@ -10,6 +10,9 @@ const DIGEST = /^sha256:[0-9a-f]{64}$/;
 export function decodeRefDir(name: string): ImageReference {
   if (name === '' || !STD_BASE64.test(name)) throw new BadNameError(`${JSON.stringify(name)} is not standard base64`);
   const text = Buffer.from(name, 'base64').toString('utf8');
+  // Strict: containers/storage encodes the reference exactly, so whitespace or control characters
+  // (a trailing newline, say) mean a name that is not one; parseReference alone would trim them away.
+  if (/[\s\p{Cc}\uFFFD]/u.test(text)) throw new BadNameError(`${JSON.stringify(name)} decodes to ${JSON.stringify(text)}, which has whitespace, control or invalid UTF-8 characters`);
   try {
     return parseReference(text);
   } catch (err) {

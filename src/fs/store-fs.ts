@@ -2,7 +2,8 @@ import type { LayerResolver, ResolvedLayer } from '../engine/resolver.js';
 import { formatReference, type ImageReference } from '../registry/reference.js';
 import { DiffView, type ViewEntry } from './diff-view.js';
 import { Errno, FsAnswer, notFound, readOnly } from './errno.js';
-import { checkDigestDir, decodeRefDir, encodeRefDir } from './names.js';
+import { logger } from '../log/logger.js';
+import { BadNameError, checkDigestDir, decodeRefDir, encodeRefDir } from './names.js';
 import { layerInfo } from './info.js';
 
 /** What fuse-native turns into a struct stat. Times are in milliseconds. */
@@ -116,7 +117,37 @@ export class StoreFs {
     return ref;
   }
 
+  /**
+   * Where a path leads. A name that cannot be a reference or a digest does
+   * not exist (ENOENT), rather than being malformed (EINVAL): the kernel
+   * looks a name up before it creates or renames anything, and the answer to
+   * `mkdir`, `mknod` or `rename` in the store must be EROFS, which it can only
+   * be once the lookup found nothing.
+   */
   private parse(path: string): Target {
+    try {
+      return this.parseNames(path);
+    } catch (err) {
+      if (!(err instanceof BadNameError)) throw err;
+      this.noteBadName(path, err);
+      throw notFound();
+    }
+  }
+
+  /** A store configured without `:ref` is looked up as `<mnt>/<digest>`: said once at warn, then at debug. */
+  private noteBadName(path: string, err: BadNameError): void {
+    const digestAtTop = /^\/sha256:[0-9a-f]{64}$/.test(path);
+    if (digestAtTop && !this.warnedDigestAtTop) {
+      this.warnedDigestAtTop = true;
+      logger.warn({ path }, 'a layer digest was looked up at the top of the store: containers/storage must name the store with ":ref" (additionallayerstores = ["<mnt>:ref"])');
+    } else {
+      logger.debug({ path, err: err.message }, 'lookup of a name that cannot be in the store');
+    }
+  }
+
+  private warnedDigestAtTop = false;
+
+  private parseNames(path: string): Target {
     const parts = path.split('/').filter((p) => p !== '');
     if (parts.length === 0) return { kind: 'root' };
     const ref = this.refOf(parts[0]!);
@@ -259,9 +290,19 @@ export class StoreFs {
     return [...served.view.xattrs(entry).keys()];
   }
 
+  /** A write-like request on a name that cannot exist is refused as a write (EROFS), not as a missing name. */
+  private parseForWrite(path: string): Target {
+    try {
+      return this.parseNames(path);
+    } catch (err) {
+      if (err instanceof BadNameError || (err instanceof FsAnswer && err.errno === Errno.ENOENT)) throw readOnly();
+      throw err;
+    }
+  }
+
   /** `create(<layer>/use)`: containers/storage telling the store a layer is in use. The answer is ENOENT either way. */
   async create(path: string): Promise<never> {
-    const t = this.parse(path);
+    const t = this.parseForWrite(path);
     if (t.kind !== 'use') throw readOnly();
     await this.layer(t.ref, t.digest);
     this.resolver.use(t.ref, t.digest);
@@ -270,7 +311,7 @@ export class StoreFs {
 
   /** `rmdir(<ref>/<digest>)`: containers/storage releasing a layer. Answers ENOENT, as the protocol expects. */
   async rmdir(path: string): Promise<never> {
-    const t = this.parse(path);
+    const t = this.parseForWrite(path);
     if (t.kind !== 'layer') throw readOnly();
     if (await this.resolver.release(t.ref, t.digest)) this.served.delete(this.layerKey(t.ref, t.digest));
     throw notFound();

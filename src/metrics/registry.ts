@@ -114,13 +114,28 @@ export const layerPrefetched = new Gauge({
   registers: [registry],
 });
 
-export const LAYER_STATES = ['lazy', 'prefetching', 'complete', 'failed'] as const;
+/** `incomplete`: a background fetch failed (a registry fault, bad bytes) and will be tried again; reads still fetch on demand. */
+export const LAYER_STATES = ['lazy', 'prefetching', 'incomplete', 'complete', 'failed'] as const;
 export type LayerStateName = (typeof LAYER_STATES)[number];
 
 export const layerState = new Gauge({
   name: `${PREFIX}layer_state`,
-  help: '1 for the state each open layer is in (lazy, prefetching, complete, failed), 0 for the others.',
+  help: '1 for the state each open layer is in (lazy, prefetching, incomplete, complete, failed), 0 for the others.',
   labelNames: ['layer', 'state'] as const,
+  registers: [registry],
+});
+
+export const backgroundFetchFailures = new Counter({
+  name: `${PREFIX}background_fetch_failures_total`,
+  help: 'Background fetch runs that stopped short, by why (fetch: the registry kept failing; verify: a range kept failing its chunk digests; inflate: the blob does not inflate; blob: blob digest mismatch; diff_id: diff_id mismatch). Each is tried again later.',
+  labelNames: ['reason'] as const,
+  registers: [registry],
+});
+
+export const unexpectedErrors = new Counter({
+  name: `${PREFIX}unexpected_errors_total`,
+  help: 'Errors that reached the last-resort handler (an unhandled rejection or exception): each is a bug, logged with its stack; the store keeps serving.',
+  labelNames: ['kind'] as const,
   registers: [registry],
 });
 

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { RangedSource } from '../estargz/source.js';
 import { statusError, type CallContext, type RegistryClient, type RepoRef } from './client.js';
 import { RegistryError, safeUrl } from './errors.js';
@@ -29,8 +30,10 @@ export interface RemoteBlobOptions {
   signal?: AbortSignal;
 }
 
-/** Registry hosts that answered a multi-range request with 400 or with fewer parts: single ranges from then on. */
-const singleRangeHosts = new Set<string>();
+/** A registry answer that misses asked bytes (a wrong Content-Range, a part left out) is asked again this many times. */
+const MISSING_RANGE_RETRIES = 3;
+/** …waiting this long before the first retry, doubling each time. */
+const MISSING_RANGE_WAIT_MS = 100;
 
 function isRedirect(status: number): boolean {
   return status === 301 || status === 302 || status === 303 || status === 307 || status === 308;
@@ -177,7 +180,7 @@ export class RemoteBlob implements RangedSource {
   }
 
   private get singleRange(): boolean {
-    return this.opts.singleRangeOnly === true || singleRangeHosts.has(this.repo.registry);
+    return this.opts.singleRangeOnly === true || this.client.singleRangeHosts.has(this.repo.registry);
   }
 
   private async fetchRanges(ranges: ByteRange[], signal?: AbortSignal): Promise<Buffer[]> {
@@ -190,13 +193,19 @@ export class RemoteBlob implements RangedSource {
     }
     let missing = ranges.filter((r) => !covering(parts, r));
     if (missing.length > 0 && sorted.length > 1 && !this.singleRange) {
-      // The registry answered only part of a multi-range request: single ranges from now on.
-      singleRangeHosts.add(this.repo.registry);
+      // The registry answered only part of a multi-range request: single ranges for a while.
+      this.client.singleRangeHosts.add(this.repo.registry);
+      parts = parts.concat(await this.getSingleRanges(missing, signal));
+      missing = ranges.filter((r) => !covering(parts, r));
+    }
+    // A wrong Content-Range or a part left out is a fault of that answer, like a 5xx: asked again, with back-off.
+    for (let retry = 0; missing.length > 0 && retry < MISSING_RANGE_RETRIES; retry++) {
+      await sleep(MISSING_RANGE_WAIT_MS * 2 ** retry, undefined, signal ? { signal } : {});
       parts = parts.concat(await this.getSingleRanges(missing, signal));
       missing = ranges.filter((r) => !covering(parts, r));
     }
     if (missing.length > 0) {
-      throw new RegistryError('PROTOCOL', `${this.describe}: the registry did not return bytes [${missing[0]!.offset}, ${missing[0]!.offset + missing[0]!.length})`);
+      throw new RegistryError('PROTOCOL', `${this.describe}: the registry did not return bytes [${missing[0]!.offset}, ${missing[0]!.offset + missing[0]!.length}) in ${MISSING_RANGE_RETRIES + 1} attempts`);
     }
     return ranges.map((r) => covering(parts, r)!);
   }
@@ -246,7 +255,7 @@ export class RemoteBlob implements RangedSource {
     }
     if (res.statusCode === 400 && ranges.length > 1) {
       await res.body.dump();
-      singleRangeHosts.add(this.repo.registry); // e.g. GCS rejects multi-range requests
+      this.client.singleRangeHosts.add(this.repo.registry); // e.g. GCS rejects multi-range requests
       return this.getSingleRanges(ranges, signal);
     }
     return this.parseResponse(res, ranges, ctx.url);
@@ -257,7 +266,7 @@ export class RemoteBlob implements RangedSource {
     if (res.statusCode === 200) {
       // The Range header was ignored: keep only the asked ranges while the whole blob streams by.
       // S3 (behind ECR and others) does this for multi-range requests only: single ranges from now on.
-      if (ranges.length > 1) singleRangeHosts.add(this.repo.registry);
+      if (ranges.length > 1) this.client.singleRangeHosts.add(this.repo.registry);
       return keepRanges(res, ranges, this.size, what);
     }
     if (res.statusCode !== 206) throw await statusError(res, what);
@@ -269,7 +278,8 @@ export class RemoteBlob implements RangedSource {
     const range = parseContentRange(header(res, 'content-range'));
     if (!range) throw new RegistryError('PROTOCOL', `${what}: 206 without a Content-Range`);
     if (range.total !== undefined && range.total !== this.size) {
-      throw new RegistryError('PROTOCOL', `${what}: the registry says the blob is ${range.total} bytes, not ${this.size}`);
+      // A fault of this answer (a confused proxy or cache) until it repeats: retried, then final.
+      throw new RetryableError(`${what}: the registry says the blob is ${range.total} bytes, not ${this.size}`);
     }
     if (body.length !== range.end - range.start + 1) {
       throw new RetryableError(`${what}: body of ${body.length} bytes for Content-Range ${range.start}-${range.end}`);

@@ -1,3 +1,4 @@
+import { SingleRangeHosts } from './range-mode.js';
 import { Authorizer } from './auth/authorizer.js';
 import { parseChallenge, type Challenge } from './auth/challenge.js';
 import { CredentialChain, RuntimeCredentials, defaultAuthFiles, type CredentialSource } from './auth/credentials.js';
@@ -48,6 +49,8 @@ const UNAUTHORIZED = Symbol('unauthorized');
 export class RegistryClient {
   readonly transport: Transport;
   readonly runtimeCredentials = new RuntimeCredentials();
+  /** Hosts that get single-range requests for a while (see SingleRangeHosts). */
+  readonly singleRangeHosts = new SingleRangeHosts();
   private readonly authorizer: Authorizer;
   private readonly endpointCache = new Map<string, Endpoint[]>();
 

@@ -309,7 +309,7 @@ describe('chunk engine against a real registry', () => {
   });
 
   test('background fetch completes the layer, checks blob digest and diffID, and feeds the cache', async () => {
-    await withEngine({ fetch: { noBackgroundFetch: false, backgroundIdleMs: 20, backgroundSpanBytes: 1 << 20 } }, async (engine) => {
+    await withEngine({ fetch: { noBackgroundFetch: false, background: { idleMs: 20, spanBytes: 1 << 20, runRetryWaitMs: 10, maxWholeFailures: 2 } } }, async (engine) => {
       const { layer, es, s } = await open(engine, 'chunked');
       layer.startBackgroundFetch();
       await layer.backgroundDone();

@@ -56,7 +56,13 @@ export type FaultAction =
   | { kind: 'no-multirange' }
   | { kind: 'ignore-range' }
   | { kind: 'partial-multirange' }
-  | { kind: 'expire-redirect' };
+  | { kind: 'expire-redirect' }
+  /** Flips `count` bytes (default 1) of the body at random places: the headers still say all is well. */
+  | { kind: 'flip-bytes'; count?: number }
+  /** A 206 whose Content-Range names other bytes than the body holds (shifted by `by`, default 1). */
+  | { kind: 'wrong-content-range'; by?: number }
+  /** The body holds the bytes `by` (default 1) further on than asked, with the asked Content-Range. */
+  | { kind: 'shift-body'; by?: number };
 
 export type FaultKind = FaultAction['kind'];
 
@@ -67,6 +73,8 @@ export interface FaultMatch {
   path?: PathMatcher;
   /** How many requests the rule affects (default 1; Infinity allowed). */
   times?: number;
+  /** Applies to a matching request with this probability (default 1), drawn from the proxy's seeded generator. */
+  probability?: number;
   /**
    * Which requests the rule sees: plain registry requests, signed-URL (/_blob)
    * requests, or both. Default 'registry', except 'expire-redirect' which only
@@ -140,10 +148,28 @@ interface ProxyState {
   rules: FaultHandle[];
   requests: ProxyRequestRecord[];
   signed: Map<string, SignedUrl>;
+  /** Seeded, so a run with faults can be repeated. */
+  random: () => number;
 }
 
 /** Per-request body handling once the upstream response is forwarded. */
-type BodyMode = { kind: 'pipe' } | { kind: 'reset'; afterBytes: number } | { kind: 'slow'; bytesPerSecond: number };
+type BodyMode =
+  | { kind: 'pipe' }
+  | { kind: 'reset'; afterBytes: number }
+  | { kind: 'slow'; bytesPerSecond: number }
+  | { kind: 'flip'; count: number; random: () => number };
+
+/** mulberry32: a small seeded generator, so that fault runs repeat. */
+function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
 
 const HOP_BY_HOP = new Set([
   'connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection',
@@ -157,7 +183,7 @@ const SIGNED_RESPONSE_HEADERS = [
 
 const BLOB_PREFIX = '/_blob';
 
-export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
+export async function startFaultProxy(upstream: string, opts: { seed?: number } = {}): Promise<FaultProxy> {
   const agent = new Agent({ keepAlive: true });
   const state: ProxyState = {
     upstream: new URL(upstream),
@@ -167,6 +193,7 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
     rules: [],
     requests: [],
     signed: new Map(),
+    random: seededRandom(opts.seed ?? 1),
   };
   const main = createServer((req, res) => dispatch(state, 'main', req, res));
   const other = createServer((req, res) => dispatch(state, 'other', req, res));
@@ -258,7 +285,9 @@ function applicable(kind: FaultKind, info: RequestInfo, signedUrl?: SignedUrl): 
     case 'partial-multirange':
       return range !== undefined && range.includes(',');
     case 'ignore-range':
-      return range !== undefined;
+    case 'wrong-content-range':
+    case 'shift-body':
+      return range !== undefined && !range.includes(',');
     case 'redirect':
       return !info.signed;
     case 'expire-redirect':
@@ -269,7 +298,8 @@ function applicable(kind: FaultKind, info: RequestInfo, signedUrl?: SignedUrl): 
 }
 
 function findRule(state: ProxyState, info: RequestInfo, signedUrl?: SignedUrl): FaultHandle | undefined {
-  return state.rules.find((h) => h.remaining > 0 && matches(h.rule, info) && applicable(h.rule.kind, info, signedUrl));
+  return state.rules.find((h) => h.remaining > 0 && matches(h.rule, info) && applicable(h.rule.kind, info, signedUrl)
+    && (h.rule.probability === undefined || state.random() < h.rule.probability));
 }
 
 function consume(handle: FaultHandle, entry: ProxyRequestRecord): void {
@@ -303,11 +333,20 @@ async function serveRegistry(state: ProxyState, req: IncomingMessage, res: Serve
           req.resume();
           return sendStatus(res, entry, 400, {}, registryError('RANGE_INVALID', 'multiple ranges are not supported'));
         default:
-          body = await applyForwardFault(rule, headers, req);
+          body = await applyForwardFault(state, rule, headers, req);
       }
     }
   }
-  forward(state, req, res, entry, { target: entry.url, headers, body, pipeRequestBody: true, responseHeaders: (h) => rewriteResponseHeaders(state, h) });
+  const asked = headers['x-fault-asked-range'];
+  delete headers['x-fault-asked-range'];
+  const responseHeaders = (h: IncomingHttpHeaders): OutgoingHttpHeaders => {
+    const out = rewriteResponseHeaders(state, h);
+    // shift-body: the body holds other bytes, the header claims the asked ones.
+    const total = /\/(\d+|\*)$/.exec(String(h['content-range'] ?? ''))?.[1];
+    if (asked !== undefined && total !== undefined) out['content-range'] = `bytes ${String(asked)}/${total}`;
+    return out;
+  };
+  forward(state, req, res, entry, { target: entry.url, headers, body, pipeRequestBody: true, responseHeaders });
 }
 
 /** Request headers for upstream: hop-by-hop ones dropped, Host pointing at the registry. */
@@ -340,6 +379,22 @@ function rewriteLocation(state: ProxyState, location: string): string {
   }
   if (parsed.origin !== state.upstream.origin) return location;
   return state.mainOrigin + parsed.pathname + parsed.search + parsed.hash;
+}
+
+/**
+ * Moves a single Range `by` bytes on. With `keepAskedRange`, the response
+ * will claim the asked range (its body holds other bytes: only digests can
+ * tell); without, it honestly names the bytes it holds, which are not the
+ * ones asked for. A range that cannot move (past the end) is left alone and
+ * the registry answers it as it likes.
+ */
+function shiftRange(headers: OutgoingHttpHeaders, by: number, keepAskedRange: boolean): void {
+  const m = /^bytes=(\d+)-(\d+)$/.exec(String(headers['range'] ?? ''));
+  if (!m) return;
+  const start = Number(m[1]);
+  const end = Number(m[2]);
+  headers['range'] = `bytes=${start + by}-${end + by}`;
+  if (keepAskedRange) headers['x-fault-asked-range'] = `${start}-${end}`;
 }
 
 /** "bytes=0-9,20-29" → "bytes=0-9". */
@@ -410,7 +465,7 @@ async function serveSigned(state: ProxyState, req: IncomingMessage, res: ServerR
       case 'no-multirange':
         return sendStatus(res, entry, 400, { 'content-type': 'text/plain' }, 'InvalidRange: multiple ranges are not supported\n');
       default:
-        body = await applyForwardFault(rule, headers, req);
+        body = await applyForwardFault(state, rule, headers, req);
     }
   }
   forward(state, req, res, entry, { target: signedUrl.target, headers, body, pipeRequestBody: false, responseHeaders: pickSignedHeaders });
@@ -481,6 +536,20 @@ async function sendBody(upRes: IncomingMessage, res: ServerResponse, entry: Prox
       if (!upRes.complete) res.destroy();
     });
     upRes.pipe(res);
+    return;
+  }
+  if (mode.kind === 'flip') {
+    const length = Number(upRes.headers['content-length'] ?? 0);
+    const flips = new Set<number>();
+    for (let i = 0; i < mode.count && length > 0; i++) flips.add(Math.floor(mode.random() * length));
+    let pos = 0;
+    for await (const c of upRes as AsyncIterable<Buffer>) {
+      const chunk = Buffer.from(c);
+      for (const f of flips) if (f >= pos && f < pos + chunk.length) chunk[f - pos] = chunk[f - pos]! ^ 0xff;
+      pos += chunk.length;
+      if (!(await writeChunk(res, chunk, entry))) return void upRes.destroy();
+    }
+    res.end();
     return;
   }
   for await (const chunk of upRes as AsyncIterable<Buffer>) {
@@ -582,7 +651,7 @@ function failResponse(res: ServerResponse, err: unknown): void {
  * rewritten or dropped, or a body that breaks or trickles. Returns how to
  * send the body.
  */
-async function applyForwardFault(rule: FaultRule, headers: OutgoingHttpHeaders, req: IncomingMessage): Promise<BodyMode> {
+async function applyForwardFault(state: ProxyState, rule: FaultRule, headers: OutgoingHttpHeaders, req: IncomingMessage): Promise<BodyMode> {
   switch (rule.kind) {
     case 'delay':
       await sleep(rule.ms);
@@ -598,6 +667,12 @@ async function applyForwardFault(rule: FaultRule, headers: OutgoingHttpHeaders, 
       return { kind: 'reset', afterBytes: rule.afterBytes };
     case 'slow-body':
       return { kind: 'slow', bytesPerSecond: rule.bytesPerSecond };
+    case 'flip-bytes':
+      return { kind: 'flip', count: rule.count ?? 1, random: state.random };
+    case 'wrong-content-range':
+    case 'shift-body':
+      shiftRange(headers, rule.by ?? 1, rule.kind === 'shift-body');
+      break;
     default:
       break; // redirect / expire-redirect: handled by the caller on the listener they apply to
   }

@@ -1,0 +1,288 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { logger } from '../log/logger.js';
+import { backgroundFetchFailures, fetchDuration, registryBytes, registryRequests, verificationFailures, type FetchOperation } from '../metrics/registry.js';
+import type { BlobFetcher, ChunkLoader, ChunkWant } from './chunk-loader.js';
+import { EngineError } from './errors.js';
+import { WholeLayerHash } from './whole-layer-hash.js';
+
+export interface BackgroundFetchOptions {
+  /** A run starts, and pauses, until no foreground read happened for this long. */
+  idleMs: number;
+  /** Bandwidth; 0 = unlimited. */
+  bytesPerSec: number;
+  /** Ranges fetched ahead of the one being processed. */
+  concurrency: number;
+  /** Size of each range. */
+  spanBytes: number;
+  /** Tries per range before the run stops (a reset, a short or shifted body, bytes that fail their digests). */
+  spanAttempts: number;
+  /** Wait before the first retry of a range, doubling each time. */
+  spanRetryWaitMs: number;
+  /** Wait before a stopped run starts again, doubling each time up to `maxRunRetryWaitMs`. */
+  runRetryWaitMs: number;
+  maxRunRetryWaitMs: number;
+  /** Runs that fail the whole-layer check (blob digest, diff_id) before the layer is declared failed. */
+  maxWholeFailures: number;
+}
+
+export const DEFAULT_BACKGROUND_FETCH: BackgroundFetchOptions = {
+  idleMs: 5000,
+  bytesPerSec: 0,
+  concurrency: 2,
+  spanBytes: 8 << 20,
+  spanAttempts: 4,
+  spanRetryWaitMs: 250,
+  runRetryWaitMs: 30_000,
+  maxRunRetryWaitMs: 10 * 60_000,
+  maxWholeFailures: 3,
+};
+
+/** What a background fetch needs of its layer: not the layer itself. */
+export interface BackgroundFetchDeps {
+  /** Label for logs and metrics. */
+  layer: string;
+  blobDigest: string;
+  /** The config's diff_id, checked once the whole layer went by. */
+  diffID: string | undefined;
+  fetcher: BlobFetcher;
+  loader: ChunkLoader;
+  /** Every chunk, in blob order. */
+  chunks: () => readonly ChunkWant[];
+  /** When the layer last served a foreground read (Date.now() units). */
+  lastForeground: () => number;
+  onFetched: (offset: number, end: number, op: FetchOperation) => void;
+}
+
+export type BackgroundState = 'waiting' | 'fetching' | 'incomplete' | 'complete' | 'failed';
+
+/** Why a run stopped: the metric's reason label and a message naming the layer and the range. */
+class RunStopped extends Error {
+  constructor(readonly reason: 'fetch' | 'verify' | 'inflate' | 'blob' | 'diff_id', message: string, options?: { cause?: unknown }) {
+    super(message, options);
+  }
+}
+
+interface Range {
+  offset: number;
+  end: number;
+}
+
+/**
+ * Fetches a whole layer in the background, verifies every chunk on the way
+ * into the caches, and checks the whole blob against its digest and the
+ * uncompressed tar against its diff_id (which the reference store never
+ * checks). Every fault is a fault of a range: fetched again a bounded number
+ * of times with back-off; a run that still fails stops, leaves the layer
+ * serving verified chunks on demand, and starts over later. Only a blob that
+ * keeps failing its whole-layer check is declared failed.
+ */
+export class BackgroundFetch {
+  private stateName: BackgroundState = 'waiting';
+  private lastReason: string | undefined;
+  private runs = 0;
+  private wholeFailures = 0;
+  private readonly abort = new AbortController();
+  private running: Promise<void> | undefined;
+  /** Idle time counts from the start too: a layer just resolved is about to be read. */
+  private startedAt = 0;
+
+  constructor(
+    private readonly deps: BackgroundFetchDeps,
+    private readonly opts: BackgroundFetchOptions,
+    private readonly onState: (state: BackgroundState, reason?: string) => void,
+  ) {}
+
+  get state(): BackgroundState {
+    return this.stateName;
+  }
+
+  /** Why the last run stopped, or why the layer failed. */
+  get reason(): string | undefined {
+    return this.lastReason;
+  }
+
+  start(): void {
+    if (this.running) return;
+    this.startedAt = Date.now();
+    // Every failure is handled inside; this catch only keeps a bug from becoming an unhandled rejection.
+    this.running ??= this.loop().catch((err: unknown) => {
+      if (!this.abort.signal.aborted) logger.error({ layer: this.deps.layer, err: (err as Error).stack }, 'background fetch ended unexpectedly');
+    });
+  }
+
+  /** Resolves when the fetch has finished, for good or for failure (or at once if it never started). */
+  done(): Promise<void> {
+    return this.running ?? Promise.resolve();
+  }
+
+  async close(): Promise<void> {
+    this.abort.abort(new EngineError('CLOSED', `layer ${this.deps.layer} closed`, { layer: this.deps.layer }));
+    await this.running;
+  }
+
+  private setState(state: BackgroundState, reason?: string): void {
+    this.stateName = state;
+    if (reason !== undefined) this.lastReason = reason;
+    this.onState(state, reason);
+  }
+
+  private async loop(): Promise<void> {
+    for (;;) {
+      this.runs++;
+      try {
+        await this.waitIdle();
+        this.setState('fetching');
+        await this.runOnce();
+        this.setState('complete');
+        logger.info({ layer: this.deps.layer, bytes: this.deps.fetcher.size, runs: this.runs }, 'layer complete: blob digest and diffID verified');
+        return;
+      } catch (err) {
+        if (this.abort.signal.aborted) return;
+        const stopped = err instanceof RunStopped ? err : new RunStopped('fetch', (err as Error).message, { cause: err });
+        backgroundFetchFailures.inc({ reason: stopped.reason });
+        // A registry that keeps failing is waited out, however long; a blob whose every chunk verified
+        // but whose whole does not match (its gzip framing, or a lying manifest) is given a few runs.
+        const whole = stopped.reason === 'blob' || stopped.reason === 'diff_id' || stopped.reason === 'inflate';
+        if (whole) {
+          if (stopped.reason !== 'inflate') verificationFailures.inc({ what: stopped.reason });
+          if (++this.wholeFailures >= this.opts.maxWholeFailures) {
+            this.setState('failed', stopped.message);
+            logger.error({ layer: this.deps.layer, runs: this.runs, reason: stopped.reason, err: stopped.message }, 'layer failed its whole-layer check on every run; reads still fetch and verify chunks on demand');
+            return;
+          }
+        }
+        const waitMs = Math.min(this.opts.maxRunRetryWaitMs, this.opts.runRetryWaitMs * 2 ** (this.runs - 1));
+        this.setState('incomplete', stopped.message);
+        logger.warn({ layer: this.deps.layer, run: this.runs, reason: stopped.reason, retryInMs: waitMs, err: stopped.message }, 'background fetch stopped; reads still fetch on demand; trying again later');
+        try {
+          await sleep(waitMs, undefined, { signal: this.abort.signal });
+        } catch {
+          return; // closed
+        }
+      }
+    }
+  }
+
+  private async waitIdle(): Promise<void> {
+    for (;;) {
+      this.abort.signal.throwIfAborted();
+      const idleFor = Date.now() - Math.max(this.startedAt, this.deps.lastForeground());
+      if (idleFor >= this.opts.idleMs) return;
+      await sleep(this.opts.idleMs - idleFor, undefined, { signal: this.abort.signal });
+    }
+  }
+
+  /** The whole blob in ranges of about `spanBytes`, cut only where a member starts. */
+  private spans(): Range[] {
+    const size = this.deps.fetcher.size;
+    const cuts = [...new Set(this.deps.chunks().map((w) => w.chunk.blobOffset)), size].sort((a, b) => a - b);
+    const spans: Range[] = [];
+    let i = 0;
+    for (let offset = 0; offset < size;) {
+      while (cuts[i]! <= offset) i++;
+      const target = offset + this.opts.spanBytes;
+      let j = i;
+      while (j + 1 < cuts.length && cuts[j + 1]! <= target) j++;
+      // The last cut within the target, or the next cut when one member is larger than a span.
+      const end = cuts[j]! <= target ? cuts[j]! : cuts[i]!;
+      spans.push({ offset, end });
+      offset = end;
+    }
+    return spans;
+  }
+
+  private async fetchSpan(s: Range): Promise<Buffer> {
+    await this.waitIdle();
+    const started = performance.now();
+    const [buf] = await this.deps.fetcher.readRanges([{ offset: s.offset, length: s.end - s.offset }], this.abort.signal);
+    fetchDuration.observe({ operation: 'background' }, (performance.now() - started) / 1000);
+    registryRequests.inc({ operation: 'background' });
+    registryBytes.inc({ operation: 'background' }, s.end - s.offset);
+    this.deps.onFetched(s.offset, s.end, 'background');
+    if (this.opts.bytesPerSec > 0) {
+      const budgetMs = ((s.end - s.offset) / this.opts.bytesPerSec) * 1000;
+      const spent = performance.now() - started;
+      if (budgetMs > spent) await sleep(budgetMs - spent, undefined, { signal: this.abort.signal });
+    }
+    return buf!;
+  }
+
+  /**
+   * One range, verified: its chunks go through the loader (decoded and
+   * checked against their digests); a range whose fetch fails or whose chunks
+   * fail is fetched again, with back-off, up to `spanAttempts` times.
+   */
+  private async verifiedSpan(s: Range, first: Promise<Buffer>, inSpan: readonly ChunkWant[]): Promise<Buffer> {
+    let pending = first;
+    for (let attempt = 1; ; attempt++) {
+      let reason: 'fetch' | 'verify';
+      let message: string;
+      let cause: unknown;
+      try {
+        const buf = await pending;
+        const failed = await this.deps.loader.ingest(s.offset, buf, inSpan, 'background');
+        if (failed === 0) return buf;
+        reason = 'verify';
+        message = `${failed} chunk(s) in blob range [${s.offset}, ${s.end}) failed verification`;
+      } catch (err) {
+        if (this.abort.signal.aborted) throw err;
+        reason = 'fetch';
+        message = `fetching blob range [${s.offset}, ${s.end}): ${(err as Error).message}`;
+        cause = err;
+      }
+      if (attempt >= this.opts.spanAttempts) {
+        throw new RunStopped(reason, `layer ${this.deps.layer}: ${message} (${attempt} attempts)`, { cause });
+      }
+      const waitMs = this.opts.spanRetryWaitMs * 2 ** (attempt - 1);
+      logger.warn({ layer: this.deps.layer, offset: s.offset, end: s.end, attempt, waitMs, reason, err: message }, 'background range failed; fetching it again');
+      await sleep(waitMs, undefined, { signal: this.abort.signal });
+      pending = this.fetchSpan(s);
+    }
+  }
+
+  private async runOnce(): Promise<void> {
+    const spans = this.spans();
+    const chunks = this.deps.chunks();
+    const hash = new WholeLayerHash();
+    try {
+      const window: Promise<Buffer>[] = [];
+      let next = 0;
+      const fill = (): void => {
+        while (window.length < Math.max(1, this.opts.concurrency) && next < spans.length) {
+          const p = this.fetchSpan(spans[next++]!);
+          p.catch(() => {}); // awaited in order below; a failure there is retried, not lost
+          window.push(p);
+        }
+      };
+      fill();
+      let c = 0;
+      for (const s of spans) {
+        const first = window.shift()!;
+        fill();
+        const inSpan: ChunkWant[] = [];
+        while (c < chunks.length && chunks[c]!.chunk.blobOffset < s.end) {
+          if (chunks[c]!.chunk.blobEnd <= s.end) inSpan.push(chunks[c]!);
+          c++;
+        }
+        await hash.update(await this.verifiedSpan(s, first, inSpan));
+      }
+      const digests = await hash.digests();
+      this.checkWhole(digests.blob, digests.diff);
+    } finally {
+      hash.discard();
+    }
+  }
+
+  private checkWhole(blob: string, diff: string | Error): void {
+    const { layer, blobDigest, diffID } = this.deps;
+    if (blob !== blobDigest) {
+      throw new RunStopped('blob', `layer ${layer}: the blob hashes to ${blob}, the manifest says ${blobDigest}`);
+    }
+    if (diff instanceof Error) {
+      throw new RunStopped('inflate', `layer ${layer}: the blob matches its digest but does not inflate: ${diff.message}`);
+    }
+    if (diffID && diff !== diffID) {
+      throw new RunStopped('diff_id', `layer ${layer}: the uncompressed layer hashes to ${diff}, the image config says ${diffID}`);
+    }
+  }
+}
