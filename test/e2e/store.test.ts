@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtemp, open, readFile, readdir, readlink, rm, rmdir, stat, writeFile, lstat } from 'node:fs/promises';
+import { chmod, link, lstat, mkdir, mkdtemp, open, readFile, readdir, readlink, rename, rm, rmdir, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -152,7 +152,7 @@ describe('the store over FUSE', () => {
     await rm(work, { recursive: true, force: true });
   });
 
-  test('root and store directories have real modes; unknown names are ENOENT, bad ones EINVAL', async () => {
+  test('root and store directories have real modes; unknown names and names that cannot be in the store are ENOENT', async () => {
     const st = await stat(store.mnt);
     assert.equal(st.mode & 0o7777, 0o555);
     const layer = store.layerDir(esgzRef, esgz.layers[0]!.digest);
@@ -160,9 +160,37 @@ describe('the store over FUSE', () => {
     assert.deepEqual((await readdir(layer)).sort(), ['blob', 'diff', 'info']);
     await assert.rejects(stat(join(layer, 'nope')), { code: 'ENOENT' });
     await assert.rejects(stat(join(layer, 'use')), { code: 'ENOENT' });
-    await assert.rejects(stat(join(store.mnt, 'not base64!')), { code: 'EINVAL' });
-    await assert.rejects(stat(join(store.mnt, Buffer.from('Not/A Ref').toString('base64'))), { code: 'EINVAL' });
-    await assert.rejects(stat(join(store.mnt, Buffer.from(esgzRef).toString('base64'), 'sha256:1234')), { code: 'EINVAL' });
+    await assert.rejects(stat(join(store.mnt, 'not base64!')), { code: 'ENOENT' });
+    await assert.rejects(stat(join(store.mnt, Buffer.from('Not/A Ref').toString('base64'))), { code: 'ENOENT' });
+    await assert.rejects(stat(join(store.mnt, Buffer.from(esgzRef).toString('base64'), 'sha256:1234')), { code: 'ENOENT' });
+    // Strict names: a reference with a trailing newline (or any control character or space) is not one.
+    for (const bad of [`${esgzRef}\n`, ` ${esgzRef}`, `${esgzRef}\u0000`, `${esgzRef}\t`]) {
+      await assert.rejects(stat(join(store.layerDir(bad, esgz.layers[0]!.digest), 'diff')), { code: 'ENOENT' }, JSON.stringify(bad));
+    }
+    // A store configured without ":ref" is asked for <mnt>/<digest>: not there, and said once in the log.
+    await assert.rejects(stat(join(store.mnt, esgz.layers[0]!.digest)), { code: 'ENOENT' });
+    assert.match(store.logs(), /must name the store with \\":ref\\"|must name the store with ":ref"/);
+  });
+
+  test('every write-like request anywhere in the tree answers EROFS', async () => {
+    const refDir = join(store.mnt, Buffer.from(esgzRef).toString('base64'));
+    const layer = store.layerDir(esgzRef, esgz.layers[0]!.digest);
+    await stat(join(layer, 'diff'));
+    const places = [store.mnt, refDir, layer, join(layer, 'diff'), join(layer, 'diff', 'etc')];
+    for (const dir of places) {
+      await assert.rejects(mkdir(join(dir, 'newdir')), { code: 'EROFS' }, `mkdir in ${dir}`);
+      await assert.rejects(writeFile(join(dir, 'newfile'), 'x'), { code: 'EROFS' }, `create in ${dir}`);
+      await assert.rejects(run('mknod', [join(dir, 'newfifo'), 'p']), (err: { stderr?: string }) => /Read-only file system/.test(err.stderr ?? ''), `mknod in ${dir}`);
+      await assert.rejects(symlink('x', join(dir, 'newlink')), { code: 'EROFS' }, `symlink in ${dir}`);
+    }
+    await assert.rejects(rename(refDir, join(store.mnt, 'renamed')), { code: 'EROFS' }, 'rename of a reference directory');
+    await assert.rejects(rename(layer, join(refDir, 'renamed')), { code: 'EROFS' }, 'rename of a layer directory');
+    await assert.rejects(rename(join(layer, 'diff', 'etc', 'os-release'), join(layer, 'diff', 'etc', 'moved')), { code: 'EROFS' });
+    await assert.rejects(chmod(join(layer, 'diff', 'etc', 'os-release'), 0o777), { code: 'EROFS' });
+    await assert.rejects(chmod(layer, 0o777), { code: 'EROFS' });
+    await assert.rejects(rmdir(refDir), { code: 'EROFS' }, 'rmdir of a reference directory');
+    await assert.rejects(rmdir(join(layer, 'diff', 'etc')), { code: 'EROFS' });
+    await assert.rejects(link(join(layer, 'diff', 'etc', 'os-release'), join(layer, 'diff', 'etc', 'hard')), { code: 'EROFS' });
   });
 
   test('diff equals tar -x of the same layer: content, type, mode, owner, mtime, links, devices, xattrs (overlay semantics applied)', async () => {

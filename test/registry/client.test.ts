@@ -217,6 +217,15 @@ describe('registry client against Distribution', () => {
       assert.equal(f.hits, 1);
     });
 
+    test('a wrong Content-Range is a fault of that answer: asked again, then a clear error', async () => {
+      const f = proxy.addFault({ path: `/blobs/${blobDigest}`, method: 'GET', kind: 'wrong-content-range', by: 3, times: 2 });
+      assert.deepEqual(await blob.read(1000, 50_000), expect(1000, 50_000));
+      assert.equal(f.hits, 2);
+      proxy.addFault({ path: `/blobs/${blobDigest}`, method: 'GET', kind: 'wrong-content-range', by: 3, times: Infinity });
+      await rejectsWith(blob.read(1000, 50_000), 'PROTOCOL', /did not return bytes \[1000, 51000\) in 4 attempts/);
+      proxy.clearFaults();
+    });
+
     test('a response slower than the request timeout fails clearly after the retries', async () => {
       proxy.addFault({ path: `/blobs/${blobDigest}`, method: 'GET', kind: 'delay', ms: 1500, times: 4 });
       await rejectsWith(blob.read(0, 10), 'TIMEOUT', new RegExp(`GET http://${proxy.host}/v2/test/blob/blobs/${blobDigest}: UND_ERR_HEADERS_TIMEOUT`));
