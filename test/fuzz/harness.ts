@@ -616,7 +616,7 @@ async function runCaseInner(ctx: RunContext, c: FuzzCase): Promise<void> {
   if (genuine && !c.bytes.length && !allOk) throw new FuzzFailure('the unmutated blob does not read back');
 
   // Engine, worker pool, no memory cache.
-  await readThroughEngine(ctx.poolEngine, 'pool', es, blob, base, files, verified, genuine, c, readOk, readErr);
+  await readThroughEngine(ctx.poolEngine, 'pool', es, blob, base, files, verified, genuine, c, readOk, readErr, false);
 
   // Engine on the main thread with a memory cache that already holds the genuine layer's chunks:
   // a lying TOC naming a genuine chunk's digest gets a cache hit, which must still be its own size.
@@ -633,7 +633,7 @@ async function runCaseInner(ctx: RunContext, c: FuzzCase): Promise<void> {
       checkBytes(`genuine layer through the engine: ${path}`, node, got, 0, node.size, undefined, base.truth.get(path));
     }
     await good.close();
-    await readThroughEngine(cached, 'cached', es, blob, base, files, verified, genuine, c, readOk, readErr);
+    await readThroughEngine(cached, 'cached', es, blob, base, files, verified, genuine, c, readOk, readErr, true);
   } finally {
     await cached.close();
   }
@@ -644,14 +644,16 @@ async function readThroughEngine(
   engine: Engine, tag: string, es: EstargzBlob, blob: Buffer, base: Base,
   files: { path: string; node: LayerNode }[], verified: Map<LayerNode, Buffer>, genuine: boolean, c: FuzzCase,
   readOk: () => void, readErr: (key: string) => void,
+  /** Every read at once (loads in flight are shared between files), or one after the other. */
+  concurrent: boolean,
 ): Promise<void> {
   const layer = openLayer(engine, es, blob, base, tag);
   try {
     await within(layer.prefetch(), `${tag}: prefetch`);
-    for (const { path, node } of files) {
-      const truth = genuine ? base.truth.get(path) : undefined;
-      const where = `engine (${tag}): ${path}`;
-      for (const [offset, length] of [[0, node.size], [node.size ? c.range.at % node.size : 0, c.range.len]] as const) {
+    const reads = files.flatMap(({ path, node }) =>
+      ([[0, node.size], [node.size ? c.range.at % node.size : 0, c.range.len]] as const).map(([offset, length]) => async () => {
+        const truth = genuine ? base.truth.get(path) : undefined;
+        const where = `engine (${tag}${concurrent ? ', concurrent reads' : ''}): ${path}`;
         try {
           const got = await within(layer.readFile(node, offset, length, path), `${where} [${offset}, +${length})`);
           checkBytes(where, node, got, offset, length, verified.get(node), truth);
@@ -659,7 +661,13 @@ async function readThroughEngine(
         } catch (err) {
           readErr(checkReadError(err, where));
         }
-      }
+      }));
+    if (concurrent) {
+      const results = await Promise.allSettled(reads.map((read) => read()));
+      const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failure) throw failure.reason;
+    } else {
+      for (const read of reads) await read();
     }
   } finally {
     await finishLayer(layer, c.background, `engine (${tag})`);

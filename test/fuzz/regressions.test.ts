@@ -183,6 +183,38 @@ describe('fuzz findings: engine', () => {
     }));
   });
 
+  // Found reading the chunk loader while triaging the fuzz findings: loads in flight are shared by
+  // digest, so a lying file naming another file's chunk digest got that file's bytes, whatever its size.
+  for (const lieSize of [100, 5000]) {
+    test(`a chunk loading for another file with the same digest is not served at another size (${lieSize} bytes, concurrent reads)`, async () => {
+      const a = randomBytes(300, 21);
+      const c = randomBytes(6000, 22);
+      const m0 = gzipSync(a);
+      const m1 = gzipSync(c);
+      const toc: TocJson = {
+        version: 1,
+        entries: [
+          { name: 'a', type: 'reg', size: a.length, offset: 0, chunkDigest: sha(a) },
+          { name: 'b', type: 'reg', size: lieSize, offset: m0.length, chunkDigest: sha(a) },
+        ],
+      };
+      const json = Buffer.from(JSON.stringify(toc));
+      const blob = Buffer.concat([m0, m1, tocMember(json), encodeFooter(m0.length + m1.length)]);
+      const es = await openEstargz(new BufferSource(blob), { tocDigest: sha256Digest(json) });
+      for (const memoryCacheBytes of [0, 256 << 20]) {
+        await noCrash(() => withEngine({ memoryCacheBytes, fetch: { noBackgroundFetch: true } }, async (engine) => {
+          const layer = layerOf(engine, es, blob);
+          const fa = es.index.byPath.get('a')!;
+          const fb = es.index.byPath.get('b')!;
+          const [ra, rb] = await Promise.allSettled([layer.readFile(fa, 0, fa.size), layer.readFile(fb, 0, fb.size)]);
+          assert.deepEqual(ra, { status: 'fulfilled', value: a });
+          assert.equal(rb.status, 'rejected', `b (said to be ${lieSize} bytes) was served ${rb.status === 'fulfilled' ? rb.value.length : 0} bytes of a's chunk`);
+          await layer.close();
+        }));
+      }
+    });
+  }
+
   // Found by `npm run fuzz -- --seed 1` (case 156): the same lie in a reference-made fixture, the
   // landmark's size taken from another entry (4095), with the engine's cache holding the real 1-byte chunk.
   test('basic fixture, landmark size lie: the cached 1-byte chunk is not served as 4095 bytes', async () => {
