@@ -5,6 +5,7 @@ import {
   PREFETCH_LANDMARK,
   TOC_ENTRY_TYPES,
   cleanEntryName,
+  entryNameProblem,
   parseModtime,
   type TocEntryJson,
   type TocJson,
@@ -87,7 +88,56 @@ export interface LayerIndex {
 export interface IndexOptions {
   /** Compressed offset of the TOC member: the end of the last data member. */
   tocOffset: number;
+  /** Bounds on what a TOC may ask for (defaults: DEFAULT_TOC_LIMITS). */
+  limits?: Partial<TocLimits>;
 }
+
+/**
+ * Bounds a TOC must keep. They are far above what real layers use, and keep
+ * a hostile TOC (one whose digest the manifest vouches for: its author wrote
+ * both) from costing unbounded memory, or naming what no filesystem can hold.
+ */
+export interface TocLimits {
+  /** TOC entries, chunk entries included; every chunk of a file is one. */
+  maxEntries: number;
+  /** UTF-8 bytes of a normalized path (PATH_MAX). */
+  maxPathBytes: number;
+  /** UTF-8 bytes of one path component (NAME_MAX). */
+  maxComponentBytes: number;
+  /** Components of a path. */
+  maxDepth: number;
+  /** Extended attributes of one entry. */
+  maxXattrs: number;
+  /** UTF-8 bytes of an xattr name (XATTR_NAME_MAX). */
+  maxXattrNameBytes: number;
+  /** Bytes of an xattr value (XATTR_SIZE_MAX). */
+  maxXattrValueBytes: number;
+  /** Uncompressed bytes of one chunk: it is decoded into one buffer, and cached whole. */
+  maxChunkBytes: number;
+}
+
+export const DEFAULT_TOC_LIMITS: Readonly<TocLimits> = {
+  maxEntries: 1 << 22,
+  maxPathBytes: 4096,
+  maxComponentBytes: 255,
+  maxDepth: 1024,
+  maxXattrs: 1024,
+  maxXattrNameBytes: 255,
+  maxXattrValueBytes: 64 << 10,
+  maxChunkBytes: 1 << 30,
+};
+
+/**
+ * Most bytes a deflate stream can inflate to per compressed byte: a match of
+ * 258 bytes costs at least two bits (a one-bit length code and a one-bit
+ * distance code), so 258 × 4 = 1032. A chunk that needs more plain bytes from
+ * its member than the member's length × this cannot be decoded from it: the
+ * TOC lies about its size, innerOffset, or where the member ends.
+ */
+export const DEFLATE_MAX_RATIO = 1032;
+
+/** uid, gid, device numbers: 32 bits in the kernel and in FUSE's replies. */
+const MAX_ID = 0xffff_ffff;
 
 const MODE_PERM_MASK = 0o7777;
 
@@ -129,6 +179,12 @@ function checkCount(entry: TocEntryJson, key: keyof TocEntryJson, path: string):
   return v;
 }
 
+function checkId(entry: TocEntryJson, key: 'uid' | 'gid' | 'devMajor' | 'devMinor', path: string): number {
+  const v = checkCount(entry, key, path);
+  if (v > MAX_ID) throw invalid(`TOC entry ${JSON.stringify(path)}: "${key}" is ${v}, over the 32-bit limit`, path);
+  return v;
+}
+
 function checkString(entry: TocEntryJson, key: keyof TocEntryJson, path: string): string {
   const v = entry[key];
   if (v === undefined || v === null) return '';
@@ -136,16 +192,50 @@ function checkString(entry: TocEntryJson, key: keyof TocEntryJson, path: string)
   return v;
 }
 
-function decodeXattrs(entry: TocEntryJson, path: string): ReadonlyMap<string, Buffer> {
+function decodeXattrs(entry: TocEntryJson, path: string, limits: TocLimits): ReadonlyMap<string, Buffer> {
   const x = entry.xattrs;
   if (x === undefined || x === null) return NO_XATTRS;
+  const at = `TOC entry ${JSON.stringify(path)}`;
+  if (typeof x !== 'object' || Array.isArray(x)) throw invalid(`${at}: "xattrs" is not an object`, path);
+  const names = Object.keys(x);
+  if (names.length > limits.maxXattrs) throw invalid(`${at}: ${names.length} xattrs, over the limit of ${limits.maxXattrs}`, path);
+  if (names.length === 0) return NO_XATTRS;
   const out = new Map<string, Buffer>();
-  if (typeof x !== 'object' || Array.isArray(x)) throw invalid(`TOC entry ${JSON.stringify(path)}: "xattrs" is not an object`, path);
   for (const [k, v] of Object.entries(x)) {
-    if (typeof v !== 'string') throw invalid(`TOC entry ${JSON.stringify(path)}: xattr ${JSON.stringify(k)} is not a base64 string`, path);
-    out.set(k, Buffer.from(v, 'base64'));
+    // listxattr replies are NUL-separated names: a NUL inside one would split it.
+    if (k === '' || k.includes('\0') || Buffer.byteLength(k) > limits.maxXattrNameBytes) {
+      throw invalid(`${at}: xattr name ${JSON.stringify(k.slice(0, 300))} is empty, has a NUL byte or is over ${limits.maxXattrNameBytes} bytes`, path);
+    }
+    if (typeof v !== 'string') throw invalid(`${at}: xattr ${JSON.stringify(k)} is not a base64 string`, path);
+    const value = Buffer.from(v, 'base64');
+    if (value.length > limits.maxXattrValueBytes) {
+      throw invalid(`${at}: xattr ${JSON.stringify(k)} is ${value.length} bytes, over the limit of ${limits.maxXattrValueBytes}`, path);
+    }
+    out.set(k, value);
   }
   return out;
+}
+
+/**
+ * Normalizes a name from the TOC (entry name or hardlink target) to a path
+ * inside the layer, refusing one that escapes it, holds a NUL, or is longer
+ * or deeper than a filesystem allows.
+ */
+function checkedPath(name: string, what: string, at: string, limits: TocLimits): string {
+  const problem = entryNameProblem(name);
+  if (problem) throw invalid(`TOC entry ${JSON.stringify(at.slice(0, 300))}: ${what} ${problem}`, at);
+  const path = cleanEntryName(name);
+  if (path === '') return path;
+  if (Buffer.byteLength(path) > limits.maxPathBytes) throw invalid(`TOC entry ${JSON.stringify(path.slice(0, 300))}…: ${what} is over ${limits.maxPathBytes} bytes`, path);
+  let depth = 0;
+  for (const part of path.split('/')) {
+    depth++;
+    if (Buffer.byteLength(part) > limits.maxComponentBytes) {
+      throw invalid(`TOC entry ${JSON.stringify(path)}: ${what} has a component over ${limits.maxComponentBytes} bytes`, path);
+    }
+  }
+  if (depth > limits.maxDepth) throw invalid(`TOC entry ${JSON.stringify(path.slice(0, 300))}…: ${what} is ${depth} levels deep, over the limit of ${limits.maxDepth}`, path);
+  return path;
 }
 
 /**
@@ -155,6 +245,9 @@ function decodeXattrs(entry: TocEntryJson, path: string): ReadonlyMap<string, Bu
  * offsets, sizes or chunk lists are inconsistent, naming the entry.
  */
 export function buildLayerIndex(toc: TocJson, opts: IndexOptions): LayerIndex {
+  const limits: TocLimits = { ...DEFAULT_TOC_LIMITS, ...opts.limits };
+  if (!Array.isArray(toc.entries)) throw invalid('TOC "entries" is not an array');
+  if (toc.entries.length > limits.maxEntries) throw invalid(`TOC has ${toc.entries.length} entries, over the limit of ${limits.maxEntries}`);
   let nextIno = 1;
   const newNode = (path: string, type: NodeType, implicit: boolean): LayerNode => ({
     ino: nextIno++,
@@ -253,6 +346,9 @@ export function buildLayerIndex(toc: TocJson, opts: IndexOptions): LayerIndex {
     if (size <= 0 || chunkOffset + size > node.size) {
       throw invalid(`TOC entry ${JSON.stringify(path)}: chunk [${chunkOffset}, ${chunkOffset + size}) is outside the file of ${node.size} bytes`, path);
     }
+    if (size > limits.maxChunkBytes) {
+      throw invalid(`TOC entry ${JSON.stringify(path)}: chunk at file offset ${chunkOffset} is ${size} bytes, over the limit of ${limits.maxChunkBytes}`, path);
+    }
     const offset = checkCount(entry, 'offset', path);
     const innerOffset = checkCount(entry, 'innerOffset', path);
     if (offset >= opts.tocOffset) {
@@ -281,17 +377,21 @@ export function buildLayerIndex(toc: TocJson, opts: IndexOptions): LayerIndex {
     if (typeof entry.type !== 'string' || !TOC_ENTRY_TYPES.has(entry.type)) {
       throw invalid(`TOC entry ${JSON.stringify(entry.name)}: unknown type ${JSON.stringify(entry.type)}`, entry.name);
     }
-    const path = cleanEntryName(entry.name);
+    const path = checkedPath(entry.name, 'name', entry.name, limits);
 
     if (entry.type === 'chunk') {
       if (!lastReg) throw invalid(`TOC entry ${JSON.stringify(entry.name)}: "chunk" entry does not follow a regular file`, path);
+      // Writers repeat the file's name on its chunk entries: another name means the list is mixed up.
+      if (path !== '' && path !== lastReg.path) {
+        throw invalid(`TOC entry ${JSON.stringify(path)}: "chunk" entry follows the regular file ${JSON.stringify(lastReg.path)}`, path);
+      }
       addChunk(entry, lastReg, checkCount(entry, 'chunkOffset', path), checkCount(entry, 'chunkSize', path));
       continue;
     }
     finishReg();
 
-    const uid = checkCount(entry, 'uid', path);
-    const gid = checkCount(entry, 'gid', path);
+    const uid = checkId(entry, 'uid', path);
+    const gid = checkId(entry, 'gid', path);
     let userName = checkString(entry, 'userName', path);
     let groupName = checkString(entry, 'groupName', path);
     if (userName) userNames.set(uid, userName);
@@ -311,7 +411,8 @@ export function buildLayerIndex(toc: TocJson, opts: IndexOptions): LayerIndex {
 
     let node: LayerNode;
     if (entry.type === 'hardlink') {
-      const target = cleanEntryName(checkString(entry, 'linkName', path));
+      const target = checkedPath(checkString(entry, 'linkName', path), 'hardlink target', path, limits);
+      if (target === path) throw invalid(`TOC entry ${JSON.stringify(path)}: hardlink to itself`, path);
       const targetNode = byPath.get(target);
       if (!targetNode || targetNode === root) {
         throw invalid(`TOC entry ${JSON.stringify(path)}: hardlink target ${JSON.stringify(entry.linkName)} is not an earlier entry`, path);
@@ -340,11 +441,11 @@ export function buildLayerIndex(toc: TocJson, opts: IndexOptions): LayerIndex {
       node.userName = userName;
       node.groupName = groupName;
       node.mtime = mtime;
-      node.xattrs = decodeXattrs(entry, path);
+      node.xattrs = decodeXattrs(entry, path, limits);
       if (type === 'symlink') node.linkName = checkString(entry, 'linkName', path);
       if (type === 'char' || type === 'block') {
-        node.devMajor = checkCount(entry, 'devMajor', path);
-        node.devMinor = checkCount(entry, 'devMinor', path);
+        node.devMajor = checkId(entry, 'devMajor', path);
+        node.devMinor = checkId(entry, 'devMinor', path);
       }
       if (type === 'reg') {
         node.size = checkCount(entry, 'size', path);
@@ -397,8 +498,10 @@ export function buildLayerIndex(toc: TocJson, opts: IndexOptions): LayerIndex {
 /**
  * Sets each chunk's `blobEnd`: a member ends where the next member starts, and
  * the last one at the TOC. Rejects two chunks at the same place (blob offset
- * and inner offset), naming the later entry. Chunks are nearly always listed in
- * blob order already; they are sorted (by index) only when they are not.
+ * and inner offset), naming the later entry; two chunks of one member whose
+ * plain ranges overlap; and a chunk that needs more plain bytes than its
+ * member can inflate to. Chunks are nearly always listed in blob order
+ * already; they are sorted (by index) only when they are not.
  */
 function setMemberEnds(chunks: readonly Chunk[], paths: readonly string[], tocOffset: number): void {
   const before = (a: Chunk, b: Chunk): number => a.blobOffset - b.blobOffset || a.innerOffset - b.innerOffset;
@@ -420,12 +523,19 @@ function setMemberEnds(chunks: readonly Chunk[], paths: readonly string[], tocOf
         const later = Math.max(at(k), at(k + 1));
         throw invalid(`TOC entry ${JSON.stringify(paths[later])}: chunk at blob offset ${c.blobOffset} (inner offset ${c.innerOffset}) duplicates another chunk's offset`, paths[later]);
       }
+      if (c.blobOffset === next.blobOffset && c.innerOffset + c.size > next.innerOffset) {
+        throw invalid(`TOC entry ${JSON.stringify(paths[at(k)])}: chunk at blob offset ${c.blobOffset}, inner range [${c.innerOffset}, ${c.innerOffset + c.size}), overlaps the chunk of ${JSON.stringify(paths[at(k + 1)])} at inner offset ${next.innerOffset}`, paths[at(k)]);
+      }
     }
     if (c.blobOffset !== groupOffset) {
       if (groupOffset >= 0) nextStart = groupOffset;
       groupOffset = c.blobOffset;
     }
     c.blobEnd = nextStart;
+    const memberBytes = c.blobEnd - c.blobOffset;
+    if (c.innerOffset + c.size > memberBytes * DEFLATE_MAX_RATIO) {
+      throw invalid(`TOC entry ${JSON.stringify(paths[at(k)])}: chunk at file offset ${c.fileOffset} needs ${c.innerOffset + c.size} plain bytes (inner offset ${c.innerOffset} + size ${c.size}) from a member of ${memberBytes} bytes at blob offset ${c.blobOffset}, more than deflate can inflate it to`, paths[at(k)]);
+    }
   }
 }
 

@@ -75,15 +75,39 @@ export function parseTocJson(bytes: Uint8Array): TocJson {
   }
   const { version, entries } = doc as { version?: unknown; entries?: unknown };
   if (version !== 1) throw new EstargzError('INVALID_TOC', `TOC version is ${JSON.stringify(version)}, only 1 is supported`);
-  if (entries !== undefined && entries !== null && !Array.isArray(entries)) {
-    throw new EstargzError('INVALID_TOC', 'TOC "entries" is not an array');
-  }
-  return { version, entries: (entries ?? []) as TocEntryJson[] };
+  // A TOC without its entries list is damaged (or lying), not an empty layer:
+  // even an empty layer's TOC lists its landmark.
+  if (entries === undefined) throw new EstargzError('INVALID_TOC', 'TOC has no "entries" list');
+  if (!Array.isArray(entries)) throw new EstargzError('INVALID_TOC', `TOC "entries" is ${entries === null ? 'null' : `a ${typeof entries}`}, not an array`);
+  return { version, entries: entries as TocEntryJson[] };
 }
 
 /** Serializes a TOC as the reference does (tab indent, no trailing newline). */
 export function serializeToc(toc: TocJson): Buffer {
   return Buffer.from(JSON.stringify(toc, null, '\t'), 'utf8');
+}
+
+/**
+ * Why a name from the TOC (an entry name or a hardlink target) cannot name a
+ * path inside the layer, or null when it can. Leading "/" and "./", repeated
+ * and trailing slashes and ".." that stays inside the layer are only
+ * normalized away (cleanEntryName), as tar extractors do; a ".." that climbs
+ * above the layer's root, or a NUL byte (no file name holds one), is refused,
+ * as containers/storage refuses it when it unpacks a layer.
+ */
+export function entryNameProblem(name: string): string | null {
+  if (name.includes('\0')) return 'contains a NUL byte';
+  let depth = 0;
+  for (const part of name.split('/')) {
+    if (part === '' || part === '.') continue;
+    if (part === '..') {
+      if (depth === 0) return 'climbs above the layer root with ".."';
+      depth--;
+    } else {
+      depth++;
+    }
+  }
+  return null;
 }
 
 /** Mirrors Go's path.Clean("/" + name) without the leading slash: "./a/" → "a", "../x" → "x", "./" → "". */

@@ -154,11 +154,141 @@ describe('TOC validation', () => {
     assert.equal(opened.index.byPath.get('f')!.chunks[0]!.digest, sha(content));
   });
 
-  test('paths with .. never escape the root', async () => {
-    const blob = blobWith(([o]) => ({ version: 1, entries: [fileEntry('../../etc/passwd', content, o!), { name: '/a/../../b/./c/', type: 'dir' }] }), [content]);
+  test('paths are normalized inside the layer; a name that climbs above the root is refused', async () => {
+    const blob = blobWith(([o]) => ({ version: 1, entries: [fileEntry('./etc/../etc//passwd', content, o!), { name: '/a/../b/./c/', type: 'dir' }] }), [content]);
     const { index } = await openEstargz(new BufferSource(blob));
     assert.deepEqual([...index.byPath.keys()].sort(), ['', 'b', 'b/c', 'etc', 'etc/passwd']);
     assert.equal(index.byPath.get('b')!.implicit, true);
+    for (const name of ['../../etc/passwd', '/a/../../b', 'x/../..', '..']) {
+      const escaping = blobWith(([o]) => ({ version: 1, entries: [fileEntry(name, content, o!)] }), [content]);
+      await assert.rejects(openEstargz(new BufferSource(escaping)), (err) =>
+        isEstargzError(err, 'INVALID_TOC') && err.message.includes(`${JSON.stringify(name)}: name climbs above the layer root`));
+    }
+  });
+
+  test('a NUL byte in a name or hardlink target is refused', async () => {
+    const nul = blobWith(([o]) => ({ version: 1, entries: [fileEntry('etc/pass\u0000wd', content, o!)] }), [content]);
+    await rejectsWith(openEstargz(new BufferSource(nul)), 'INVALID_TOC', /name contains a NUL byte/);
+    const link = blobWith(([o]) => ({ version: 1, entries: [fileEntry('f', content, o!), { name: 'l', type: 'hardlink', linkName: 'f\u0000' }] }), [content]);
+    await rejectsWith(openEstargz(new BufferSource(link)), 'INVALID_TOC', /"l": hardlink target contains a NUL byte/);
+  });
+
+  test('names longer or deeper than a filesystem allows are refused', async () => {
+    const named = (name: string) => blobWith(() => ({ version: 1, entries: [{ name, type: 'dir' }] }));
+    await rejectsWith(openEstargz(new BufferSource(named('d/'.repeat(2100)))), 'INVALID_TOC', /name is over 4096 bytes/);
+    await rejectsWith(openEstargz(new BufferSource(named('x'.repeat(256)))), 'INVALID_TOC', /component over 255 bytes/);
+    assert.ok(await openEstargz(new BufferSource(named('x'.repeat(255)))));
+    // Multi-byte characters count in bytes, as the kernel counts them.
+    await rejectsWith(openEstargz(new BufferSource(named('é'.repeat(128)))), 'INVALID_TOC', /component over 255 bytes/);
+    await rejectsWith(openEstargz(new BufferSource(named('a/'.repeat(1025)))), 'INVALID_TOC', /1025 levels deep, over the limit of 1024/);
+    const { buildLayerIndex } = await import('../../src/estargz/layer-index.js');
+    assert.throws(() => buildLayerIndex({ version: 1, entries: [{ name: 'a/'.repeat(11), type: 'dir' }] }, { tocOffset: 100, limits: { maxDepth: 10 } }),
+      (err) => isEstargzError(err, 'INVALID_TOC') && /11 levels deep, over the limit of 10/.test(err.message));
+    assert.doesNotThrow(() => buildLayerIndex({ version: 1, entries: [{ name: 'a/'.repeat(10), type: 'dir' }] }, { tocOffset: 100, limits: { maxDepth: 10 } }));
+  });
+
+  test('"entries" null, missing or not an array is an invalid TOC, not an empty layer', async () => {
+    await rejectsWith(openEstargz(new BufferSource(craftBlob('{"version":1,"entries":null}'))), 'INVALID_TOC', /"entries" is null, not an array/);
+    await rejectsWith(openEstargz(new BufferSource(craftBlob('{"version":1}'))), 'INVALID_TOC', /has no "entries" list/);
+    await rejectsWith(openEstargz(new BufferSource(craftBlob('{"version":1,"entries":{"0":{}}}'))), 'INVALID_TOC', /"entries" is a object, not an array/);
+    await rejectsWith(openEstargz(new BufferSource(craftBlob('{"version":1,"entries":[null]}'))), 'INVALID_TOC', /TOC entry is not an object/);
+    // An empty list is a (strange but consistent) empty layer.
+    const { index } = await openEstargz(new BufferSource(craftBlob('{"version":1,"entries":[]}')));
+    assert.equal(index.nodeCount, 1);
+  });
+
+  test('entry count is bounded', async () => {
+    const { buildLayerIndex } = await import('../../src/estargz/layer-index.js');
+    const entries = Array.from({ length: 5 }, (_, i) => ({ name: `d${i}`, type: 'dir' as const }));
+    assert.throws(() => buildLayerIndex({ version: 1, entries }, { tocOffset: 100, limits: { maxEntries: 4 } }),
+      (err) => isEstargzError(err, 'INVALID_TOC') && /5 entries, over the limit of 4/.test(err.message));
+    assert.equal(buildLayerIndex({ version: 1, entries }, { tocOffset: 100, limits: { maxEntries: 5 } }).nodeCount, 6);
+  });
+
+  test('uid, gid and device numbers are 32-bit', async () => {
+    await rejectsWith(openEstargz(new BufferSource(one({ uid: 2 ** 32 }))), 'INVALID_TOC', /"f": "uid" is 4294967296, over the 32-bit limit/);
+    await rejectsWith(openEstargz(new BufferSource(one({ gid: 2 ** 40 }))), 'INVALID_TOC', /"gid" is 1099511627776, over the 32-bit limit/);
+    const dev = blobWith(() => ({ version: 1, entries: [{ name: 'dev/x', type: 'char', devMajor: 1, devMinor: 2 ** 33 }] }));
+    await rejectsWith(openEstargz(new BufferSource(dev)), 'INVALID_TOC', /"dev\/x": "devMinor" is 8589934592/);
+    const ok = await openEstargz(new BufferSource(one({ uid: 2 ** 32 - 1 })));
+    assert.equal(ok.index.byPath.get('f')!.uid, 2 ** 32 - 1);
+  });
+
+  test('xattrs: count, name and value bounds, NUL in a name', async () => {
+    const b64 = (n: number) => Buffer.alloc(n, 1).toString('base64');
+    await rejectsWith(openEstargz(new BufferSource(one({ xattrs: { 'user.a\u0000b': b64(1) } }))), 'INVALID_TOC', /"f": xattr name .* has a NUL byte/);
+    await rejectsWith(openEstargz(new BufferSource(one({ xattrs: { '': b64(1) } }))), 'INVALID_TOC', /xattr name "" is empty/);
+    await rejectsWith(openEstargz(new BufferSource(one({ xattrs: { ['user.' + 'n'.repeat(251)]: b64(1) } }))), 'INVALID_TOC', /over 255 bytes/);
+    await rejectsWith(openEstargz(new BufferSource(one({ xattrs: { 'user.big': b64((64 << 10) + 1) } }))), 'INVALID_TOC', /xattr "user.big" is 65537 bytes, over the limit of 65536/);
+    const many = Object.fromEntries(Array.from({ length: 1025 }, (_, i) => [`user.k${i}`, b64(1)]));
+    await rejectsWith(openEstargz(new BufferSource(one({ xattrs: many }))), 'INVALID_TOC', /"f": 1025 xattrs, over the limit of 1024/);
+    const fine = await openEstargz(new BufferSource(one({ xattrs: { 'user.big': b64(64 << 10) } })));
+    assert.equal(fine.index.byPath.get('f')!.xattrs.get('user.big')!.length, 64 << 10);
+  });
+
+  test('a chunk cannot need more plain bytes than its member can inflate to', async () => {
+    const c = Buffer.alloc(1000, 7);
+    // The member of 1000 zeros is ~30 bytes: 1032 × its length is far below 1 MB.
+    const huge = blobWith(([o]) => ({ version: 1, entries: [{ name: 'f', type: 'reg', size: 1_000_000, offset: o, chunkDigest: sha(c) }] }), [c]);
+    await rejectsWith(openEstargz(new BufferSource(huge)), 'INVALID_TOC', /"f": chunk at file offset 0 needs 1000000 plain bytes .* more than deflate can inflate it to/);
+    const inner = blobWith(([o]) => ({ version: 1, entries: [fileEntry('f', content, o!, { innerOffset: 1 << 24 })] }), [content]);
+    await rejectsWith(openEstargz(new BufferSource(inner)), 'INVALID_TOC', /"f": chunk at file offset 0 needs 16777221 plain bytes \(inner offset 16777216 \+ size 5\)/);
+    // The lying-but-plausible case stays possible (decoding then fails the digest or the size): 900,000 from a member of ~1 KB passes the bound.
+    const { buildLayerIndex } = await import('../../src/estargz/layer-index.js');
+    const index = buildLayerIndex({ version: 1, entries: [{ name: 'f', type: 'reg', size: 900_000, offset: 0, chunkDigest: sha(c) }] }, { tocOffset: 1000 });
+    assert.equal(index.byPath.get('f')!.chunks[0]!.blobEnd, 1000);
+  });
+
+  test('a chunk is at most maxChunkBytes', async () => {
+    const { buildLayerIndex } = await import('../../src/estargz/layer-index.js');
+    assert.throws(() => buildLayerIndex({ version: 1, entries: [{ name: 'f', type: 'reg', size: 2048, offset: 0, chunkDigest: sha(content) }] }, { tocOffset: 100, limits: { maxChunkBytes: 1024 } }),
+      (err) => isEstargzError(err, 'INVALID_TOC') && /"f": chunk at file offset 0 is 2048 bytes, over the limit of 1024/.test(err.message));
+  });
+
+  test('two chunks of one member whose plain ranges overlap', async () => {
+    const a = Buffer.from('first file');
+    const b = Buffer.from('second file');
+    const blob = blobWith(([o]) => ({
+      version: 1,
+      entries: [fileEntry('a', a, o!), fileEntry('b', b, o!, { innerOffset: a.length - 1 })],
+    }), [Buffer.concat([a, b])]);
+    await rejectsWith(openEstargz(new BufferSource(blob)), 'INVALID_TOC', /"a": chunk at blob offset 0, inner range \[0, 10\), overlaps the chunk of "b" at inner offset 9/);
+  });
+
+  test('a chunk entry names its file, and follows it', async () => {
+    const c0 = Buffer.from('aaaa');
+    const c1 = Buffer.from('bbbb');
+    const toc = (chunkName: string) => ([o0, o1]: number[]) => ({
+      version: 1,
+      entries: [
+        { name: 'f', type: 'reg', size: 8, offset: o0, chunkSize: 4, chunkDigest: sha(c0) },
+        { name: chunkName, type: 'chunk', offset: o1, chunkOffset: 4, chunkDigest: sha(c1) },
+      ],
+    });
+    await rejectsWith(openEstargz(new BufferSource(blobWith(toc('g'), [c0, c1]))), 'INVALID_TOC', /"g": "chunk" entry follows the regular file "f"/);
+    assert.ok(await openEstargz(new BufferSource(blobWith(toc('./f'), [c0, c1]))));
+    const orphan = blobWith(([o]) => ({ version: 1, entries: [{ name: 'd', type: 'dir' }, { name: 'd', type: 'chunk', offset: o, chunkOffset: 0, chunkSize: 4, chunkDigest: sha(c0) }] }), [c0]);
+    await rejectsWith(openEstargz(new BufferSource(orphan)), 'INVALID_TOC', /"chunk" entry does not follow a regular file/);
+  });
+
+  test('chunk offsets lie before the TOC', async () => {
+    const blob = blobWith(([o]) => ({ version: 1, entries: [fileEntry('f', content, o!)] }), [content]);
+    const tocOffset = (await openEstargz(new BufferSource(blob))).footer.tocOffset;
+    const at = blobWith(() => ({ version: 1, entries: [fileEntry('f', content, tocOffset)] }), [content]);
+    await rejectsWith(openEstargz(new BufferSource(at)), 'INVALID_TOC', new RegExp(`"f": chunk offset ${tocOffset} is outside the blob's payload`));
+  });
+
+  test('a hardlink to a later entry, or to itself, is refused; a symlink target is only data', async () => {
+    const later = blobWith(([o]) => ({ version: 1, entries: [{ name: 'l', type: 'hardlink', linkName: 'f' }, fileEntry('f', content, o!)] }), [content]);
+    await rejectsWith(openEstargz(new BufferSource(later)), 'INVALID_TOC', /"l": hardlink target "f" is not an earlier entry/);
+    const self = blobWith(([o]) => ({ version: 1, entries: [fileEntry('f', content, o!), { name: 'f', type: 'hardlink', linkName: 'f' }] }), [content]);
+    await rejectsWith(openEstargz(new BufferSource(self)), 'INVALID_TOC', /"f": hardlink to itself/);
+    const escape = blobWith(([o]) => ({ version: 1, entries: [fileEntry('f', content, o!), { name: 'l', type: 'hardlink', linkName: '../f' }] }), [content]);
+    await rejectsWith(openEstargz(new BufferSource(escape)), 'INVALID_TOC', /"l": hardlink target climbs above the layer root/);
+    const symlinks = blobWith(() => ({ version: 1, entries: [{ name: 's', type: 'symlink', linkName: '../../../etc/shadow' }, { name: 't', type: 'symlink', linkName: '/abs\u0001' }] }));
+    const { index } = await openEstargz(new BufferSource(symlinks));
+    assert.equal(index.byPath.get('s')!.linkName, '../../../etc/shadow');
+    assert.equal(index.byPath.get('t')!.linkName, '/abs\u0001');
   });
 
   test('hardlink to a missing target, or to a directory', async () => {
