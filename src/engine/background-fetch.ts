@@ -23,6 +23,8 @@ export interface BackgroundFetchOptions {
   maxRunRetryWaitMs: number;
   /** Runs that fail the whole-layer check (blob digest, diff_id) before the layer is declared failed. */
   maxWholeFailures: number;
+  /** Runs of any outcome before the fetch stops trying (the layer stays incomplete); Infinity in the store. */
+  maxRuns: number;
 }
 
 export const DEFAULT_BACKGROUND_FETCH: BackgroundFetchOptions = {
@@ -35,6 +37,7 @@ export const DEFAULT_BACKGROUND_FETCH: BackgroundFetchOptions = {
   runRetryWaitMs: 30_000,
   maxRunRetryWaitMs: 10 * 60_000,
   maxWholeFailures: 3,
+  maxRuns: Infinity,
 };
 
 /** What a background fetch needs of its layer: not the layer itself. */
@@ -150,6 +153,11 @@ export class BackgroundFetch {
             logger.error({ layer: this.deps.layer, runs: this.runs, reason: stopped.reason, err: stopped.message }, 'layer failed its whole-layer check on every run; reads still fetch and verify chunks on demand');
             return;
           }
+        }
+        if (this.runs >= this.opts.maxRuns) {
+          this.setState('incomplete', stopped.message);
+          logger.warn({ layer: this.deps.layer, runs: this.runs, reason: stopped.reason, err: stopped.message }, 'background fetch stopped for good after its last run; reads still fetch on demand');
+          return;
         }
         const waitMs = Math.min(this.opts.maxRunRetryWaitMs, this.opts.runRetryWaitMs * 2 ** (this.runs - 1));
         this.setState('incomplete', stopped.message);

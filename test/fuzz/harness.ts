@@ -521,7 +521,7 @@ export interface RunContext {
 }
 
 export async function createPoolEngine(): Promise<Engine> {
-  return Engine.create({ poolThreads: 1, memoryCacheBytes: 0, fetch: { noBackgroundFetch: false, backgroundIdleMs: 0 } });
+  return Engine.create({ poolThreads: 1, memoryCacheBytes: 0, fetch: { noBackgroundFetch: false, background: { idleMs: 0, runRetryWaitMs: 1, maxRuns: 1 } } });
 }
 
 function openLayer(engine: Engine, es: EstargzBlob, blob: Buffer, base: Base, tag: string): EngineLayer {
@@ -624,7 +624,7 @@ async function runCaseInner(ctx: RunContext, c: FuzzCase): Promise<void> {
     if (allOk) stats.openedAllOk++;
     return;
   }
-  const cached = await Engine.create({ poolThreads: 0, fetch: { noBackgroundFetch: false, backgroundIdleMs: 0 } });
+  const cached = await Engine.create({ poolThreads: 0, fetch: { noBackgroundFetch: false, background: { idleMs: 0, runRetryWaitMs: 1, maxRuns: 1 } } });
   try {
     const genuineEs = await openEstargz(new BufferSource(base.blob));
     const good = openLayer(cached, genuineEs, base.blob, base, 'genuine');

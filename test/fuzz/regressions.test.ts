@@ -59,7 +59,7 @@ async function settles<T>(p: Promise<T>, what: string, ms = 10_000): Promise<T> 
 }
 
 async function withEngine<T>(opts: EngineOptions, fn: (e: Engine) => Promise<T>): Promise<T> {
-  const engine = await Engine.create({ poolThreads: 0, ...opts, fetch: { noBackgroundFetch: false, backgroundIdleMs: 0, ...opts.fetch } });
+  const engine = await Engine.create({ poolThreads: 0, ...opts, fetch: { noBackgroundFetch: false, background: { idleMs: 0, runRetryWaitMs: 1, maxRuns: 1 }, ...opts.fetch } });
   try {
     return await fn(engine);
   } finally {
