@@ -98,6 +98,7 @@ export class RegistryClient {
       if (!ep.mirror) return this.callEndpoint(ep, repo, req, handle, false);
       const key = endpointKey(ep);
       if (!this.mirrorHealth.available(key)) continue;
+      const wasDown = this.mirrorHealth.isDown(key);
       let verdict: Verdict = 'up';
       try {
         return await this.callEndpoint(ep, repo, req, handle, true);
@@ -113,6 +114,8 @@ export class RegistryClient {
         const backoffMs = this.mirrorHealth.report(key, verdict);
         if (backoffMs !== undefined) {
           logger.warn({ mirror: key, registry: repo.registry, err: (lastError as Error)?.message, skipMs: backoffMs }, 'mirror unavailable; using the next host and skipping this mirror for a while');
+        } else if (wasDown && verdict === 'up') {
+          logger.info({ mirror: key, registry: repo.registry }, 'mirror available again');
         }
       }
     }

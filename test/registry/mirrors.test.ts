@@ -168,8 +168,8 @@ describe('mirrors in front of a real registry', () => {
       const started = performance.now();
       assert.deepEqual(await b.read(100, 1000), blob.subarray(100, 1100));
       const ms = performance.now() - started;
-      // With the retry budget spent on the mirror first (5 retries from 30 ms, doubling), this took ≥ 930 ms.
-      assert.ok(ms < 300, `failover took ${ms.toFixed(0)} ms`);
+      // With the retry budget spent on the mirror first (5 retries from 30 ms, doubling, plus jitter), this took ≥ 930 ms.
+      assert.ok(ms < 600, `failover took ${ms.toFixed(0)} ms`);
       assert.equal(agent.count(dead), 1, 'one connection attempt, no retries');
       for (let i = 0; i < 20; i++) assert.deepEqual(await b.read(i * 1000, 10), blob.subarray(i * 1000, i * 1000 + 10));
       assert.equal(agent.count(dead), 1, 'skipped while it is down');
@@ -189,7 +189,7 @@ describe('mirrors in front of a real registry', () => {
       const b = await RemoteBlob.open(c, repo(), digest, { expectedSize: blob.length });
       const started = performance.now();
       assert.deepEqual(await b.read(0, 64), blob.subarray(0, 64));
-      assert.ok(performance.now() - started < 300);
+      assert.ok(performance.now() - started < 600, "no retry waits before the failover");
       assert.equal(sick.requests.length, 1, 'no retries against the mirror');
       for (let i = 1; i <= 10; i++) assert.deepEqual(await b.read(i * 4096, 64), blob.subarray(i * 4096, i * 4096 + 64));
       assert.equal(sick.requests.length, 1, 'skipped during the back-off');
@@ -229,6 +229,24 @@ describe('mirrors in front of a real registry', () => {
     }
   });
 
+  test('a mirror whose body breaks once is retried once (a fluke of one connection), not abandoned', async () => {
+    const flaky = await startFaultProxy(pullThrough.url);
+    const fault = flaky.addFault({ kind: 'reset-mid-body', afterBytes: 1000, path: '/blobs/' });
+    const c = mirroredClient(front.host, [{ host: flaky.host }]);
+    try {
+      front.reset();
+      const b = await RemoteBlob.open(c, repo(), digest, { expectedSize: blob.length });
+      assert.deepEqual(await b.read(10_000, 50_000), blob.subarray(10_000, 60_000));
+      assert.equal(fault.hits, 1);
+      assert.deepEqual(blobGets(flaky, digest).map((r) => r.status), [206, 206]);
+      assert.equal(front.requests.length, 0);
+      assert.equal(c.mirrorHealth.isDown(`http://${flaky.host}`), false);
+    } finally {
+      await c.close();
+      await flaky.stop();
+    }
+  });
+
   test('several mirrors: a dead one, then a working one, then the origin — the working mirror serves', async () => {
     const dead = `127.0.0.1:${await freePort()}`;
     const c = mirroredClient(front.host, [{ host: dead }, { host: mirror.host }]);
@@ -238,7 +256,7 @@ describe('mirrors in front of a real registry', () => {
       const b = await RemoteBlob.open(c, repo(), digest, { expectedSize: blob.length });
       const started = performance.now();
       assert.deepEqual(await b.read(1234, 5678), blob.subarray(1234, 1234 + 5678));
-      assert.ok(performance.now() - started < 300);
+      assert.ok(performance.now() - started < 600, "no retry waits before the failover");
       assert.equal(blobGets(mirror, digest).length, 1);
       assert.equal(front.requests.length, 0);
     } finally {
