@@ -189,7 +189,7 @@ describe('mirrors in front of a real registry', () => {
       const b = await RemoteBlob.open(c, repo(), digest, { expectedSize: blob.length });
       const started = performance.now();
       assert.deepEqual(await b.read(0, 64), blob.subarray(0, 64));
-      assert.ok(performance.now() - started < 600, "no retry waits before the failover");
+      assert.ok(performance.now() - started < 600, 'no retry waits before the failover');
       assert.equal(sick.requests.length, 1, 'no retries against the mirror');
       for (let i = 1; i <= 10; i++) assert.deepEqual(await b.read(i * 4096, 64), blob.subarray(i * 4096, i * 4096 + 64));
       assert.equal(sick.requests.length, 1, 'skipped during the back-off');
@@ -256,7 +256,7 @@ describe('mirrors in front of a real registry', () => {
       const b = await RemoteBlob.open(c, repo(), digest, { expectedSize: blob.length });
       const started = performance.now();
       assert.deepEqual(await b.read(1234, 5678), blob.subarray(1234, 1234 + 5678));
-      assert.ok(performance.now() - started < 600, "no retry waits before the failover");
+      assert.ok(performance.now() - started < 600, 'no retry waits before the failover');
       assert.equal(blobGets(mirror, digest).length, 1);
       assert.equal(front.requests.length, 0);
     } finally {
