@@ -2,9 +2,11 @@ import { SingleRangeHosts } from './range-mode.js';
 import { Authorizer } from './auth/authorizer.js';
 import { parseChallenge, type Challenge } from './auth/challenge.js';
 import { CredentialChain, RuntimeCredentials, defaultAuthFiles, type CredentialSource } from './auth/credentials.js';
-import { RegistryError } from './errors.js';
-import { endpointUrl, endpointsFor, type Endpoint, type ResolverConfig } from './hosts.js';
-import { DEFAULT_RETRY, Transport, type HttpCall, type HttpResponse, type RetryPolicy } from './transport.js';
+import { logger } from '../log/logger.js';
+import { EndpointHealth, type BackoffPolicy, type Verdict } from './endpoint-health.js';
+import { RegistryError, isRegistryError } from './errors.js';
+import { endpointKey, endpointUrl, endpointsFor, type Endpoint, type ResolverConfig } from './hosts.js';
+import { DEFAULT_RETRY, Transport, isRetryableStatus, type HttpCall, type HttpResponse, type RetryPolicy } from './transport.js';
 
 /** A repository on a registry. */
 export interface RepoRef {
@@ -37,9 +39,20 @@ export interface RegistryClientOptions {
   credentials?: CredentialSource;
   retry?: RetryPolicy;
   transport?: Transport;
+  /** How long a mirror that failed is skipped (default DEFAULT_MIRROR_BACKOFF). */
+  mirrorBackoff?: BackoffPolicy;
+  /** Clock for the mirror back-off (tests). */
+  now?: () => number;
 }
 
 const UNAUTHORIZED = Symbol('unauthorized');
+
+/** A failure that says the endpoint is unavailable (as opposed to lacking the content or refusing us). */
+function isUnavailable(err: unknown): boolean {
+  if (!isRegistryError(err)) return false;
+  if (err.code === 'NETWORK' || err.code === 'TIMEOUT') return true;
+  return err.code === 'HTTP_STATUS' && err.status !== undefined && isRetryableStatus(err.status);
+}
 
 /**
  * The HTTP side of the registry: endpoints (mirrors, then the origin), auth
@@ -53,9 +66,12 @@ export class RegistryClient {
   readonly singleRangeHosts = new SingleRangeHosts();
   private readonly authorizer: Authorizer;
   private readonly endpointCache = new Map<string, Endpoint[]>();
+  /** Mirrors that failed lately, skipped for a while; the origin is never skipped. */
+  readonly mirrorHealth: EndpointHealth;
 
   constructor(private readonly opts: RegistryClientOptions = {}) {
     this.transport = opts.transport ?? new Transport(opts.retry ?? DEFAULT_RETRY);
+    this.mirrorHealth = new EndpointHealth(opts.mirrorBackoff, opts.now);
     const credentials = opts.credentials ?? new CredentialChain([this.runtimeCredentials, ...defaultAuthFiles()]);
     this.authorizer = new Authorizer(credentials, this.transport);
   }
@@ -73,24 +89,43 @@ export class RegistryClient {
    * Sends a request about a repository to the first endpoint that answers it
    * (a failing mirror falls through to the next, then to the origin) and
    * returns what `handle` makes of the response. `handle` sees every status
-   * but 401 (handled here) and retryable ones (handled by the transport).
+   * but 401 (handled here) and retryable ones (handled by the transport; a
+   * mirror's 429/5xx is a failure of that mirror). A mirror that is down
+   * (refused, timed out, 429/5xx) is left at once for the next host, without
+   * retries, and skipped for a while (`mirrorHealth`).
    */
   async call<T>(repo: RepoRef, req: RepoRequest, handle: (res: HttpResponse, ctx: CallContext) => Promise<T>): Promise<T> {
     const endpoints = this.endpoints(repo.registry).filter((ep) => !req.push || !ep.mirror);
     let lastError: unknown;
     for (const ep of endpoints) {
+      if (!ep.mirror) return this.callEndpoint(ep, repo, req, handle, false);
+      const key = endpointKey(ep);
+      if (!this.mirrorHealth.available(key)) continue;
+      const wasDown = this.mirrorHealth.isDown(key);
+      let verdict: Verdict = 'up';
       try {
-        return await this.callEndpoint(ep, repo, req, handle);
+        return await this.callEndpoint(ep, repo, req, handle, true);
       } catch (err) {
         lastError = err;
-        if (!ep.mirror || req.signal?.aborted) throw err;
+        if (req.signal?.aborted) {
+          verdict = 'unknown';
+          throw err;
+        }
         // A mirror that fails, lacks the content or refuses us: try the next host.
+        if (isUnavailable(err)) verdict = 'down';
+      } finally {
+        const backoffMs = this.mirrorHealth.report(key, verdict);
+        if (backoffMs !== undefined) {
+          logger.warn({ mirror: key, registry: repo.registry, err: (lastError as Error)?.message, skipMs: backoffMs }, 'mirror unavailable; using the next host and skipping this mirror for a while');
+        } else if (wasDown && verdict === 'up') {
+          logger.info({ mirror: key, registry: repo.registry }, 'mirror available again');
+        }
       }
     }
-    throw lastError;
+    throw lastError ?? new RegistryError('NETWORK', `${repo.registry}: no host to send ${req.method} ${repo.repository}/${req.path.split('?')[0]} to`);
   }
 
-  private async callEndpoint<T>(ep: Endpoint, repo: RepoRef, req: RepoRequest, handle: (res: HttpResponse, ctx: CallContext) => Promise<T>): Promise<T> {
+  private async callEndpoint<T>(ep: Endpoint, repo: RepoRef, req: RepoRequest, handle: (res: HttpResponse, ctx: CallContext) => Promise<T>, failover: boolean): Promise<T> {
     const scope = [`repository:${repo.repository}:${req.push ? 'pull,push' : 'pull'}`, ...(req.extraScopes ?? [])].join(' ');
     const url = endpointUrl(ep, `${repo.repository}/${req.path}`);
     for (let attempt = 0; ; attempt++) {
@@ -104,7 +139,12 @@ export class RegistryClient {
         ...(req.body && { body: req.body }),
         timeoutMs: ep.timeoutMs,
         ...(req.signal && { signal: req.signal }),
+        failover,
       }, async (res) => {
+        if (failover && isRetryableStatus(res.statusCode)) {
+          await res.body.dump();
+          throw new RegistryError('HTTP_STATUS', `${req.method} ${ep.host}/${repo.repository}/${req.path.split('?')[0]}: ${res.statusCode}`, res.statusCode);
+        }
         if (res.statusCode !== 401) return handle(res, { endpoint: ep, url, authHeaders });
         challenge = parseChallenge(res.headers['www-authenticate']);
         await res.body.dump();

@@ -108,3 +108,8 @@ export function endpointUrl(ep: Endpoint, path: string): string {
   if (!ep.mirror) return url;
   return `${url}${url.includes('?') ? '&' : '?'}ns=${encodeURIComponent(ep.registry)}`;
 }
+
+/** Identifies an endpoint's server (for remembering that it is down): one mirror serving several registries is one key. */
+export function endpointKey(ep: Endpoint): string {
+  return `${ep.scheme}://${ep.host}${ep.pathPrefix}`;
+}

@@ -23,6 +23,14 @@ export interface HttpCall {
   /** Idle timeout for headers and between body chunks; 0 = none. */
   timeoutMs: number;
   signal?: AbortSignal;
+  /**
+   * Another host can serve this request (a mirror, with the origin behind
+   * it): refused connections, timeouts and 429/5xx are handed back at once
+   * instead of spending the retry budget here. Only what may be a fluke of
+   * one connection (a reset of a kept-alive socket, a body cut short) is
+   * retried, once.
+   */
+  failover?: boolean;
 }
 
 export type HttpResponse = Dispatcher.ResponseData;
@@ -41,7 +49,16 @@ function isRetryableNetworkError(err: unknown): boolean {
   return code !== undefined && RETRYABLE_CODES.has(code);
 }
 
-function isRetryableStatus(status: number): boolean {
+/** Failures of one connection rather than of the server: worth one retry even when another host could answer. */
+const CONNECTION_FLUKE_CODES = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED']);
+
+function isConnectionFluke(err: unknown): boolean {
+  if (err instanceof RetryableError) return true;
+  const code = (err as { code?: string })?.code ?? (err as { cause?: { code?: string } })?.cause?.code;
+  return code !== undefined && CONNECTION_FLUKE_CODES.has(code);
+}
+
+export function isRetryableStatus(status: number): boolean {
   return status === 429 || (status >= 500 && status !== 501);
 }
 
@@ -68,11 +85,13 @@ export class Transport {
   /**
    * Sends `call` and hands the response to `handle`, which must consume or
    * dump the body. Retryable statuses are retried here; `handle` sees every
-   * other status, and may throw RetryableError to retry a broken body.
+   * other status (and, with `failover`, those too), and may throw
+   * RetryableError to retry a broken body.
    */
   async send<T>(call: HttpCall, handle: (res: HttpResponse) => Promise<T>): Promise<T> {
     let lastError: unknown;
-    for (let attempt = 0; attempt <= this.retry.maxRetries; attempt++) {
+    const maxRetries = call.failover ? Math.min(1, this.retry.maxRetries) : this.retry.maxRetries;
+    for (let attempt = 0; attempt <= maxRetries; attempt++) {
       call.signal?.throwIfAborted();
       let waitMs: number | undefined;
       try {
@@ -85,7 +104,7 @@ export class Transport {
           bodyTimeout: call.timeoutMs,
           signal: call.signal,
         });
-        if (isRetryableStatus(res.statusCode) && attempt < this.retry.maxRetries) {
+        if (isRetryableStatus(res.statusCode) && attempt < maxRetries && !call.failover) {
           await res.body.dump();
           waitMs = retryAfterMs(res.headers['retry-after']);
           lastError = new RegistryError('HTTP_STATUS', `${call.method} ${safeUrl(call.url)}: ${res.statusCode}`, res.statusCode);
@@ -94,7 +113,8 @@ export class Transport {
         }
       } catch (err) {
         if (call.signal?.aborted) throw timeoutError(call, call.signal.reason);
-        if (!isRetryableNetworkError(err) || attempt === this.retry.maxRetries) throw networkError(call, err);
+        const giveUp = !isRetryableNetworkError(err) || attempt === maxRetries || (call.failover === true && !isConnectionFluke(err));
+        if (giveUp) throw networkError(call, err);
         lastError = err;
       }
       await sleep(this.backoffMs(attempt, waitMs), undefined, call.signal ? { signal: call.signal } : undefined)

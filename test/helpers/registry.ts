@@ -1,5 +1,6 @@
 // Starts a real Distribution 2.8 registry (Debian package `docker-registry`)
-// on 127.0.0.1 for tests, with no auth, htpasswd auth or token auth.
+// on 127.0.0.1 for tests, with no auth, htpasswd auth or token auth, or as a
+// pull-through cache of another registry (`proxyOf`).
 //
 // The registry runs under a tiny `sh` watchdog that holds a pipe from this
 // process on stdin: when this process dies for any reason (including SIGKILL,
@@ -28,6 +29,15 @@ export interface RegistryOptions {
   users?: Record<string, string>;
   /** Token server to trust for auth 'token'; when omitted one is started (with `users`) and stopped with the registry. */
   token?: TokenServer;
+  /**
+   * Run as a pull-through cache of this registry (Distribution's proxy mode,
+   * `proxy: remoteurl:`), e.g. "http://127.0.0.1:5000". Such a registry
+   * refuses pushes. Distribution 2.8 answers a GET of a blob it does not hold
+   * yet with 200 and the whole blob, whatever the Range (it streams it from
+   * upstream while a second upstream GET stores it); once stored, ranges and
+   * multi-ranges are served (206).
+   */
+  proxyOf?: string;
 }
 
 export interface Registry {
@@ -87,7 +97,7 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Registr
   const token = opts.token ?? ownToken;
   let registry: Registry;
   try {
-    registry = await startWithRetry(bin, auth, users, token);
+    registry = await startWithRetry(bin, auth, users, token, opts.proxyOf);
   } catch (err) {
     await ownToken?.stop();
     throw err;
@@ -100,13 +110,13 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Registr
   return registry;
 }
 
-async function startWithRetry(bin: string, auth: RegistryAuth, users: Record<string, string>, token: TokenServer | undefined): Promise<Registry> {
+async function startWithRetry(bin: string, auth: RegistryAuth, users: Record<string, string>, token: TokenServer | undefined, proxyOf: string | undefined): Promise<Registry> {
   try {
-    return await startOnce(bin, auth, users, token);
+    return await startOnce(bin, auth, users, token, proxyOf);
   } catch (err) {
     // The free-port probe races with other processes; one retry covers it.
     if (!(err instanceof AddressInUseError)) throw err;
-    return await startOnce(bin, auth, users, token);
+    return await startOnce(bin, auth, users, token, proxyOf);
   }
 }
 
@@ -117,6 +127,7 @@ async function startOnce(
   auth: RegistryAuth,
   users: Record<string, string>,
   token: TokenServer | undefined,
+  proxyOf: string | undefined,
 ): Promise<Registry> {
   const dir = await mkdtemp(join(tmpdir(), 'estargz-registry-'));
   const dataDir = join(dir, 'data');
@@ -125,7 +136,7 @@ async function startOnce(
   const host = `127.0.0.1:${port}`;
   try {
     const authYaml = await authConfig(auth, dir, users, token);
-    await writeFile(join(dir, 'config.yml'), registryConfig(host, dataDir, authYaml));
+    await writeFile(join(dir, 'config.yml'), registryConfig(host, dataDir, authYaml + proxyConfig(proxyOf)));
     const child = await spawnRegistry(bin, dir, logFile);
     const registry = makeHandle(child, dir, host, logFile, dataDir, auth, users, token);
     try {
@@ -223,6 +234,11 @@ function registryConfig(host: string, dataDir: string, authYaml: string): string
     '    X-Content-Type-Options: [nosniff]',
     authYaml,
   ].join('\n') + '\n';
+}
+
+function proxyConfig(remoteUrl: string | undefined): string {
+  if (remoteUrl === undefined) return '';
+  return ['', 'proxy:', `  remoteurl: ${JSON.stringify(remoteUrl)}`].join('\n');
 }
 
 async function authConfig(
