@@ -67,6 +67,15 @@ async function cacheFiles(cache: string): Promise<string[]> {
   return out.sort();
 }
 
+/** Polls `cond` until it holds; fails after 30 s (the writes start 2 s after the reads). */
+async function until(cond: () => boolean | Promise<boolean>, what: string): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+    await sleep(5);
+  }
+}
+
 async function metric(port: number, line: RegExp): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
   const m = text.split('\n').find((l) => line.test(l));
@@ -117,7 +126,7 @@ describe('the store\'s disk cache: a killed store, damaged files, a full disk', 
     // 2. A second store reads the second image and is killed with SIGKILL once its writes have begun.
     const b = await start(await freePort());
     await readAll(b, second);
-    while ((await cacheFiles(cache)).length === written.length) await sleep(5);
+    await until(async () => (await cacheFiles(cache)).length > written.length, 'the second store writes its queue');
     b.proc.kill('SIGKILL');
     await new Promise((resolve) => b.proc.once('exit', resolve));
     await run('umount', ['-l', b.mnt]); // the killed store's FUSE mount
@@ -162,7 +171,7 @@ describe('the store\'s disk cache: a killed store, damaged files, a full disk', 
       const store = await startStore(['no_background_fetch = true', '[cache]', `dir = ${JSON.stringify(join(small, 'cache'))}`].join('\n'));
       stores.push(store);
       await readAll(store, first); // ~3.8 MiB of chunks queued for a 256 KiB disk
-      while (!store.logs().includes('disk cache unusable')) await sleep(20);
+      await until(() => store.logs().includes('disk cache unusable'), 'the store turns its disk cache off');
       const warnings = store.logs().split('\n').filter((l) => l.includes('disk cache unusable')).map((l) => JSON.parse(l) as { dir: string; code: string });
       assert.equal(warnings.length, 1);
       assert.equal(warnings[0]!.dir, join(small, 'cache'));

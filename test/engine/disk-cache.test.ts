@@ -191,7 +191,8 @@ describe('disk chunk cache: damaged files are never served', () => {
       }
       return out;
     };
-    while ((await filesIn()).length < 10 && !messages.includes('flushed')) await sleep(2);
+    const deadline = Date.now() + 30_000;
+    while ((await filesIn()).length < 10 && !messages.includes('flushed') && Date.now() < deadline) await sleep(2);
     child.kill('SIGKILL');
     await exited;
     assert.ok(!messages.includes('flushed'), 'the child was killed before it had written everything');

@@ -169,7 +169,7 @@ export class DiskChunkCache {
   private async drop(hex: string, digest: string, problem: string): Promise<undefined> {
     const path = this.pathOf(hex);
     verificationFailures.inc({ what: 'disk_cache' });
-    logger.warn({ digest, path, problem }, 'disk cache file is damaged; deleted, the chunk is fetched again');
+    logger.warn({ digest, path, problem }, 'disk cache file is damaged; dropped, the chunk is fetched again');
     this.index.delete(hex);
     // The index's dispose unlinks too, without waiting; this one is awaited, so the file is gone once get() answers.
     await unlink(path).catch(() => {});
@@ -275,7 +275,7 @@ export class DiskChunkCache {
   private disable(err: unknown): void {
     if (this.disabled !== undefined) return;
     this.disabled = (err as Error).message ?? String(err);
-    logger.warn({ dir: this.dir, code: (err as NodeJS.ErrnoException).code, err: this.disabled }, 'disk cache unusable; continuing with the memory cache and the registry only');
+    logger.warn({ dir: this.dir, code: (err as NodeJS.ErrnoException).code, err: this.disabled }, 'disk cache unusable; continuing with the memory cache only');
     clearTimeout(this.timer);
     this.timer = undefined;
     for (const [hex, w] of this.pending) this.settle(hex, w);
