@@ -57,7 +57,7 @@ export async function startStore(config = '', extraArgs: string[] = [], env: Nod
     layerDir: (ref, digest) => join(mnt, Buffer.from(ref).toString('base64'), digest),
     stop: async () => {
       if (proc.exitCode === null) proc.kill('SIGTERM');
-      const code = await Promise.race([exited, sleep(15_000).then(() => { proc.kill('SIGKILL'); return -1; })]);
+      const code = await Promise.race([exited, sleep(15_000, undefined, { ref: false }).then(() => { proc.kill('SIGKILL'); return -1; })]);
       await rm(base, { recursive: true, force: true }).catch(() => {});
       return code;
     },

@@ -1,0 +1,37 @@
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { describe, test } from 'node:test';
+import { Sha256Hasher } from '../../src/engine/cache/sha256.js';
+
+const hexOf = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
+
+describe('sha256 hasher of the disk cache', () => {
+  test('small and large inputs hash as createHash does, and come back with the same bytes', async () => {
+    const hasher = new Sha256Hasher();
+    for (const size of [0, 1, 64 << 10, (64 << 10) + 1, 1 << 20, 4 << 20]) {
+      const bytes = randomBytes(size);
+      const copy = Buffer.from(bytes);
+      const hashed = await hasher.hash(bytes);
+      assert.equal(hashed.hex, hexOf(copy), `${size} bytes`);
+      assert.deepEqual(hashed.bytes, copy);
+    }
+  });
+
+  test('many at once, each answered with its own hash', async () => {
+    const hasher = new Sha256Hasher();
+    const inputs = Array.from({ length: 40 }, (_, i) => randomBytes((100 << 10) + i * 4096));
+    const expected = inputs.map(hexOf);
+    const results = await Promise.all(inputs.map((b) => hasher.hash(b)));
+    assert.deepEqual(results.map((r) => r.hex), expected);
+  });
+
+  test('a view into a larger buffer is copied, not handed over: the larger buffer stays usable', async () => {
+    const hasher = new Sha256Hasher();
+    const big = randomBytes(1 << 20);
+    const view = big.subarray(1000, 1000 + (512 << 10));
+    const hashed = await hasher.hash(view);
+    assert.equal(hashed.hex, hexOf(big.subarray(1000, 1000 + (512 << 10))));
+    assert.equal(big.length, 1 << 20, 'not detached');
+    assert.deepEqual(hashed.bytes, big.subarray(1000, 1000 + (512 << 10)));
+  });
+});
