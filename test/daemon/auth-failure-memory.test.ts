@@ -68,6 +68,7 @@ for (const auth of ['htpasswd', 'token'] satisfies RegistryAuth[]) {
       const conv = await run(process.execPath, [CLI, 'image', 'convert', `${reg.host}/private/app:gzip`, `${reg.host}/private/app:esgz`, '--json'], { env: { ...process.env, REGISTRY_AUTH_FILE: authFile } });
       const digest = (JSON.parse(conv.stdout) as { manifests: { layers: { digest: string }[] }[] }).manifests[0]!.layers[0]!.digest;
 
+      if (reg.token) reg.token.requests.length = 0; // the conversion's tokens do not count
       // No auth file of any kind for the daemon: credentials can only come from the helper.
       store = await startStore('', [], { HOME: work, REGISTRY_AUTH_FILE: join(work, 'none.json'), XDG_RUNTIME_DIR: work, DOCKER_CONFIG: work });
       const ref = `${reg.host}/private/app:esgz`;
@@ -91,6 +92,12 @@ for (const auth of ['htpasswd', 'token'] satisfies RegistryAuth[]) {
       assert.ok((await stat(diff)).isDirectory());
       assert.deepEqual(await readFile(join(diff, 'etc', 'secret')), content);
 
+      if (reg.token) {
+        // Token requests: anonymous (granted without access, as Docker Hub does; not kept past the
+        // registry's 401), the wrong password (refused), the right one.
+        const pulls = reg.token.requests.filter((r) => r.scope === 'repository:private/app:pull').map((r) => `${r.authorized ? 'valid' : 'no/wrong'} credentials → ${r.status}`);
+        assert.deepEqual(pulls, ['no/wrong credentials → 200', 'no/wrong credentials → 401', 'valid credentials → 200']);
+      }
       const logs = store.logs();
       assert.equal(count(logs, NOT_RESOLVED), 2);
       assert.equal(count(logs, '"msg":"layer resolved"'), 1);
