@@ -22,7 +22,8 @@
  *   node dist/bench/auth-helper.js [--runs 40] [--warmup 3] [--compare PATH]
  */
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -90,18 +91,37 @@ function percentile(xs: readonly number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
 }
 
-/** One run: wall milliseconds from spawn to exit. A failed run stops the benchmark (a fast failure is no result). */
-function timeRun(nodeArgs: string[], root: string): Promise<number> {
+const GNU_TIME = '/usr/bin/time';
+
+interface Run {
+  wallMs: number;
+  /** User + system CPU of the child (GNU time, Debian package `time`), or null without it. */
+  cpuMs: number | null;
+}
+
+/**
+ * One run: wall milliseconds from spawn to exit by our clock, and the child's
+ * CPU time (less disturbed than wall time when other work shares the cores).
+ * A failed run stops the benchmark: a fast failure is no result.
+ */
+function timeRun(nodeArgs: string[], root: string): Promise<Run> {
+  const timed = existsSync(GNU_TIME);
+  const cpuFile = join(root, 'cpu.txt');
+  const [cmd, argv] = timed ? [GNU_TIME, ['-f', '%U %S', '-o', cpuFile, process.execPath, ...nodeArgs]] : [process.execPath, nodeArgs];
   return new Promise((resolve, reject) => {
     const start = process.hrtime.bigint();
-    const child = spawn(process.execPath, nodeArgs, { env: { ...process.env, ESTARGZ_STORE_ROOT: root }, stdio: ['pipe', 'ignore', 'pipe'] });
+    const child = spawn(cmd, argv, { env: { ...process.env, ESTARGZ_STORE_ROOT: root }, stdio: ['pipe', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => { stderr += d; });
     child.on('error', reject);
     child.on('close', (code) => {
-      const ms = Number(process.hrtime.bigint() - start) / 1e6;
-      if (code === 0) resolve(ms);
-      else reject(new Error(`node ${nodeArgs.join(' ')} exited ${code}: ${stderr.trim()}`));
+      const wallMs = Number(process.hrtime.bigint() - start) / 1e6;
+      if (code !== 0) return reject(new Error(`node ${nodeArgs.join(' ')} exited ${code}: ${stderr.trim()}`));
+      if (!timed) return resolve({ wallMs, cpuMs: null });
+      readFile(cpuFile, 'utf8').then((text) => {
+        const [user, sys] = text.trim().split(/\s+/).slice(-2).map(Number);
+        resolve({ wallMs, cpuMs: ((user ?? NaN) + (sys ?? NaN)) * 1000 });
+      }, reject);
     });
     child.stdin.end(INPUT);
   });
@@ -117,9 +137,10 @@ async function main(): Promise<void> {
   const server = await startControlServer(join(root, SOCKET_NAME), { credentials, status: async () => [], credentialsAdded: () => { received++; } });
   try {
     const samples: Record<string, number[]> = Object.fromEntries(VARIANTS.map((v) => [v.name, []]));
-    const check = async (v: Variant, ms: Promise<number>): Promise<number> => {
+    const cpu: Record<string, number[]> = Object.fromEntries(VARIANTS.map((v) => [v.name, []]));
+    const check = async (v: Variant, run: Promise<Run>): Promise<Run> => {
       const before = received;
-      const t = await ms;
+      const t = await run;
       if (v.sends && received !== before + 1) throw new Error(`${v.name}: the control socket got ${received - before} credential sets, expected 1`);
       return t;
     };
@@ -129,7 +150,9 @@ async function main(): Promise<void> {
       // Rotating order: no variant always runs first (right after the previous round's slowest one).
       for (let k = 0; k < VARIANTS.length; k++) {
         const v = VARIANTS[(i + k) % VARIANTS.length]!;
-        samples[v.name]!.push(await check(v, timeRun(v.args(root), root)));
+        const r = await check(v, timeRun(v.args(root), root));
+        samples[v.name]!.push(r.wallMs);
+        if (r.cpuMs !== null) cpu[v.name]!.push(r.cpuMs);
       }
       if ((i + 1) % 10 === 0) log(`  ${i + 1}/${runs} rounds`);
     }
@@ -138,7 +161,8 @@ async function main(): Promise<void> {
     const rows = VARIANTS.map((v) => {
       const xs = samples[v.name]!;
       const s = summarize(xs);
-      return { name: v.name, median: s.median, p90: percentile(xs, 90), min: s.min, max: s.max, overFloor: s.median - floor };
+      const c = cpu[v.name]!;
+      return { name: v.name, median: s.median, p90: percentile(xs, 90), min: s.min, max: s.max, overFloor: s.median - floor, cpuMedian: c.length ? summarize(c).median : null };
     });
 
     let profiles = '';
@@ -156,8 +180,9 @@ async function main(): Promise<void> {
     lines.push(`## Auth helper start-up (${runs} timed runs of each, interleaved in rotating order, after ${warmup} warm-up)`, '');
     lines.push(`Machine: ${describeMachine(machine)}`, '');
     lines.push('Wall time of one call, spawn to exit, against the daemon\'s control server (credentials JSON on stdin, answered ok).', '');
-    lines.push(markdownTable(['command', 'median ms', 'p90 ms', 'min ms', 'max ms', 'median over node -e 0'], rows.map((r) =>
-      [r.name, r.median.toFixed(1), r.p90.toFixed(1), r.min.toFixed(1), r.max.toFixed(1), r.name === 'node -e 0' ? '' : `+${r.overFloor.toFixed(1)}`])));
+    lines.push(markdownTable(['command', 'median ms', 'p90 ms', 'min ms', 'max ms', 'median over node -e 0', 'CPU ms median'], rows.map((r) =>
+      [r.name, r.median.toFixed(1), r.p90.toFixed(1), r.min.toFixed(1), r.max.toFixed(1), r.name === 'node -e 0' ? '' : `+${r.overFloor.toFixed(1)}`, r.cpuMedian === null ? 'n/a' : r.cpuMedian.toFixed(0)])));
+    lines.push('', 'CPU ms: user + system time of the child (GNU time, 10 ms resolution), less disturbed than wall time when other work shares the cores.');
     if (profiles) lines.push('', 'One `node --cpu-prof` run of each (self time by file, then by function):', '', profiles);
     lines.push('', `Load average at the end (1/5/15 min): ${loadNow().join(' ')}.`);
     const markdown = lines.join('\n');
@@ -167,7 +192,7 @@ async function main(): Promise<void> {
       benchmark: 'auth-helper',
       machine,
       settings: { runs, warmup, compare: args.compare ?? null },
-      variants: Object.fromEntries(rows.map((r) => [r.name, { ...r, summary: summarize(samples[r.name]!), samplesMs: samples[r.name] }])),
+      variants: Object.fromEntries(rows.map((r) => [r.name, { ...r, summary: summarize(samples[r.name]!), samplesMs: samples[r.name], cpuMs: cpu[r.name] }])),
       markdown,
     });
     log(`wrote ${path}`);
