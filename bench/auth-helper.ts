@@ -19,7 +19,7 @@
  * `node --cpu-prof` says where its time goes. Writes
  * bench/results/auth-helper.md and bench/results/auth-helper-<timestamp>.json.
  *
- *   node dist/bench/auth-helper.js [--runs 40] [--warmup 3] [--compare PATH]
+ *   node dist/bench/auth-helper.js [--runs 40] [--warmup 3] [--compare PATH [--compare-label NAME]]
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -39,7 +39,8 @@ import { markdownTable } from './lib/table.js';
 const USAGE = `usage: node dist/bench/auth-helper.js [options]
   --runs N          timed runs of each variant (default 40)
   --warmup N        untimed runs of each variant first (default 3)
-  --compare PATH    also time this auth-helper.js (another build), labelled by its path
+  --compare PATH    also time this auth-helper.js (another build)
+  --compare-label S its name in the tables (default: the path)
   --no-profile      skip the --cpu-prof run of each helper
   --no-write        print only: leave bench/results/auth-helper.md alone`;
 
@@ -48,6 +49,7 @@ const { values: args } = parseArgs({
     runs: { type: 'string', default: '40' },
     warmup: { type: 'string', default: '3' },
     compare: { type: 'string' },
+    'compare-label': { type: 'string' },
     'no-profile': { type: 'boolean', default: false },
     'no-write': { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
@@ -82,7 +84,7 @@ const VARIANTS: Variant[] = [
   { name: 'node -e 0', args: () => ['-e', '0'], sends: false },
   { name: 'estargz-store-auth-helper', args: () => [HELPER], sends: true },
   { name: 'estargz-store auth-helper (full CLI)', args: (root) => [CLI, 'auth-helper', '--root', root], sends: true },
-  ...(args.compare ? [{ name: `compare: ${args.compare}`, args: () => [args.compare!], sends: true }] : []),
+  ...(args.compare ? [{ name: args['compare-label'] ?? `compare: ${args.compare}`, args: () => [args.compare!], sends: true }] : []),
 ];
 
 /** Nearest-rank percentile (p in 0–100). */
@@ -191,7 +193,7 @@ async function main(): Promise<void> {
     const path = await writeResult('auth-helper', {
       benchmark: 'auth-helper',
       machine,
-      settings: { runs, warmup, compare: args.compare ?? null },
+      settings: { runs, warmup, compare: args.compare ?? null, compareLabel: args['compare-label'] ?? null },
       variants: Object.fromEntries(rows.map((r) => [r.name, { ...r, summary: summarize(samples[r.name]!), samplesMs: samples[r.name], cpuMs: cpu[r.name] }])),
       markdown,
     });
