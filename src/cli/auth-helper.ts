@@ -2,11 +2,12 @@
 // `estargz-store-auth-helper`: what registries.conf names in
 // additional-layer-store-auth-helper. containers/image runs it without
 // arguments, so the store's root comes from ESTARGZ_STORE_ROOT (default
-// /var/lib/estargz-store).
+// /var/lib/estargz-store). It runs on every pull: it imports node built-ins
+// and the control protocol only (no logger, metrics or HTTP client), which
+// test/cli/auth-helper-imports.test.ts checks.
 import { join } from 'node:path';
-import { SOCKET_NAME } from '../daemon/control.js';
-import { runAuthHelper } from './control.js';
-import { DEFAULT_ROOT } from './mount.js';
+import { DEFAULT_ROOT, SOCKET_NAME } from '../daemon/control-protocol.js';
+import { runAuthHelper } from './send-credentials.js';
 
 try {
   await runAuthHelper(join(process.env.ESTARGZ_STORE_ROOT ?? DEFAULT_ROOT, SOCKET_NAME));

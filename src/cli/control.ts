@@ -2,38 +2,12 @@ import { join } from 'node:path';
 import { Command } from 'commander';
 import { stringify } from 'smol-toml';
 import { ConfigError, loadConfig } from '../daemon/config.js';
-import { SOCKET_NAME, controlRequest } from '../daemon/control.js';
+import { DEFAULT_ROOT, SOCKET_NAME, controlRequest } from '../daemon/control-protocol.js';
 import type { LayerStatus } from '../engine/resolver.js';
-import type { Credentials } from '../registry/auth/credentials.js';
-import { DEFAULT_ROOT } from './mount.js';
-
-async function readStdin(): Promise<string> {
-  const parts: Buffer[] = [];
-  for await (const chunk of process.stdin) parts.push(chunk as Buffer);
-  return Buffer.concat(parts).toString('utf8');
-}
+import { runAuthHelper } from './send-credentials.js';
 
 function socketOf(opts: { root: string; socket?: string }): string {
   return opts.socket ?? join(opts.root, SOCKET_NAME);
-}
-
-/**
- * The program registries.conf names in `additional-layer-store-auth-helper`
- * (podman ≥ 5.2): containers/image runs it with the pull's credentials as
- * JSON on stdin, `{"<ref>": {"username","password","identityToken"}}`; it
- * hands them to the daemon, which keeps them in memory only.
- */
-export async function runAuthHelper(socket: string): Promise<void> {
-  const text = await readStdin();
-  let creds: Record<string, Credentials>;
-  try {
-    creds = JSON.parse(text) as Record<string, Credentials>;
-    if (typeof creds !== 'object' || creds === null || Array.isArray(creds)) throw new Error('not an object');
-  } catch {
-    throw new Error('auth-helper: standard input is not a JSON object of {"<image ref>": {"username","password","identityToken"}}');
-  }
-  const res = await controlRequest(socket, { op: 'add-credentials', credentials: creds });
-  if (!res.ok) throw new Error(`auth-helper: the store refused the credentials: ${res.error}`);
 }
 
 function bar(percent: number, width = 24): string {
@@ -89,4 +63,4 @@ export function controlCommands(): Command[] {
   return [authHelper, status, config];
 }
 
-export { ConfigError };
+export { ConfigError, runAuthHelper };

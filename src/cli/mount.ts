@@ -1,10 +1,11 @@
 import { Command } from 'commander';
 import { ConfigError, loadConfig } from '../daemon/config.js';
 import { startDaemon } from '../daemon/daemon.js';
+import { DEFAULT_ROOT } from '../daemon/control-protocol.js';
 import { installLastResortHandlers } from '../daemon/last-resort.js';
 import { logger } from '../log/logger.js';
 
-export const DEFAULT_ROOT = '/var/lib/estargz-store';
+export { DEFAULT_ROOT };
 
 export function mountCommand(): Command {
   return new Command('mount')

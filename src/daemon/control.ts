@@ -1,31 +1,28 @@
 import { chmod, rm } from 'node:fs/promises';
-import { createConnection, createServer, type Server } from 'node:net';
+import { createServer, type Server } from 'node:net';
 import { logger } from '../log/logger.js';
 import type { Credentials, RuntimeCredentials } from '../registry/auth/credentials.js';
+import type { RepoRef } from '../registry/client.js';
 import { parseReference } from '../registry/reference.js';
+import { MAX_REQUEST_BYTES, type ControlRequest, type ControlResponse } from './control-protocol.js';
 
-/**
- * The daemon's control socket (`<root>/store.sock`, mode 0600): one JSON
- * request line in, one JSON answer line out. It takes credentials from the
- * auth helper (kept in memory only) and answers status queries.
- */
-export type ControlRequest =
-  | { op: 'add-credentials'; credentials: Record<string, Credentials> }
-  | { op: 'status' };
-
-export type ControlResponse = { ok: true; [key: string]: unknown } | { ok: false; error: string };
-
-export const SOCKET_NAME = 'store.sock';
-const MAX_REQUEST_BYTES = 1 << 20;
+// The wire format and the client live in control-protocol.ts (the auth helper loads only that).
+export { SOCKET_NAME, controlRequest, type ControlRequest, type ControlResponse } from './control-protocol.js';
 
 export interface ControlHandlers {
   credentials: RuntimeCredentials;
   status: () => Promise<unknown>;
+  /**
+   * Credentials for a repository were just stored; called before the helper
+   * gets its answer (the daemon clears the resolver's failure memory here, as
+   * podman looks the layer up again as soon as the helper exits).
+   */
+  credentialsAdded?: (repo: RepoRef) => void;
 }
 
-/** Stores credentials keyed by each reference's registry and repository; returns how many. */
-export function addCredentials(store: RuntimeCredentials, creds: Record<string, Credentials>): number {
-  let n = 0;
+/** Stores credentials keyed by each reference's registry and repository; returns the repositories. */
+export function addCredentials(store: RuntimeCredentials, creds: Record<string, Credentials>): RepoRef[] {
+  const repos: RepoRef[] = [];
   for (const [ref, c] of Object.entries(creds)) {
     const parsed = parseReference(ref);
     store.set(parsed.registry, parsed.repository, {
@@ -33,17 +30,18 @@ export function addCredentials(store: RuntimeCredentials, creds: Record<string, 
       ...(c.password && { password: c.password }),
       ...(c.identityToken && { identityToken: c.identityToken }),
     });
-    n++;
+    repos.push({ registry: parsed.registry, repository: parsed.repository });
   }
-  return n;
+  return repos;
 }
 
 async function handle(req: ControlRequest, h: ControlHandlers): Promise<ControlResponse> {
   if (req.op === 'add-credentials') {
-    const count = addCredentials(h.credentials, req.credentials ?? {});
+    const repos = addCredentials(h.credentials, req.credentials ?? {});
     // Only which repositories, never the values.
     logger.info({ refs: Object.keys(req.credentials ?? {}) }, 'credentials received from the auth helper');
-    return { ok: true, count };
+    for (const repo of repos) h.credentialsAdded?.(repo);
+    return { ok: true, count: repos.length };
   }
   if (req.op === 'status') return { ok: true, layers: await h.status() };
   return { ok: false, error: `unknown op ${JSON.stringify((req as { op?: unknown }).op)}` };
@@ -84,28 +82,4 @@ export async function startControlServer(path: string, h: ControlHandlers): Prom
   }
   await chmod(path, 0o600);
   return server;
-}
-
-/** Sends one request to a running daemon. */
-export function controlRequest(path: string, req: ControlRequest, timeoutMs = 10_000): Promise<ControlResponse> {
-  return new Promise((resolve, reject) => {
-    const sock = createConnection(path);
-    let buf = '';
-    const timer = setTimeout(() => { sock.destroy(); reject(new Error(`no answer from the store at ${path} within ${timeoutMs} ms`)); }, timeoutMs);
-    sock.setEncoding('utf8');
-    sock.on('connect', () => sock.write(JSON.stringify(req) + '\n'));
-    sock.on('data', (d: string) => { buf += d; });
-    sock.on('end', () => {
-      clearTimeout(timer);
-      try {
-        resolve(JSON.parse(buf) as ControlResponse);
-      } catch {
-        reject(new Error(`the store at ${path} answered something that is not JSON`));
-      }
-    });
-    sock.on('error', (err: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
-      reject(new Error(`cannot reach the store at ${path} (${err.code ?? err.message}): is \`estargz-store mount\` running with this --root?`));
-    });
-  });
 }

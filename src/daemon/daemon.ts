@@ -84,7 +84,15 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   let control;
   let metrics;
   try {
-    control = await startControlServer(join(opts.root, SOCKET_NAME), { credentials: client.runtimeCredentials, status: async () => resolver.status() });
+    control = await startControlServer(join(opts.root, SOCKET_NAME), {
+      credentials: client.runtimeCredentials,
+      status: async () => resolver.status(),
+      // A lookup that failed for want of these credentials must not be answered from memory.
+      credentialsAdded: (repo) => {
+        const layers = resolver.forgetFailures(repo.registry, repo.repository);
+        if (layers > 0) logger.info({ registry: repo.registry, repository: repo.repository, layers }, 'new credentials: failed layer lookups of this repository will be tried again');
+      },
+    });
     metrics = config.metrics_address ? await startMetricsServer(config.metrics_address, () => mountAnswers(mounted.mountpoint)) : undefined;
   } catch (err) {
     await mounted.unmount();

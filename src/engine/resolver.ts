@@ -102,9 +102,12 @@ export class LayerUnavailable extends Error {
 const GZIP_LAYER_TYPES = new Set<string>([MediaType.ociLayerGzip, MediaType.dockerLayerGzip]);
 
 interface Entry {
+  ref: ImageReference;
   value: Promise<ResolvedLayer>;
   settled?: { ok: boolean; at: number; layer?: ResolvedLayer; error?: string };
   uses: number;
+  /** Credentials for its repository arrived since it started: a failure is tried again at the next lookup, not answered from memory. */
+  retry?: boolean;
 }
 
 /** One layer as `estargz-store status` shows it. */
@@ -158,8 +161,8 @@ export class LayerResolver {
     this.pruneFailures();
     const key = this.key(ref, digest);
     const hit = this.entries.get(key);
-    if (hit && !(hit.settled && !hit.settled.ok && Date.now() - hit.settled.at > this.opts.failureTtlMs)) return hit.value;
-    const entry: Entry = { value: this.resolveNow(ref, digest), uses: hit?.uses ?? 0 };
+    if (hit && !(hit.settled && !hit.settled.ok && (hit.retry || Date.now() - hit.settled.at > this.opts.failureTtlMs))) return hit.value;
+    const entry: Entry = { ref, value: this.resolveNow(ref, digest), uses: hit?.uses ?? 0 };
     entry.value.then(
       (layer) => { entry.settled = { ok: true, at: Date.now(), layer }; },
       (err: Error) => { entry.settled = { ok: false, at: Date.now(), error: err.message }; },
@@ -167,6 +170,23 @@ export class LayerResolver {
     entry.value.catch(() => {});
     this.entries.set(key, entry);
     return entry.value;
+  }
+
+  /**
+   * New credentials for a repository (from the auth helper): its failed
+   * resolutions, and those still running (they may have started without the
+   * credentials), are not answered from memory; the next lookup resolves
+   * afresh. podman runs the helper and looks the layer up again at once.
+   * Returns how many entries that concerns.
+   */
+  forgetFailures(registry: string, repository: string): number {
+    let n = 0;
+    for (const e of this.entries.values()) {
+      if (e.ref.registry !== registry || e.ref.repository !== repository || e.settled?.ok) continue;
+      e.retry = true;
+      n++;
+    }
+    return n;
   }
 
   /** containers/storage created `<layer>/use`: one more user. */
