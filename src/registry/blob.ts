@@ -278,8 +278,7 @@ export class RemoteBlob implements RangedSource {
     const range = parseContentRange(header(res, 'content-range'));
     if (!range) throw new RegistryError('PROTOCOL', `${what}: 206 without a Content-Range`);
     if (range.total !== undefined && range.total !== this.size) {
-      // A fault of this answer (a confused proxy or cache) until it repeats: retried, then final.
-      throw new RetryableError(`${what}: the registry says the blob is ${range.total} bytes, not ${this.size}`);
+      throw new RegistryError('PROTOCOL', `${what}: the registry says the blob is ${range.total} bytes, not ${this.size}`);
     }
     if (body.length !== range.end - range.start + 1) {
       throw new RetryableError(`${what}: body of ${body.length} bytes for Content-Range ${range.start}-${range.end}`);

@@ -285,6 +285,7 @@ function applicable(kind: FaultKind, info: RequestInfo, signedUrl?: SignedUrl): 
     case 'partial-multirange':
       return range !== undefined && range.includes(',');
     case 'ignore-range':
+      return range !== undefined;
     case 'wrong-content-range':
     case 'shift-body':
       return range !== undefined && !range.includes(',');
