@@ -1,0 +1,56 @@
+/**
+ * mount(2) and umount2(2) of a FUSE connection, done by the process itself
+ * (as root) rather than by fusermount3, so the process owns the /dev/fuse fd
+ * from the start and can hand it on.
+ */
+import { closeSync } from 'node:fs';
+import { constants } from 'node:os';
+import type { FuseAddon } from './native.js';
+
+export interface MountParams {
+  mountpoint: string;
+  /** The "device" column of /proc/mounts. */
+  fsname?: string;
+  /** The type becomes fuse.<subtype>. */
+  subtype?: string;
+  /** Other users (containers/storage, containers) may see the mount. Default true. */
+  allowOther?: boolean;
+  /** The kernel checks modes itself (no ACCESS requests, modes bind). Default true. */
+  defaultPermissions?: boolean;
+  /** Honour setuid bits and device nodes (default false: nosuid,nodev, as libfuse mounts). */
+  suid?: boolean;
+  dev?: boolean;
+}
+
+const MS_NOSUID = 2;
+const MS_NODEV = 4;
+const MNT_DETACH = 2;
+
+/** Opens /dev/fuse and mounts it on `p.mountpoint`; returns the connection's fd. */
+export function mountConnection(addon: FuseAddon, p: MountParams): number {
+  const fd = addon.openDevice();
+  const uid = process.getuid?.() ?? 0;
+  const gid = process.getgid?.() ?? 0;
+  const opts = [`fd=${fd}`, 'rootmode=40000', `user_id=${uid}`, `group_id=${gid}`];
+  if (p.allowOther ?? true) opts.push('allow_other');
+  if (p.defaultPermissions ?? true) opts.push('default_permissions');
+  const flags = (p.suid ? 0 : MS_NOSUID) | (p.dev ? 0 : MS_NODEV);
+  const subtype = p.subtype ?? 'estargz-store';
+  try {
+    addon.mount(p.fsname ?? 'estargz-store', p.mountpoint, `fuse.${subtype}`, flags, opts.join(','));
+  } catch (err) {
+    closeSync(fd);
+    const e = err as Error & { errno?: number };
+    if (e.errno === constants.errno.EPERM) {
+      throw new Error(`mounting ${p.mountpoint} needs root (CAP_SYS_ADMIN): this binding calls mount(2) itself; unprivileged mounts through fusermount3 are not supported yet`);
+    }
+    throw new Error(`mount of ${p.mountpoint} failed: ${e.message}`);
+  }
+  return fd;
+}
+
+/** Unmounts; a busy mount is detached instead (it goes when its last user does). */
+export function unmountConnection(addon: FuseAddon, mountpoint: string): void {
+  const rc = addon.umount(mountpoint, 0);
+  if (rc === constants.errno.EBUSY) addon.umount(mountpoint, MNT_DETACH);
+}
