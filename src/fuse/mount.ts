@@ -17,11 +17,19 @@ export interface MountParams {
   allowOther?: boolean;
   /** The kernel checks modes itself (no ACCESS requests, modes bind). Default true. */
   defaultPermissions?: boolean;
+  /**
+   * Mount read-only (MS_RDONLY): the kernel then also stops invalidating
+   * atime after every read and listing, which otherwise costs one GETATTR
+   * per file re-read. Write-like calls then fail in the VFS without reaching
+   * the filesystem (so rmdir/create cannot carry meaning). Default false.
+   */
+  readOnly?: boolean;
   /** Honour setuid bits and device nodes (default false: nosuid,nodev, as libfuse mounts). */
   suid?: boolean;
   dev?: boolean;
 }
 
+const MS_RDONLY = 1;
 const MS_NOSUID = 2;
 const MS_NODEV = 4;
 const MNT_DETACH = 2;
@@ -34,7 +42,7 @@ export function mountConnection(addon: FuseAddon, p: MountParams): number {
   const opts = [`fd=${fd}`, 'rootmode=40000', `user_id=${uid}`, `group_id=${gid}`];
   if (p.allowOther ?? true) opts.push('allow_other');
   if (p.defaultPermissions ?? true) opts.push('default_permissions');
-  const flags = (p.suid ? 0 : MS_NOSUID) | (p.dev ? 0 : MS_NODEV);
+  const flags = (p.readOnly ? MS_RDONLY : 0) | (p.suid ? 0 : MS_NOSUID) | (p.dev ? 0 : MS_NODEV);
   const subtype = p.subtype ?? 'estargz-store';
   try {
     addon.mount(p.fsname ?? 'estargz-store', p.mountpoint, `fuse.${subtype}`, flags, opts.join(','));

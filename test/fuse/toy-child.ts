@@ -31,8 +31,8 @@ async function main(): Promise<void> {
     ? FuseSession.adopt(3, toy, JSON.parse(negotiatedJson!) as Negotiated, { mountpoint })
     : await FuseSession.mount(toy, { mountpoint, subtype: 'toy' });
   const send = (m: unknown): void => { process.send?.(m); };
-  // Unmounted from outside: nothing left to serve.
-  void session.ended.then(() => setImmediate(() => process.exit(0)));
+  // Unmounted from outside (ENODEV): nothing left to serve. (0: closed or handed on by us.)
+  void session.ended.then((errno) => { if (errno) setImmediate(() => process.exit(0)); });
   process.on('message', (m: { cmd: string }) => {
     void (async () => {
       if (m.cmd === 'stats') {
