@@ -4,6 +4,7 @@
  * from the start and can hand it on.
  */
 import { closeSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
 import { constants } from 'node:os';
 import type { FuseAddon } from './native.js';
 
@@ -61,4 +62,25 @@ export function mountConnection(addon: FuseAddon, p: MountParams): number {
 export function unmountConnection(addon: FuseAddon, mountpoint: string): void {
   const rc = addon.umount(mountpoint, 0);
   if (rc === constants.errno.EBUSY) addon.umount(mountpoint, MNT_DETACH);
+}
+
+/**
+ * Raises the mount's read-ahead window (its backing device's read_ahead_kb)
+ * to `bytes`. The kernel offers only its default (128 KiB) in INIT and keeps
+ * the smaller of that and our answer, so without this a sequential read
+ * arrives as 128 KiB requests instead of up to max_pages (1 MiB). Best effort:
+ * returns false if the mount or the sysfs file is not there.
+ */
+export async function raiseReadahead(mountpoint: string, bytes: number): Promise<boolean> {
+  const info = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
+  // Fields: id parent major:minor root mountpoint …; the newest mount on a path is listed last.
+  const line = info.split('\n').filter((l) => unescapeMountPath(l.split(' ')[4] ?? '') === mountpoint).pop();
+  const dev = line?.split(' ')[2];
+  if (!dev) return false;
+  return writeFile(`/sys/class/bdi/${dev}/read_ahead_kb`, String(Math.floor(bytes / 1024))).then(() => true, () => false);
+}
+
+/** mountinfo escapes space, tab, newline and backslash as octal. */
+function unescapeMountPath(p: string): string {
+  return p.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)));
 }

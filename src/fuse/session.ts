@@ -10,8 +10,9 @@
  */
 import { close, constants as fsConstants } from 'node:fs';
 import { constants } from 'node:os';
+import { resolve } from 'node:path';
 import { loadAddon, type FuseAddon, type NativeSession } from './native.js';
-import { mountConnection, unmountConnection, type MountParams } from './mount.js';
+import { mountConnection, raiseReadahead, unmountConnection, type MountParams } from './mount.js';
 import {
   ENTRY_STRIDE, Ent, InitFlag, KERNEL_MAJOR, KERNEL_MINOR, MAX_BATCH, MAX_PAGES, MAX_WRITE, MIN_DIRENT, MIN_DIRENTPLUS,
   FuseError, Op, opName, REQ_STRIDE, Req, SCRATCH_ROWS, toErrno, type OpName,
@@ -28,7 +29,7 @@ export interface SessionOptions {
   attrTimeout?: number;
   /** Seconds the kernel may remember that a name is absent (default 0: ENOENT, not cached). */
   negativeTimeout?: number;
-  /** Largest read-ahead we accept (default 1 MiB; the kernel may offer less). */
+  /** Read-ahead window (default 1 MiB): answered in INIT and set on the mount's sysfs entry, since the kernel offers only 128 KiB. */
   maxReadahead?: number;
   /** Ask for READDIRPLUS (default: when the filesystem implements readdirplus). Always plus, never "auto". */
   readdirplus?: boolean;
@@ -78,10 +79,12 @@ export class FuseSession {
   /** Opens /dev/fuse, mounts it (as root) and resolves once INIT is answered. */
   static async mount(ops: FuseOperations, params: MountParams, opts: SessionOptions = {}): Promise<FuseSession> {
     const addon = loadAddon();
+    params = { ...params, mountpoint: resolve(params.mountpoint) };
     const fd = mountConnection(addon, params);
     const session = new FuseSession(addon, fd, ops, opts, params.mountpoint, undefined);
     try {
       await session.initialized();
+      await raiseReadahead(params.mountpoint, opts.maxReadahead ?? MAX_WRITE);
     } catch (err) {
       await session.close();
       throw err;
