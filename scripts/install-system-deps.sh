@@ -18,6 +18,10 @@ PKGS=(
   # mounts and unmounts
   libfuse2
   fuse3
+  # our own FUSE addon (native/, built by `npm ci` through node-gyp): a C
+  # compiler and make, and the kernel's <linux/fuse.h>
+  build-essential
+  linux-libc-dev
   # podman pulls and runs the images the tests convert; busybox-static and
   # this machine's python3.11 make runnable test images without network access;
   # python3 also dumps trees with their xattrs for the tree-equality tests

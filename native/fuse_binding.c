@@ -1,0 +1,700 @@
+/*
+ * estargz-store's FUSE binding: the kernel's FUSE protocol over /dev/fuse,
+ * driven from Node's own event loop. See native/README.md for why.
+ *
+ * The native side only moves bytes: it reads requests when the fd is
+ * readable, decodes their headers and arguments into a shared Float64Array
+ * (one row per request) plus a JS array of names, calls ONE JS callback per
+ * batch, and encodes replies from numbers the JS side put in a second shared
+ * Float64Array (the "scratch"). Every decision (INIT negotiation, errno,
+ * timeouts, which entries go into a directory listing) is made in
+ * TypeScript (src/fuse/).
+ *
+ * Nothing here blocks: the fd is O_NONBLOCK and watched by a uv_poll on the
+ * main loop; writes to /dev/fuse never block (the kernel consumes a reply
+ * within the write call).
+ */
+#define NAPI_VERSION 8
+#include <node_api.h>
+#include <uv.h>
+#include <linux/fuse.h>
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+/* Layouts shared with src/fuse/protocol.ts (keep in step). */
+#define REQ_STRIDE 12      /* opcode unique nodeid uid gid pid a0..a5 */
+#define MAX_BATCH 64       /* requests per wake-up of the JS thread */
+#define ENTRY_STRIDE 17    /* nodeid gen entry_valid attr_valid attr[12] dir_off */
+#define ATTR_AT 4          /* attr fields start at this index of an entry row */
+/* attr fields: ino size blocks atime mtime ctime mode nlink uid gid rdev blksize */
+
+/* Requests are at most max_write (1 MiB) of data plus headers. */
+#define IN_BUF_SIZE ((1u << 20) + 4096)
+/* Directory listings are at most max_pages pages. */
+#define OUT_BUF_SIZE (1u << 20)
+
+typedef struct {
+  napi_env env;
+  int fd;
+  int polling;
+  uv_poll_t *poll;
+  napi_ref callback;
+  napi_ref reqs_ref;
+  napi_ref scratch_ref;
+  napi_async_context actx;
+  double *reqs;
+  double *scratch;
+  size_t scratch_len;
+  uint8_t *inbuf;
+  uint8_t *outbuf;
+} session_t;
+
+#define CHECK(call)                                                     \
+  do {                                                                  \
+    if ((call) != napi_ok) {                                            \
+      napi_throw_error(env, NULL, "fuse_binding: " #call " failed");   \
+      return NULL;                                                      \
+    }                                                                   \
+  } while (0)
+
+static napi_value throw_errno(napi_env env, const char *what, int err) {
+  char msg[256];
+  snprintf(msg, sizeof msg, "%s: %s", what, strerror(err));
+  napi_value e, m, code;
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &m);
+  napi_create_error(env, NULL, m, &e);
+  napi_create_int32(env, err, &code);
+  napi_set_named_property(env, e, "errno", code);
+  napi_throw(env, e);
+  return NULL;
+}
+
+static double num(napi_env env, napi_value v) {
+  double d = 0;
+  napi_get_value_double(env, v, &d);
+  return d;
+}
+
+/* Seconds (fractional) split into whole seconds and nanoseconds. */
+static void split_time(double t, uint64_t *sec, uint32_t *nsec) {
+  if (!(t > 0)) { *sec = 0; *nsec = 0; return; }
+  *sec = (uint64_t)t;
+  *nsec = (uint32_t)((t - (double)*sec) * 1e9);
+  if (*nsec > 999999999u) *nsec = 999999999u;
+}
+
+static void fill_attr(struct fuse_attr *a, const double *d) {
+  memset(a, 0, sizeof *a);
+  a->ino = (uint64_t)d[0];
+  a->size = (uint64_t)d[1];
+  a->blocks = (uint64_t)d[2];
+  split_time(d[3], &a->atime, &a->atimensec);
+  split_time(d[4], &a->mtime, &a->mtimensec);
+  split_time(d[5], &a->ctime, &a->ctimensec);
+  a->mode = (uint32_t)d[6];
+  a->nlink = (uint32_t)d[7];
+  a->uid = (uint32_t)d[8];
+  a->gid = (uint32_t)d[9];
+  a->rdev = (uint32_t)d[10];
+  a->blksize = (uint32_t)d[11];
+}
+
+static void fill_entry(struct fuse_entry_out *e, const double *d) {
+  memset(e, 0, sizeof *e);
+  e->nodeid = (uint64_t)d[0];
+  e->generation = (uint64_t)d[1];
+  uint64_t s; uint32_t ns;
+  split_time(d[2], &s, &ns); e->entry_valid = s; e->entry_valid_nsec = ns;
+  split_time(d[3], &s, &ns); e->attr_valid = s; e->attr_valid_nsec = ns;
+  fill_attr(&e->attr, d + ATTR_AT);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Reading requests                                                          */
+
+static napi_value str_n(napi_env env, const char *p, size_t max) {
+  napi_value v;
+  napi_create_string_utf8(env, p, strnlen(p, max), &v);
+  return v;
+}
+
+/*
+ * Decodes one request into row `n` of the shared array and, for requests
+ * that carry a name (or a forget list), element `n` of `extras`. Returns 0
+ * for requests that need nothing from JS (INTERRUPT: we never cancel work).
+ */
+static int decode(session_t *s, int n, size_t len, napi_value extras) {
+  napi_env env = s->env;
+  if (len < sizeof(struct fuse_in_header)) return 0;
+  struct fuse_in_header *h = (struct fuse_in_header *)s->inbuf;
+  const uint8_t *body = s->inbuf + sizeof *h;
+  size_t blen = len - sizeof *h;
+  double *r = s->reqs + (size_t)n * REQ_STRIDE;
+  memset(r, 0, REQ_STRIDE * sizeof(double));
+  r[0] = h->opcode;
+  r[1] = (double)h->unique;
+  r[2] = (double)h->nodeid;
+  r[3] = h->uid;
+  r[4] = h->gid;
+  r[5] = h->pid;
+  const char *name = NULL;
+  size_t name_max = 0;
+#define ARG(type) ((blen >= sizeof(type)) ? (const type *)body : NULL)
+#define NAME_AFTER(type) do { if (blen > sizeof(type)) { name = (const char *)body + sizeof(type); name_max = blen - sizeof(type); } } while (0)
+  switch (h->opcode) {
+    case FUSE_INTERRUPT:
+      return 0;
+    case FUSE_INIT: {
+      const struct fuse_init_in *in = ARG(struct fuse_init_in);
+      if (in) { r[6] = in->major; r[7] = in->minor; r[8] = in->max_readahead; r[9] = in->flags; r[10] = in->flags2; }
+      else if (blen >= 16) { /* pre-7.36 kernels send the short struct */
+        const uint32_t *w = (const uint32_t *)body;
+        r[6] = w[0]; r[7] = w[1]; r[8] = w[2]; r[9] = w[3];
+      }
+      break;
+    }
+    case FUSE_LOOKUP: case FUSE_UNLINK: case FUSE_RMDIR:
+      name = (const char *)body; name_max = blen;
+      break;
+    case FUSE_SYMLINK: /* name, then target */
+      name = (const char *)body; name_max = blen;
+      break;
+    case FUSE_FORGET: {
+      const struct fuse_forget_in *in = ARG(struct fuse_forget_in);
+      if (in) r[6] = (double)in->nlookup;
+      break;
+    }
+    case FUSE_BATCH_FORGET: {
+      const struct fuse_batch_forget_in *in = ARG(struct fuse_batch_forget_in);
+      if (!in) return 0;
+      size_t count = in->count;
+      size_t room = (blen - sizeof *in) / sizeof(struct fuse_forget_one);
+      if (count > room) count = room;
+      const struct fuse_forget_one *one = (const struct fuse_forget_one *)(body + sizeof *in);
+      napi_value ab, ta;
+      void *data;
+      napi_create_arraybuffer(env, count * 2 * sizeof(double), &data, &ab);
+      double *d = data;
+      for (size_t i = 0; i < count; i++) { d[2 * i] = (double)one[i].nodeid; d[2 * i + 1] = (double)one[i].nlookup; }
+      napi_create_typedarray(env, napi_float64_array, count * 2, ab, 0, &ta);
+      napi_set_element(env, extras, n, ta);
+      r[6] = (double)count;
+      break;
+    }
+    case FUSE_GETATTR: {
+      const struct fuse_getattr_in *in = ARG(struct fuse_getattr_in);
+      if (in) { r[6] = in->getattr_flags; r[7] = (double)in->fh; }
+      break;
+    }
+    case FUSE_SETATTR: {
+      const struct fuse_setattr_in *in = ARG(struct fuse_setattr_in);
+      if (in) { r[6] = in->valid; r[7] = (double)in->size; r[8] = in->mode; }
+      break;
+    }
+    case FUSE_MKNOD: {
+      const struct fuse_mknod_in *in = ARG(struct fuse_mknod_in);
+      if (in) { r[6] = in->mode; r[7] = in->rdev; }
+      NAME_AFTER(struct fuse_mknod_in);
+      break;
+    }
+    case FUSE_MKDIR: {
+      const struct fuse_mkdir_in *in = ARG(struct fuse_mkdir_in);
+      if (in) r[6] = in->mode;
+      NAME_AFTER(struct fuse_mkdir_in);
+      break;
+    }
+    case FUSE_RENAME: {
+      const struct fuse_rename_in *in = ARG(struct fuse_rename_in);
+      if (in) r[6] = (double)in->newdir;
+      NAME_AFTER(struct fuse_rename_in);
+      break;
+    }
+    case FUSE_RENAME2: {
+      const struct fuse_rename2_in *in = ARG(struct fuse_rename2_in);
+      if (in) { r[6] = (double)in->newdir; r[7] = in->flags; }
+      NAME_AFTER(struct fuse_rename2_in);
+      break;
+    }
+    case FUSE_LINK: {
+      const struct fuse_link_in *in = ARG(struct fuse_link_in);
+      if (in) r[6] = (double)in->oldnodeid;
+      NAME_AFTER(struct fuse_link_in);
+      break;
+    }
+    case FUSE_OPEN: case FUSE_OPENDIR: {
+      const struct fuse_open_in *in = ARG(struct fuse_open_in);
+      if (in) r[6] = in->flags;
+      break;
+    }
+    case FUSE_CREATE: {
+      const struct fuse_create_in *in = ARG(struct fuse_create_in);
+      if (in) { r[6] = in->flags; r[7] = in->mode; }
+      NAME_AFTER(struct fuse_create_in);
+      break;
+    }
+    case FUSE_READ: case FUSE_READDIR: case FUSE_READDIRPLUS: {
+      const struct fuse_read_in *in = ARG(struct fuse_read_in);
+      if (in) { r[6] = (double)in->offset; r[7] = in->size; r[8] = (double)in->fh; }
+      break;
+    }
+    case FUSE_WRITE: {
+      const struct fuse_write_in *in = ARG(struct fuse_write_in);
+      if (in) { r[6] = (double)in->offset; r[7] = in->size; r[8] = (double)in->fh; }
+      break;
+    }
+    case FUSE_RELEASE: case FUSE_RELEASEDIR: {
+      const struct fuse_release_in *in = ARG(struct fuse_release_in);
+      if (in) r[6] = (double)in->fh;
+      break;
+    }
+    case FUSE_GETXATTR: {
+      const struct fuse_getxattr_in *in = ARG(struct fuse_getxattr_in);
+      if (in) r[6] = in->size;
+      NAME_AFTER(struct fuse_getxattr_in);
+      break;
+    }
+    case FUSE_LISTXATTR: {
+      const struct fuse_getxattr_in *in = ARG(struct fuse_getxattr_in);
+      if (in) r[6] = in->size;
+      break;
+    }
+    case FUSE_SETXATTR: {
+      /* the struct grew in 7.33 (FUSE_SETXATTR_EXT), which we do not negotiate */
+      if (blen > FUSE_COMPAT_SETXATTR_IN_SIZE) { name = (const char *)body + FUSE_COMPAT_SETXATTR_IN_SIZE; name_max = blen - FUSE_COMPAT_SETXATTR_IN_SIZE; }
+      break;
+    }
+    case FUSE_REMOVEXATTR:
+      name = (const char *)body; name_max = blen;
+      break;
+    case FUSE_ACCESS: {
+      const struct fuse_access_in *in = ARG(struct fuse_access_in);
+      if (in) r[6] = in->mask;
+      break;
+    }
+    default:
+      break;
+  }
+#undef ARG
+#undef NAME_AFTER
+  if (name && name_max > 0) napi_set_element(env, extras, n, str_n(env, name, name_max));
+  return 1;
+}
+
+static void deliver(session_t *s, int count, napi_value extras, int ended) {
+  napi_env env = s->env;
+  napi_value cb, recv, argv[3], result;
+  napi_get_reference_value(env, s->callback, &cb);
+  napi_get_global(env, &recv); /* make_callback needs an object receiver */
+  napi_create_int32(env, count, &argv[0]);
+  argv[1] = extras;
+  napi_create_int32(env, ended, &argv[2]);
+  /* make_callback (not call_function): runs the microtask queue afterwards,
+     so replies from already-resolved promises go out in this same turn. */
+  if (napi_make_callback(env, s->actx, recv, cb, 3, argv, &result) == napi_pending_exception) {
+    napi_value err;
+    napi_get_and_clear_last_exception(env, &err);
+    napi_fatal_exception(env, err);
+  }
+}
+
+static void stop_poll(session_t *s);
+
+static void on_readable(uv_poll_t *handle, int status, int events) {
+  (void)events;
+  session_t *s = handle->data;
+  napi_env env = s->env;
+  napi_handle_scope scope;
+  napi_open_handle_scope(env, &scope);
+  napi_value extras;
+  napi_create_array(env, &extras);
+  int n = 0, ended = status < 0 ? -status : 0;
+  while (!ended && n < MAX_BATCH) {
+    ssize_t got = read(s->fd, s->inbuf, IN_BUF_SIZE);
+    if (got < 0) {
+      /* ENOENT: the request was interrupted between poll and read */
+      if (errno == EINTR || errno == ENOENT) continue;
+      if (errno == EAGAIN) break;
+      ended = errno; /* ENODEV: unmounted; anything else: the connection is unusable */
+      break;
+    }
+    if (decode(s, n, (size_t)got, extras)) n++;
+  }
+  if (ended) stop_poll(s);
+  if (n > 0 || ended) deliver(s, n, extras, ended);
+  napi_close_handle_scope(env, scope);
+}
+
+static void on_poll_closed(uv_handle_t *h) { free(h); }
+
+static void stop_poll(session_t *s) {
+  if (!s->poll) return;
+  uv_poll_stop(s->poll);
+  uv_close((uv_handle_t *)s->poll, on_poll_closed);
+  s->poll = NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Session object                                                            */
+
+static void session_free(napi_env env, void *data, void *hint) {
+  (void)hint;
+  session_t *s = data;
+  stop_poll(s);
+  if (s->callback) napi_delete_reference(env, s->callback);
+  if (s->reqs_ref) napi_delete_reference(env, s->reqs_ref);
+  if (s->scratch_ref) napi_delete_reference(env, s->scratch_ref);
+  if (s->actx) napi_async_destroy(env, s->actx);
+  free(s->inbuf);
+  free(s->outbuf);
+  free(s);
+}
+
+static int typed_f64(napi_env env, napi_value v, double **data, size_t *len) {
+  napi_typedarray_type t;
+  void *p;
+  napi_value ab;
+  size_t off;
+  if (napi_get_typedarray_info(env, v, &t, len, &p, &ab, &off) != napi_ok || t != napi_float64_array) return 0;
+  *data = p;
+  return 1;
+}
+
+/* new Session(fd, callback(count, extras, endedErrno), requests: Float64Array, scratch: Float64Array) */
+static napi_value session_new(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4], self;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, &self, NULL));
+  if (argc < 4) { napi_throw_type_error(env, NULL, "Session(fd, callback, requests, scratch)"); return NULL; }
+  session_t *s = calloc(1, sizeof *s);
+  s->env = env;
+  s->fd = (int)num(env, argv[0]);
+  size_t rlen;
+  if (!typed_f64(env, argv[2], &s->reqs, &rlen) || rlen < MAX_BATCH * REQ_STRIDE ||
+      !typed_f64(env, argv[3], &s->scratch, &s->scratch_len) || s->scratch_len < ENTRY_STRIDE) {
+    free(s);
+    napi_throw_type_error(env, NULL, "requests/scratch must be Float64Arrays of the documented sizes");
+    return NULL;
+  }
+  s->inbuf = malloc(IN_BUF_SIZE);
+  s->outbuf = malloc(OUT_BUF_SIZE);
+  napi_create_reference(env, argv[1], 1, &s->callback);
+  napi_create_reference(env, argv[2], 1, &s->reqs_ref);
+  napi_create_reference(env, argv[3], 1, &s->scratch_ref);
+  napi_value name;
+  napi_create_string_utf8(env, "fuse", NAPI_AUTO_LENGTH, &name);
+  napi_async_init(env, NULL, name, &s->actx);
+  CHECK(napi_wrap(env, self, s, session_free, NULL, NULL));
+  return self;
+}
+
+static session_t *unwrap(napi_env env, napi_callback_info info, size_t *argc, napi_value *argv) {
+  napi_value self;
+  session_t *s = NULL;
+  if (napi_get_cb_info(env, info, argc, argv, &self, NULL) != napi_ok) return NULL;
+  if (napi_unwrap(env, self, (void **)&s) != napi_ok) { napi_throw_error(env, NULL, "not a Session"); return NULL; }
+  return s;
+}
+
+/* start(): O_NONBLOCK and watch the fd on the main loop */
+static napi_value session_start(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  session_t *s = unwrap(env, info, &argc, NULL);
+  if (!s) return NULL;
+  if (s->poll) return NULL;
+  int fl = fcntl(s->fd, F_GETFL);
+  if (fl < 0 || fcntl(s->fd, F_SETFL, fl | O_NONBLOCK) < 0) return throw_errno(env, "fcntl(O_NONBLOCK)", errno);
+  uv_loop_t *loop;
+  CHECK(napi_get_uv_event_loop(env, &loop));
+  s->poll = malloc(sizeof *s->poll);
+  int rc = uv_poll_init(loop, s->poll, s->fd);
+  if (rc < 0) { free(s->poll); s->poll = NULL; return throw_errno(env, "uv_poll_init", -rc); }
+  s->poll->data = s;
+  uv_poll_start(s->poll, UV_READABLE, on_readable);
+  return NULL;
+}
+
+/* stop(): no more reads (the fd stays open: the caller owns it) */
+static napi_value session_stop(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  session_t *s = unwrap(env, info, &argc, NULL);
+  if (s) stop_poll(s);
+  return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Replies: each returns 0, or the errno of the write (ENOENT: the request  */
+/* was interrupted and is gone; the kernel took nothing from the reply).    */
+
+static napi_value send_reply(napi_env env, session_t *s, uint64_t unique, int error, struct iovec *iov, int iovcnt) {
+  struct fuse_out_header oh;
+  size_t len = sizeof oh;
+  for (int i = 1; i < iovcnt; i++) len += iov[i].iov_len;
+  oh.len = (uint32_t)len;
+  oh.error = -error;
+  oh.unique = unique;
+  iov[0].iov_base = &oh;
+  iov[0].iov_len = sizeof oh;
+  int rc = 0;
+  while (writev(s->fd, iov, iovcnt) < 0) {
+    if (errno == EINTR) continue;
+    rc = errno;
+    break;
+  }
+  napi_value v;
+  napi_create_int32(env, rc, &v);
+  return v;
+}
+
+#define REPLY_PROLOGUE(nargs)                                  \
+  size_t argc = nargs;                                         \
+  napi_value argv[nargs > 0 ? nargs : 1];                      \
+  session_t *s = unwrap(env, info, &argc, argv);               \
+  if (!s) return NULL;                                         \
+  uint64_t unique = (uint64_t)num(env, argv[0]);
+
+/* replyError(unique, errno) */
+static napi_value reply_error(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(2);
+  struct iovec iov[1];
+  return send_reply(env, s, unique, (int)num(env, argv[1]), iov, 1);
+}
+
+/* replyEntry(unique): the entry in scratch row 0 */
+static napi_value reply_entry(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(1);
+  struct fuse_entry_out e;
+  fill_entry(&e, s->scratch);
+  struct iovec iov[2] = {{0}, {&e, sizeof e}};
+  return send_reply(env, s, unique, 0, iov, 2);
+}
+
+/* replyAttr(unique): attr_valid and the attr of scratch row 0 */
+static napi_value reply_attr(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(1);
+  struct fuse_attr_out a;
+  memset(&a, 0, sizeof a);
+  uint64_t sec; uint32_t ns;
+  split_time(s->scratch[3], &sec, &ns);
+  a.attr_valid = sec; a.attr_valid_nsec = ns;
+  fill_attr(&a.attr, s->scratch + ATTR_AT);
+  struct iovec iov[2] = {{0}, {&a, sizeof a}};
+  return send_reply(env, s, unique, 0, iov, 2);
+}
+
+/* replyData(unique, buffer?, offset, length): the bytes straight from the Buffer, no copy */
+static napi_value reply_data(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(4);
+  void *data = NULL;
+  size_t blen = 0;
+  struct iovec iov[2] = {{0}, {0}};
+  int n = 1;
+  if (argc >= 2) {
+    napi_valuetype t;
+    napi_typeof(env, argv[1], &t);
+    if (t == napi_object && napi_get_buffer_info(env, argv[1], &data, &blen) == napi_ok) {
+      size_t off = argc >= 3 ? (size_t)num(env, argv[2]) : 0;
+      size_t len = argc >= 4 ? (size_t)num(env, argv[3]) : blen;
+      if (off > blen) off = blen;
+      if (len > blen - off) len = blen - off;
+      iov[1].iov_base = (uint8_t *)data + off;
+      iov[1].iov_len = len;
+      n = 2;
+    }
+  }
+  return send_reply(env, s, unique, 0, iov, n);
+}
+
+/* replyOpen(unique, fh, openFlags) */
+static napi_value reply_open(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(3);
+  struct fuse_open_out o;
+  memset(&o, 0, sizeof o);
+  o.fh = (uint64_t)num(env, argv[1]);
+  o.open_flags = (uint32_t)num(env, argv[2]);
+  struct iovec iov[2] = {{0}, {&o, sizeof o}};
+  return send_reply(env, s, unique, 0, iov, 2);
+}
+
+/* replyXattrSize(unique, size): the answer to a size-0 getxattr/listxattr */
+static napi_value reply_xattr_size(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(2);
+  struct fuse_getxattr_out o;
+  memset(&o, 0, sizeof o);
+  o.size = (uint32_t)num(env, argv[1]);
+  struct iovec iov[2] = {{0}, {&o, sizeof o}};
+  return send_reply(env, s, unique, 0, iov, 2);
+}
+
+/* replyStatfs(unique, blocks, bfree, bavail, files, ffree, bsize, namelen, frsize) */
+static napi_value reply_statfs(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(9);
+  struct fuse_statfs_out o;
+  memset(&o, 0, sizeof o);
+  o.st.blocks = (uint64_t)num(env, argv[1]);
+  o.st.bfree = (uint64_t)num(env, argv[2]);
+  o.st.bavail = (uint64_t)num(env, argv[3]);
+  o.st.files = (uint64_t)num(env, argv[4]);
+  o.st.ffree = (uint64_t)num(env, argv[5]);
+  o.st.bsize = (uint32_t)num(env, argv[6]);
+  o.st.namelen = (uint32_t)num(env, argv[7]);
+  o.st.frsize = (uint32_t)num(env, argv[8]);
+  struct iovec iov[2] = {{0}, {&o, sizeof o}};
+  return send_reply(env, s, unique, 0, iov, 2);
+}
+
+/* replyInit(unique, major, minor, maxReadahead, flags, flags2, maxBackground, congestionThreshold, maxWrite, timeGran, maxPages) */
+static napi_value reply_init(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(11);
+  struct fuse_init_out o;
+  memset(&o, 0, sizeof o);
+  o.major = (uint32_t)num(env, argv[1]);
+  o.minor = (uint32_t)num(env, argv[2]);
+  o.max_readahead = (uint32_t)num(env, argv[3]);
+  o.flags = (uint32_t)num(env, argv[4]);
+  o.flags2 = (uint32_t)num(env, argv[5]);
+  o.max_background = (uint16_t)num(env, argv[6]);
+  o.congestion_threshold = (uint16_t)num(env, argv[7]);
+  o.max_write = (uint32_t)num(env, argv[8]);
+  o.time_gran = (uint32_t)num(env, argv[9]);
+  o.max_pages = (uint16_t)num(env, argv[10]);
+  struct iovec iov[2] = {{0}, {&o, sizeof o}};
+  return send_reply(env, s, unique, 0, iov, 2);
+}
+
+/*
+ * replyDir(unique, plus, size, count, names): packs scratch rows 0..count-1
+ * (with names[i]) as fuse_dirent or fuse_direntplus records until `size`
+ * bytes are full. Returns the number of entries sent (the kernel takes a
+ * lookup reference for each READDIRPLUS entry other than . and ..), or
+ * -errno if the write failed.
+ */
+static napi_value reply_dir(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(5);
+  bool plus = false;
+  napi_get_value_bool(env, argv[1], &plus);
+  size_t size = (size_t)num(env, argv[2]);
+  size_t count = (size_t)num(env, argv[3]);
+  if (size > OUT_BUF_SIZE) size = OUT_BUF_SIZE;
+  if (count > s->scratch_len / ENTRY_STRIDE) count = s->scratch_len / ENTRY_STRIDE;
+  size_t used = 0, i;
+  char name[1024];
+  for (i = 0; i < count; i++) {
+    napi_value nv;
+    size_t nlen = 0;
+    napi_get_element(env, argv[4], (uint32_t)i, &nv);
+    if (napi_get_value_string_utf8(env, nv, name, sizeof name, &nlen) != napi_ok || nlen == 0) break;
+    const double *d = s->scratch + i * ENTRY_STRIDE;
+    size_t dsize = FUSE_DIRENT_ALIGN(FUSE_NAME_OFFSET + nlen);
+    size_t need = (plus ? sizeof(struct fuse_entry_out) : 0) + dsize;
+    if (used + need > size) break;
+    uint8_t *p = s->outbuf + used;
+    memset(p, 0, need);
+    struct fuse_dirent *de;
+    if (plus) {
+      struct fuse_direntplus *dp = (struct fuse_direntplus *)p;
+      fill_entry(&dp->entry_out, d);
+      de = &dp->dirent;
+    } else {
+      de = (struct fuse_dirent *)p;
+    }
+    de->ino = (uint64_t)d[ATTR_AT + 0];
+    de->off = (uint64_t)d[16];
+    de->namelen = (uint32_t)nlen;
+    de->type = ((uint32_t)d[ATTR_AT + 6] >> 12) & 017;
+    memcpy(de->name, name, nlen);
+    used += need;
+  }
+  struct iovec iov[2] = {{0}, {s->outbuf, used}};
+  napi_value rc = send_reply(env, s, unique, 0, iov, 2);
+  int32_t err = 0;
+  napi_get_value_int32(env, rc, &err);
+  napi_value out;
+  napi_create_int32(env, err ? -err : (int32_t)i, &out);
+  return out;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Device and mount                                                          */
+
+/* openDevice(): a new FUSE connection (close-on-exec; handing it to a successor dup2s it) */
+static napi_value open_device(napi_env env, napi_callback_info info) {
+  (void)info;
+  int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+  if (fd < 0) return throw_errno(env, "open /dev/fuse", errno);
+  napi_value v;
+  napi_create_int32(env, fd, &v);
+  return v;
+}
+
+static char *get_str(napi_env env, napi_value v) {
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok) return NULL;
+  char *p = malloc(len + 1);
+  napi_get_value_string_utf8(env, v, p, len + 1, &len);
+  return p;
+}
+
+/* mount(source, target, fstype, flags, data): mount(2); throws with .errno */
+static napi_value do_mount(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  char *src = get_str(env, argv[0]), *tgt = get_str(env, argv[1]), *type = get_str(env, argv[2]), *data = get_str(env, argv[4]);
+  unsigned long flags = (unsigned long)num(env, argv[3]);
+  int rc = (src && tgt && type && data) ? mount(src, tgt, type, flags, data) : (errno = EINVAL, -1);
+  int err = errno;
+  free(src); free(tgt); free(type); free(data);
+  if (rc < 0) return throw_errno(env, "mount(2)", err);
+  return NULL;
+}
+
+/* umount(target, flags): returns 0 or errno */
+static napi_value do_umount(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  char *tgt = get_str(env, argv[0]);
+  int rc = tgt ? umount2(tgt, (int)num(env, argv[1])) : (errno = EINVAL, -1);
+  int err = rc < 0 ? errno : 0;
+  free(tgt);
+  napi_value v;
+  napi_create_int32(env, err, &v);
+  return v;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor methods[] = {
+    {"start", NULL, session_start, NULL, NULL, NULL, napi_default, NULL},
+    {"stop", NULL, session_stop, NULL, NULL, NULL, napi_default, NULL},
+    {"replyError", NULL, reply_error, NULL, NULL, NULL, napi_default, NULL},
+    {"replyEntry", NULL, reply_entry, NULL, NULL, NULL, napi_default, NULL},
+    {"replyAttr", NULL, reply_attr, NULL, NULL, NULL, napi_default, NULL},
+    {"replyData", NULL, reply_data, NULL, NULL, NULL, napi_default, NULL},
+    {"replyOpen", NULL, reply_open, NULL, NULL, NULL, napi_default, NULL},
+    {"replyXattrSize", NULL, reply_xattr_size, NULL, NULL, NULL, napi_default, NULL},
+    {"replyStatfs", NULL, reply_statfs, NULL, NULL, NULL, napi_default, NULL},
+    {"replyInit", NULL, reply_init, NULL, NULL, NULL, napi_default, NULL},
+    {"replyDir", NULL, reply_dir, NULL, NULL, NULL, napi_default, NULL},
+  };
+  napi_value cls;
+  napi_define_class(env, "Session", NAPI_AUTO_LENGTH, session_new, NULL, sizeof methods / sizeof methods[0], methods, &cls);
+  napi_property_descriptor fns[] = {
+    {"Session", NULL, NULL, NULL, NULL, cls, napi_default, NULL},
+    {"openDevice", NULL, open_device, NULL, NULL, NULL, napi_default, NULL},
+    {"mount", NULL, do_mount, NULL, NULL, NULL, napi_default, NULL},
+    {"umount", NULL, do_umount, NULL, NULL, NULL, napi_default, NULL},
+  };
+  napi_define_properties(env, exports, sizeof fns / sizeof fns[0], fns);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -1,0 +1,42 @@
+/**
+ * Loads the addon built from native/ by `npm ci` (node-gyp, see binding.gyp)
+ * and types what it exports. Loaded on first use, not at import, so commands
+ * that never mount do not need it built.
+ */
+import { createRequire } from 'node:module';
+
+export interface NativeSession {
+  start(): void;
+  stop(): void;
+  replyError(unique: number, errno: number): number;
+  replyEntry(unique: number): number;
+  replyAttr(unique: number): number;
+  replyData(unique: number, data?: Uint8Array, offset?: number, length?: number): number;
+  replyOpen(unique: number, fh: number, openFlags: number): number;
+  replyXattrSize(unique: number, size: number): number;
+  replyStatfs(unique: number, blocks: number, bfree: number, bavail: number, files: number, ffree: number, bsize: number, namelen: number, frsize: number): number;
+  replyInit(unique: number, major: number, minor: number, maxReadahead: number, flags: number, flags2: number, maxBackground: number, congestionThreshold: number, maxWrite: number, timeGran: number, maxPages: number): number;
+  /** Entries sent, or -errno. */
+  replyDir(unique: number, plus: boolean, size: number, count: number, names: string[]): number;
+}
+
+/** Called once per batch: `count` request rows are in the requests array; `ended` is the errno that ended the connection (ENODEV: unmounted), else 0. */
+export type BatchCallback = (count: number, extras: (string | Float64Array | undefined)[], ended: number) => void;
+
+export interface FuseAddon {
+  Session: new (fd: number, callback: BatchCallback, requests: Float64Array, scratch: Float64Array) => NativeSession;
+  openDevice(): number;
+  mount(source: string, target: string, fstype: string, flags: number, data: string): void;
+  /** 0 or errno. */
+  umount(target: string, flags: number): number;
+}
+
+const ADDON = '../../../build/Release/fuse_binding.node';
+
+export function loadAddon(): FuseAddon {
+  try {
+    return createRequire(import.meta.url)(ADDON) as FuseAddon;
+  } catch (err) {
+    throw new Error(`the FUSE addon is not built (${(err as Error).message.split('\n')[0]}): run npm ci (it builds native/ with node-gyp; needs the Debian package build-essential)`);
+  }
+}
