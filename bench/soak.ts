@@ -15,7 +15,7 @@
 import { mkdir } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { startRegistry } from '../test/helpers/registry.js';
-import { formatProfile, summarizeProfiles } from './lib/cpuprofile.js';
+import { formatLongTasks, formatProfile, longTasksOf, summarizeProfiles } from './lib/cpuprofile.js';
 import { describeMachine, loadNow, machineInfo, writeResult, writeTables, type MachineInfo } from './lib/machine.js';
 import { prepareSoakImage } from './lib/soak-image.js';
 import { phasesTable, runSoak, seriesTable, verdicts, TARGET_MAX_MS, TARGET_P99_MS, type SoakResult } from './lib/soak.js';
@@ -28,11 +28,12 @@ const USAGE = `usage: node dist/bench/soak.js [options]
   --layer-mb N           file content per layer, MiB (default 96: 4 layers exceed the 256 MiB memory cache)
   --drop-caches-every T  echo 3 > /proc/sys/vm/drop_caches this often in the warm phase (default 20s; 0 = never)
   --cold-max T           longest cold pass (default 5m)
+  --metrics-every T      scrape the store's /metrics this often (default 5s; RSS and fds are read every second)
   --store-config TOML    extra config lines for the store (\\n for newlines)
   --store-log-level L    the store's log level (default info)
   --keep-log FILE        save the store's log (stdout + stderr) there
   --cpu-prof DIR         run the store with node --cpu-prof into DIR and print a summary
-  --store-node-args ARGS more node flags for the store, space-separated (e.g. --trace-gc)
+  --store-node-args=ARGS more node flags for the store, space-separated (e.g. --store-node-args=--trace-gc)
   --no-write             print only: write neither bench/results/soak.md nor the JSON`;
 
 const { values: args } = parseArgs({
@@ -43,6 +44,7 @@ const { values: args } = parseArgs({
     'layer-mb': { type: 'string', default: '96' },
     'drop-caches-every': { type: 'string', default: '20s' },
     'cold-max': { type: 'string', default: '5m' },
+    'metrics-every': { type: 'string', default: '5s' },
     'store-config': { type: 'string', default: '' },
     'store-log-level': { type: 'string', default: 'info' },
     'keep-log': { type: 'string' },
@@ -95,7 +97,7 @@ function report(machine: MachineInfo, r: SoakResult, meta: { prepareSeconds: num
       (r.droppedCaches > 0 ? `the page cache was dropped ${r.droppedCaches} times (every ${args['drop-caches-every']}) so reads reach the store.` : `the page cache was not dropped${r.dropCachesError ? ` (${r.dropCachesError})` : ''}.`),
     '- Every pread is compared with the file\'s source bytes. reads/s = preads answered; MB = 10^6 bytes.',
     '- **delay**: the store\'s event-loop delay. p50 and p99 from its cumulative lag histogram (`estargz_store_event_loop_lag_seconds`, a 10 ms timer\'s lateness) over the phase; ' +
-      'max from its delay gauge (`estargz_store_event_loop_delay_seconds{quantile="1"}`, scraped every second); "worst 10 s p99" is the largest p99 over any 10-s window. ' +
+      `max from its delay gauge (\`estargz_store_event_loop_delay_seconds{quantile="1"}\`, scraped every ${args['metrics-every']}: a scrape costs the store a few ms of main thread, so not every second); "worst 10 s p99" is the largest p99 over any 10-s window. ` +
       `Targets: p99 ≤ ${TARGET_P99_MS} ms, max ≤ ${TARGET_MAX_MS} ms.`,
     '- **RSS, fds**: VmRSS of /proc/<pid>/status and the entries of /proc/<pid>/fd of the store process, every second.',
     '',
@@ -127,6 +129,7 @@ async function main(): Promise<void> {
       warmSeconds: duration,
       coldMaxSeconds: coldMax,
       dropCachesEverySec: dropEvery,
+      metricsEverySec: seconds(args['metrics-every']) || 5,
       storeConfig,
       storeLogLevel: args['store-log-level'],
       ...(nodeArgs.length && { storeNodeArgs: nodeArgs }),
@@ -135,7 +138,10 @@ async function main(): Promise<void> {
     });
     const md = report(machine, r, { prepareSeconds: image.prepareSeconds, loadEnd: loadNow() });
     console.log(md);
-    if (profDir) for (const p of await summarizeProfiles(profDir)) console.log('\n```\n' + formatProfile(p, 25) + '\n```');
+    if (profDir) {
+      for (const p of await summarizeProfiles(profDir)) console.log('\n```\n' + formatProfile(p, 25) + '\n```');
+      for (const { file, tasks } of await longTasksOf(profDir, 40)) if (tasks.length) console.log('\n```\n' + formatLongTasks(file, tasks, 12) + '\n```');
+    }
     if (!args['no-write']) {
       const path = await writeResult('soak', { machine, args, storeConfig, result: r });
       log(`wrote ${await writeTables('soak', md, path)} and ${path}`);

@@ -72,6 +72,7 @@ function run(): void {
   let rnd = Math.random;
   let mode: 'idle' | 'cold' | 'warm' | 'stop' = 'idle';
   let coldQueue: Target[] = [];
+  let coldActive = false;
   let running: Promise<void>[] = [];
 
   const pread = async (fh: Awaited<ReturnType<typeof open>>, buf: Buffer, t: Target, pos: number, len: number): Promise<number> => {
@@ -162,13 +163,16 @@ function run(): void {
         [coldQueue[i], coldQueue[j]] = [coldQueue[j]!, coldQueue[i]!];
       }
       mode = 'cold';
+      coldActive = true;
       start();
       void Promise.all(running).then(() => {
+        coldActive = false;
         if (mode === 'cold') send({ type: 'cold-done', stats: { ...stats, samples: [...stats.samples] } });
       });
     } else if (m.type === 'warm') {
+      // A cold pass cut short by the parent goes on as the warm phase with the same readers.
       mode = 'warm';
-      start();
+      if (!coldActive) start();
     } else if (m.type === 'stop') {
       mode = 'stop';
       void Promise.all(running).then(() => {
