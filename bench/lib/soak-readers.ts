@@ -172,6 +172,7 @@ function run(): void {
     } else if (m.type === 'warm') {
       // A cold pass cut short by the parent goes on as the warm phase with the same readers.
       mode = 'warm';
+      stats.maxLatencyMs = 0; // the warm phase's longest read starts here
       if (!coldActive) start();
     } else if (m.type === 'stop') {
       mode = 'stop';

@@ -459,7 +459,7 @@ export function phasesTable(r: SoakResult): string {
   return markdownTable(
     ['phase', 's', 'reads/s', 'MB/s', 'files+ranges', 'errors', 'wrong bytes', 'RSS start → end (max) MiB', 'fds start → end (max)', 'delay p50 / p99 / max ms', 'ticks > 20 ms', 'worst 10 s p99 ms', 'pread p99 / max ms'],
     r.phases.map((p) => [
-      p.phase, p.seconds.toFixed(0), p.readsPerSec.toFixed(0), p.mbPerSec.toFixed(1), String(p.ops), String(p.errors), String(p.wrongBytes),
+      p.phase, p.seconds.toFixed(p.seconds < 10 ? 1 : 0), p.readsPerSec.toFixed(0), p.mbPerSec.toFixed(1), String(p.ops), String(p.errors), String(p.wrongBytes),
       `${mb(p.rss.start)} → ${mb(p.rss.end)} (${mb(p.rss.max)})`, `${p.fds.start} → ${p.fds.end} (${p.fds.max})`,
       `${ms(p.delayMs.p50)} / ${ms(p.delayMs.p99)} / ${ms(p.delayMs.max)}`, `${(p.delayMs.over20Share * 100).toFixed(2)}%`, ms(p.delayMs.worst10sP99),
       `${ms(p.readLatencyMs.p99)} / ${ms(p.readLatencyMs.max)}`,
