@@ -13,6 +13,7 @@ import { parseArgs } from 'node:util';
 import { repoRoot, type MachineInfo } from './lib/machine.js';
 import type { Summary } from './lib/stats.js';
 import { markdownTable } from './lib/table.js';
+import { verdicts, type SoakResult } from './lib/soak.js';
 
 const USAGE = `usage: node dist/bench/report.js [--out FILE]
   --out FILE   where to write (default bench/RESULTS.md)`;
@@ -27,6 +28,7 @@ const BENCHMARKS = [
   { name: 'e2e', title: 'The store end to end' },
   { name: 'wan', title: 'End to end over a shaped link' },
   { name: 'podman', title: 'podman pull + run' },
+  { name: 'soak', title: 'Load and soak' },
 ] as const;
 type BenchName = (typeof BENCHMARKS)[number]['name'];
 
@@ -184,6 +186,17 @@ function nested(md: string): string {
     .replace(/\n*Raw samples: `[^`]+`\.\n*$/, '\n').trimEnd();
 }
 
+function soakRows(soak: Loaded): TargetRow[] {
+  const r = soak.json.result as SoakResult;
+  const warm = r.phases.find((p) => p.phase === 'warm');
+  const what = `${r.readers} readers, ${r.layers.length} layers${warm ? `, ${(warm.seconds / 60).toFixed(1)} min warm` : ''}`;
+  const targets: Record<string, string> = { '0 errors, 0 wrong bytes': '0 and 0', 'store alive at the end': 'alive', 'RSS and fds flat after warm-up': 'flat' };
+  return verdicts(r).map((v) => ({
+    issue: 'hardening 7', figure: `soak (${what}): ${v.name.replace(/: event-loop delay.*/, ': event-loop delay')}`,
+    target: targets[v.name] ?? 'p99 ≤ 20 ms, max ≤ 100 ms', measured: v.detail, verdict: ok(v.ok),
+  }));
+}
+
 async function main(): Promise<void> {
   const files = await readdir(resultsDir);
   const loaded = new Map<BenchName, Loaded>();
@@ -208,6 +221,7 @@ async function main(): Promise<void> {
   add('read', readRows);
   add('e2e', e2eRows);
   add('podman', podmanRows);
+  add('soak', soakRows);
 
   const out: string[] = [];
   out.push('# Benchmark results', '');
@@ -229,7 +243,7 @@ async function main(): Promise<void> {
     const l = loaded.get(b.name);
     out.push(`## ${b.title}`, '');
     if (!l) {
-      out.push(`No result: run \`npm run bench:${b.name}\`.`, '');
+      out.push(`No result: run \`npm run ${b.name === 'soak' ? 'soak' : `bench:${b.name}`}\`.`, '');
       continue;
     }
     out.push(`Raw samples: [\`${l.file}\`](results/${l.file}).`, '');

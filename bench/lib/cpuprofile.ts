@@ -107,3 +107,82 @@ export function formatProfile(s: ProfileSummary, top = 15): string {
   }
   return lines.join('\n');
 }
+
+export interface LongTask {
+  /** ms since the profile started. */
+  atMs: number;
+  ms: number;
+  /** Share of the task in the garbage collector. */
+  gcShare: number;
+  /** Frames with the most inclusive time in the task ("name file:line ms"), heaviest first. */
+  top: { name: string; ms: number }[];
+}
+
+/**
+ * Stretches where the thread never went idle for `minMs` or more: what an
+ * event-loop delay of that size is made of. A stretch is a run of samples
+ * none of which is `(idle)`; inclusive time per frame is counted within it.
+ */
+export function longTasks(p: Profile, minMs = 50, topFrames = 6): LongTask[] {
+  if (!p.samples || !p.timeDeltas) return [];
+  const byId = new Map(p.nodes.map((n) => [n.id, n]));
+  const parent = new Map<number, number>();
+  for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const out: LongTask[] = [];
+  let t = 0;
+  let run: { start: number; samples: { id: number; dt: number }[] } | null = null;
+  const close = (end: number): void => {
+    if (!run) return;
+    const ms = (end - run.start) / 1000;
+    if (ms >= minMs) {
+      const incl = new Map<string, number>();
+      let gc = 0;
+      for (const s of run.samples) {
+        const seen = new Set<string>();
+        for (let cur: number | undefined = s.id; cur !== undefined; cur = parent.get(cur)) {
+          const cf = byId.get(cur)!.callFrame;
+          if (cf.functionName === '(garbage collector)') gc += s.dt;
+          if (cf.functionName === '(root)') continue;
+          const name = `${cf.functionName || '(anonymous)'} ${shortUrl(cf.url)}${cf.url ? `:${cf.lineNumber + 1}` : ''}`;
+          if (seen.has(name)) continue;
+          seen.add(name);
+          incl.set(name, (incl.get(name) ?? 0) + s.dt);
+        }
+      }
+      const top = [...incl.entries()].sort((a, b) => b[1] - a[1]).slice(0, topFrames).map(([name, us]) => ({ name, ms: us / 1000 }));
+      out.push({ atMs: run.start / 1000, ms, gcShare: gc / (end - run.start), top });
+    }
+    run = null;
+  };
+  for (let i = 0; i < p.samples.length; i++) {
+    t += p.timeDeltas[i]!;
+    const dt = p.timeDeltas[i + 1] ?? 0;
+    const idle = byId.get(p.samples[i]!)!.callFrame.functionName === '(idle)';
+    if (idle) close(t);
+    else {
+      run ??= { start: t, samples: [] };
+      run.samples.push({ id: p.samples[i]!, dt });
+    }
+  }
+  close(t);
+  return out.sort((a, b) => b.ms - a.ms);
+}
+
+/** The long tasks of the .cpuprofile files in `dir` (main thread first: the biggest file is usually it). */
+export async function longTasksOf(dir: string, minMs = 50): Promise<{ file: string; tasks: LongTask[] }[]> {
+  const out: { file: string; tasks: LongTask[] }[] = [];
+  for (const f of (await readdir(dir)).filter((x) => x.endsWith('.cpuprofile')).sort()) {
+    const p = JSON.parse(await readFile(join(dir, f), 'utf8')) as Profile;
+    out.push({ file: f, tasks: longTasks(p, minMs) });
+  }
+  return out;
+}
+
+export function formatLongTasks(file: string, tasks: LongTask[], show = 10): string {
+  const lines = [`${file}: ${tasks.length} stretches without idle ≥ threshold, ${tasks.reduce((n, t) => n + t.ms, 0).toFixed(0)} ms in all`];
+  for (const t of tasks.slice(0, show)) {
+    lines.push(`  ${t.ms.toFixed(0)} ms at ${(t.atMs / 1000).toFixed(1)} s (GC ${(t.gcShare * 100).toFixed(0)}%)`);
+    for (const f of t.top) lines.push(`      ${f.ms.toFixed(0).padStart(5)} ms  ${f.name}`);
+  }
+  return lines.join('\n');
+}
