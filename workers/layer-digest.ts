@@ -10,7 +10,7 @@ import { createGunzip } from 'node:zlib';
  * `end` is answered with both digests, or with why gunzip failed.
  */
 export type ToDigest = { buf: ArrayBuffer } | { end: true };
-export type FromDigest = { ack: true } | { blobDigest: string; diffID: string } | { error: string };
+export type FromDigest = { ack: true } | { blobDigest: string; diffID: string } | { blobDigest: string; error: string };
 
 function run(port: NonNullable<typeof parentPort>): void {
   const blob = createHash('sha256');
@@ -18,19 +18,29 @@ function run(port: NonNullable<typeof parentPort>): void {
   // 1 MiB outputs: a 100 MB layer is ~100 callbacks, not ~6,000 of zlib's default 16 KiB.
   const gunzip = createGunzip({ chunkSize: 1 << 20 });
   let failed: string | undefined;
-  gunzip.on('data', (d: Buffer) => diff.update(d));
-  gunzip.on('error', (err) => { failed ??= err.message; });
   const send = (m: FromDigest): void => port.postMessage(m);
+  // Every piece is acknowledged exactly once: by its write callback, or, when gunzip fails
+  // first (a callback zlib may then never call), by the error; the sender counts on it.
+  const unacked = new Set<() => void>();
+  gunzip.on('data', (d: Buffer) => diff.update(d));
+  gunzip.on('error', (err) => {
+    failed ??= err.message;
+    for (const ack of [...unacked]) ack();
+  });
   port.on('message', (m: ToDigest) => {
     if ('buf' in m) {
       const b = Buffer.from(m.buf);
       blob.update(b);
-      if (failed) send({ ack: true });
-      else gunzip.write(b, () => send({ ack: true }));
+      if (failed) return send({ ack: true });
+      const ack = (): void => {
+        if (unacked.delete(ack)) send({ ack: true });
+      };
+      unacked.add(ack);
+      gunzip.write(b, ack);
       return;
     }
     const finish = (): void => {
-      if (failed) send({ error: failed });
+      if (failed) send({ blobDigest: 'sha256:' + blob.digest('hex'), error: failed });
       else send({ blobDigest: 'sha256:' + blob.digest('hex'), diffID: 'sha256:' + diff.digest('hex') });
     };
     if (failed) finish();

@@ -3,7 +3,7 @@ import { logger } from '../log/logger.js';
 import { backgroundFetchFailures, fetchDuration, registryBytes, registryRequests, verificationFailures, type FetchOperation } from '../metrics/registry.js';
 import type { BlobFetcher, ChunkLoader, ChunkWant } from './chunk-loader.js';
 import { EngineError } from './errors.js';
-import { WholeLayerHash } from './whole-layer-hash.js';
+import { LayerDigest } from './layer-digest.js';
 
 export interface BackgroundFetchOptions {
   /** A run starts, and pauses, until no foreground read happened for this long. */
@@ -251,7 +251,8 @@ export class BackgroundFetch {
   private async runOnce(): Promise<void> {
     const spans = this.spans();
     const chunks = this.deps.chunks();
-    const hash = new WholeLayerHash();
+    // Blob sha256, gunzip and diff_id sha256 run in a worker: on the main thread they stalled FUSE replies.
+    const hash = new LayerDigest();
     try {
       const window: Promise<Buffer>[] = [];
       let next = 0;
@@ -272,12 +273,12 @@ export class BackgroundFetch {
           if (chunks[c]!.chunk.blobEnd <= s.end) inSpan.push(chunks[c]!);
           c++;
         }
-        await hash.update(await this.verifiedSpan(s, first, inSpan));
+        await hash.push(await this.verifiedSpan(s, first, inSpan));
       }
-      const digests = await hash.digests();
+      const digests = await hash.finish();
       this.checkWhole(digests.blob, digests.diff);
     } finally {
-      hash.discard();
+      await hash.close();
     }
   }
 
