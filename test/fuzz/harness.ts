@@ -36,6 +36,10 @@ import { expectedTree, makeLayerTar, randomBytes, type SpecEntry } from '../help
  * unverified bytes.
  */
 
+
+/** The engine's retries keep their count but not their back-off: the properties do not depend on waiting, and a corrupt case retries every chunk. */
+export const FUZZ_TUNING = { verifyRetryWaitMs: 0 };
+
 export const sha = (b: Uint8Array): string => 'sha256:' + createHash('sha256').update(b).digest('hex');
 
 /** A real blob to mutate, and what its files really hold. */
@@ -521,7 +525,7 @@ export interface RunContext {
 }
 
 export async function createPoolEngine(): Promise<Engine> {
-  return Engine.create({ poolThreads: 1, memoryCacheBytes: 0, fetch: { noBackgroundFetch: false, background: { idleMs: 0, runRetryWaitMs: 1, maxRuns: 1 } } });
+  return Engine.create({ poolThreads: 1, memoryCacheBytes: 0, tuning: FUZZ_TUNING, fetch: { noBackgroundFetch: false, background: { idleMs: 0, runRetryWaitMs: 1, spanRetryWaitMs: 1, maxRuns: 1 } } });
 }
 
 function openLayer(engine: Engine, es: EstargzBlob, blob: Buffer, base: Base, tag: string): EngineLayer {
@@ -624,7 +628,7 @@ async function runCaseInner(ctx: RunContext, c: FuzzCase): Promise<void> {
     if (allOk) stats.openedAllOk++;
     return;
   }
-  const cached = await Engine.create({ poolThreads: 0, fetch: { noBackgroundFetch: false, background: { idleMs: 0, runRetryWaitMs: 1, maxRuns: 1 } } });
+  const cached = await Engine.create({ poolThreads: 0, tuning: FUZZ_TUNING, fetch: { noBackgroundFetch: false, background: { idleMs: 0, runRetryWaitMs: 1, spanRetryWaitMs: 1, maxRuns: 1 } } });
   try {
     const genuineEs = await openEstargz(new BufferSource(base.blob));
     const good = openLayer(cached, genuineEs, base.blob, base, 'genuine');

@@ -14,7 +14,7 @@ import { sha256Digest, type TocJson } from '../../src/estargz/toc.js';
 import { logger } from '../../src/log/logger.js';
 import { loadFixture } from '../helpers/fixtures.js';
 import { randomBytes } from '../helpers/layer-tar.js';
-import { bufferFetcher, createPoolEngine, loadBases, newStats, runCase, sha, tocMember, type FuzzCase } from './harness.js';
+import { FUZZ_TUNING, bufferFetcher, createPoolEngine, loadBases, newStats, runCase, sha, tocMember, type FuzzCase } from './harness.js';
 
 /**
  * Findings of the fuzzer (test/fuzz/format.test.ts, `npm run fuzz`), each
@@ -59,7 +59,7 @@ async function settles<T>(p: Promise<T>, what: string, ms = 10_000): Promise<T> 
 }
 
 async function withEngine<T>(opts: EngineOptions, fn: (e: Engine) => Promise<T>): Promise<T> {
-  const engine = await Engine.create({ poolThreads: 0, ...opts, fetch: { noBackgroundFetch: false, background: { idleMs: 0, runRetryWaitMs: 1, maxRuns: 1 }, ...opts.fetch } });
+  const engine = await Engine.create({ poolThreads: 0, tuning: FUZZ_TUNING, ...opts, fetch: { noBackgroundFetch: false, background: { idleMs: 0, runRetryWaitMs: 1, spanRetryWaitMs: 1, maxRuns: 1 }, ...opts.fetch } });
   try {
     return await fn(engine);
   } finally {
