@@ -75,7 +75,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   await warmUp(engine);
   let mounted: MountedStore;
   try {
-    mounted = await mountStore(fs, { mountpoint: opts.mountpoint });
+    mounted = await mountStore(fs, { mountpoint: opts.mountpoint, activity: engine.activity });
   } catch (err) {
     await engine.close();
     await client.close();

@@ -1,4 +1,5 @@
 import type { Decoder } from '../estargz/chunk.js';
+import { ActivityClock } from './activity.js';
 import { DEFAULT_BACKGROUND_FETCH, type BackgroundFetchOptions } from './background-fetch.js';
 import { DEFAULT_BLOB_READER, type BlobReaderOptions } from './blob-reader.js';
 import { DiskChunkCache } from './cache/disk-cache.js';
@@ -35,6 +36,8 @@ export const DEFAULT_FETCH: Omit<LayerFetchOptions, 'blobReader' | 'background'>
  */
 export class Engine {
   private constructor(
+    /** When the store last served anything: the FUSE front end notes every request on it. */
+    readonly activity: ActivityClock,
     readonly pool: DecodePool,
     readonly memory: MemoryChunkCache,
     readonly disk: DiskChunkCache | null,
@@ -43,8 +46,10 @@ export class Engine {
   ) {}
 
   static async create(opts: EngineOptions = {}): Promise<Engine> {
-    const disk = opts.cacheDir ? await DiskChunkCache.open(opts.cacheDir, opts.diskCacheBytes ?? 10 * 2 ** 30) : null;
+    const activity = new ActivityClock();
+    const disk = opts.cacheDir ? await DiskChunkCache.open(opts.cacheDir, opts.diskCacheBytes ?? 10 * 2 ** 30, activity) : null;
     return new Engine(
+      activity,
       new DecodePool({ ...(opts.poolThreads !== undefined && { threads: opts.poolThreads }), ...(opts.decoder && { decoder: opts.decoder }) }),
       new MemoryChunkCache(opts.memoryCacheBytes ?? 256 << 20),
       disk,

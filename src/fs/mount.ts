@@ -4,7 +4,7 @@ import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import type FuseType from 'fuse-native';
 import { logger } from '../log/logger.js';
-import { noteActivity } from '../engine/activity.js';
+import type { ActivityClock } from '../engine/activity.js';
 import { fuseOpDuration, fuseOpErrors } from '../metrics/registry.js';
 import { Errno, errnoName, readOnly, toErrno } from './errno.js';
 import type { StoreFs } from './store-fs.js';
@@ -25,6 +25,8 @@ export interface MountOptions {
   /** Longest any other request may take (lookups resolve layers: bounded by the resolver's own timeout). */
   opTimeoutMs?: number;
   debug?: boolean;
+  /** Noted on every request, so that background work (disk-cache writes) waits for a quiet moment. */
+  activity?: ActivityClock;
 }
 
 /**
@@ -107,11 +109,11 @@ export async function checkFuseAvailable(): Promise<void> {
 type Handler = (...args: any[]) => void;
 
 /** Adapts an async operation to fuse-native's callback, timing it and mapping errors to errno in one place. */
-function op(name: string, fn: (...args: any[]) => Promise<unknown>, reply: (cb: Handler, value: any) => void): Handler {
+function timedOp(activity: ActivityClock | undefined, name: string, fn: (...args: any[]) => Promise<unknown>, reply: (cb: Handler, value: any) => void): Handler {
   return (...args: any[]) => {
     const cb = args.pop() as Handler;
     const started = performance.now();
-    noteActivity();
+    activity?.note();
     fn(...args).then(
       (value) => {
         fuseOpDuration.observe({ op: name }, (performance.now() - started) / 1000);
@@ -129,7 +131,8 @@ function op(name: string, fn: (...args: any[]) => Promise<unknown>, reply: (cb: 
 
 const rofs = async (): Promise<never> => { throw readOnly(); };
 
-function operations(fs: StoreFs): Record<string, Handler> {
+function operations(fs: StoreFs, activity: ActivityClock | undefined): Record<string, Handler> {
+  const op = (name: string, fn: (...args: any[]) => Promise<unknown>, reply: (cb: Handler, value: any) => void): Handler => timedOp(activity, name, fn, reply);
   const ok = (cb: Handler) => cb(0);
   const value = (cb: Handler, v: unknown) => cb(0, v);
   return {
@@ -166,7 +169,7 @@ export async function mountStore(fs: StoreFs, opts: MountOptions): Promise<Mount
   await checkFuseAvailable();
   const StoreFuse = storeFuseClass(await loadFuse());
   await prepareMountpoint(mountpoint);
-  const fuse = new StoreFuse(mountpoint, operations(fs), {
+  const fuse = new StoreFuse(mountpoint, operations(fs, opts.activity), {
     allowOther: opts.allowOther ?? true,
     fsname: FS_NAME,
     kernelCache: true,

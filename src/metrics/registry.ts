@@ -198,11 +198,9 @@ function startLagSampler(): void {
   }, LAG_TICK_MS).unref();
 }
 
-/** Process metrics (CPU, RSS, fds, GC) and the lag sampler, once. */
-let defaultsOn = false;
+/** Process metrics (CPU, RSS, fds, GC) and the lag sampler, once: the registry itself says whether they are on. */
 export function enableProcessMetrics(): void {
-  if (defaultsOn) return;
-  defaultsOn = true;
+  if (registry.getSingleMetric(`${PREFIX}process_cpu_seconds_total`)) return;
   collectDefaultMetrics({ register: registry, prefix: PREFIX });
   startLagSampler();
 }

@@ -3,7 +3,7 @@ import { mkdir, readFile, readdir, rename, rm, stat, unlink, writeFile } from 'n
 import { join } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { logger } from '../../log/logger.js';
-import { idleMs, noteActivity } from '../activity.js';
+import { ActivityClock } from '../activity.js';
 import { cacheBytes, cacheEntries, cacheRequests, verificationFailures } from '../../metrics/registry.js';
 import { Sha256Hasher } from './sha256.js';
 
@@ -69,7 +69,7 @@ export class DiskChunkCache {
   private flushing = false;
   private readonly hasher = new Sha256Hasher();
 
-  private constructor(readonly dir: string, readonly maxBytes: number) {
+  private constructor(readonly dir: string, readonly maxBytes: number, private readonly activity: ActivityClock) {
     this.index = new LRUCache<string, number>({
       maxSize: Math.max(1, maxBytes),
       sizeCalculation: (n) => Math.max(1, n),
@@ -82,8 +82,8 @@ export class DiskChunkCache {
   }
 
   /** Opens (and indexes) the cache directory; files already there count, oldest first out. */
-  static async open(dir: string, maxBytes: number): Promise<DiskChunkCache> {
-    const cache = new DiskChunkCache(dir, maxBytes);
+  static async open(dir: string, maxBytes: number, activity = new ActivityClock()): Promise<DiskChunkCache> {
+    const cache = new DiskChunkCache(dir, maxBytes, activity);
     try {
       // Writes a crash cut short: never renamed into place, so never indexed.
       const unfinished = await readdir(join(dir, 'tmp')).catch(() => []);
@@ -184,7 +184,7 @@ export class DiskChunkCache {
   put(digest: string, bytes: Buffer): Promise<void> {
     const hex = digest.slice(7);
     if (!this.enabled || this.index.has(hex) || bytes.length > this.maxBytes) return Promise.resolve();
-    noteActivity();
+    this.activity.note();
     return new Promise((resolve) => {
       const queued = this.pending.get(hex);
       if (queued) {
@@ -226,7 +226,7 @@ export class DiskChunkCache {
     this.timer = setTimeout(() => {
       this.timer = undefined;
       this.startDrain();
-    }, Math.max(10, WRITE_DELAY_MS - idleMs()));
+    }, Math.max(10, WRITE_DELAY_MS - this.activity.idleMs()));
   }
 
   private startDrain(): void {
@@ -243,7 +243,7 @@ export class DiskChunkCache {
   private async drain(): Promise<void> {
     for (const [hex, w] of this.pending) {
       const waitedTooLong = performance.now() - w.queuedAt > MAX_WAIT_MS;
-      if (!this.flushing && !waitedTooLong && this.pendingBytes <= MAX_PENDING_BYTES && idleMs() < WRITE_DELAY_MS) return;
+      if (!this.flushing && !waitedTooLong && this.pendingBytes <= MAX_PENDING_BYTES && this.activity.idleMs() < WRITE_DELAY_MS) return;
       if (this.enabled) await this.write(hex, w.bytes);
       this.settle(hex, w);
     }
