@@ -40,17 +40,8 @@ export async function listFiles(dir: string, budget: number, maxFile = Infinity)
   return out;
 }
 
-/** Small deterministic PRNG (mulberry32): the same data and offsets on every run and machine. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** The benchmarks' deterministic data and offsets come from the test helpers' seeded generator. */
+export { prng } from '../../test/helpers/prng.js';
 
 /** Collects a tar-stream pack's output: `done()` resolves with the whole archive once the pack ends. */
 export function collectPack(pack: { on(event: string, fn: (arg: unknown) => void): unknown }): { done: () => Promise<Buffer> } {

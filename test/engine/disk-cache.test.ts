@@ -17,17 +17,24 @@ const DISK_CACHE_URL = new URL('../../src/engine/cache/disk-cache.js', import.me
 const digestOf = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const exists = (p: string): Promise<boolean> => access(p).then(() => true, () => false);
 
-describe('disk chunk cache: writes behind', () => {
+/** A cache file's path: `<dir>/<first two hex>/<hex>`. */
+const fileOf = (dir: string, digest: string): string => join(dir, digest.slice(7, 9), digest.slice(7));
+
+/** Temporary cache directories for one describe block, removed after it. */
+function tempDirs(): () => Promise<string> {
   const dirs: string[] = [];
   after(async () => {
     for (const d of dirs) await rm(d, { recursive: true, force: true });
   });
-  const newDir = async (): Promise<string> => {
+  return async () => {
     const d = await mkdtemp(join(tmpdir(), 'estargz-disk-cache-'));
     dirs.push(d);
     return d;
   };
-  const fileOf = (dir: string, digest: string): string => join(dir, digest.slice(7, 9), digest.slice(7));
+}
+
+describe('disk chunk cache: writes behind', () => {
+  const newDir = tempDirs();
 
   test('a queued chunk is served from the queue, written after the pause, and found again after a reopen', async () => {
     const dir = await newDir();
@@ -78,16 +85,7 @@ async function diskCacheFailures(): Promise<number> {
 }
 
 describe('disk chunk cache: damaged files are never served', () => {
-  const dirs: string[] = [];
-  after(async () => {
-    for (const d of dirs) await rm(d, { recursive: true, force: true });
-  });
-  const newDir = async (): Promise<string> => {
-    const d = await mkdtemp(join(tmpdir(), 'estargz-disk-cache-'));
-    dirs.push(d);
-    return d;
-  };
-  const fileOf = (dir: string, digest: string): string => join(dir, digest.slice(7, 9), digest.slice(7));
+  const newDir = tempDirs();
   /** A cache holding `chunks` on disk (written, then reopened so they are served from files, not the queue). */
   const cacheWith = async (chunks: Buffer[]): Promise<{ dir: string; cache: DiskChunkCache }> => {
     const dir = await newDir();

@@ -28,6 +28,7 @@ import {
   type ServerResponse,
 } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { prng } from './prng.js';
 import { closeServer, listen } from './token-server.js';
 
 export type ListenerName = 'main' | 'other';
@@ -159,17 +160,6 @@ type BodyMode =
   | { kind: 'slow'; bytesPerSecond: number }
   | { kind: 'flip'; count: number; random: () => number };
 
-/** mulberry32: a small seeded generator, so that fault runs repeat. */
-function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const HOP_BY_HOP = new Set([
   'connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection',
@@ -193,7 +183,7 @@ export async function startFaultProxy(upstream: string, opts: { seed?: number } 
     rules: [],
     requests: [],
     signed: new Map(),
-    random: seededRandom(opts.seed ?? 1),
+    random: prng(opts.seed ?? 1), // seeded, so that fault runs repeat
   };
   const main = createServer((req, res) => dispatch(state, 'main', req, res));
   const other = createServer((req, res) => dispatch(state, 'other', req, res));
