@@ -41,13 +41,3 @@ export interface DecodeResult {
   /** Time the worker spent on the task, for the utilization gauge. */
   busyMs: number;
 }
-
-/** A buffer to hash off the main thread (the disk cache's re-verification); transferred there and back. */
-export interface HashTask {
-  buffer: ArrayBuffer;
-}
-
-export interface HashResult {
-  hex: string;
-  buffer: ArrayBuffer;
-}

@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
@@ -6,7 +5,7 @@ import type { ChunkRef, Decoder } from '../estargz/chunk.js';
 import { logger } from '../log/logger.js';
 import { poolQueueDepth, poolTaskDuration, poolUtilization } from '../metrics/registry.js';
 import { decodeBatch } from '../../workers/decode-batch.js';
-import type { DecodeFailure, DecodeItem, DecodeResult, DecodeTask, HashResult } from '../../workers/decode-types.js';
+import type { DecodeFailure, DecodeItem, DecodeResult, DecodeTask } from '../../workers/decode-types.js';
 
 /** Per ref: verified plain bytes (a view into the task's result buffer), or why not. */
 export type DecodeOutput = Buffer | DecodeFailure;
@@ -25,13 +24,10 @@ export interface DecodePoolOptions {
 }
 
 interface Queued {
-  task: DecodeTask | { buffer: ArrayBuffer };
-  /** The worker export to run: the default (decode) or `sha256`. */
-  name?: 'sha256';
+  task: DecodeTask;
   priority: Priority;
   queuedAt: number;
-  /** Gets the worker's raw answer. */
-  resolve: (result: unknown) => void;
+  resolve: (outputs: DecodeOutput[]) => void;
   reject: (err: unknown) => void;
 }
 
@@ -77,32 +73,9 @@ export class DecodePool {
     const task: DecodeTask = { decoder: this.decoder, buffer, items };
     if (!this.piscina) return Promise.resolve(outputsOf(decodeBatch(task)));
     return new Promise((resolve, reject) => {
-      this.queues[priority].push({ task, priority, queuedAt: performance.now(), resolve: (r) => resolve(outputsOf(r as DecodeResult)), reject });
+      this.queues[priority].push({ task, priority, queuedAt: performance.now(), resolve, reject });
       this.pump();
     });
-  }
-
-  /**
-   * sha256 (hex) of `bytes`, computed by a worker: the memory goes there and
-   * back transferred, so the main thread neither hashes nor copies (Web
-   * Crypto's digest copies its input on the calling thread first). Resolves
-   * with the same bytes in a Buffer over the returned memory: `bytes` itself
-   * is detached when it was all of its ArrayBuffer, so use the returned one.
-   * A view into a larger or shared buffer is copied first.
-   */
-  async sha256(bytes: Buffer, priority: Priority = 'foreground'): Promise<{ hex: string; bytes: Buffer }> {
-    if (!this.piscina) return { hex: createHash('sha256').update(bytes).digest('hex'), bytes };
-    let buffer = bytes.buffer as ArrayBuffer;
-    if (bytes.byteOffset !== 0 || bytes.byteLength !== buffer.byteLength || buffer instanceof SharedArrayBuffer) {
-      const own = Buffer.allocUnsafeSlow(bytes.length);
-      bytes.copy(own);
-      buffer = own.buffer as ArrayBuffer;
-    }
-    const result = await new Promise<HashResult>((resolve, reject) => {
-      this.queues[priority].push({ task: { buffer }, name: 'sha256', priority, queuedAt: performance.now(), resolve: resolve as (r: unknown) => void, reject });
-      this.pump();
-    });
-    return { hex: result.hex, bytes: Buffer.from(result.buffer) };
   }
 
   get queued(): number {
@@ -114,10 +87,10 @@ export class DecodePool {
       const next = this.queues.foreground.shift() ?? this.queues.background.shift();
       if (!next) break;
       this.inFlight++;
-      this.piscina!.run(next.task, { transferList: [next.task.buffer], ...(next.name && { name: next.name }) }).then(
-        (result: DecodeResult | HashResult) => {
-          if ('busyMs' in result) this.noteBusy(result.busyMs);
-          next.resolve(result);
+      this.piscina!.run(next.task, { transferList: [next.task.buffer] }).then(
+        (result: DecodeResult) => {
+          this.noteBusy(result.busyMs);
+          next.resolve(outputsOf(result));
         },
         (err: unknown) => next.reject(err),
       ).finally(() => {
