@@ -56,16 +56,10 @@ export interface SoakOptions {
 export type Phase = 'setup' | 'cold' | 'warm';
 
 /** One sample: the readers' counters are cumulative, the delay gauge covers the time since the previous sample. */
-export interface SoakSample {
+export interface SoakSample extends Pick<ReaderStats, 'reads' | 'bytes' | 'ops' | 'errors' | 'wrongBytes' | 'latency'> {
   /** Seconds since the readers started. */
   t: number;
   phase: Phase;
-  reads: number;
-  bytes: number;
-  ops: number;
-  errors: number;
-  wrongBytes: number;
-  latency: number[];
   maxReadMs: number;
   rssBytes: number;
   fds: number;
