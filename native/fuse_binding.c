@@ -14,6 +14,7 @@
  * main loop; writes to /dev/fuse never block (the kernel consumes a reply
  * within the write call).
  */
+#define _GNU_SOURCE /* memfd_create */
 #define NAPI_VERSION 8
 #include <node_api.h>
 #include <uv.h>
@@ -26,7 +27,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -42,6 +45,35 @@
 /* Directory listings are at most max_pages pages. */
 #define OUT_BUF_SIZE (1u << 20)
 
+/*
+ * The in-flight journal (see native/README.md): a shared mapping, one slot
+ * per request read and not yet answered, so that a successor can answer what
+ * a dead process had read. Layout (shared with src/fuse/keeper-journal.ts):
+ * a 64-byte header (magic, version, slots, slot size), then `slots` slots of
+ * J_SLOT_SIZE bytes. The slots are an open-addressing table keyed by unique
+ * (home slot: (unique >> 1) & (slots - 1); the kernel's uniques step by 2).
+ */
+#define J_MAGIC 0x4e524a46u /* "FJRN" */
+#define J_VERSION 1u
+#define J_HEADER 64
+#define J_NAME_MAX 256
+#define J_SLOT_SIZE 384
+#define J_FREE 0u
+#define J_LIVE 1u
+
+typedef struct {
+  uint32_t magic, version, slots, slot_size;
+  uint8_t reserved[48];
+} jheader_t;
+
+typedef struct {
+  uint32_t state;    /* J_FREE or J_LIVE: set live last when recording, free after the reply is written */
+  uint32_t name_len; /* bytes of name (no NUL); names longer than J_NAME_MAX are cut */
+  uint64_t unique;
+  double row[REQ_STRIDE]; /* the request exactly as decoded for JS */
+  char name[J_NAME_MAX];
+} jslot_t;
+
 typedef struct {
   napi_env env;
   int fd;
@@ -56,6 +88,12 @@ typedef struct {
   size_t scratch_len;
   uint8_t *inbuf;
   uint8_t *outbuf;
+  /* the journal: mapping, its length, slot count (a power of two), live slots */
+  uint8_t *jmap;
+  size_t jlen;
+  uint32_t jslots;
+  uint32_t jused;
+  int paused; /* reading stopped because the journal is full (resumes on a reply) */
 } session_t;
 
 #define CHECK(call)                                                     \
@@ -116,6 +154,88 @@ static void fill_entry(struct fuse_entry_out *e, const double *d) {
   split_time(d[2], &s, &ns); e->entry_valid = s; e->entry_valid_nsec = ns;
   split_time(d[3], &s, &ns); e->attr_valid = s; e->attr_valid_nsec = ns;
   fill_attr(&e->attr, d + ATTR_AT);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The journal                                                               */
+
+static inline jslot_t *jslot(uint8_t *map, uint32_t i) {
+  return (jslot_t *)(map + J_HEADER + (size_t)i * J_SLOT_SIZE);
+}
+
+static inline uint32_t j_home(uint64_t unique, uint32_t slots) {
+  return (uint32_t)(unique >> 1) & (slots - 1);
+}
+
+/* Maps a journal fd; returns NULL unless it is one (magic, version, sizes). */
+static uint8_t *j_map(int fd, size_t *len, uint32_t *slots) {
+  struct stat st;
+  if (fstat(fd, &st) < 0 || (size_t)st.st_size < J_HEADER) { errno = EINVAL; return NULL; }
+  uint8_t *m = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (m == MAP_FAILED) return NULL;
+  jheader_t *h = (jheader_t *)m;
+  uint32_t n = h->slots;
+  if (h->magic != J_MAGIC || h->version != J_VERSION || h->slot_size != J_SLOT_SIZE || n == 0 || (n & (n - 1)) ||
+      J_HEADER + (size_t)n * J_SLOT_SIZE > (size_t)st.st_size) {
+    munmap(m, (size_t)st.st_size);
+    errno = EINVAL;
+    return NULL;
+  }
+  *len = (size_t)st.st_size;
+  *slots = n;
+  return m;
+}
+
+/* The slot holding `unique`, or -1. Probes from the home slot past holes (no
+   tombstones: a live entry is always found before wrapping around). */
+static int64_t j_find(session_t *s, uint64_t unique) {
+  if (!s->jmap || s->jused == 0) return -1;
+  uint32_t n = s->jslots, i = j_home(unique, n);
+  for (uint32_t k = 0; k < n; k++, i = (i + 1) & (n - 1)) {
+    jslot_t *e = jslot(s->jmap, i);
+    if (e->state == J_LIVE && e->unique == unique) return i;
+  }
+  return -1;
+}
+
+/* Records a request (the caller checked there is room). The slot turns live
+   only after its contents are written, so a reader after a crash never sees
+   a half-written entry. Plain stores: no syscall, no lock (one thread). */
+static void j_record(session_t *s, uint64_t unique, const double *row, const char *name, size_t name_len) {
+  uint32_t n = s->jslots, i = j_home(unique, n), k = 0;
+  jslot_t *e = jslot(s->jmap, i);
+  while (e->state != J_FREE) {
+    /* Full only if someone else wrote live slots into our journal: not journaled. */
+    if (++k == n) return;
+    i = (i + 1) & (n - 1);
+    e = jslot(s->jmap, i);
+  }
+  e->unique = unique;
+  memcpy(e->row, row, sizeof e->row);
+  if (name_len > J_NAME_MAX) name_len = J_NAME_MAX;
+  e->name_len = (uint32_t)name_len;
+  if (name_len) memcpy(e->name, name, name_len);
+  __atomic_store_n(&e->state, J_LIVE, __ATOMIC_RELEASE);
+  s->jused++;
+}
+
+static void on_readable(uv_poll_t *handle, int status, int events);
+
+/* The reply to `unique` went out (or the kernel no longer wanted it). */
+static void j_clear(session_t *s, uint64_t unique) {
+  int64_t i = j_find(s, unique);
+  if (i < 0) return;
+  __atomic_store_n(&jslot(s->jmap, (uint32_t)i)->state, J_FREE, __ATOMIC_RELEASE);
+  s->jused--;
+  if (s->paused && s->poll) {
+    s->paused = 0;
+    uv_poll_start(s->poll, UV_READABLE, on_readable);
+  }
+}
+
+/* Requests the kernel expects no reply to are not journaled. */
+static int needs_reply(uint32_t opcode) {
+  return opcode != FUSE_FORGET && opcode != FUSE_BATCH_FORGET && opcode != FUSE_INTERRUPT;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -286,6 +406,7 @@ static int decode(session_t *s, int n, size_t len, napi_value extras) {
 #undef ARG
 #undef NAME_AFTER
   if (name && name_max > 0) napi_set_element(env, extras, n, str_n(env, name, name_max));
+  if (s->jmap && needs_reply(h->opcode)) j_record(s, h->unique, r, name, name ? strnlen(name, name_max) : 0);
   return 1;
 }
 
@@ -318,6 +439,12 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
   napi_create_array(env, &extras);
   int n = 0, ended = status < 0 ? -status : 0;
   while (!ended && n < MAX_BATCH) {
+    if (s->jmap && s->jused >= s->jslots) {
+      /* Never read a request the journal cannot hold: wait for a reply. */
+      s->paused = 1;
+      uv_poll_stop(s->poll);
+      break;
+    }
     ssize_t got = read(s->fd, s->inbuf, IN_BUF_SIZE);
     if (got < 0) {
       /* ENOENT: the request was interrupted between poll and read */
@@ -353,6 +480,7 @@ static void session_free(napi_env env, void *data, void *hint) {
   if (s->reqs_ref) napi_delete_reference(env, s->reqs_ref);
   if (s->scratch_ref) napi_delete_reference(env, s->scratch_ref);
   if (s->actx) napi_async_destroy(env, s->actx);
+  if (s->jmap) munmap(s->jmap, s->jlen);
   free(s->inbuf);
   free(s->outbuf);
   free(s);
@@ -426,8 +554,80 @@ static napi_value session_start(napi_env env, napi_callback_info info) {
 static napi_value session_stop(napi_env env, napi_callback_info info) {
   size_t argc = 0;
   session_t *s = unwrap(env, info, &argc, NULL);
-  if (s) stop_poll(s);
+  if (s) { stop_poll(s); s->paused = 0; }
   return NULL;
+}
+
+/* setJournal(fd): journal every request read from now on into this journal
+   (see createJournal). The mapping stays until the session is collected. */
+static napi_value session_set_journal(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  session_t *s = unwrap(env, info, &argc, argv);
+  if (!s) return NULL;
+  if (s->jmap) { napi_throw_error(env, NULL, "the session already has a journal"); return NULL; }
+  size_t len; uint32_t slots;
+  uint8_t *m = j_map((int)num(env, argv[0]), &len, &slots);
+  if (!m) return throw_errno(env, "journal", errno);
+  s->jmap = m; s->jlen = len; s->jslots = slots; s->jused = 0;
+  for (uint32_t i = 0; i < slots; i++) if (jslot(m, i)->state == J_LIVE) s->jused++;
+  return NULL;
+}
+
+/* journalUsed(): requests read and not yet answered */
+static napi_value session_journal_used(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  session_t *s = unwrap(env, info, &argc, NULL);
+  if (!s) return NULL;
+  napi_value v;
+  napi_create_uint32(env, s->jused, &v);
+  return v;
+}
+
+/*
+ * adoptJournal(fd, from, extras) -> { count, next }: takes over the live
+ * entries of another process's journal (a dead predecessor's), from slot
+ * `from` on: each is recorded in this session's journal (so it survives this
+ * process dying too) and decoded into request rows 0..count-1 and `extras`,
+ * exactly as freshly read requests, for JS to answer. Entries this journal
+ * already holds (the same unique adopted twice) are skipped. `next` is the
+ * slot to continue from, or -1 when the journal is done. If this journal is
+ * full, the rest are answered EIO here.
+ */
+static napi_value session_adopt_journal(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  session_t *s = unwrap(env, info, &argc, argv);
+  if (!s) return NULL;
+  if (!s->jmap) { napi_throw_error(env, NULL, "setJournal first"); return NULL; }
+  size_t len; uint32_t slots;
+  uint8_t *m = j_map((int)num(env, argv[0]), &len, &slots);
+  if (!m) return throw_errno(env, "journal", errno);
+  int64_t i = (int64_t)num(env, argv[1]);
+  int count = 0;
+  for (; i >= 0 && i < slots && count < MAX_BATCH; i++) {
+    jslot_t *e = jslot(m, (uint32_t)i);
+    if (__atomic_load_n(&e->state, __ATOMIC_ACQUIRE) != J_LIVE) continue;
+    if (j_find(s, e->unique) >= 0) continue;
+    if (s->jused >= s->jslots) {
+      struct fuse_out_header oh = { sizeof oh, -EIO, e->unique };
+      while (write(s->fd, &oh, sizeof oh) < 0 && errno == EINTR) {}
+      continue;
+    }
+    uint32_t nl = e->name_len > J_NAME_MAX ? J_NAME_MAX : e->name_len;
+    j_record(s, e->unique, e->row, e->name, nl);
+    memcpy(s->reqs + (size_t)count * REQ_STRIDE, e->row, sizeof e->row);
+    if (nl) napi_set_element(env, argv[2], count, str_n(env, e->name, nl));
+    count++;
+  }
+  munmap(m, len);
+  napi_value out, c, nx;
+  napi_create_object(env, &out);
+  napi_create_int32(env, count, &c);
+  napi_create_int64(env, i >= slots ? -1 : i, &nx);
+  napi_set_named_property(env, out, "count", c);
+  napi_set_named_property(env, out, "next", nx);
+  return out;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -449,6 +649,9 @@ static napi_value send_reply(napi_env env, session_t *s, uint64_t unique, int er
     rc = errno;
     break;
   }
+  /* After the write, never before: a process dying in between leaves the
+     entry, and the successor's second answer is merely refused (ENOENT). */
+  j_clear(s, unique);
   napi_value v;
   napi_create_int32(env, rc, &v);
   return v;
@@ -657,6 +860,47 @@ static napi_value do_mount(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* createJournal(slots): a new, empty journal (a memfd: no name in any
+   filesystem, gone with its last holder) of `slots` rounded up to a power of
+   two; close-on-exec (a child gets it through spawn's stdio). */
+static napi_value create_journal(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  double want = argc > 0 ? num(env, argv[0]) : 1024;
+  uint32_t slots = 16;
+  while (slots < want && slots < (1u << 20)) slots <<= 1;
+  int fd = memfd_create("fuse-journal", MFD_CLOEXEC);
+  if (fd < 0) return throw_errno(env, "memfd_create", errno);
+  jheader_t h;
+  memset(&h, 0, sizeof h);
+  h.magic = J_MAGIC; h.version = J_VERSION; h.slots = slots; h.slot_size = J_SLOT_SIZE;
+  if (ftruncate(fd, J_HEADER + (off_t)slots * J_SLOT_SIZE) < 0 || pwrite(fd, &h, sizeof h, 0) != (ssize_t)sizeof h) {
+    int err = errno;
+    close(fd);
+    return throw_errno(env, "journal", err);
+  }
+  napi_value v;
+  napi_create_int32(env, fd, &v);
+  return v;
+}
+
+/* journalLive(fd): how many entries of a journal are live (for status and tests) */
+static napi_value journal_live(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  size_t len; uint32_t slots;
+  uint8_t *m = j_map((int)num(env, argv[0]), &len, &slots);
+  if (!m) return throw_errno(env, "journal", errno);
+  uint32_t live = 0;
+  for (uint32_t i = 0; i < slots; i++) if (jslot(m, i)->state == J_LIVE) live++;
+  munmap(m, len);
+  napi_value v;
+  napi_create_uint32(env, live, &v);
+  return v;
+}
+
 /* umount(target, flags): returns 0 or errno */
 static napi_value do_umount(napi_env env, napi_callback_info info) {
   size_t argc = 2;
@@ -684,6 +928,9 @@ static napi_value init(napi_env env, napi_value exports) {
     {"replyStatfs", NULL, reply_statfs, NULL, NULL, NULL, napi_default, NULL},
     {"replyInit", NULL, reply_init, NULL, NULL, NULL, napi_default, NULL},
     {"replyDir", NULL, reply_dir, NULL, NULL, NULL, napi_default, NULL},
+    {"setJournal", NULL, session_set_journal, NULL, NULL, NULL, napi_default, NULL},
+    {"journalUsed", NULL, session_journal_used, NULL, NULL, NULL, napi_default, NULL},
+    {"adoptJournal", NULL, session_adopt_journal, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_value cls;
   napi_define_class(env, "Session", NAPI_AUTO_LENGTH, session_new, NULL, sizeof methods / sizeof methods[0], methods, &cls);
@@ -692,6 +939,8 @@ static napi_value init(napi_env env, napi_value exports) {
     {"openDevice", NULL, open_device, NULL, NULL, NULL, napi_default, NULL},
     {"mount", NULL, do_mount, NULL, NULL, NULL, napi_default, NULL},
     {"umount", NULL, do_umount, NULL, NULL, NULL, napi_default, NULL},
+    {"createJournal", NULL, create_journal, NULL, NULL, NULL, napi_default, NULL},
+    {"journalLive", NULL, journal_live, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof fns / sizeof fns[0], fns);
   return exports;

@@ -18,6 +18,12 @@ export interface NativeSession {
   replyInit(unique: number, major: number, minor: number, maxReadahead: number, flags: number, flags2: number, maxBackground: number, congestionThreshold: number, maxWrite: number, timeGran: number, maxPages: number): number;
   /** Entries sent, or -errno. */
   replyDir(unique: number, plus: boolean, size: number, count: number, names: string[]): number;
+  /** Journals every request read from now on (until answered) in a journal made by createJournal. */
+  setJournal(fd: number): void;
+  /** Requests read and not yet answered (0 without a journal). */
+  journalUsed(): number;
+  /** Takes over live entries of another journal from slot `from`: rows 0..count-1 of the requests array and `extras` hold them; next is -1 when done. */
+  adoptJournal(fd: number, from: number, extras: (string | undefined)[]): { count: number; next: number };
 }
 
 /** Called once per batch: `count` request rows are in the requests array; `ended` is the errno that ended the connection (ENODEV: unmounted), else 0. */
@@ -29,6 +35,10 @@ export interface FuseAddon {
   mount(source: string, target: string, fstype: string, flags: number, data: string): void;
   /** 0 or errno. */
   umount(target: string, flags: number): number;
+  /** A new in-flight journal (memfd, close-on-exec) of at least `slots` slots; returns its fd. */
+  createJournal(slots: number): number;
+  /** Live entries of a journal. */
+  journalLive(fd: number): number;
 }
 
 const ADDON = '../../../build/Release/fuse_binding.node';

@@ -43,6 +43,19 @@ const isPromise = <T>(v: Awaitable<T>): v is Promise<T> => typeof (v as Promise<
 const isDot = (name: string): boolean => name === '.' || name === '..';
 const textEncoder = new TextEncoder();
 
+/** Requests a successor may execute again for a dead predecessor: they change nothing. */
+const REPLAYABLE: ReadonlySet<number> = new Set([
+  Op.INIT, Op.LOOKUP, Op.GETATTR, Op.READ, Op.READDIR, Op.READDIRPLUS, Op.READLINK, Op.GETXATTR, Op.LISTXATTR,
+  Op.STATFS, Op.ACCESS, Op.OPEN, Op.OPENDIR, Op.RELEASE, Op.RELEASEDIR,
+]);
+
+/** A keeper's placeholder filesystem between INIT and detach: nothing is answered, all stays journaled. */
+const pending = <T>(): Promise<T> => new Promise<T>(() => {});
+const HOLD_OPS: FuseOperations = {
+  lookup: pending, getattr: pending, readdirplus: pending, read: pending, readlink: pending, getxattr: pending,
+  listxattr: pending, statfs: pending, mkdir: pending, rmdir: pending, unlink: pending, create: pending,
+};
+
 export class FuseSession {
   private readonly native: NativeSession;
   private readonly requests = new Float64Array(MAX_BATCH * REQ_STRIDE);
@@ -412,6 +425,80 @@ export class FuseSession {
     if (left > 0) this.refs.set(nodeid, left);
     else this.refs.delete(nodeid);
     this.ops.forget?.(nodeid, nlookup);
+  }
+
+  // --- Kept connections (a keeper process holds the fd; see src/fuse/keeper.ts) -----
+
+  /**
+   * Serves a live connection (fd inherited from a keeper) like adopt(), but
+   * records every request read in the in-flight journal `journalFd` until it
+   * is answered, and first answers the live entries of `orphans` (journals of
+   * predecessors that died holding requests). `negotiated` undefined: INIT
+   * has not been answered yet and this session answers it.
+   */
+  static serveKept(fd: number, ops: FuseOperations, negotiated: Negotiated | undefined, journalFd: number, orphans: readonly number[], opts: SessionOptions & { mountpoint?: string } = {}): FuseSession {
+    const session = new FuseSession(loadAddon(), fd, ops, opts, opts.mountpoint, negotiated);
+    // The poll the constructor started reads nothing before this turn ends:
+    // the journal is in place before the first read, and the orphans'
+    // requests are dispatched before any new one.
+    session.native.setJournal(journalFd);
+    for (const o of orphans) session.adoptJournal(o);
+    return session;
+  }
+
+  /**
+   * Mounts with a journal, answers INIT, raises read-ahead, and stops
+   * reading: what a keeper does before it starts any server. Requests that
+   * arrive before detaching are left unanswered in the journal for the first
+   * server to answer. Returns the fd (still mounted) and what INIT settled.
+   */
+  static async mountKept(params: MountParams, journalFd: number, opts: SessionOptions = {}): Promise<{ fd: number; negotiated: Negotiated }> {
+    const addon = loadAddon();
+    const mountpoint = resolve(params.mountpoint);
+    const fd = mountConnection(addon, { ...params, mountpoint });
+    const session = new FuseSession(addon, fd, HOLD_OPS, { readdirplus: true, ...opts }, undefined, undefined);
+    session.native.setJournal(journalFd);
+    try {
+      const negotiated = await session.initialized();
+      await raiseReadahead(mountpoint, opts.maxReadahead ?? MAX_WRITE);
+      session.detach();
+      return { fd, negotiated };
+    } catch (err) {
+      session.detach();
+      unmountConnection(addon, mountpoint);
+      await new Promise<void>((r) => close(fd, () => r()));
+      throw err;
+    }
+  }
+
+  /**
+   * Answers the live entries of a dead predecessor's journal: requests that
+   * only read are executed again (their answer is the same), the others
+   * (INIT aside) get EIO, since they may have taken effect already. Each is
+   * first recorded in this session's journal. Returns how many were taken.
+   */
+  adoptJournal(fd: number): number {
+    const r = this.requests;
+    let total = 0;
+    for (let from = 0; from >= 0;) {
+      const extras: (string | undefined)[] = [];
+      const { count, next } = this.native.adoptJournal(fd, from, extras);
+      for (let i = 0; i < count; i++) {
+        const b = i * REQ_STRIDE;
+        const opcode = r[b + Req.OPCODE]!;
+        const unique = r[b + Req.UNIQUE]!;
+        if (REPLAYABLE.has(opcode)) this.dispatch(opcode, unique, r[b + Req.NODEID]!, b, extras[i]);
+        else this.error(unique, E.EIO);
+      }
+      total += count;
+      from = next;
+    }
+    return total;
+  }
+
+  /** Requests read and not yet answered (journaled sessions only). */
+  inFlight(): number {
+    return this.native.journalUsed();
   }
 
   // --- INIT ----------------------------------------------------------------------

@@ -45,6 +45,16 @@ export interface ToyTreeSpec {
   manyFiles: number;
   /** Size of /huge.bin (patterned). */
   hugeSize: number;
+  /** Entry and attribute timeouts in seconds (default 3600); 0 makes every open look names up again. */
+  ttl?: number;
+  /** Reads answer after this long (default 0): keeps requests in flight. */
+  readDelayMs?: number;
+}
+
+/** What a successor needs to answer for node ids this instance handed out: the /cycle nodes. */
+export interface ToyState {
+  nextId: number;
+  cycle: number[];
 }
 
 export interface ToyStats {
@@ -66,9 +76,12 @@ export class ToyFs implements FuseOperations {
   readonly readSizes = new Map<number, number>();
   private cycleLive = 0;
   private cycleLookups = 0;
-  private readonly ttl = 3600;
+  private readonly ttl: number;
+  private readonly readDelayMs: number;
 
   constructor(spec: ToyTreeSpec) {
+    this.ttl = spec.ttl ?? 3600;
+    this.readDelayMs = spec.readDelayMs ?? 0;
     const now = 1_700_000_000;
     this.wave = patternBytes(0, 2 * PERIOD);
     const root = this.add(0, '', { mode: S_IFDIR | 0o755, size: 4096, nlink: 2, mtime: now, children: new Map() });
@@ -171,7 +184,31 @@ export class ToyFs implements FuseOperations {
     return all.slice(offset);
   }
 
-  read(nodeid: number, offset: number, size: number): Uint8Array {
+  read(nodeid: number, offset: number, size: number): Uint8Array | Promise<Uint8Array> {
+    if (this.readDelayMs > 0) {
+      return new Promise((resolve, reject) => setTimeout(() => {
+        try { resolve(this.readNow(nodeid, offset, size)); } catch (err) { reject(err); }
+      }, this.readDelayMs));
+    }
+    return this.readNow(nodeid, offset, size);
+  }
+
+  exportState(): ToyState {
+    const cycle = [...this.nodes.values()].filter((n) => n.parent === this.cycleDir).map((n) => n.id);
+    return { nextId: this.nextId, cycle };
+  }
+
+  /** Merges: nodes already known stay. */
+  importState(s: ToyState): void {
+    this.nextId = Math.max(this.nextId, s.nextId);
+    for (const id of s.cycle) {
+      if (this.nodes.has(id)) continue;
+      this.nodes.set(id, { id, parent: this.cycleDir, mode: S_IFREG | 0o644, size: 0, nlink: 1, mtime: 0 });
+      this.cycleLive++;
+    }
+  }
+
+  private readNow(nodeid: number, offset: number, size: number): Uint8Array {
     this.count('read');
     this.readSizes.set(size, (this.readSizes.get(size) ?? 0) + 1);
     const n = this.node(nodeid);

@@ -1,0 +1,23 @@
+/**
+ * ToyFs as a kept server program: what a keeper (src/fuse/keeper.ts)
+ * starts, restarts and replaces after a crash in the tests.
+ *   node toy-kept.js <spec-json>
+ * The /cycle nodes are its state: exported on restart, but never published
+ * on their own, so a successor after a crash does not know the ones made
+ * since it started (what the tests use for unknown node ids).
+ */
+import { serveKept } from '../../src/fuse/keeper-server.js';
+import { ToyFs, type ToyState, type ToyTreeSpec } from './toy-fs.js';
+
+const spec = JSON.parse(process.argv[2] ?? '{}') as ToyTreeSpec;
+void serveKept(() => {
+  const toy = new ToyFs(spec);
+  return {
+    ops: toy,
+    exportState: () => toy.exportState(),
+    importState: (s) => toy.importState(s as ToyState),
+  };
+}).catch((err: unknown) => {
+  process.stderr.write(`toy-kept: ${(err as Error).stack ?? String(err)}\n`);
+  process.exit(1);
+});
