@@ -12,7 +12,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
+import { readFile, statfs } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -400,8 +400,9 @@ export async function cleanStaleMount(addon: FuseAddon, mountpoint: string, log:
   const info = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
   const mounted = info.split('\n').some((l) => unescapeMountPath(l.split(' ')[4] ?? '') === mountpoint);
   if (!mounted) return;
+  // STATFS always reaches the server (a stat may be answered from the kernel's cache).
   const err = await Promise.race([
-    stat(mountpoint).then(() => undefined, (e: NodeJS.ErrnoException) => e.code ?? 'error'),
+    statfs(mountpoint).then(() => undefined, (e: NodeJS.ErrnoException) => e.code ?? 'error'),
     sleep(2000, 'timeout', { ref: false }),
   ]);
   if (err !== 'ENOTCONN' && err !== 'ECONNABORTED') {
