@@ -1,12 +1,12 @@
 /**
  * A keeper for the toy filesystem in its own process, driven by the tests
  * over IPC (so a test can SIGKILL the keeper too):
- *   node --expose-gc keeper-child.js <mountpoint> <spec-json>
+ *   node --expose-gc keeper-child.js <mountpoint> <spec-json> [<keeper-options-json>]
  * Sends {ready, status}; answers {cmd: 'status' | 'usage' | 'restart' | 'restartMany' | 'stop'}.
  */
 import { readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { Keeper, type RestartResult } from '../../src/fuse/keeper.js';
+import { Keeper, type KeeperOptions, type RestartResult } from '../../src/fuse/keeper.js';
 
 export interface KeeperUsage {
   fds: number;
@@ -34,7 +34,7 @@ function usage(): KeeperUsage {
 }
 
 async function main(): Promise<void> {
-  const [mountpoint, specJson] = process.argv.slice(2);
+  const [mountpoint, specJson, optsJson] = process.argv.slice(2);
   if (!mountpoint || !specJson) throw new Error('usage: keeper-child MOUNTPOINT SPEC');
   const keeper = await Keeper.start({
     mount: { mountpoint, subtype: 'toy' },
@@ -42,6 +42,7 @@ async function main(): Promise<void> {
     args: [specJson],
     readyTimeoutMs: 15_000,
     drainTimeoutMs: 15_000,
+    ...(JSON.parse(optsJson ?? '{}') as Partial<KeeperOptions>),
   });
   const send = (m: unknown): void => { process.send?.(m); };
   process.on('disconnect', () => { void keeper.stop().then(() => process.exit(0)); });

@@ -49,11 +49,11 @@ export interface KeptToy {
 }
 
 /** A keeper child serving ToyFs on `mnt` (a fresh temporary directory unless given). */
-export async function startKeptToy(spec: ToyTreeSpec, mnt?: string): Promise<KeptToy> {
+export async function startKeptToy(spec: ToyTreeSpec, mnt?: string, keeperOpts: { journalSlots?: number } = {}): Promise<KeptToy> {
   const base = mnt ? undefined : await mkdtemp(join(tmpdir(), 'estargz-keeper-test-'));
   const mountpoint = mnt ?? join(base!, 'mnt');
   await mkdir(mountpoint, { recursive: true });
-  const child = fork(CHILD, [mountpoint, JSON.stringify(spec)], { execArgv: ['--expose-gc'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const child = fork(CHILD, [mountpoint, JSON.stringify(spec), JSON.stringify(keeperOpts)], { execArgv: ['--expose-gc'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   await nextMessage(child, 'ready', 30_000);
   const ask = async <T>(cmd: Record<string, unknown>, key: string, ms?: number): Promise<T> => {
     const reply = nextMessage<Record<string, T>>(child, key, ms);

@@ -216,6 +216,30 @@ describe('keeper: a server killed with requests in flight', () => {
   });
 });
 
+describe('keeper: a small journal', () => {
+  it('stops reading while the journal is full and resumes on each answer: 32 concurrent readers, 16 slots, all reads correct', async () => {
+    const toy = await startKeptToy({ manyDirs: DIRS, manyFiles: FILES, hugeSize: MiB, ttl: 0, readDelayMs: 20 }, undefined, { journalSlots: 16 });
+    try {
+      const reader = startReader(toy.mnt, 32, DIRS, FILES);
+      let most = 0;
+      const watching = (async () => {
+        while (reader.passes.length < 2) {
+          most = Math.max(most, (await toy.status()).inFlight);
+          await new Promise((r) => setTimeout(r, 5));
+        }
+      })();
+      await reader.waitPasses(2, 120_000);
+      await watching;
+      const passes = await reader.stop();
+      assert.ok(passes.every((p) => p.ok === DIRS * FILES), summary(passes));
+      assert.ok(most <= 16, `${most} requests in flight with 16 slots`);
+      assert.ok(most >= 12, `the journal filled up (${most} in flight at most)`);
+    } finally {
+      await toy.stop();
+    }
+  });
+});
+
 describe('keeper: many restarts', () => {
   let toy: KeptToy;
   before(async () => { toy = await startKeptToy({ manyDirs: DIRS, manyFiles: FILES, hugeSize: MiB, ttl: 0 }); });
@@ -228,7 +252,7 @@ describe('keeper: many restarts', () => {
     await reader.waitPasses(reader.passes.length + 1, 60_000);
     const passes = await reader.stop();
     assert.equal(many.failed, 0);
-    assert.ok(many.count >= 100, `${many.count} restarts`);
+    assert.ok(many.count >= 25, `${many.count} restarts`);
     assert.equal(passes.reduce((n, p) => n + failed(p), 0), 0, summary(passes));
     assert.equal(many.after.fds, many.before.fds, `keeper fds ${many.before.fds} → ${many.after.fds}`);
     const grew = many.after.rss - many.before.rss;
