@@ -6,11 +6,12 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { closeSync, openSync, readSync, writeSync } from 'node:fs';
-import { open, readFile, stat } from 'node:fs/promises';
-import { constants } from 'node:os';
+import { open, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { constants, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Journal } from '../../src/fuse/keeper-protocol.js';
 import { Op, REQ_STRIDE } from '../../src/fuse/protocol.js';
+import type { ToyTreeSpec } from './toy-fs.js';
 import { isMounted, startKeptToy, startReader, until, type KeptToy, type Pass } from './keeper-harness.js';
 
 const DIRS = 10;
@@ -47,8 +48,9 @@ function watchMount(mnt: string): { stop(): Promise<{ checks: number; absent: nu
 
 describe('keeper: restart without unmounting', () => {
   let toy: KeptToy;
-  before(async () => { toy = await startKeptToy({ manyDirs: DIRS, manyFiles: FILES, hugeSize: MiB, ttl: 0 }); });
-  after(async () => { await toy.stop(); });
+  const broken = join(tmpdir(), `estargz-keeper-broken-${process.pid}`);
+  before(async () => { toy = await startKeptToy({ manyDirs: DIRS, manyFiles: FILES, hugeSize: MiB, ttl: 0, failStartIfExists: broken } as ToyTreeSpec); });
+  after(async () => { await toy.stop(); await rm(broken, { force: true }); });
 
   it('serves the mount from a child it supervises, and knows its pid', async () => {
     const s = await toy.status();
@@ -87,6 +89,25 @@ describe('keeper: restart without unmounting', () => {
     assert.equal(s.restarts, 10);
     assert.equal(s.crashes, 0);
     process.stderr.write(`# restart: ${passes.length} passes, 0 failed; slowest read during restarts ${stall.toFixed(1)} ms (before: ${baseline.toFixed(1)} ms); new server ready after ${Math.min(...ready).toFixed(0)}–${Math.max(...ready).toFixed(0)} ms\n`);
+  });
+
+  it('a restart whose new server fails to start leaves the old one serving', async () => {
+    const s0 = await toy.status();
+    await writeFile(broken, '');
+    try {
+      await assert.rejects(toy.restart(), /restart failed; pid \d+ serves on/);
+    } finally {
+      await rm(broken, { force: true });
+    }
+    const s1 = await toy.status();
+    assert.equal(s1.pid, s0.pid);
+    assert.equal(s1.failedRestarts, s0.failedRestarts + 1);
+    assert.equal(s1.crashes, 0);
+    assert.equal(await readFile(join(toy.mnt, 'many', 'd09', 'f029'), 'utf8'), 'many/d09/f29\n');
+    // The next version starts again.
+    const r = await toy.restart();
+    assert.equal(r.previousPid, s0.pid);
+    assert.equal(await readFile(join(toy.mnt, 'hello.txt'), 'utf8'), 'hello world\n');
   });
 
   it('carries the state: a node id handed out before a restart is still answered after it', async () => {

@@ -6,11 +6,14 @@
  * on their own, so a successor after a crash does not know the ones made
  * since it started (what the tests use for unknown node ids).
  */
+import { existsSync } from 'node:fs';
 import { serveKept } from '../../src/fuse/keeper-server.js';
 import { ToyFs, type ToyState, type ToyTreeSpec } from './toy-fs.js';
 
-const spec = JSON.parse(process.argv[2] ?? '{}') as ToyTreeSpec;
+/** failStartIfExists: a server started while this file exists fails (a broken upgrade). */
+const spec = JSON.parse(process.argv[2] ?? '{}') as ToyTreeSpec & { failStartIfExists?: string };
 void serveKept(() => {
+  if (spec.failStartIfExists && existsSync(spec.failStartIfExists)) throw new Error('this version does not start');
   const toy = new ToyFs(spec);
   return {
     ops: toy,
