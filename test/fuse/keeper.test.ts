@@ -85,6 +85,11 @@ describe('keeper: restart without unmounting', () => {
     assert.equal(mount.absent, 0, `the mount was absent in ${mount.absent} of ${mount.checks} checks`);
     const during = passes.filter((p) => p.end >= t0 && p.start <= t1);
     const stall = Math.max(...during.map((p) => p.maxMs));
+    // Old and new servers read side by side: no window without a reader, which
+    // would stall reads for a whole server start (hundreds of ms to seconds).
+    // (The ≲100 ms figure is for a quiet machine; on a loaded one even reads
+    // without restarts take that long.)
+    assert.ok(stall < 1000, `a read took ${stall.toFixed(0)} ms during restarts`);
     const s = await toy.status();
     assert.equal(s.restarts, 10);
     assert.equal(s.crashes, 0);
@@ -120,6 +125,27 @@ describe('keeper: restart without unmounting', () => {
     } finally {
       await fh.close();
     }
+  });
+  it('backs off while successors keep failing after a crash, and serves again once one starts; a read waiting meanwhile completes', async () => {
+    const s0 = await toy.status();
+    await writeFile(broken, '');
+    const t0 = Date.now();
+    process.kill(s0.pid!, 'SIGKILL');
+    await until(async () => (await toy.status()).pid !== s0.pid, 5000, 'the crash to be seen');
+    // Waits in the kernel (no server) until a successor serves.
+    const waiting = readFile(join(toy.mnt, 'many', 'd02', 'f003'), 'utf8');
+    await until(async () => (await toy.status()).generation >= s0.generation + 4, 20_000, 'four successors tried', 20);
+    const tries = (await toy.status()).generation - s0.generation;
+    const elapsed = Date.now() - t0;
+    // Delays of 0, 100, 200, … ms between the tries: no tight loop.
+    assert.ok(elapsed >= 300, `${tries} tries in ${elapsed} ms`);
+    assert.ok(await isMounted(toy.mnt));
+    await rm(broken, { force: true });
+    await until(async () => (await toy.status()).pid !== undefined, 15_000, 'a successor serving', 20);
+    assert.equal(await waiting, 'many/d02/f3\n');
+    const s1 = await toy.status();
+    assert.ok(s1.crashes >= 1);
+    process.stderr.write(`# crash loop: ${s1.generation - s0.generation} tries until one started, ${Date.now() - t0} ms; the waiting read completed\n`);
   });
 });
 
