@@ -106,6 +106,10 @@ export async function buildGoref(cacheDir = join(tmpdir(), 'estargz-bench')): Pr
     return { error: `go build gorefstore (GOPATH mode) failed; ${INSTALL_HINT}\n${e.stderr ?? e.message}` };
   }
   await rename(partial, out); // atomic: a concurrent or interrupted build never leaves a half-written binary under the key
+  // Builds for older keys (16 MB each) are never used again.
+  for (const d of await readdir(join(cacheDir, 'goref'))) {
+    if (d !== key && d !== 'gocache') await rm(join(cacheDir, 'goref', d), { recursive: true, force: true });
+  }
   return { path: out, key, cached: false };
 }
 

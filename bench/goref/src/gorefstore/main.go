@@ -8,7 +8,7 @@
 //	gorefstore [-config FILE] [-root DIR] [-log-level LEVEL] MOUNTPOINT
 //
 // It prints "ready MOUNTPOINT" on stdout once the FUSE mount is up and
-// unmounts on SIGINT/SIGTERM. Left out on purpose: the kubeconfig keychain
+// unmounts on SIGINT/SIGTERM, and when the process that started it dies. Left out on purpose: the kubeconfig keychain
 // (its client-go dependency is not packaged and the bench registry is
 // anonymous) and the bbolt metadata store (v0.12.0 ships only metadata/memory).
 // The reference's service/resolver package cannot be built here (its cri.go
@@ -24,6 +24,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
 	"syscall"
 
 	"github.com/containerd/containerd/log"
@@ -40,6 +41,19 @@ import (
 type storeConfig struct {
 	config.Config
 	Resolver resolverConfig `toml:"resolver"`
+}
+
+// init ties the store's life to the process that started it (the benchmark):
+// if that dies, the kernel sends SIGTERM and run() unmounts, rather than
+// leaving a dead FUSE mount behind. The parent-death signal is an attribute
+// of the calling thread, and only the main thread is the parent's child, so
+// the main goroutine is pinned to it first (init runs there).
+func init() {
+	runtime.LockOSThread()
+	_, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, syscall.PR_SET_PDEATHSIG, uintptr(syscall.SIGTERM), 0)
+	if errno != 0 {
+		fmt.Fprintf(os.Stderr, "gorefstore: prctl(PR_SET_PDEATHSIG): %v\n", errno)
+	}
 }
 
 func main() {
@@ -87,6 +101,8 @@ func run(configPath, root, logLevel, mountpoint string) error {
 	// Subscribe before mounting so a signal during start-up still unmounts.
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	// A reader of our stdout/stderr that went away must not kill us before we unmount.
+	signal.Ignore(syscall.SIGPIPE)
 	if err := store.Mount(ctx, mountpoint, manager, cfg.Debug); err != nil {
 		return fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
