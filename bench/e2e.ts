@@ -15,10 +15,12 @@
  * Every session is cold: a new store process with a new cache root and a
  * new mount. Sessions are interleaved (the order rotates each run), and the
  * full-pull reference (curl | gunzip | tar -x of the gzip layer) of each
- * layer touched runs in the same rotation. Writes bench/results/e2e.md,
- * bench/results/e2e.svg and bench/results/e2e-<timestamp>.json.
+ * layer touched runs in the same rotation, as does every store session again
+ * on the Go reference store (bench/lib/goref.ts: containerd/stargz-snapshotter's
+ * store package, Debian's v0.12.0, behind our own small main). Writes
+ * bench/results/e2e.md, bench/results/e2e.svg and bench/results/e2e-<timestamp>.json.
  *
- *   node dist/bench/e2e.js [--runs 5] [--images python,bookworm-like] [--workloads W1,W2,...]
+ *   node dist/bench/e2e.js [--runs 5] [--images python,bookworm-like] [--workloads W1,W2,...] [--no-goref]
  */
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -26,10 +28,11 @@ import { parseArgs } from 'node:util';
 import { startRegistry } from '../test/helpers/registry.js';
 import { formatProfile, summarizeProfiles } from './lib/cpuprofile.js';
 import {
-  ALL_WORKLOADS, MB, PUBLISHED, parseSelection, PUBLISHED_FULL_PULL_W3, TARGET_WARM_DD_MBPS, TARGET_WARM_STAT_US,
-  buildCases, busyNote, casesTable, layersTable, runCases, summarizeCases, type CaseSummary, type Workload,
+  ALL_WORKLOADS, MB, parseSelection, TARGET_WARM_DD_MBPS, TARGET_WARM_STAT_US,
+  buildCases, busyNote, casesTable, gorefTable, layersTable, runCases, summarizeCases, type CaseSummary, type Workload,
 } from './lib/e2e-cases.js';
 import { prepareImages } from './lib/e2e-images.js';
+import { buildGoref, gorefConfig } from './lib/goref.js';
 import { describeMachine, loadNow, machineInfo, writeResult, writeTables } from './lib/machine.js';
 import { fuseFloor, type FloorResult } from './lib/fuse-floor.js';
 import { formatSummary, summarize } from './lib/stats.js';
@@ -50,6 +53,10 @@ const USAGE = `usage: node dist/bench/e2e.js [options]
   --max-other CORES      before each session wait for a quiet 250 ms (≤ CORES busy; default 0.3; 0 = don't wait)
   --quiet-wait S         wait at most S seconds for it (default 5)
   --floor-passes N       passes of the fuse-native floor (trivial in-memory FS, same tree; default 3, 0 = skip)
+  --no-goref             leave out the Go reference store (default: built from Debian's source and measured side by side)
+  --goref-bin BIN        a gorefstore binary to use instead of building one
+  --goref-config TOML    extra config lines for the Go store (its keys, e.g. 'noprefetch = true')
+  --goref-log-level L    the Go store's log level (default info)
   --no-write             print only: leave bench/results/e2e.md and e2e.svg alone
   --from-json FILE       measure nothing: render e2e.md and e2e.svg again from a results JSON`;
 
@@ -68,6 +75,10 @@ const { values: args } = parseArgs({
     'max-other': { type: 'string', default: '0.3' },
     'quiet-wait': { type: 'string', default: '5' },
     'floor-passes': { type: 'string', default: '3' },
+    'no-goref': { type: 'boolean', default: false },
+    'goref-bin': { type: 'string' },
+    'goref-config': { type: 'string', default: '' },
+    'goref-log-level': { type: 'string', default: 'info' },
     'no-write': { type: 'boolean', default: false },
     'from-json': { type: 'string' },
     help: { type: 'boolean', default: false },
@@ -88,6 +99,18 @@ const log = (s: string): void => void process.stderr.write(s + '\n');
 
 /** The store's configuration for every session: the defaults (background fetch starts after 5 s idle, no prefetch without a landmark). */
 const STORE_CONFIG = args['store-config'].replace(/\\n/g, '\n');
+/** The Go store's extra config: defaults otherwise (background fetch after 5 s idle, prefetch by landmark, TOC verified by the annotation). */
+const GOREF_EXTRA = args['goref-config'].replace(/\\n/g, '\n');
+
+/** The Go store's binary, or why it is left out (then the Go column says so and the rest runs as before). */
+async function gorefBinary(): Promise<{ bin: string; key: string } | { missing: string }> {
+  if (args['no-goref']) return { missing: 'left out (--no-goref)' };
+  if (args['goref-bin']) return { bin: args['goref-bin'], key: 'given (--goref-bin)' };
+  const b = await buildGoref();
+  if ('error' in b) return { missing: b.error };
+  log(`Go reference store: ${b.path} (${b.cached ? 'cached build' : 'built'})`);
+  return { bin: b.path, key: b.key };
+}
 
 async function main(): Promise<void> {
   const machine = machineInfo();
@@ -98,11 +121,14 @@ async function main(): Promise<void> {
     const imgs = await prepareImages(reg.host, images, log, args['chunk-size'] ? { chunkSize: Number(args['chunk-size']) } : {});
     log(`images ready in ${((performance.now() - prepStarted) / 1000).toFixed(1)} s`);
     const cases = buildCases(imgs, workloads);
+    const goBin = await gorefBinary();
+    if ('missing' in goBin) log(`WARNING: no Go store column: ${goBin.missing}`);
+    const goConfig = gorefConfig([reg.host], GOREF_EXTRA);
     if (args['keep-logs']) await mkdir(args['keep-logs'], { recursive: true });
     const profDir = args['cpu-prof'];
     if (profDir) await mkdir(profDir, { recursive: true });
     const started = performance.now();
-    const { samples, fullPulls } = await runCases(cases, runs, {
+    const { samples, fullPulls, gorefSamples } = await runCases(cases, runs, {
       reg,
       refHost: reg.host,
       storeConfig: STORE_CONFIG,
@@ -113,11 +139,13 @@ async function main(): Promise<void> {
       quiet: Number(args['max-other']) > 0 ? { maxCores: Number(args['max-other']), maxWaitMs: Number(args['quiet-wait']) * 1000 } : null,
       statPasses: Number(args['stat-passes']),
       log,
+      ...('bin' in goBin && { goref: { bin: goBin.bin, config: goConfig, logLevel: args['goref-log-level'] } }),
     });
     const wallSeconds = (performance.now() - started) / 1000;
-    const sums = summarizeCases(cases, samples, fullPulls);
+    const sums = summarizeCases(cases, samples, fullPulls, gorefSamples);
     const floors = await floorRows(imgs, cases, Number(args['floor-passes']));
-    const meta: RunMeta = { runs, storeConfig: STORE_CONFIG, logLevel: args['store-log-level'], loadEnd: loadNow() };
+    const goref: GorefMeta = 'bin' in goBin ? { measured: true, build: goBin.key, config: goConfig } : { measured: false, why: goBin.missing };
+    const meta: RunMeta = { runs, storeConfig: STORE_CONFIG, logLevel: args['store-log-level'], loadEnd: loadNow(), goref };
     const md = report(machine, imgs, sums, wallSeconds, busyNote(samples, fullPulls), meta, floors);
     console.log(md);
     if (profDir) {
@@ -126,7 +154,7 @@ async function main(): Promise<void> {
     const path = await writeResult('e2e', {
       machine, args, storeConfig: STORE_CONFIG, runs, wallSeconds, meta,
       images: imgs.map(({ tars: _t, ...i }) => ({ ...i, layers: i.layers.map(({ filePaths: _f, ...l }) => l) })),
-      summaries: sums, samples, fullPulls, floors,
+      summaries: sums, samples, fullPulls, gorefSamples, floors,
     });
     log(`raw samples: ${path}`);
     if (!args['no-write']) await writeOutputs(md, sums, machine.date, path);
@@ -141,11 +169,15 @@ async function writeOutputs(md: string, sums: CaseSummary[], date: string, jsonP
   log(`wrote ${tables} and e2e.svg`);
 }
 
+type GorefMeta = { measured: true; build: string; config: string } | { measured: false; why: string };
+
 interface RunMeta {
   runs: number;
   storeConfig: string;
   logLevel: string;
   loadEnd: number[];
+  /** The Go reference store: measured (with its build key and config) or why not. Absent in results from before it was measured. */
+  goref?: GorefMeta;
 }
 
 /** --from-json: the tables and chart of an earlier run, without measuring. */
@@ -238,23 +270,38 @@ function report(machine: ReturnType<typeof machineInfo>, imgs: Awaited<ReturnTyp
   out.push('');
   const lt = layersTable(imgs);
   out.push(markdownTable(lt.header, lt.rows), '');
-  out.push('## Workloads: ours vs the full pull of the same layer vs the Go reference', '');
+  out.push('## Workloads: ours vs the full pull of the same layer vs the Go reference store, all measured in this run', '');
   const t = casesTable(sums, { goColumn: true });
   out.push(markdownTable(t.header, t.rows), '');
+  const go = meta.goref;
+  const goBullet = go === undefined
+    ? '- **Go store, measured**: this result predates the side-by-side Go store; its Go column is empty.'
+    : !go.measured
+      ? `- **Go store, measured**: not measured in this run (${go.why.split('\n')[0]}).`
+      : '- **Go store, measured**: the reference store (containerd/stargz-snapshotter `store` package v0.12.0, Debian\'s golang-github-containerd-stargz-snapshotter-dev, ' +
+        'behind our own main in bench/goref: in-memory metadata, no kubeconfig keychain) on the same images, same registry, same workloads and commands, each run a cold session of its own ' +
+        '(new process, new cache root, new mount) in the same rotation as ours; "N× ours" is its median over ours. ' +
+        `Its config: defaults plus a plain-HTTP mirror entry for the registry${GOREF_EXTRA.trim() ? ` and \`${GOREF_EXTRA.trim()}\`` : ''} ` +
+        '(TOC verified against the layer annotation, background fetch after 5 s idle, prefetch by landmark, 50,000-byte fetch chunks). ' +
+        'It has no /metrics, so the per-operation breakdown below is ours only; its registry bytes come from the access log (user agent `gorefstore`). ' +
+        'Its layer directories are named by the compressed layer digest (the protocol podman 4 speaks), as ours accept too.';
   out.push(
     'How to read it:',
     '',
     '- **ours**: seconds, median (min–max) of the cold runs. Everything but W1 starts after an untimed `stat <layer>/diff` (the layer resolved: manifest, config, footer, TOC); W1 is that resolution plus the small read. W2 and the warm dd are dd\'s own time (`copied, X s`, process start excluded); W3–W6 are the wall time of the command. MB = 10^6 bytes.',
     '- **full-pull reference**: `curl -s <gzip blob> | gunzip | tar -x -C <new dir>` of the layer the workload touches (the plain gzip layer, what a normal pull fetches), same run, same registry; with the bytes curl fetched.',
-    '- **Go reference (published, not measured here)**: the reference store\'s published numbers on this machine kind for test/python:esgz (Debian bookworm minbase + python3, ~170 MB). ' +
-      'Our images are built from this machine\'s files and are *not* the same image: the `python` image\'s layer 2 (python3.11 + stdlib) is the counterpart of their layer 2 (1,404 files, 44.6 MB), ' +
-      'the `bookworm-like` image\'s layer 1 the counterpart of their layer 1 (52 MB blob, 6,661 entries); the `python` image\'s layer 1 is much smaller than theirs, so its W4 and W6 rows are not comparable to the Go numbers. ' +
-      `The published full pull of their layer 2 took ${PUBLISHED_FULL_PULL_W3} s.`,
-    '- **target**: from the issue; verdict against the absolute target (W4 also needs the blob fetched about once: ≤ 1.05× its size, TOC and manifest included).',
+    goBullet,
+    '- **target**: from the issue (set from the reference store\'s published figures for a similar image); verdict against the absolute target (W4 also needs the blob fetched about once: ≤ 1.05× its size, TOC and manifest included).',
     '- **registry bytes (store)**: what Distribution\'s access log says it sent to user agent `estargz-store` from the store\'s start to the end of the workload (resolution included; W5: during W5 only).',
     '- **store peak RSS**: VmHWM of the store process at the end of the workload (W5: reset with clear_refs before it).',
     '',
   );
+  const gt = gorefTable(sums);
+  if (gt.rows.length) {
+    out.push('## The Go store\'s side', '');
+    out.push('Medians of its cold runs; registry bytes and requests from the access log, from its start to the end of the workload (W5: during W5 only); peak RSS as for ours.', '');
+    out.push(markdownTable(gt.header, gt.rows), '');
+  }
   out.push('## Warm paths', '');
   const warmRows: string[][] = [];
   for (const s of sums) {
@@ -302,29 +349,32 @@ function chart(sums: CaseSummary[], date: string): string {
     const bw = find('bookworm-like', w);
     const r = (s: CaseSummary | undefined): [number, number] | null => (s ? [s.seconds.min, s.seconds.max] : null);
     const fpr = (s: CaseSummary | undefined): [number, number] | null => (s?.fullPull && w !== 'W5' ? [s.fullPull.seconds.min, s.fullPull.seconds.max] : null);
+    const gor = (s: CaseSummary | undefined): [number, number] | null => (s?.goref ? [s.goref.seconds.min, s.goref.seconds.max] : null);
     return {
       label: `${w}\n${SHORT[w]}`,
       values: [
         py?.seconds.median ?? null,
+        py?.goref?.seconds.median ?? null,
         py?.fullPull && w !== 'W5' ? py.fullPull.seconds.median : null,
         bw?.seconds.median ?? null,
+        bw?.goref?.seconds.median ?? null,
         bw?.fullPull && w !== 'W5' ? bw.fullPull.seconds.median : null,
-        PUBLISHED[w].goSeconds,
       ],
-      ranges: [r(py), fpr(py), r(bw), fpr(bw), null],
+      ranges: [r(py), gor(py), fpr(py), r(bw), gor(bw), fpr(bw)],
     };
   });
   const targetSeconds: Record<string, number | null> = { W1: 0.058, W2: null, W3: 1.0, W4: 0.4, W5: 0.1, W6: 0.1 };
   return groupedBarChart({
-    title: 'estargz-store end to end on loopback: ours vs full pull vs Go reference (seconds, log scale, lower is better)',
-    subtitle: `${date.slice(0, 10)} · medians of cold runs with min–max · Go reference: published numbers for a different, similar image, not measured in this run`,
+    title: 'estargz-store end to end on loopback: ours vs the Go reference store vs full pull (seconds, log scale, lower is better)',
+    subtitle: `${date.slice(0, 10)} · medians of cold runs with min–max · all three measured in the same run, interleaved, on the same images`,
     unit: 's',
     series: [
       { name: 'ours, python image', color: '#1f77b4' },
+      { name: 'Go store, python image', color: '#ff7f0e', hatched: true },
       { name: 'full pull of that layer, python image', color: '#9ecae1' },
       { name: 'ours, bookworm-like image', color: '#2ca02c' },
+      { name: 'Go store, bookworm-like image', color: '#d62728', hatched: true },
       { name: 'full pull of that layer, bookworm-like', color: '#a1d99b' },
-      { name: 'Go reference (published)', color: '#ff7f0e', hatched: true },
     ],
     groups,
     targets: groups.map((_, i) => targetSeconds[ws.filter((w) => sums.some((s) => s.workload === w))[i]!] ?? null),

@@ -6,7 +6,9 @@ set -euo pipefail
 PKGS=(
   ca-certificates
   # the reference eStargz implementation (Go source): the interop tests build
-  # it to cross-check our reader and writer in both directions
+  # it to cross-check our reader and writer in both directions; the e2e and
+  # podman benchmarks build its store package (bench/goref) to measure it
+  # beside ours (all its Go dependencies come with this package's Depends)
   golang-go
   golang-github-containerd-stargz-snapshotter-dev
   # a real registry (Distribution 2.8) for the registry tests, with htpasswd

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { stat } from 'node:fs/promises';
 import type { Registry } from '../../test/helpers/registry.js';
 import { esgzRef, gzipRef, smallFileOf, type BenchImage, type ImageName, type LayerFacts } from './e2e-images.js';
+import { startGorefStore } from './goref.js';
 import { waitQuiet } from './quiet.js';
 import { formatSummary, summarize, type Summary } from './stats.js';
 import {
@@ -101,6 +102,11 @@ export interface RunContext {
   /** Before each session, wait up to maxWaitMs for a 250 ms window with at most maxCores busy (null: don't). */
   quiet: { maxCores: number; maxWaitMs: number } | null;
   log: (s: string) => void;
+  /**
+   * The Go reference store (bench/lib/goref.ts): when set, every store
+   * session also runs on it, as its own cold session in the same rotation.
+   */
+  goref?: { bin: string; config: string; logLevel?: string };
 }
 
 /**
@@ -206,13 +212,18 @@ function delta(after: MetricsSnapshot, before: MetricsSnapshot): MetricsSnapshot
   return out;
 }
 
-/** Runs every case `runs` times, sessions interleaved (the order rotates each run), with the full pull of each touched layer. */
-export async function runCases(cases: readonly Case[], runs: number, ctx: RunContext): Promise<{ samples: Sample[]; fullPulls: FullPullSample[] }> {
+/**
+ * Runs every case `runs` times, sessions interleaved (the order rotates each
+ * run), with the full pull of each touched layer, and with ctx.goref the same
+ * store sessions on the Go reference store (samples in `gorefSamples`).
+ */
+export async function runCases(cases: readonly Case[], runs: number, ctx: RunContext): Promise<{ samples: Sample[]; fullPulls: FullPullSample[]; gorefSamples: Sample[] }> {
   const samples: Sample[] = [];
   const fullPulls: FullPullSample[] = [];
+  const gorefSamples: Sample[] = [];
   const work = await mkdtemp(join(tmpdir(), 'estargz-bench-e2e-'));
   // Sessions: W5 and the warm extras ride on the W3 session of the same image; everything else is its own cold session.
-  type Session = { kind: 'store'; cases: Case[] } | { kind: 'full'; image: BenchImage; layer: LayerFacts };
+  type Session = { kind: 'store' | 'goref'; cases: Case[] } | { kind: 'full'; image: BenchImage; layer: LayerFacts };
   const sessions: Session[] = [];
   for (const c of cases) {
     if (c.workload === 'W5') continue;
@@ -221,6 +232,13 @@ export async function runCases(cases: readonly Case[], runs: number, ctx: RunCon
   }
   for (const c of cases) {
     if (c.workload === 'W5' && !cases.some((x) => x.image === c.image && x.workload === 'W3')) sessions.push({ kind: 'store', cases: [c] });
+  }
+  // The Go store: each of our sessions again, right after ours in the rotation.
+  if (ctx.goref) {
+    for (let i = sessions.length - 1; i >= 0; i--) {
+      const s = sessions[i]!;
+      if (s.kind === 'store') sessions.splice(i + 1, 0, { kind: 'goref', cases: s.cases });
+    }
   }
   const layersSeen = new Set<string>();
   for (const c of cases) {
@@ -243,31 +261,46 @@ export async function runCases(cases: readonly Case[], runs: number, ctx: RunCon
           fullPulls.push({ key, run, seconds: r.seconds, bytes: t.curl.bytes, requests: t.curl.requests, ...(before && { before }) });
           ctx.log(`  run ${run + 1}/${runs} full pull ${key}: ${r.seconds.toFixed(3)} s`);
         } else {
-          const out = await runSession(s.cases, run, ctx);
+          const out = await runSession(s.cases, run, ctx, s.kind === 'goref' ? 'goref' : 'ours');
           if (before) for (const o of out) o.before = before;
-          samples.push(...out);
-          ctx.log(`  run ${run + 1}/${runs} ${out.map((x) => `${x.key} ${x.seconds.toFixed(3)} s`).join(', ')}`);
+          (s.kind === 'goref' ? gorefSamples : samples).push(...out);
+          ctx.log(`  run ${run + 1}/${runs} ${s.kind === 'goref' ? '[Go store] ' : ''}${out.map((x) => `${x.key} ${x.seconds.toFixed(3)} s`).join(', ')}`);
         }
       }
     }
   } finally {
     await rm(work, { recursive: true, force: true });
   }
-  return { samples, fullPulls };
+  return { samples, fullPulls, gorefSamples };
 }
 
-async function runSession(cases: Case[], run: number, ctx: RunContext): Promise<Sample[]> {
-  const first = cases[0]!;
-  const ref = esgzRef(ctx.refHost, first.image);
-  const mark = await logMark(ctx.reg);
-  const logFile = ctx.logDir ? join(ctx.logDir, `${first.key.replace('/', '-')}-run${run + 1}.log`) : undefined;
-  const store: BenchStore = await startBenchStore({
+/** What a session needs of a store: ours (BenchStore) or the Go one, which has no /metrics (metricsUrl null). */
+type SessionStore = Pick<BenchStore, 'pid' | 'startSeconds' | 'layerDir' | 'stop'> & { metricsUrl: string | null };
+
+async function startSessionStore(which: 'ours' | 'goref', logFile: string | undefined, ctx: RunContext): Promise<SessionStore> {
+  if (which === 'goref') {
+    const g = ctx.goref!;
+    const s = await startGorefStore({ bin: g.bin, config: g.config, ...(g.logLevel && { logLevel: g.logLevel }), ...(logFile && { logFile }) });
+    return Object.assign(s, { metricsUrl: null });
+  }
+  return startBenchStore({
     config: ctx.storeConfig,
     ...(ctx.storeEnv && { env: ctx.storeEnv }),
     ...(ctx.storeNodeArgs && { nodeArgs: ctx.storeNodeArgs }),
     ...(ctx.storeLogLevel && { logLevel: ctx.storeLogLevel }),
     ...(logFile && { logFile }),
   });
+}
+
+const noMetrics = async (): Promise<MetricsSnapshot> => ({});
+
+async function runSession(cases: Case[], run: number, ctx: RunContext, which: 'ours' | 'goref' = 'ours'): Promise<Sample[]> {
+  const first = cases[0]!;
+  const ref = esgzRef(ctx.refHost, first.image);
+  const mark = await logMark(ctx.reg);
+  const logFile = ctx.logDir ? join(ctx.logDir, `${which === 'goref' ? 'goref-' : ''}${first.key.replace('/', '-')}-run${run + 1}.log`) : undefined;
+  const store = await startSessionStore(which, logFile, ctx);
+  const scrape = (): Promise<MetricsSnapshot> => (store.metricsUrl === null ? noMetrics() : scrapeMetrics(store.metricsUrl));
   const out: Sample[] = [];
   try {
     const dirOf = (c: Case): string => store.layerDir(ref, c.layer.esgz.digest);
@@ -279,15 +312,15 @@ async function runSession(cases: Case[], run: number, ctx: RunContext): Promise<
     }
     const r = await runWorkload(first, dirOf(first), ctx);
     const rss = await peakRss(store.pid);
-    const afterFirst = await scrapeMetrics(store.metricsUrl);
+    const afterFirst = await scrape();
     const sample: Sample = {
       key: first.key, run, seconds: r.seconds, bytes: r.bytes, peakRssBytes: rss, storeStartSeconds: store.startSeconds,
-      metrics: summarizeMetrics(afterFirst), ...(resolveSeconds !== undefined && { resolveSeconds }), ...(r.extra && { extra: r.extra }),
+      ...(store.metricsUrl !== null && { metrics: summarizeMetrics(afterFirst) }), ...(resolveSeconds !== undefined && { resolveSeconds }), ...(r.extra && { extra: r.extra }),
     };
     // Registry traffic of this workload alone (the follow-ups below get their own).
     sample.traffic = await trafficSince(ctx.reg, mark);
     out.push(sample);
-    if (first.workload === 'W2') sample.extra = { ...sample.extra, warmDd: await warmDdSteps(first, dirOf(first), store) };
+    if (first.workload === 'W2') sample.extra = { ...sample.extra, warmDd: await warmDdSteps(first, dirOf(first), scrape) };
     // Follow-ups on the same (now warm) store: W5 after W3, then warm stat.
     let prev = afterFirst;
     for (const c of cases.slice(1)) {
@@ -295,15 +328,15 @@ async function runSession(cases: Case[], run: number, ctx: RunContext): Promise<
       const reset = await resetPeakRss(store.pid);
       const w = await runWorkload(c, dirOf(c), ctx);
       const rssW = await peakRss(store.pid);
-      const now = await scrapeMetrics(store.metricsUrl);
-      const d = summarizeMetrics(delta(now, prev));
+      const now = await scrape();
+      const d = store.metricsUrl === null ? undefined : summarizeMetrics(delta(now, prev));
       prev = now;
       const extra: Record<string, unknown> = { ...(w.extra ?? {}), peakRssReset: reset };
       if (c.workload === 'W5' && ctx.statPasses > 0) {
         const st = await statLoop(join(dirOf(c), 'diff'), c.layer.filePaths, ctx.statPasses);
         extra.warmStat = st;
       }
-      out.push({ key: c.key, run, seconds: w.seconds, bytes: w.bytes, peakRssBytes: rssW, metrics: d, extra, traffic: await trafficSince(ctx.reg, markW) });
+      out.push({ key: c.key, run, seconds: w.seconds, bytes: w.bytes, peakRssBytes: rssW, ...(d && { metrics: d }), extra, traffic: await trafficSince(ctx.reg, markW) });
     }
   } finally {
     await store.stop();
@@ -315,16 +348,17 @@ async function runSession(cases: Case[], run: number, ctx: RunContext): Promise<
  * Warm sequential read through FUSE on the layer's largest file: read once
  * (cold, untimed), then three times with its page cache dropped first, so
  * every byte crosses FUSE and comes from the store's caches; bytes_served
- * from /metrics confirms it.
+ * from /metrics confirms it (ours only: the Go store has no /metrics, and
+ * `scrape` then returns nothing).
  */
-async function warmDdSteps(c: Case, dir: string, store: BenchStore): Promise<Record<string, unknown>> {
+async function warmDdSteps(c: Case, dir: string, scrape: () => Promise<MetricsSnapshot>): Promise<Record<string, unknown>> {
   const big = c.layer.largest;
   const path = join(dir, 'diff', big.path);
   if (big.path !== c.file!.path) await w2LargeFile(dir, big.path, big.size);
-  const before = await scrapeMetrics(store.metricsUrl);
+  const before = await scrape();
   const seconds: number[] = [];
   for (let i = 0; i < 3; i++) seconds.push((await warmDd(path, big.size)).seconds);
-  const after = await scrapeMetrics(store.metricsUrl);
+  const after = await scrape();
   const d = delta(after, before);
   return {
     path: big.path, size: big.size, seconds,
@@ -367,11 +401,55 @@ export interface CaseSummary {
   resolveSeconds: Summary | null;
   verdict: string;
   extra: Record<string, unknown>;
+  /** The Go reference store on the same case, same run (null when it did not run; absent in results from before it existed). */
+  goref?: GorefCaseSummary | null;
+}
+
+/** The Go store's figures for a case, as far as they can be had without /metrics. */
+export interface GorefCaseSummary {
+  seconds: Summary;
+  mbps: number | null;
+  /** From the registry's access log (its user agent). */
+  storeBytes: number | null;
+  storeRequests: number | null;
+  blobBytesRatio: number | null;
+  peakRssMiB: Summary;
+  resolveSeconds: Summary | null;
+  /** W2 sessions: the warm dd of the layer's largest file (page cache dropped), as for ours. */
+  warmDd?: { path: string; size: number; mbps: number; seconds: Summary };
+  /** W5: warm stat per call. */
+  warmStatUs?: Summary;
+}
+
+function summarizeGoref(c: Case, ss: readonly Sample[]): GorefCaseSummary | null {
+  if (!ss.length) return null;
+  const seconds = summarize(ss.map((s) => s.seconds));
+  const bytes = ss[0]!.bytes;
+  const withTraffic = ss.filter((s) => s.traffic);
+  const storeBytes = withTraffic.length ? med(withTraffic.map((s) => s.traffic!.store.bytes)) : null;
+  const rs = ss.map((s) => s.resolveSeconds).filter((x): x is number => x !== undefined);
+  const out: GorefCaseSummary = {
+    seconds,
+    mbps: bytes > 0 && c.workload !== 'W1' ? bytes / MB / seconds.median : null,
+    storeBytes,
+    storeRequests: withTraffic.length ? med(withTraffic.map((s) => s.traffic!.store.requests)) : null,
+    blobBytesRatio: c.workload === 'W4' && storeBytes !== null ? storeBytes / c.layer.esgz.size : null,
+    peakRssMiB: summarize(ss.map((s) => s.peakRssBytes / 2 ** 20)),
+    resolveSeconds: rs.length ? summarize(rs) : null,
+  };
+  const dd = ss.map((s) => s.extra?.warmDd as { path: string; size: number; seconds: number[] } | undefined).filter((x) => x !== undefined);
+  if (dd.length) {
+    const all = dd.flatMap((d) => d.seconds);
+    out.warmDd = { path: dd[0]!.path, size: dd[0]!.size, mbps: dd[0]!.size / MB / med(all), seconds: summarize(all) };
+  }
+  const st = ss.map((s) => (s.extra?.warmStat as { perCallUs: number } | undefined)?.perCallUs).filter((x): x is number => x !== undefined);
+  if (st.length) out.warmStatUs = summarize(st);
+  return out;
 }
 
 const med = (xs: number[]): number => summarize(xs).median;
 
-export function summarizeCases(cases: readonly Case[], samples: readonly Sample[], fullPulls: readonly FullPullSample[]): CaseSummary[] {
+export function summarizeCases(cases: readonly Case[], samples: readonly Sample[], fullPulls: readonly FullPullSample[], gorefSamples: readonly Sample[] = []): CaseSummary[] {
   return cases.map((c) => {
     const ss = samples.filter((s) => s.key === c.key);
     const secs = summarize(ss.map((s) => s.seconds));
@@ -420,6 +498,7 @@ export function summarizeCases(cases: readonly Case[], samples: readonly Sample[
       resolveSeconds: rs.length ? summarize(rs) : null,
       verdict: verdict(c, secs.median, mbps, blobBytesRatio),
       extra,
+      goref: summarizeGoref(c, gorefSamples.filter((s) => s.key === c.key)),
     };
   });
 }
@@ -449,9 +528,17 @@ export function busyNote(samples: readonly Sample[], fullPulls: readonly FullPul
 
 const fmtMB = (b: number | null): string => (b === null ? '—' : `${(b / MB).toFixed(1)} MB`);
 
-/** The main comparison table. */
+/** "0.123 (0.1–0.2) · 1.5× ours": the Go store's time on a case and how it compares with ours. */
+function gorefCell(s: CaseSummary): string {
+  const g = s.goref;
+  if (!g) return '—';
+  const ratio = g.seconds.median / s.seconds.median;
+  return `${formatSummary(g.seconds, 3)} · ${ratio >= 1 ? `${ratio.toFixed(2)}× ours` : `${(1 / ratio).toFixed(2)}× faster than ours`}`;
+}
+
+/** The main comparison table; with goColumn, the Go store measured in the same run (see gorefTable for its bytes and memory). */
 export function casesTable(sums: readonly CaseSummary[], opts: { goColumn: boolean }): { header: string[]; rows: string[][] } {
-  const header = ['workload', 'image', 'what', 'ours s median (min–max)', 'ours MB/s', 'full-pull reference s (same layer)', ...(opts.goColumn ? ['Go reference (published, not measured here)'] : []), 'target', 'verdict', 'registry bytes (store)', 'store peak RSS MiB'];
+  const header = ['workload', 'image', 'what', 'ours s median (min–max)', 'ours MB/s', 'full-pull reference s (same layer)', ...(opts.goColumn ? ['Go store, measured: s median (min–max)'] : []), 'target', 'verdict', 'registry bytes (store)', 'store peak RSS MiB'];
   const rows = sums.map((s) => {
     const pub = s.workload === 'W3p' ? undefined : PUBLISHED[s.workload];
     let reg = s.storeBytes === null ? '—' : fmtMB(s.storeBytes);
@@ -463,13 +550,32 @@ export function casesTable(sums: readonly CaseSummary[], opts: { goColumn: boole
       formatSummary(s.seconds, 3),
       s.mbps === null ? '—' : s.mbps.toFixed(0),
       s.fullPull && s.workload !== 'W5' ? `${formatSummary(s.fullPull.seconds, 3)} (L${s.fullPull.key.split('/L')[1]}, ${fmtMB(s.fullPull.bytes)})` : '—',
-      ...(opts.goColumn ? [pub ? pub.goNote : '—'] : []),
+      ...(opts.goColumn ? [gorefCell(s)] : []),
       pub ? pub.target : '—',
       s.verdict,
       reg,
       `${s.peakRssMiB.median.toFixed(0)} (${s.peakRssMiB.min.toFixed(0)}–${s.peakRssMiB.max.toFixed(0)})`,
     ];
   });
+  return { header, rows };
+}
+
+/** The Go store's side of each case: what the main table has no room for (its bytes, requests, memory, warm paths). */
+export function gorefTable(sums: readonly CaseSummary[]): { header: string[]; rows: string[][] } {
+  const header = ['workload', 'image', 'Go s', 'ours s', 'Go MB/s', 'Go untimed resolve', 'Go registry bytes', 'Go requests', 'Go peak RSS MiB', 'ours peak RSS MiB', 'Go warm path'];
+  const rows: string[][] = [];
+  for (const s of sums) {
+    const g = s.goref;
+    if (!g) continue;
+    let reg = fmtMB(g.storeBytes);
+    if (g.blobBytesRatio !== null) reg += ` (${g.blobBytesRatio.toFixed(2)}× blob)`;
+    const warm = g.warmDd ? `warm dd ${g.warmDd.mbps.toFixed(0)} MB/s` : g.warmStatUs ? `warm stat ${g.warmStatUs.median.toFixed(1)} µs` : '—';
+    rows.push([
+      s.workload, s.image, g.seconds.median.toFixed(3), s.seconds.median.toFixed(3), g.mbps === null ? '—' : g.mbps.toFixed(0),
+      g.resolveSeconds ? `${(g.resolveSeconds.median * 1000).toFixed(0)} ms` : s.workload === 'W1' ? '(in W1)' : '—', reg, g.storeRequests === null ? '—' : String(g.storeRequests),
+      `${g.peakRssMiB.median.toFixed(0)} (${g.peakRssMiB.min.toFixed(0)}–${g.peakRssMiB.max.toFixed(0)})`, s.peakRssMiB.median.toFixed(0), warm,
+    ]);
+  }
   return { header, rows };
 }
 

@@ -187,7 +187,7 @@ export interface AgentTraffic {
 }
 
 export interface Traffic {
-  /** By user agent class: the store, podman (containers/…), curl, other. */
+  /** By user agent class: the store (ours, or the Go reference store), podman (containers/…), curl, other. */
   store: AgentTraffic;
   podman: AgentTraffic;
   curl: AgentTraffic;
@@ -222,7 +222,9 @@ export async function trafficSince(reg: Registry, mark: number): Promise<Traffic
     const bytes = Number(/http\.response\.written=(\d+)/.exec(line)?.[1] ?? 0);
     const uri = /http\.request\.uri="([^"]+)"/.exec(line)?.[1] ?? '';
     const isBlobGet = /http\.request\.method=GET/.test(line) && /\/blobs\/sha256:/.test(uri);
-    const who = agent.startsWith('estargz-store') ? t.store : agent.startsWith('containers/') ? t.podman : agent.startsWith('curl/') ? t.curl : t.other;
+    // The Go reference store (bench/lib/goref.ts) counts as "the store": one store runs per session.
+    const isStore = agent.startsWith('estargz-store') || agent.startsWith('gorefstore');
+    const who = isStore ? t.store : agent.startsWith('containers/') ? t.podman : agent.startsWith('curl/') ? t.curl : t.other;
     who.requests++;
     who.bytes += bytes;
     if (isBlobGet) {
