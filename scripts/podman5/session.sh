@@ -10,7 +10,8 @@
 #
 # Usage: session.sh RUN_DIR STORE_MNT [STORE_ROOT PROJECT_DIR NODE]
 #
-#   RUN_DIR      this run's writable state, prepared by the caller:
+#   RUN_DIR      this run's writable state, prepared by the caller, and removed
+#                when the session ends if it holds the file .podman5-run:
 #                  etc-containers/  -> /etc/containers (storage.conf, containers.conf,
 #                                      registries.conf, policy.json)
 #                  containers/      -> /var/lib/containers (the graphroot)
@@ -76,6 +77,9 @@ echo "ready $$"
 cat >/dev/null || true
 
 # stdin closed: stop whatever container a broken test left running, so that no
-# process keeps the namespace (and the store's mount in it) alive.
+# process keeps the namespace (and the store's mount in it) alive; then undo
+# the mounts and remove the run's state (the caller may have been killed).
 timeout 30 chroot "$R" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
   PODMAN_IGNORE_CGROUPSV1_WARNING=1 podman rm -a -f -t 0 >/dev/null 2>&1 || true
+umount -R "$R" 2>/dev/null || umount -R -l "$R" 2>/dev/null || true
+if [[ -f $RUN_DIR/.podman5-run ]]; then rm -rf --one-file-system "$RUN_DIR"; fi

@@ -107,6 +107,7 @@ export async function startPodman5(opts: Podman5Options): Promise<Podman5> {
   const chroot = await ensurePodman5Chroot();
   const runDir = await mkdtemp(join(tmpdir(), 'estargz-podman5-'));
   for (const d of ['etc-containers', 'containers', 'vartmp', 'bin']) await mkdir(join(runDir, d));
+  await writeFile(join(runDir, '.podman5-run'), ''); // the session may remove this directory when it ends
   await writeConfig(runDir, opts, false);
   await writeAuthHelper(runDir);
   const args = [join(SCRIPTS, 'session.sh'), runDir, opts.storeMnt];
@@ -144,7 +145,8 @@ export async function startPodman5(opts: Podman5Options): Promise<Podman5> {
     authHelperLog: () => readFile(join(runDir, 'vartmp', 'auth-helper.log'), 'utf8').catch(() => ''),
     imageLayers: (ref) => storageLayers(graph, ref),
     stop: () => (stopping ??= (async () => {
-      child.stdin?.end(); // EOF: the session removes leftover containers and exits; its namespace goes with it
+      // EOF: the session removes leftover containers and the run directory, then exits; its namespace goes with it
+      child.stdin?.end();
       await exited;
       live.delete(child);
       await rm(runDir, { recursive: true, force: true });
