@@ -13,6 +13,7 @@ import { execFile as execFileCb } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { CHROOT, type Podman5, type StorageLayer } from './podman5.js';
 import type { Registry } from './registry.js';
@@ -110,6 +111,21 @@ export function storeLogSince(store: RunningStore, from: number): Record<string,
 }
 
 /**
+ * The store's log since `from` once `done` holds for it, or after `ms`
+ * (the caller's assertions then say what is missing). The store logs
+ * asynchronously, so a line may arrive a moment after the podman command that
+ * caused it has returned.
+ */
+export async function storeLogUntil(store: RunningStore, from: number, done: (lines: Record<string, unknown>[]) => boolean, ms = 5000): Promise<Record<string, unknown>[]> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const lines = storeLogSince(store, from);
+    if (done(lines) || Date.now() > deadline) return lines;
+    await sleep(20);
+  }
+}
+
+/**
  * Every storage layer of `ref` is served by the store from the directory
  * `<store>/<base64 ref>/<key>`, and the keys are exactly `keys` (the TOC
  * digests for eStargz, the manifest checksums for zstd:chunked).
@@ -197,8 +213,9 @@ async function runZstdChunkedFlow(s: Podman5Suite, expectLazy: boolean): Promise
   const storeMark = store.logs().length;
   await podman.run(['pull', '-q', zstdRef]);
   // podman asked the store about each layer by its manifest checksum
-  const storeLog = store.logs().slice(storeMark);
-  for (const c of checksums) assert.ok(storeLog.includes(c!), `the store was not asked about ${c}`);
+  const asked = (lines: Record<string, unknown>[]) => checksums.filter((c) => lines.some((l) => l['digest'] === c));
+  const storeLog = await storeLogUntil(store, storeMark, (lines) => asked(lines).length === checksums.length);
+  assert.deepEqual(asked(storeLog), checksums, 'the store was not asked about every layer by its manifest checksum');
   const allGets = await blobGets(reg, regMark);
   const gets = podmanLayerGets(allGets, layers, podman);
   const storage = await podman.imageLayers(zstdRef);
