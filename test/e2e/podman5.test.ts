@@ -143,7 +143,10 @@ describe('podman 5.4 with the store as an additional layer store', () => {
     // Control: no helper, so the store has no credentials and refuses the layer.
     await podman.setAuthHelper(false);
     let mark = (await priv.logLines()).length;
+    let storeMark = store.logs().length;
     await podman.run(['pull', '-q', privRef()]);
+    const refused = (l: Record<string, unknown>) => l['result'] === 'failed' && l['ref'] === privRef();
+    assert.ok((await storeLogUntil(store, storeMark, (ls) => ls.some(refused))).some(refused), 'the store did not refuse the layer');
     assert.ok(podmanLayerGets(await blobGets(priv, mark), layers, podman).length > 0, 'without the helper podman should pull the layer itself');
     assert.deepEqual((await podman.imageLayers(privRef())).filter((l) => l.additionalLayer !== undefined), []);
     await podman.run(['rmi', '-f', privRef()]);
@@ -152,12 +155,12 @@ describe('podman 5.4 with the store as an additional layer store', () => {
     // failure memory: the credentials must clear it.
     await podman.setAuthHelper(true);
     mark = (await priv.logLines()).length;
-    const storeMark = store.logs().length;
+    storeMark = store.logs().length;
     await podman.run(['pull', '-q', privRef()]);
     const helperLog = await podman.authHelperLog();
     assert.match(helperLog, /^called$/m, 'podman did not run the auth helper');
     assert.doesNotMatch(helperLog, /^exit [1-9]/m, `the auth helper failed:\n${helperLog}`);
-    const forImage = (l: Record<string, unknown>) => l['msg'] === 'credentials received from the auth helper' && (l['refs'] as string[]).includes(privRef());
+    const forImage = (l: Record<string, unknown>) => l['msg'] === 'credentials received from the auth helper' && Array.isArray(l['refs']) && l['refs'].includes(privRef());
     const lines = await storeLogUntil(store, storeMark, (ls) => ls.some(forImage));
     assert.ok(lines.some(forImage), 'the store did not receive credentials for the image');
     assertNoPodmanLayerGets(await blobGets(priv, mark), layers, podman, 'private eStargz');

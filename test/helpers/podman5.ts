@@ -46,12 +46,20 @@ export interface Podman5Chroot {
   userAgent: string;
 }
 
+/** Checked (or built) once per process: with PODMAN5_REBUILD=1 a second check would rebuild again. */
+let ensured: Promise<Podman5Chroot> | undefined;
+
 /**
  * Builds the chroot if the cache has none (build-chroot.sh: locked, so
  * concurrent runs build it once). Throws with the build's own message and
  * the install step when it cannot be built.
  */
-export async function ensurePodman5Chroot(): Promise<Podman5Chroot> {
+export function ensurePodman5Chroot(): Promise<Podman5Chroot> {
+  ensured ??= buildOrCheck();
+  return ensured;
+}
+
+async function buildOrCheck(): Promise<Podman5Chroot> {
   try {
     await execFile(join(SCRIPTS, 'build-chroot.sh'), [], { timeout: 20 * 60_000, maxBuffer: 16 << 20 });
   } catch (err) {
@@ -112,15 +120,14 @@ export async function startPodman5(opts: Podman5Options): Promise<Podman5> {
   await writeAuthHelper(runDir);
   const args = [join(SCRIPTS, 'session.sh'), runDir, opts.storeMnt];
   if (opts.storeRoot !== undefined) args.push(opts.storeRoot, PROJECT, process.execPath);
-  let session: { child: ChildProcess; pid: number };
+  let session: Session;
   try {
     session = await startSession(args);
   } catch (err) {
     await rm(runDir, { recursive: true, force: true });
     throw err;
   }
-  const { child, pid } = session;
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const { child, pid, exited } = session;
   let stopping: Promise<void> | undefined;
   const graph = join(runDir, 'containers', 'storage');
 
@@ -138,9 +145,9 @@ export async function startPodman5(opts: Podman5Options): Promise<Podman5> {
       }
       throw new Error(`hostPath: ${p} is not under /var/tmp or /var/lib/containers`);
     },
-    setAuthHelper: (on) => {
+    setAuthHelper: async (on) => {
       if (on && opts.storeRoot === undefined) throw new Error('setAuthHelper: start podman 5 with storeRoot to use the auth helper');
-      return writeConfig(runDir, opts, on);
+      await writeConfig(runDir, opts, on);
     },
     authHelperLog: () => readFile(join(runDir, 'vartmp', 'auth-helper.log'), 'utf8').catch(() => ''),
     imageLayers: (ref) => storageLayers(graph, ref),
@@ -155,8 +162,16 @@ export async function startPodman5(opts: Podman5Options): Promise<Podman5> {
   return podman;
 }
 
-function startSession(args: string[]): Promise<{ child: ChildProcess; pid: number }> {
+interface Session {
+  child: ChildProcess;
+  /** The pid holding the mount namespace. */
+  pid: number;
+  exited: Promise<void>;
+}
+
+function startSession(args: string[]): Promise<Session> {
   const child = spawn(args[0]!, args.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   child.unref();
   (child.stdin as unknown as { unref?: () => void } | null)?.unref?.();
   child.stdin?.on('error', () => {}); // EPIPE once the session has exited
@@ -172,14 +187,14 @@ function startSession(args: string[]): Promise<{ child: ChildProcess; pid: numbe
     }, READY_TIMEOUT_MS);
     child.stdout!.on('data', (d: Buffer) => {
       out += d.toString();
-      const m = /^ready (\d+)$/m.exec(out);
+      const m = /^ready (\d+)\n/m.exec(out); // a whole line: the pid may arrive in two pieces
       if (!m) return;
       clearTimeout(timer);
       child.stdout!.removeAllListeners('data');
       child.stdout!.resume();
       (child.stdout as unknown as { unref?: () => void }).unref?.();
       (child.stderr as unknown as { unref?: () => void }).unref?.();
-      resolve({ child, pid: Number(m[1]) });
+      resolve({ child, pid: Number(m[1]), exited });
     });
     child.once('exit', (code) => {
       clearTimeout(timer);
