@@ -87,7 +87,7 @@ const then = <T, U>(v: Awaitable<T>, f: (x: T) => Awaitable<U>): Awaitable<U> =>
  * synchronously; only a resolution or a read waits.
  */
 export class StoreFs {
-  private readonly ids = new NodeIdTable();
+  private readonly ids: NodeIdTable;
   private readonly records = new Map<number, SlotRecord>();
   /** Resolutions by the resolver's key; failures are not kept here (the resolver remembers them briefly). */
   private readonly serving = new Map<string, Promise<ServedLayer>>();
@@ -96,7 +96,10 @@ export class StoreFs {
   private readonly mountedAt = Date.now() / 1000;
   private warnedDigestAtTop = false;
 
-  constructor(private readonly resolver: LayerResolver) {}
+  /** `slotBits` below 21 only for tests (collisions on purpose). */
+  constructor(private readonly resolver: LayerResolver, opts: { slotBits?: number } = {}) {
+    this.ids = new NodeIdTable(opts.slotBits);
+  }
 
   // --- Node ids -------------------------------------------------------------------
 
