@@ -116,11 +116,12 @@ export class StoreFs {
   importNodeTable(table: NodeTableJson, lookupRefs?: ReadonlyMap<number, number>): void {
     this.ids.import(table);
     this.records.clear();
-    if (lookupRefs) {
-      for (const [id, n] of lookupRefs) {
-        const rec = this.record(id);
-        if (rec?.kind === 'ref' && lowOf(id) === Low.REF_DIR) rec.lookups = n;
-      }
+    // Reference directories the kernel may hold get their records now, with what is known of their lookups.
+    for (const [slot, key] of table.slots) {
+      if (parseKey(key)?.kind !== 'ref') continue;
+      const id = makeId(slot, Low.REF_DIR);
+      const rec = this.record(id);
+      if (rec?.kind === 'ref') rec.lookups = lookupRefs ? lookupRefs.get(id) ?? 0 : undefined;
     }
   }
 

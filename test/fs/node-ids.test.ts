@@ -225,5 +225,19 @@ describe('the store tree by node id', () => {
     fs.forget(refId, 1);
     assert.equal(fs.exportNodeTable().slots.filter(([, k]) => k === refKey(ref)).length, 0, 'forgotten: freed');
     assert.ok(fs.exportNodeTable().slots.some(([, k]) => k === layerKey(ref, DIGEST_A)), 'layer slots stay');
+    // A successor knows a reference directory's lookups only if told (the session's lookupRefs); else it keeps the slot.
+    await walk(fs, ref);
+    const held = (t: StoreFs): boolean => t.exportNodeTable().slots.some(([, k]) => k === refKey(ref));
+    const blind = new StoreFs(stubResolver(blob, bytes));
+    blind.importNodeTable(fs.exportNodeTable());
+    blind.forget(refId, 1);
+    assert.ok(held(blind), 'lookups unknown: kept');
+    const told = new StoreFs(stubResolver(blob, bytes));
+    told.importNodeTable(fs.exportNodeTable(), new Map([[refId, 2]]));
+    await walk(told, ref);
+    told.forget(refId, 2);
+    assert.ok(held(told), 'one lookup still held');
+    told.forget(refId, 1);
+    assert.ok(!held(told), 'all forgotten: freed');
   });
 });
