@@ -253,9 +253,14 @@ describe('the store over FUSE', () => {
     await assert.rejects(open(join(dir, 'diff', 'etc', 'os-release'), 'w'), { code: 'EROFS' }); // O_TRUNC
     await assert.rejects(rm(join(dir, 'diff', 'etc', 'os-release')), { code: 'EROFS' });
     await assert.rejects(writeFile(join(dir, 'use'), ''), { code: 'ENOENT' });
+    const refDir = join(store.mnt, Buffer.from(esgzRef).toString('base64'));
+    assert.ok((await readdir(store.mnt)).includes(Buffer.from(esgzRef).toString('base64')), 'the root lists the reference');
+    assert.ok((await readdir(refDir)).includes(esgz.layers[0]!.digest), 'the reference directory lists the resolved layer');
     await assert.rejects(rmdir(dir), { code: 'ENOENT' });
-    // Released, it resolves again on the next lookup.
+    // Released: no longer listed (the kernel's cached listing is not used), and it resolves again on the next lookup.
+    assert.ok(!(await readdir(refDir)).includes(esgz.layers[0]!.digest), 'a released layer is not listed');
     assert.equal((await readFile(join(dir, 'diff', 'etc', 'os-release'), 'utf8')), 'ID=test\nVERSION=1\n');
+    assert.ok((await readdir(refDir)).includes(esgz.layers[0]!.digest), 'resolved again, listed again');
   });
 
   test('a layer that is not eStargz is refused on lookup with EIO, quickly', async () => {
