@@ -52,7 +52,7 @@ const USAGE = `usage: node dist/bench/e2e.js [options]
   --cpu-prof DIR         run the stores with node --cpu-prof into DIR and print a summary
   --max-other CORES      before each session wait for a quiet 250 ms (≤ CORES busy; default 0.3; 0 = don't wait)
   --quiet-wait S         wait at most S seconds for it (default 5)
-  --floor-passes N       passes of the fuse-native floor (trivial in-memory FS, same tree; default 3, 0 = skip)
+  --floor-passes N       passes of the FUSE floor (trivial in-memory FS, same tree; default 3, 0 = skip)
   --no-goref             leave out the Go reference store (default: built from Debian's source and measured side by side)
   --goref-bin BIN        a gorefstore binary to use instead of building one
   --goref-config TOML    extra config lines for the Go store (its keys, e.g. 'noprefetch = true')
@@ -199,7 +199,7 @@ interface FloorRow {
   passes: FloorResult[];
 }
 
-/** The fuse-native floor on every layer that W3, W5 or W6 ran on. */
+/** The FUSE floor (our binding, a do-nothing FS) on every layer that W3, W5 or W6 ran on. */
 async function floorRows(imgs: Awaited<ReturnType<typeof prepareImages>>, cases: ReturnType<typeof buildCases>, passes: number): Promise<FloorRow[]> {
   if (passes <= 0) return [];
   const rows: FloorRow[] = [];
@@ -209,7 +209,7 @@ async function floorRows(imgs: Awaited<ReturnType<typeof prepareImages>>, cases:
     const id = `${c.image.name}/${c.layer.index}`;
     if (seen.has(id)) continue;
     seen.add(id);
-    log(`fuse-native floor on ${c.image.name} layer ${c.layer.index} …`);
+    log(`FUSE floor on ${c.image.name} layer ${c.layer.index} …`);
     rows.push({ image: c.image.name, layer: c.layer.index, passes: await fuseFloor(c.image.tars[c.layer.index - 1]!, passes) });
   }
   return rows;
@@ -248,7 +248,7 @@ function floorTable(floors: FloorRow[], sums: CaseSummary[]): string[] {
   return [
     '## The FUSE binding\'s floor',
     '',
-    'The same commands on a trivial fuse-native filesystem (bench/lib/fuse-floor.ts) serving the same tree from memory with the store\'s mount options ' +
+    'The same commands on a trivial filesystem on the same FUSE binding (bench/lib/fuse-floor.ts) serving the same tree from memory with the store\'s mount options ' +
       '(use_ino, max_readahead=1 MiB, kernel cache, 60 s entry/attr timeouts) and answering every request at once: the cost of the binding itself ' +
       '(kernel → libfuse 2 thread → uv_async → JS → reply, per request), which no change inside the store removes. ' +
       `Median of ${floors[0]!.passes.length} passes, each on a new mount, after the store runs.`,

@@ -3,9 +3,6 @@
  * filesystem (names, modes and sizes of a synthetic layer-like tree held in
  * memory; file content is zeros; every request answered at once) served from
  * this process's JS thread by
- *   - fuse-native (libfuse 2 high-level, path-based), with the store's
- *     options as in bench/lib/fuse-floor.ts (use_ino, max_readahead=1 MiB,
- *     kernel cache, 60 s entry/attr timeouts);
  *   - the new binding (native/ + src/fuse/: /dev/fuse directly, inode-based,
  *     READDIRPLUS, no OPEN, 1 MiB requests), mounted read-write as the store
  *     will mount it, with the same 60 s timeouts;
@@ -25,7 +22,6 @@ import { parseArgs } from 'node:util';
 import { mkdtemp, rm, mkdir, symlink, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Fuse from 'fuse-native';
 import { FuseSession } from '../src/fuse/session.js';
 import { ROOT_ID, fuseError } from '../src/fuse/protocol.js';
 import type { DirEntryPlus, Entry, FuseOperations } from '../src/fuse/types.js';
@@ -99,61 +95,12 @@ function makeTree(): Tree {
 
 const S_IF = { dir: 0o040000, file: 0o100000, symlink: 0o120000 } as const;
 const ZEROS = Buffer.alloc(MiB);
-const MTIME = new Date(1_700_000_000_000);
 const TTL = 60;
-
-// ---------------------------------------------------------------------------
-// The floor on fuse-native (as bench/lib/fuse-floor.ts)
-
-class FloorFuse extends Fuse {
-  protected override _fuseOptions(): string {
-    const base = super._fuseOptions();
-    return base ? `${base},use_ino,max_readahead=1048576` : '-ouse_ino,max_readahead=1048576';
-  }
-}
 
 interface Mounted {
   unmount(): Promise<void>;
   /** Requests the filesystem answered so far, per operation. */
   ops(): Record<string, number>;
-}
-
-async function mountFuseNative(tree: Tree, mnt: string): Promise<Mounted> {
-  const counts: Record<string, number> = {};
-  const byPath = new Map<string, TreeNode>();
-  for (const n of tree.nodes) {
-    let p = '';
-    for (let x: TreeNode | undefined = n; x && x.parent; x = tree.nodes[x.parent - 1]) p = `/${x.name}${p}`;
-    byPath.set(p || '/', n);
-  }
-  type Cb = (...a: unknown[]) => void;
-  const ops: Record<string, Cb> = {
-    getattr: (p, cb) => {
-      const n = byPath.get(p as string);
-      if (!n) return (cb as Cb)(-2);
-      (cb as Cb)(0, { ino: n.id, mtime: MTIME, atime: MTIME, ctime: MTIME, nlink: 1, size: n.size, mode: S_IF[n.type] | n.mode, uid: 0, gid: 0, dev: 0, rdev: 0, blksize: 4096, blocks: Math.ceil(n.size / 512) });
-    },
-    readdir: (p, cb) => {
-      const n = byPath.get(p as string);
-      if (!n?.children) return (cb as Cb)(-2);
-      (cb as Cb)(0, n.children.map((id) => tree.nodes[id - 1]!.name));
-    },
-    readlink: (p, cb) => (cb as Cb)(0, byPath.get(p as string)?.link ?? ''),
-    read: (p, _fd, buf, len, pos, cb) => {
-      const n = byPath.get(p as string);
-      const k = Math.max(0, Math.min(len as number, (n?.size ?? 0) - (pos as number)));
-      for (let at = 0; at < k; at += ZEROS.length) ZEROS.copy(buf as Buffer, at, 0, Math.min(ZEROS.length, k - at));
-      (cb as Cb)(k);
-    },
-  };
-  const counted: Record<string, Cb> = {};
-  for (const [name, fn] of Object.entries(ops)) counted[name] = (...a) => { counts[name] = (counts[name] ?? 0) + 1; fn(...a); };
-  const fuse = new FloorFuse(mnt, counted, { kernelCache: true, entryTimeout: TTL, attrTimeout: TTL });
-  await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())));
-  return {
-    unmount: () => new Promise<void>((resolve) => fuse.unmount(() => resolve())),
-    ops: () => ({ ...counts }),
-  };
 }
 
 // ---------------------------------------------------------------------------
@@ -206,8 +153,8 @@ async function mountBinding(tree: Tree, mnt: string, readOnly: boolean): Promise
 
 // ---------------------------------------------------------------------------
 
-type Impl = 'fuse-native' | 'binding' | 'binding-ro' | 'tmpfs';
-const IMPLS: Impl[] = ['fuse-native', 'binding', 'binding-ro', 'tmpfs'];
+type Impl = 'binding' | 'binding-ro' | 'tmpfs';
+const IMPLS: Impl[] = ['binding', 'binding-ro', 'tmpfs'];
 
 /**
  * The same tree on tmpfs (sparse files), no FUSE at all: what the kernel,
@@ -273,7 +220,7 @@ async function onePass(tree: Tree, impl: Impl, pass: number): Promise<Sample> {
   const base = await mkdtemp(join(impl === 'tmpfs' ? '/dev/shm' : tmpdir(), 'estargz-bench-fuse-binding-'));
   const mnt = join(base, 'mnt');
   await mkdir(mnt);
-  const m = impl === 'fuse-native' ? await mountFuseNative(tree, mnt) : impl === 'tmpfs' ? await mountTmpfs(tree, mnt) : await mountBinding(tree, mnt, impl === 'binding-ro');
+  const m = impl === 'tmpfs' ? await mountTmpfs(tree, mnt) : await mountBinding(tree, mnt, impl === 'binding-ro');
   const requests: Record<string, Record<string, number>> = {};
   let last = m.ops();
   const phase = <T>(name: string, v: T): T => {
@@ -333,7 +280,7 @@ async function main(): Promise<void> {
     rows.map(([name, target, f, dec]) => [name, ...IMPLS.map((i) => formatSummary(of(i, f), dec)), target]),
   );
   const md = [
-    '## FUSE binding floor: fuse-native vs the new binding',
+    '## FUSE binding floor: the binding read-write and read-only, and tmpfs',
     '',
     describeMachine(machine),
     '',

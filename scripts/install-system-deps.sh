@@ -16,12 +16,10 @@ PKGS=(
   docker-registry
   apache2-utils
   openssl
-  # FUSE: fuse-native's prebuilt addon links libfuse2; fusermount (fuse3)
-  # mounts and unmounts
-  libfuse2
-  fuse3
-  # our own FUSE addon (native/, built by `npm ci` through node-gyp): a C
-  # compiler and make, and the kernel's <linux/fuse.h>
+  # FUSE: the store speaks the kernel's protocol over /dev/fuse itself
+  # (native/, built by `npm ci` through node-gyp: a C compiler and make, and
+  # the kernel's <linux/fuse.h>) and mounts with mount(2) as root, so no
+  # libfuse and no fusermount
   build-essential
   linux-libc-dev
   # podman pulls and runs the images the tests convert; busybox-static and

@@ -1,24 +1,25 @@
 /**
  * The floor of the FUSE binding for the metadata and warm workloads: a
- * trivial fuse-native filesystem (same mount options as the store: use_ino,
- * max_readahead=1 MiB, kernel cache, 60 s entry/attr timeouts) serving a
- * layer's tree from memory (names, types, sizes; file content is zeros),
- * answering every request immediately. The same commands as W6, W3 and W5
- * run on it: whatever the store takes above these times is the store's own
- * work; these times themselves are the binding's per-request cost (kernel →
- * libfuse thread → uv_async → JS → reply), which no change inside the store
+ * trivial filesystem on the store's own binding (src/fuse/: READDIRPLUS, no
+ * OPEN, 1 MiB reads, a day of entry/attr caching as the store gives a layer's
+ * content) serving a layer's tree from memory (names, types, sizes; file
+ * content is zeros), answering every request immediately. The same commands
+ * as W6, W3 and W5 run on it: whatever the store takes above these times is
+ * the store's own work; these times themselves are the binding's per-request
+ * cost (kernel → /dev/fuse → JS → reply), which no change inside the store
  * removes.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Fuse from 'fuse-native';
+import { fuseError } from '../../src/fuse/protocol.js';
+import { FuseSession } from '../../src/fuse/session.js';
+import type { DirEntryPlus, Entry, FuseOperations } from '../../src/fuse/types.js';
 import tar from 'tar-stream';
 import { ddSeconds, timeBash, q } from './store-workloads.js';
 
-/** fuse-native wants negative errno values. */
-const ENOENT = -2;
-
+const DAY = 86_400;
+const MTIME = 1_700_000_000;
 interface FloorNode {
   type: 'dir' | 'file' | 'symlink';
   size: number;
@@ -58,13 +59,6 @@ async function treeOf(tarBuf: Buffer): Promise<Map<string, FloorNode>> {
   return nodes;
 }
 
-class FloorFuse extends Fuse {
-  protected override _fuseOptions(): string {
-    const base = super._fuseOptions();
-    return base ? `${base},use_ino,max_readahead=1048576` : '-ouse_ino,max_readahead=1048576';
-  }
-}
-
 export interface FloorResult {
   /** `find diff -printf` (W6), cold mount. */
   metadataWalk: number;
@@ -80,40 +74,52 @@ export interface FloorResult {
 export async function fuseFloor(tarBuf: Buffer, passes: number): Promise<FloorResult[]> {
   const nodes = await treeOf(tarBuf);
   const zeros = Buffer.alloc(1 << 20);
-  const now = new Date();
-  type Cb = (...a: unknown[]) => void;
-  const ops: Record<string, Cb> = {
-    getattr: (p, cb) => {
-      const n = nodes.get(p as string);
-      if (!n) return (cb as Cb)(ENOENT);
-      const type = n.type === 'dir' ? 0o040000 : n.type === 'symlink' ? 0o120000 : 0o100000;
-      (cb as Cb)(0, { ino: n.ino, mtime: now, atime: now, ctime: now, nlink: 1, size: n.size, mode: type | n.mode, uid: 0, gid: 0, dev: 0, rdev: 0, blksize: 4096, blocks: Math.ceil(n.size / 512) });
+  // Node ids: the tree's inode numbers; children by name per directory.
+  const byIno = new Map<number, FloorNode>();
+  const kids = new Map<number, [string, FloorNode][]>();
+  for (const [path, n] of nodes) {
+    byIno.set(n.ino, n);
+    if (path === '/') continue;
+    const parent = nodes.get(path.slice(0, path.lastIndexOf('/')) || '/')!;
+    kids.set(parent.ino, [...(kids.get(parent.ino) ?? []), [path.slice(path.lastIndexOf('/') + 1), n]]);
+  }
+  const node = (id: number): FloorNode => {
+    const n = byIno.get(id);
+    if (!n) throw fuseError('ESTALE');
+    return n;
+  };
+  const entry = (n: FloorNode): Entry => ({
+    nodeid: n.ino,
+    attr: { ino: n.ino, mode: (n.type === 'dir' ? 0o040000 : n.type === 'symlink' ? 0o120000 : 0o100000) | n.mode, size: n.size, nlink: 1, mtime: MTIME, atime: MTIME, ctime: MTIME },
+    entryTimeout: DAY,
+    attrTimeout: DAY,
+  });
+  const ops: FuseOperations = {
+    lookup: (parent, name) => {
+      const hit = kids.get(parent)?.find(([k]) => k === name);
+      return hit ? entry(hit[1]) : null;
     },
-    readdir: (p, cb) => {
-      const n = nodes.get(p as string);
-      if (!n?.children) return (cb as Cb)(ENOENT);
-      (cb as Cb)(0, n.children);
+    getattr: (id) => ({ attr: entry(node(id)).attr, attrTimeout: DAY }),
+    readdirplus: (id, offset) => {
+      const list = kids.get(node(id).ino) ?? [];
+      const out: DirEntryPlus[] = [];
+      for (let i = offset; i < list.length; i++) out.push({ name: list[i]![0], offset: i + 1, entry: entry(list[i]![1]) });
+      return out;
     },
-    readlink: (p, cb) => (cb as Cb)(0, nodes.get(p as string)?.link ?? ''),
-    // The store's operation set: no open/release/opendir/releasedir (libfuse answers those itself).
-    read: (p, _fd, buf, len, pos, cb) => {
-      const n = nodes.get(p as string);
-      const k = Math.max(0, Math.min(len as number, (n?.size ?? 0) - (pos as number)));
-      for (let at = 0; at < k; at += zeros.length) zeros.copy(buf as Buffer, at, 0, Math.min(zeros.length, k - at));
-      (cb as Cb)(k);
-    },
+    readlink: (id) => node(id).link ?? '',
+    read: (id, offset, size) => zeros.subarray(0, Math.max(0, Math.min(size, node(id).size - offset))),
   };
   const out: FloorResult[] = [];
   /** Runs `fn` on a new mount of the tree (so the kernel has cached nothing). */
   const onMount = async <T>(fn: (mnt: string) => Promise<T>): Promise<T> => {
     const base = await mkdtemp(join(tmpdir(), 'estargz-bench-floor-'));
     const mnt = join(base, 'mnt');
-    const fuse = new FloorFuse(mnt, ops, { mkdir: true, kernelCache: true, entryTimeout: 60, attrTimeout: 60 });
-    await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())));
+    await mkdir(mnt);
+    const session = await FuseSession.mount(ops, { mountpoint: mnt, subtype: 'floor' });
     try {
       return await fn(mnt);
     } finally {
-      await new Promise<void>((resolve) => fuse.unmount(() => resolve()));
+      await session.close();
       await rm(base, { recursive: true, force: true }).catch(() => {});
     }
   };

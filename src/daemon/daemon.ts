@@ -24,6 +24,8 @@ export interface Daemon {
   client: RegistryClient;
   engine: Engine;
   resolver: LayerResolver;
+  /** The tree the mount serves (its node-id table is what a successor imports). */
+  fs: StoreFs;
   mounted: MountedStore;
   metrics: Server | undefined;
   stop(): Promise<void>;
@@ -103,7 +105,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   await notifyReady(`serving ${mounted.mountpoint}`);
   let stopping: Promise<void> | undefined;
   return {
-    client, engine, resolver, mounted, metrics,
+    client, engine, resolver, fs, mounted, metrics,
     stop: () => {
       stopping ??= (async () => {
         logger.info({ mountpoint: mounted.mountpoint }, 'stopping');

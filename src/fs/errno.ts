@@ -7,7 +7,7 @@ import { BadNameError } from './names.js';
 
 /** Linux errno values, negated as FUSE answers them. */
 export const Errno = {
-  EPERM: -1, ENOENT: -2, EIO: -5, EBADF: -9, EACCES: -13, ENOTDIR: -20, EISDIR: -21, EINVAL: -22, EROFS: -30, ENODATA: -61,
+  EPERM: -1, ENOENT: -2, EIO: -5, EBADF: -9, EACCES: -13, ENOTDIR: -20, EISDIR: -21, EINVAL: -22, EROFS: -30, ENODATA: -61, ETIMEDOUT: -110, ESTALE: -116,
 } as const;
 
 const NAMES = new Map<number, string>(Object.entries(Errno).map(([k, v]) => [v, k]));

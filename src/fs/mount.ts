@@ -2,66 +2,46 @@ import { execFile } from 'node:child_process';
 import { mkdir, readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import type FuseType from 'fuse-native';
-import { logger } from '../log/logger.js';
 import type { ActivityClock } from '../engine/activity.js';
-import { fuseOpDuration, fuseOpErrors } from '../metrics/registry.js';
-import { Errno, errnoName, readOnly, toErrno } from './errno.js';
+import { loadAddon } from '../fuse/native.js';
+import { FuseError, type OpName } from '../fuse/protocol.js';
+import { FuseSession } from '../fuse/session.js';
+import type { Awaitable, FuseOperations } from '../fuse/types.js';
+import { logger } from '../log/logger.js';
+import { fuseOpDuration, fuseOpErrors, unexpectedErrors } from '../metrics/registry.js';
+import { Errno, FsAnswer, errnoName, toErrno } from './errno.js';
 import type { StoreFs } from './store-fs.js';
 
 const run = promisify(execFile);
 
 export const FS_NAME = 'estargz-store';
 
+/** umount2 flag: detach now, finish when the last user is gone. */
+const MNT_DETACH = 2;
+
 export interface MountOptions {
   mountpoint: string;
   /** Let other users (and containers/storage running as another user) see the mount. */
   allowOther?: boolean;
-  /** Seconds the kernel may cache names and attributes: layer content never changes. */
-  entryTimeoutSec?: number;
-  attrTimeoutSec?: number;
   /** Longest a read may take before the kernel gets ETIMEDOUT: slow but progressing reads must not be cut. */
   readTimeoutMs?: number;
   /** Longest any other request may take (lookups resolve layers: bounded by the resolver's own timeout). */
   opTimeoutMs?: number;
-  debug?: boolean;
   /** Noted on every request, so that background work (disk-cache writes) waits for a quiet moment. */
   activity?: ActivityClock;
-}
-
-/**
- * Loads fuse-native when a mount is made, not when the CLI starts: its
- * prebuilt addon needs libfuse2, which the other commands do not.
- */
-async function loadFuse(): Promise<typeof FuseType> {
-  try {
-    return (await import('fuse-native')).default;
-  } catch (err) {
-    throw new Error(`cannot load the FUSE library (${(err as Error).message.split('\n')[0]}): install the Debian packages libfuse2 and fuse3 (apt-get install libfuse2 fuse3)`);
-  }
-}
-
-/** fuse-native with two libfuse options it does not expose: real inode numbers (hardlinks share one) and a larger read-ahead. */
-function storeFuseClass(Fuse: typeof FuseType): typeof FuseType {
-  return class StoreFuse extends Fuse {
-    protected override _fuseOptions(): string {
-      const base = super._fuseOptions();
-      const extra = 'use_ino,max_readahead=1048576';
-      return base ? `${base},${extra}` : `-o${extra}`;
-    }
-  };
 }
 
 /** Finds a mount at `path` in /proc/self/mountinfo: its filesystem type, or undefined. */
 async function mountAt(path: string): Promise<string | undefined> {
   const info = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
+  let found: string | undefined;
   for (const line of info.split('\n')) {
     const fields = line.split(' ');
     const dash = fields.indexOf('-');
     const mountPoint = fields[4]?.replace(/\\040/g, ' ');
-    if (mountPoint === path && dash > 0) return fields[dash + 1];
+    if (mountPoint === path && dash > 0) found = fields[dash + 1];
   }
-  return undefined;
+  return found;
 }
 
 /**
@@ -73,6 +53,17 @@ export async function mountAnswers(path: string): Promise<boolean> {
   const probe = stat(join(path, `.estargz-store-probe-${process.pid}`)).then(() => true, (err: NodeJS.ErrnoException) => err.code !== 'ENOTCONN' && err.code !== 'EIO');
   const timeout = new Promise<boolean>((r) => setTimeout(() => r(false), 2000).unref());
   return Promise.race([probe, timeout]);
+}
+
+/** Detaches whatever is mounted at `path` (umount2 MNT_DETACH through the addon, else `umount -l`). */
+async function detach(path: string): Promise<void> {
+  let rc: number;
+  try {
+    rc = loadAddon().umount(path, MNT_DETACH);
+  } catch {
+    rc = -1;
+  }
+  if (rc !== 0) await run('umount', ['-l', path]);
 }
 
 /**
@@ -87,7 +78,7 @@ export async function prepareMountpoint(mountpoint: string): Promise<void> {
       throw new Error(`${mountpoint} is already mounted (${fstype}) and answering: another store is serving it; stop it first`);
     }
     logger.warn({ mountpoint, fstype }, 'cleaning a stale mount left by a store that did not unmount');
-    await run('fusermount', ['-uz', mountpoint]).catch(async () => run('umount', ['-l', mountpoint]));
+    await detach(mountpoint);
   }
   await mkdir(mountpoint, { recursive: true });
 }
@@ -99,98 +90,121 @@ export async function checkFuseAvailable(): Promise<void> {
   } catch {
     throw new Error('/dev/fuse is missing: load the fuse kernel module (modprobe fuse) or give the container the device');
   }
-  try {
-    await run('fusermount', ['-V']);
-  } catch {
-    throw new Error('fusermount is missing: install the Debian package fuse3 (apt-get install fuse3 libfuse2)');
-  }
+  loadAddon();
 }
 
-type Handler = (...args: any[]) => void;
+const isPromise = <T>(v: Awaitable<T>): v is Promise<T> => typeof (v as Promise<T> | undefined)?.then === 'function';
 
-/** Adapts an async operation to fuse-native's callback, timing it and mapping errors to errno in one place. */
-function timedOp(activity: ActivityClock | undefined, name: string, fn: (...args: any[]) => Promise<unknown>, reply: (cb: Handler, value: any) => void): Handler {
-  return (...args: any[]) => {
-    const cb = args.pop() as Handler;
-    const started = performance.now();
+/**
+ * The store's operations as the FUSE session calls them, each one timed
+ * (fuse_op_duration_seconds), its errors counted (fuse_op_errors_total,
+ * ENOENT excepted) and mapped to errno in one place (errno.ts, which logs
+ * what went wrong with the path), and the activity clock noted. Answers that
+ * are ready are given synchronously; one that waits is bounded in time
+ * (ETIMEDOUT), so that a request never hangs in the kernel.
+ */
+export function storeOperations(fs: StoreFs, opts: Pick<MountOptions, 'activity' | 'opTimeoutMs' | 'readTimeoutMs'> = {}): FuseOperations {
+  const activity = opts.activity;
+  const wrap = <A extends unknown[], T>(op: string, timeoutMs: number, describe: (args: A) => string, fn: (...args: A) => Awaitable<T>) => (...args: A): Awaitable<T> => {
     activity?.note();
-    fn(...args).then(
-      (value) => {
-        fuseOpDuration.observe({ op: name }, (performance.now() - started) / 1000);
-        reply(cb, value);
+    const started = performance.now();
+    const failed = (err: unknown): FuseError => {
+      fuseOpDuration.observe({ op }, (performance.now() - started) / 1000);
+      const errno = toErrno(err, op, describe(args));
+      if (errno !== Errno.ENOENT) fuseOpErrors.inc({ op, errno: errnoName(errno) });
+      return new FuseError(-errno, errnoName(errno));
+    };
+    let v: Awaitable<T>;
+    try {
+      v = fn(...args);
+    } catch (err) {
+      throw failed(err);
+    }
+    if (!isPromise(v)) {
+      fuseOpDuration.observe({ op }, (performance.now() - started) / 1000);
+      return v;
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        logger.warn({ op, path: describe(args), ms: timeoutMs }, 'FUSE request unanswered in time; answered ETIMEDOUT');
+        reject(new FsAnswer(Errno.ETIMEDOUT));
+      }, timeoutMs);
+    });
+    return Promise.race([v, timeout]).then(
+      (x) => {
+        clearTimeout(timer);
+        fuseOpDuration.observe({ op }, (performance.now() - started) / 1000);
+        return x;
       },
       (err: unknown) => {
-        fuseOpDuration.observe({ op: name }, (performance.now() - started) / 1000);
-        const errno = toErrno(err, name, String(args[0]));
-        if (errno !== Errno.ENOENT) fuseOpErrors.inc({ op: name, errno: errnoName(errno) });
-        cb(errno);
+        clearTimeout(timer);
+        throw failed(err);
       },
     );
   };
-}
-
-const rofs = async (): Promise<never> => { throw readOnly(); };
-
-function operations(fs: StoreFs, activity: ActivityClock | undefined): Record<string, Handler> {
-  const op = (name: string, fn: (...args: any[]) => Promise<unknown>, reply: (cb: Handler, value: any) => void): Handler => timedOp(activity, name, fn, reply);
-  const ok = (cb: Handler) => cb(0);
-  const value = (cb: Handler, v: unknown) => cb(0, v);
+  const opMs = opts.opTimeoutMs ?? 60_000;
+  const readMs = opts.readTimeoutMs ?? 300_000;
+  const at = (a: unknown[]): string => fs.describe(a[0] as number);
+  const under = (a: unknown[]): string => fs.describe(a[0] as number, a[1] as string);
   return {
-    init: (cb: Handler) => cb(0),
-    getattr: op('getattr', (path: string) => fs.getattr(path), value),
-    readdir: op('readdir', (path: string) => fs.readdir(path), (cb, r: { names: string[]; stats?: unknown[] }) => cb(0, r.names, r.stats)),
-    readlink: op('readlink', (path: string) => fs.readlink(path), value),
-    // No open, release, opendir or releasedir: libfuse answers those itself, which saves a
-    // round trip through the JS thread per file and directory (see StoreFs.read).
-    read: op('read', (path: string, _fd: number, buf: Buffer, len: number, pos: number) => fs.read(path, buf, len, pos), (cb, n: number) => cb(n)),
-    getxattr: op('getxattr', (path: string, name: string) => fs.getxattr(path, name), value),
-    listxattr: op('listxattr', (path: string) => fs.listxattr(path), value),
-    create: op('create', (path: string) => fs.create(path), value),
-    rmdir: op('rmdir', (path: string) => fs.rmdir(path), ok),
-    statfs: op('statfs', async () => ({ bsize: 4096, frsize: 4096, blocks: 0, bfree: 0, bavail: 0, files: 0, ffree: 0, favail: 0, fsid: 0, flag: 1, namemax: 255 }), value),
-    access: op('access', async (_path: string, mode: number) => { if (mode & 2) throw readOnly(); }, ok),
-    // Everything that would change the store is refused: it is read-only.
-    write: op('write', rofs, ok), truncate: op('truncate', rofs, ok), ftruncate: op('ftruncate', rofs, ok),
-    mkdir: op('mkdir', rofs, ok), unlink: op('unlink', rofs, ok), rename: op('rename', rofs, ok),
-    link: op('link', rofs, ok), symlink: op('symlink', rofs, ok), chmod: op('chmod', rofs, ok),
-    chown: op('chown', rofs, ok), utimens: op('utimens', rofs, ok), mknod: op('mknod', rofs, ok),
-    setxattr: op('setxattr', rofs, ok), removexattr: op('removexattr', rofs, ok),
+    lookup: wrap('lookup', opMs, under, (parent: number, name: string) => fs.lookup(parent, name)),
+    forget: (nodeid, nlookup) => fs.forget(nodeid, nlookup),
+    getattr: wrap('getattr', opMs, at, (id: number) => fs.getattr(id)),
+    readdirplus: wrap('readdirplus', opMs, at, (id: number, offset: number, size: number) => fs.readdirplus(id, offset, size)),
+    read: wrap('read', readMs, at, (id: number, offset: number, size: number) => fs.read(id, offset, size)),
+    readlink: wrap('readlink', opMs, at, (id: number) => fs.readlink(id)),
+    getxattr: wrap('getxattr', opMs, at, (id: number, name: string) => fs.getxattr(id, name)),
+    listxattr: wrap('listxattr', opMs, at, (id: number) => fs.listxattr(id)),
+    statfs: wrap('statfs', opMs, at, () => fs.statfs()),
+    create: wrap('create', opMs, under, (parent: number, name: string) => fs.create(parent, name)),
+    rmdir: wrap('rmdir', opMs, under, (parent: number, name: string) => fs.rmdir(parent, name)),
+    // Refused, but answered here (not by the session) so that they are counted like the rest.
+    mkdir: wrap('mkdir', opMs, under, (_parent: number, _name: string) => fs.mkdir()),
+    unlink: wrap('unlink', opMs, under, (_parent: number, _name: string) => fs.unlink()),
   };
 }
 
 export interface MountedStore {
   mountpoint: string;
+  session: FuseSession;
   unmount(): Promise<void>;
 }
 
-/** Mounts the store and returns once the kernel has the mount. */
+/** A handler threw something that is not an errno: a bug in the store, logged like the last-resort handler does. */
+function onHandlerError(err: unknown, op: OpName | number): void {
+  if (err instanceof FuseError) return; // an EIO the store chose (and logged)
+  unexpectedErrors.inc({ kind: 'fuse_handler' });
+  logger.error({ op, err: err instanceof Error ? err.stack : String(err) }, 'BUG: a FUSE request failed unexpectedly; answered EIO, the store keeps serving');
+}
+
+/** Mounts the store on the FUSE binding (src/fuse/) and returns once INIT is answered. */
 export async function mountStore(fs: StoreFs, opts: MountOptions): Promise<MountedStore> {
   const mountpoint = resolve(opts.mountpoint);
   await checkFuseAvailable();
-  const StoreFuse = storeFuseClass(await loadFuse());
   await prepareMountpoint(mountpoint);
-  const fuse = new StoreFuse(mountpoint, operations(fs, opts.activity), {
-    allowOther: opts.allowOther ?? true,
+  const session = await FuseSession.mount(storeOperations(fs, opts), {
+    mountpoint,
     fsname: FS_NAME,
-    kernelCache: true,
-    entryTimeout: opts.entryTimeoutSec ?? 60,
-    attrTimeout: opts.attrTimeoutSec ?? 60,
-    debug: opts.debug ?? false,
-    timeout: { default: opts.opTimeoutMs ?? 60_000, read: opts.readTimeoutMs ?? 300_000 },
+    subtype: FS_NAME,
+    allowOther: opts.allowOther ?? true,
+  }, {
+    readdirplus: true,
+    onError: onHandlerError,
   });
-  await new Promise<void>((res, rej) => fuse.mount((err) => (err ? rej(err) : res())));
   logger.info({ mountpoint }, 'store mounted');
   let unmounted = false;
+  void session.ended.then((errno) => {
+    if (!unmounted && errno !== 0) logger.warn({ mountpoint, errno }, 'the FUSE connection ended (unmounted from outside, or aborted); the store no longer serves it');
+  });
   return {
     mountpoint,
+    session,
     unmount: async () => {
       if (unmounted) return;
       unmounted = true;
-      await new Promise<void>((res) => fuse.unmount((err) => {
-        if (err) logger.warn({ mountpoint, err: err.message }, 'unmount failed; it is lazily detached instead');
-        res();
-      }));
-      if (await mountAt(mountpoint)) await run('fusermount', ['-uz', mountpoint]).catch(() => {});
+      await session.close();
+      if (await mountAt(mountpoint)) await detach(mountpoint).catch((err: Error) => logger.warn({ mountpoint, err: err.message }, 'unmount failed'));
       logger.info({ mountpoint }, 'store unmounted');
     },
   };

@@ -1,27 +1,16 @@
 import type { LayerResolver, ResolvedLayer } from '../engine/resolver.js';
+import type { LayerNode } from '../estargz/layer-index.js';
+import { MIN_DIRENTPLUS } from '../fuse/protocol.js';
+import type { Attr, AttrReply, Awaitable, DirEntryPlus, Entry, StatFs } from '../fuse/types.js';
+import { logger } from '../log/logger.js';
 import { formatReference, type ImageReference } from '../registry/reference.js';
 import { DiffView, type ViewEntry } from './diff-view.js';
 import { Errno, FsAnswer, notFound, readOnly } from './errno.js';
-import { logger } from '../log/logger.js';
-import { BadNameError, checkDigestDir, decodeRefDir, encodeRefDir } from './names.js';
 import { layerInfo } from './info.js';
-
-/** What fuse-native turns into a struct stat. Times are in milliseconds. */
-export interface Stat {
-  mode: number;
-  uid: number;
-  gid: number;
-  size: number;
-  nlink: number;
-  ino: number;
-  rdev: number;
-  blksize: number;
-  blocks: number;
-  atime: number;
-  mtime: number;
-  ctime: number;
-  dev: number;
-}
+import { BadNameError, checkDigestDir, decodeRefDir, encodeRefDir } from './names.js';
+import {
+  Low, NodeIdTable, ROOT_ID, layerKey, lowOf, makeId, parseKey, refKey, slotOf, type NodeTableJson,
+} from './node-ids.js';
 
 const S_IFDIR = 0o040000;
 const S_IFREG = 0o100000;
@@ -31,74 +20,156 @@ const S_IFBLK = 0o060000;
 const S_IFIFO = 0o010000;
 const TYPE_BITS = { dir: S_IFDIR, reg: S_IFREG, symlink: S_IFLNK, char: S_IFCHR, block: S_IFBLK, fifo: S_IFIFO } as const;
 
+/**
+ * How long the kernel may keep names and attributes. A layer's content never
+ * changes (it is addressed by digest), so everything under `diff`, and
+ * `diff`, `info` and `blob` themselves, are kept for a day, absent names
+ * included. The store's own directories change: the root and reference
+ * directories list what has been resolved (attributes not kept, so that
+ * their mtime, which moves with every change, resets the kernel's listing
+ * cache), and the layer directory is looked up afresh on every path walk
+ * (entry not kept), because its lookup is what resolves a layer again after
+ * containers/storage released it.
+ */
+const DAY = 86_400;
+
 /** The kernel's 32-bit device number encoding (new_encode_dev). */
 function makeDev(major: number, minor: number): number {
   return ((minor & 0xff) | ((major & 0xfff) << 8) | ((minor & ~0xff) << 12)) >>> 0;
 }
 
-function baseStat(mode: number, ino: number, size: number, nlink: number, mtimeMs: number): Stat {
-  return { mode, uid: 0, gid: 0, size, nlink, ino, rdev: 0, blksize: 4096, blocks: Math.ceil(size / 4096) * 8, atime: mtimeMs, mtime: mtimeMs, ctime: mtimeMs, dev: 0 };
+function baseAttr(mode: number, ino: number, size: number, nlink: number, mtime: number): Attr {
+  return { mode, ino, size, nlink, uid: 0, gid: 0, rdev: 0, blksize: 4096, blocks: Math.ceil(size / 4096) * 8, atime: mtime, mtime, ctime: mtime };
 }
 
-/** Where a store path leads. */
-type Target =
-  | { kind: 'root' }
-  | { kind: 'ref'; name: string; ref: ImageReference }
-  | { kind: 'layer'; refName: string; ref: ImageReference; digest: string }
-  | { kind: 'info' | 'blob'; ref: ImageReference; digest: string }
-  | { kind: 'use'; ref: ImageReference; digest: string }
-  | { kind: 'diff'; ref: ImageReference; digest: string; inner: string };
-
-/** A resolved layer with its overlay view and inode range. */
+/** A resolved layer with its overlay view. */
 export interface ServedLayer {
   resolved: ResolvedLayer;
   view: DiffView;
   info: Buffer;
-  dirIno: number;
 }
 
+interface RefRecord {
+  kind: 'ref';
+  slot: number;
+  name: string;
+  ref: ImageReference;
+  /** Lookups the kernel may hold on the directory (undefined: not known, e.g. imported): at 0 after forgets, the slot is freed. */
+  lookups: number | undefined;
+}
+
+interface LayerRecord {
+  kind: 'layer';
+  slot: number;
+  refName: string;
+  ref: ImageReference;
+  digest: string;
+  /** The resolver's key (canonical reference | digest). */
+  key: string;
+  /** Set while the layer is served: requests then answer synchronously. */
+  served: ServedLayer | undefined;
+}
+
+type SlotRecord = RefRecord | LayerRecord;
+
+const stale = (): FsAnswer => new FsAnswer(Errno.ESTALE);
+const NEGATIVE: Entry = { nodeid: 0, attr: { ino: 0, mode: 0 }, entryTimeout: DAY };
+const STATFS: StatFs = { bsize: 4096, frsize: 4096, blocks: 0, bfree: 0, bavail: 0, files: 0, ffree: 0, namelen: 255 };
+const then = <T, U>(v: Awaitable<T>, f: (x: T) => Awaitable<U>): Awaitable<U> => (v instanceof Promise ? v.then(f) : f(v as T));
+
 /**
- * The store tree `<mnt>/<base64(ref)>/<digest>/{diff,info,blob,use}`, as
- * path-based operations (fuse-native's libfuse 2 high-level API). Everything
- * is asynchronous: a slow resolution of one layer never holds up another.
+ * The store tree `<mnt>/<base64(ref)>/<digest>/{diff,info,blob,use}` as an
+ * inode-based filesystem (src/fuse/types.ts FuseOperations, without the
+ * metrics and errno mapping that src/fs/mount.ts adds). Node ids are a pure
+ * function of what they name (node-ids.ts), so a process that imports this
+ * one's slot table answers for every id the kernel holds, resolving layers
+ * again as their ids come in. Requests on a served layer answer
+ * synchronously; only a resolution or a read waits.
  */
 export class StoreFs {
-  private readonly served = new Map<string, Promise<ServedLayer>>();
-  private readonly syntheticIno = new Map<string, number>();
-  private nextIno = 2;
-  private readonly mountedAt = Date.now();
+  private readonly ids: NodeIdTable;
+  private readonly records = new Map<number, SlotRecord>();
+  /** Resolutions by the resolver's key; failures are not kept here (the resolver remembers them briefly). */
+  private readonly serving = new Map<string, Promise<ServedLayer>>();
+  /** Bumped whenever the set of resolved layers changes: the root's and reference directories' mtime. */
+  private generation = 0;
+  private readonly mountedAt = Date.now() / 1000;
+  private warnedDigestAtTop = false;
 
-  constructor(private readonly resolver: LayerResolver) {}
+  /** `slotBits` below 21 only for tests (collisions on purpose). */
+  constructor(private readonly resolver: LayerResolver, opts: { slotBits?: number } = {}) {
+    this.ids = new NodeIdTable(opts.slotBits);
+  }
 
-  private ino(key: string): number {
-    let ino = this.syntheticIno.get(key);
-    if (ino === undefined) {
-      ino = this.nextIno++;
-      this.syntheticIno.set(key, ino);
+  // --- Node ids -------------------------------------------------------------------
+
+  /** The slot table, for a successor (see node-ids.ts). */
+  exportNodeTable(): NodeTableJson {
+    return this.ids.export();
+  }
+
+  /**
+   * Takes a predecessor's slot table, before serving. `lookupRefs` (the
+   * session's lookup counts) lets reference directories be freed again once
+   * forgotten; without it they are kept.
+   */
+  importNodeTable(table: NodeTableJson, lookupRefs?: ReadonlyMap<number, number>): void {
+    this.ids.import(table);
+    this.records.clear();
+    // Reference directories the kernel may hold get their records now, with what is known of their lookups.
+    for (const [slot, key] of table.slots) {
+      if (parseKey(key)?.kind !== 'ref') continue;
+      const id = makeId(slot, Low.REF_DIR);
+      const rec = this.record(id);
+      if (rec?.kind === 'ref') rec.lookups = lookupRefs ? lookupRefs.get(id) ?? 0 : undefined;
     }
-    return ino;
   }
 
-  /** Inode blocks by layer key: a released layer that resolves again keeps its inode numbers (overlayfs and the kernel may still hold them). */
-  private readonly inoBlocks = new Map<string, { base: number; count: number }>();
-
-  /** Reserves (or finds again) the block of inode numbers of a layer's files. */
-  private inoBlock(key: string, count: number): number {
-    const known = this.inoBlocks.get(key);
-    if (known && known.count >= count) return known.base;
-    const base = this.nextIno;
-    this.nextIno += count;
-    this.inoBlocks.set(key, { base, count });
-    return base;
+  /** The record of an id's slot, made from the table's key when needed. */
+  private record(id: number): SlotRecord | undefined {
+    const slot = slotOf(id);
+    const known = this.records.get(slot);
+    if (known) return known;
+    const key = this.ids.keyAt(slot);
+    const parsed = key === undefined ? undefined : parseKey(key);
+    if (!parsed) return undefined;
+    let ref: ImageReference;
+    try {
+      ref = decodeRefDir(parsed.refName);
+    } catch {
+      return undefined;
+    }
+    const rec: SlotRecord = parsed.kind === 'ref'
+      ? { kind: 'ref', slot, name: parsed.refName, ref, lookups: undefined }
+      : { kind: 'layer', slot, refName: parsed.refName, ref, digest: parsed.digest, key: this.resolverKey(ref, parsed.digest), served: undefined };
+    this.records.set(slot, rec);
+    return rec;
   }
 
-  /** Decoded `<base64(ref)>` names: every request under a layer starts with one (bounded, since the names come from outside). */
-  private readonly refNames = new Map<string, ImageReference>();
+  private refRecord(name: string, ref: ImageReference): RefRecord {
+    const slot = this.ids.slotFor(refKey(name));
+    let rec = this.records.get(slot);
+    if (rec?.kind !== 'ref') {
+      rec = { kind: 'ref', slot, name, ref, lookups: 0 };
+      this.records.set(slot, rec);
+    }
+    return rec;
+  }
 
-  /** Canonical strings of the decoded references, so that per-request keys cost no formatting. */
+  private layerRecord(refName: string, ref: ImageReference, digest: string): LayerRecord {
+    const slot = this.ids.slotFor(layerKey(refName, digest));
+    let rec = this.records.get(slot);
+    if (rec?.kind !== 'layer') {
+      rec = { kind: 'layer', slot, refName, ref, digest, key: this.resolverKey(ref, digest), served: undefined };
+      this.records.set(slot, rec);
+    }
+    return rec;
+  }
+
+  /** Canonical strings of the decoded references, so that keys cost no formatting per request. */
   private readonly canonical = new WeakMap<ImageReference, string>();
 
-  private layerKey(ref: ImageReference, digest: string): string {
+  private resolverKey(ref: ImageReference, digest: string): string {
     let text = this.canonical.get(ref);
     if (text === undefined) {
       text = formatReference(ref);
@@ -106,6 +177,9 @@ export class StoreFs {
     }
     return `${text}|${digest}`;
   }
+
+  /** Decoded `<base64(ref)>` names (bounded, since the names come from outside). */
+  private readonly refNames = new Map<string, ImageReference>();
 
   private refOf(name: string): ImageReference {
     let ref = this.refNames.get(name);
@@ -117,21 +191,164 @@ export class StoreFs {
     return ref;
   }
 
+  /** What an id names, for log lines. */
+  describe(id: number, name?: string): string {
+    const tail = name === undefined ? '' : `/${name}`;
+    if (id === ROOT_ID) return tail || '/';
+    const rec = this.record(id);
+    if (!rec) return `(unknown node ${id})${tail}`;
+    if (rec.kind === 'ref') return `/${rec.name}${tail}`;
+    const dir = `/${rec.refName}/${rec.digest}`;
+    const low = lowOf(id);
+    if (low === Low.LAYER_DIR) return dir + tail;
+    if (low === Low.INFO) return `${dir}/info${tail}`;
+    if (low === Low.BLOB) return `${dir}/blob${tail}`;
+    const entry = rec.served?.view.entryAt(low);
+    const path = entry ? (entry.kind === 'whiteout' ? `${entry.node.path} (whiteout)` : entry.node.path) : `(node ${low})`;
+    return `${dir}/diff${path ? `/${path}` : ''}${tail}`;
+  }
+
+  // --- Layers ------------------------------------------------------------------------
+
+  /** Resolves a layer once and builds its view. */
+  private layer(ref: ImageReference, digest: string): Promise<ServedLayer> {
+    const key = this.resolverKey(ref, digest);
+    let p = this.serving.get(key);
+    if (!p) {
+      p = this.resolver.resolve(ref, digest).then((resolved) => ({ resolved, view: new DiffView(resolved.estargz.index), info: layerInfo(resolved) }));
+      this.serving.set(key, p);
+      const settled = (): void => { this.generation++; };
+      p.then(settled, () => {
+        settled();
+        if (this.serving.get(key) === p) this.serving.delete(key);
+      });
+    }
+    return p;
+  }
+
+  /** Runs `f` on the record's served layer: at once when served, else once resolved (again). */
+  private withServed<T>(rec: LayerRecord, f: (s: ServedLayer) => Awaitable<T>): Awaitable<T> {
+    if (rec.served) return f(rec.served);
+    return this.layer(rec.ref, rec.digest).then((s) => {
+      rec.served = s;
+      return f(s);
+    });
+  }
+
+  private viewEntry(s: ServedLayer, id: number): ViewEntry {
+    const entry = s.view.entryAt(lowOf(id));
+    if (!entry) throw stale();
+    return entry;
+  }
+
+  // --- Attributes -----------------------------------------------------------------------
+
+  private storeMtime(): number {
+    return this.mountedAt + this.generation / 1000;
+  }
+
+  private contentAttr(id: number, entry: ViewEntry): Attr {
+    if (entry.kind === 'whiteout') return baseAttr(S_IFCHR, id, 0, 1, entry.node.mtime);
+    const n = entry.node;
+    const size = n.type === 'reg' ? n.size : n.type === 'symlink' ? Buffer.byteLength(n.linkName) : n.type === 'dir' ? 4096 : 0;
+    // Symlinks are 0777 on Linux whatever the tar header says (as `tar -x` leaves them).
+    const perm = n.type === 'symlink' ? 0o777 : n.mode;
+    const a = baseAttr(TYPE_BITS[n.type] | perm, id, size, n.nlink, n.mtime);
+    a.uid = n.uid;
+    a.gid = n.gid;
+    if (n.type === 'char' || n.type === 'block') a.rdev = makeDev(n.devMajor, n.devMinor);
+    return a;
+  }
+
+  private contentEntry(slot: number, entry: ViewEntry): Entry {
+    const id = makeId(slot, entry.low);
+    return { nodeid: id, attr: this.contentAttr(id, entry), entryTimeout: DAY, attrTimeout: DAY };
+  }
+
+  private layerDirEntry(rec: LayerRecord): Entry {
+    const id = makeId(rec.slot, Low.LAYER_DIR);
+    return { nodeid: id, attr: baseAttr(S_IFDIR | 0o500, id, 4096, 3, this.mountedAt), entryTimeout: 0, attrTimeout: DAY };
+  }
+
+  private fileEntry(rec: LayerRecord, s: ServedLayer, low: number): Entry {
+    const id = makeId(rec.slot, low);
+    const size = low === Low.INFO ? s.info.length : s.resolved.blobSize;
+    return { nodeid: id, attr: baseAttr(S_IFREG | 0o400, id, size, 1, this.mountedAt), entryTimeout: DAY, attrTimeout: DAY };
+  }
+
+  private refEntry(rec: RefRecord): Entry {
+    const id = makeId(rec.slot, Low.REF_DIR);
+    return { nodeid: id, attr: baseAttr(S_IFDIR | 0o500, id, 4096, 2, this.storeMtime()), entryTimeout: 0, attrTimeout: 0 };
+  }
+
+  private rootAttr(): Attr {
+    return baseAttr(S_IFDIR | 0o555, ROOT_ID, 4096, 2, this.storeMtime());
+  }
+
+  // --- Operations -----------------------------------------------------------------------
+
+  lookup(parent: number, name: string): Awaitable<Entry | null> {
+    if (parent === ROOT_ID) return this.lookupRef(name);
+    const rec = this.record(parent);
+    if (!rec) throw stale();
+    const low = lowOf(parent);
+    if (rec.kind === 'ref') {
+      if (low !== Low.REF_DIR) throw stale();
+      return this.lookupLayer(rec, name);
+    }
+    if (low === Low.LAYER_DIR) {
+      if (name !== 'diff' && name !== 'info' && name !== 'blob') return null; // `use` included: it never exists
+      return this.withServed(rec, (s) => (name === 'diff' ? this.contentEntry(rec.slot, s.view.root()) : this.fileEntry(rec, s, name === 'info' ? Low.INFO : Low.BLOB)));
+    }
+    if (low === Low.INFO || low === Low.BLOB) throw new FsAnswer(Errno.ENOTDIR);
+    return this.withServed(rec, (s) => {
+      const dir = this.viewEntry(s, parent);
+      if (dir.kind !== 'node' || dir.node.type !== 'dir') throw new FsAnswer(Errno.ENOTDIR);
+      const child = s.view.list(dir.node).byName.get(name);
+      // A name absent from an immutable directory stays absent: the kernel may remember that.
+      return child ? this.contentEntry(rec.slot, child) : NEGATIVE;
+    });
+  }
+
   /**
-   * Where a path leads. A name that cannot be a reference or a digest does
-   * not exist (ENOENT), rather than being malformed (EINVAL): the kernel
-   * looks a name up before it creates or renames anything, and the answer to
-   * `mkdir`, `mknod` or `rename` in the store must be EROFS, which it can only
-   * be once the lookup found nothing.
+   * A name that cannot be a reference or a digest does not exist (ENOENT),
+   * rather than being malformed (EINVAL): the kernel looks a name up before
+   * it creates or renames anything, and the answer to `mkdir`, `mknod` or
+   * `rename` in the store must be EROFS, which it can only be once the lookup
+   * found nothing.
    */
-  private parse(path: string): Target {
+  private lookupRef(name: string): Entry | null {
+    let ref: ImageReference;
     try {
-      return this.parseNames(path);
+      ref = this.refOf(name);
     } catch (err) {
       if (!(err instanceof BadNameError)) throw err;
-      this.noteBadName(path, err);
-      throw notFound();
+      this.noteBadName(`/${name}`, err);
+      return null;
     }
+    const rec = this.refRecord(name, ref);
+    if (rec.lookups !== undefined) rec.lookups++;
+    return this.refEntry(rec);
+  }
+
+  /** The layer directory exists once the layer resolves: its lookup is what resolves it. */
+  private lookupLayer(refRec: RefRecord, name: string): Awaitable<Entry | null> {
+    let digest: string;
+    try {
+      digest = checkDigestDir(name);
+    } catch (err) {
+      if (!(err instanceof BadNameError)) throw err;
+      this.noteBadName(`/${refRec.name}/${name}`, err);
+      return null;
+    }
+    const slot = this.ids.peek(layerKey(refRec.name, digest));
+    const known = slot === undefined ? undefined : this.records.get(slot);
+    if (known?.kind === 'layer' && known.served) return this.layerDirEntry(known);
+    return this.layer(refRec.ref, digest).then((s) => {
+      const rec = this.layerRecord(refRec.name, refRec.ref, digest);
+      rec.served = s;
+      return this.layerDirEntry(rec);
+    });
   }
 
   /** A store configured without `:ref` is looked up as `<mnt>/<digest>`: said once at warn, then at debug. */
@@ -145,175 +362,177 @@ export class StoreFs {
     }
   }
 
-  private warnedDigestAtTop = false;
-
-  private parseNames(path: string): Target {
-    const parts = path.split('/').filter((p) => p !== '');
-    if (parts.length === 0) return { kind: 'root' };
-    const ref = this.refOf(parts[0]!);
-    if (parts.length === 1) return { kind: 'ref', name: parts[0]!, ref };
-    const digest = checkDigestDir(parts[1]!);
-    if (parts.length === 2) return { kind: 'layer', refName: parts[0]!, ref, digest };
-    const leaf = parts[2]!;
-    if (leaf === 'diff') return { kind: 'diff', ref, digest, inner: parts.slice(3).join('/') };
-    if (parts.length === 3 && (leaf === 'info' || leaf === 'blob' || leaf === 'use')) return { kind: leaf, ref, digest };
-    throw notFound();
-  }
-
-  /** Resolves a layer once and builds its view; failures are not kept here (the resolver remembers them briefly). */
-  private layer(ref: ImageReference, digest: string): Promise<ServedLayer> {
-    const key = this.layerKey(ref, digest);
-    let p = this.served.get(key);
-    if (!p) {
-      p = this.resolver.resolve(ref, digest).then((resolved) => {
-        const view = new DiffView(resolved.estargz.index, this.inoBlock(key, DiffView.inoSpan(resolved.estargz.index)));
-        return { resolved, view, info: layerInfo(resolved), dirIno: this.ino(key) };
-      });
-      this.served.set(key, p);
-      p.catch(() => this.served.get(key) === p && this.served.delete(key));
-    }
-    return p;
-  }
-
-  private async viewEntry(t: Extract<Target, { kind: 'diff' }>): Promise<{ served: ServedLayer; entry: ViewEntry }> {
-    const served = await this.layer(t.ref, t.digest);
-    const entry = served.view.lookup(t.inner);
-    if (!entry) throw notFound();
-    return { served, entry };
-  }
-
-  private nodeStat(entry: ViewEntry): Stat {
-    if (entry.kind === 'whiteout') return baseStat(S_IFCHR, entry.ino, 0, 1, entry.mtime * 1000);
-    const n = entry.node;
-    const size = n.type === 'reg' ? n.size : n.type === 'symlink' ? Buffer.byteLength(n.linkName) : n.type === 'dir' ? 4096 : 0;
-    // Symlinks are 0777 on Linux whatever the tar header says (as `tar -x` leaves them).
-    const perm = n.type === 'symlink' ? 0o777 : n.mode;
-    const st = baseStat(TYPE_BITS[n.type] | perm, entry.ino, size, n.nlink, n.mtime * 1000);
-    st.uid = n.uid;
-    st.gid = n.gid;
-    if (n.type === 'char' || n.type === 'block') st.rdev = makeDev(n.devMajor, n.devMinor);
-    return st;
-  }
-
-  async getattr(path: string): Promise<Stat> {
-    const t = this.parse(path);
-    switch (t.kind) {
-      case 'root': return baseStat(S_IFDIR | 0o555, 1, 4096, 2, this.mountedAt);
-      case 'ref': return baseStat(S_IFDIR | 0o500, this.ino(t.name), 4096, 2, this.mountedAt);
-      case 'layer': {
-        const served = await this.layer(t.ref, t.digest);
-        return baseStat(S_IFDIR | 0o500, served.dirIno, 4096, 3, this.mountedAt);
-      }
-      case 'info': {
-        const served = await this.layer(t.ref, t.digest);
-        return baseStat(S_IFREG | 0o400, this.ino(`${served.dirIno}/info`), served.info.length, 1, this.mountedAt);
-      }
-      case 'blob': {
-        const served = await this.layer(t.ref, t.digest);
-        return baseStat(S_IFREG | 0o400, this.ino(`${served.dirIno}/blob`), served.resolved.blobSize, 1, this.mountedAt);
-      }
-      case 'use': throw notFound();
-      case 'diff': return this.nodeStat((await this.viewEntry(t)).entry);
+  /** Reference directories are freed from the slot table once the kernel forgot them (their names come from outside). */
+  forget(nodeid: number, nlookup: number): void {
+    if (nodeid === ROOT_ID || lowOf(nodeid) !== Low.REF_DIR) return;
+    const rec = this.records.get(slotOf(nodeid));
+    if (rec?.kind !== 'ref' || rec.lookups === undefined) return;
+    rec.lookups -= nlookup;
+    if (rec.lookups <= 0) {
+      this.records.delete(rec.slot);
+      this.ids.free(rec.slot);
     }
   }
 
-  async readdir(path: string): Promise<{ names: string[]; stats?: Stat[] }> {
-    const t = this.parse(path);
-    switch (t.kind) {
-      case 'root': {
-        const refs = new Set(this.resolver.status().map((l) => encodeRefDir(l.ref)));
-        return { names: ['.', '..', ...refs] };
-      }
-      case 'ref': {
-        const ref = formatReference(t.ref);
-        return { names: ['.', '..', ...this.resolver.status().filter((l) => l.ref === ref && l.state !== 'failed').map((l) => l.digest)] };
-      }
-      case 'layer':
-        await this.layer(t.ref, t.digest);
-        return { names: ['.', '..', 'diff', 'info', 'blob'] };
-      case 'diff': {
-        const { served, entry } = await this.viewEntry(t);
-        if (entry.kind !== 'node' || entry.node.type !== 'dir') throw new FsAnswer(Errno.ENOTDIR);
-        const listing = served.view.list(entry.node);
-        return { names: ['.', '..', ...listing.keys()], stats: [this.nodeStat(entry), this.nodeStat(entry), ...[...listing.values()].map((e) => this.nodeStat(e))] };
-      }
-      default:
-        throw new FsAnswer(Errno.ENOTDIR);
+  getattr(id: number): Awaitable<AttrReply> {
+    if (id === ROOT_ID) return { attr: this.rootAttr(), attrTimeout: 0 };
+    const rec = this.record(id);
+    if (!rec) throw stale();
+    const low = lowOf(id);
+    if (rec.kind === 'ref') {
+      if (low !== Low.REF_DIR) throw stale();
+      const e = this.refEntry(rec);
+      return { attr: e.attr, attrTimeout: 0 };
     }
+    return this.withServed(rec, (s) => {
+      const e = low === Low.LAYER_DIR ? this.layerDirEntry(rec)
+        : low === Low.INFO || low === Low.BLOB ? this.fileEntry(rec, s, low)
+          : this.contentEntry(rec.slot, this.viewEntry(s, id));
+      return { attr: e.attr, attrTimeout: e.attrTimeout! };
+    });
   }
 
-  async readlink(path: string): Promise<string> {
-    const t = this.parse(path);
-    if (t.kind !== 'diff') throw new FsAnswer(Errno.EINVAL);
-    const { entry } = await this.viewEntry(t);
-    if (entry.kind !== 'node' || entry.node.type !== 'symlink') throw new FsAnswer(Errno.EINVAL);
-    return entry.node.linkName;
+  /** Entries from `offset` on (offset = index in the listing, `.` and `..` first), as many as can fit in `size`. */
+  readdirplus(id: number, offset: number, size: number): Awaitable<DirEntryPlus[]> {
+    const room = Math.ceil(size / MIN_DIRENTPLUS);
+    const page = (names: string[], entry: (i: number) => Entry): DirEntryPlus[] => {
+      const out: DirEntryPlus[] = [];
+      for (let i = offset; i < names.length && out.length < room; i++) out.push({ name: names[i]!, offset: i + 1, entry: entry(i) });
+      return out;
+    };
+    const dots = (self: number, parent: number) => (i: number): Entry => ({ nodeid: 0, attr: { ino: i === 0 ? self : parent, mode: S_IFDIR } });
+    // The store's own directories are listed without entries (node id 0): the kernel looks each name up when used.
+    const unlisted = (ino: number, mode: number): Entry => ({ nodeid: 0, attr: { ino, mode } });
+    if (id === ROOT_ID) {
+      const names = ['.', '..', ...new Set(this.resolver.status().map((l) => encodeRefDir(l.ref)))];
+      const dot = dots(ROOT_ID, ROOT_ID);
+      return page(names, (i) => (i < 2 ? dot(i) : unlisted(makeId(this.ids.slotFor(refKey(names[i]!)), Low.REF_DIR), S_IFDIR)));
+    }
+    const rec = this.record(id);
+    if (!rec) throw stale();
+    const low = lowOf(id);
+    if (rec.kind === 'ref') {
+      if (low !== Low.REF_DIR) throw stale();
+      const ref = formatReference(rec.ref);
+      const names = ['.', '..', ...this.resolver.status().filter((l) => l.ref === ref && l.state !== 'failed').map((l) => l.digest)];
+      const dot = dots(id, ROOT_ID);
+      return page(names, (i) => (i < 2 ? dot(i) : unlisted(makeId(this.ids.slotFor(layerKey(rec.name, names[i]!)), Low.LAYER_DIR), S_IFDIR)));
+    }
+    if (low === Low.INFO || low === Low.BLOB) throw new FsAnswer(Errno.ENOTDIR);
+    return this.withServed(rec, (s) => {
+      if (low === Low.LAYER_DIR) {
+        const refSlot = this.ids.peek(refKey(rec.refName));
+        const dot = dots(id, refSlot === undefined ? ROOT_ID : makeId(refSlot, Low.REF_DIR));
+        const names = ['.', '..', 'diff', 'info', 'blob'];
+        return page(names, (i) => (i < 2 ? dot(i) : i === 2 ? this.contentEntry(rec.slot, s.view.root()) : this.fileEntry(rec, s, i === 3 ? Low.INFO : Low.BLOB)));
+      }
+      const dir = this.viewEntry(s, id);
+      if (dir.kind !== 'node' || dir.node.type !== 'dir') throw new FsAnswer(Errno.ENOTDIR);
+      const listing = s.view.list(dir.node);
+      const parentId = dir.node === s.view.index.root ? makeId(rec.slot, Low.LAYER_DIR) : makeId(rec.slot, s.view.parentOf(dir.node).ino);
+      const dot = dots(id, parentId);
+      return page(['.', '..', ...listing.names], (i) => (i < 2 ? dot(i) : this.contentEntry(rec.slot, listing.entries[i - 2]!)));
+    });
+  }
+
+  readlink(id: number): Awaitable<string> {
+    const rec = this.record(id);
+    if (rec?.kind !== 'layer') throw new FsAnswer(id === ROOT_ID || rec ? Errno.EINVAL : Errno.ESTALE);
+    return this.withServed(rec, (s) => {
+      const entry = this.viewEntry(s, id);
+      if (entry.kind !== 'node' || entry.node.type !== 'symlink') throw new FsAnswer(Errno.EINVAL);
+      return entry.node.linkName;
+    });
   }
 
   /**
-   * Reads into `buf`; returns the byte count (short only at the end of the
-   * file). By path, with no open/release: answering OPEN and RELEASE in JS
-   * cost two FUSE round trips per file, about 45 % of a warm read of a
-   * layer's small files, for handles that only saved this parse. Without an
-   * open handler libfuse accepts every open itself, so a write is refused
-   * here at `write` (EROFS), and O_TRUNC at its truncate, not at open.
+   * Exactly `size` bytes, fewer only at the end of the file: the kernel takes
+   * a short reply for the end of the file and shrinks its size. Content comes
+   * as the engine returns it (one verified chunk's subarray, or the chunks
+   * concatenated once); a read that cannot be served whole fails (EIO).
    */
-  async read(path: string, buf: Buffer, length: number, position: number): Promise<number> {
-    const t = this.parse(path);
-    let data: Buffer;
-    if (t.kind === 'info') data = (await this.layer(t.ref, t.digest)).info.subarray(position, position + length);
-    else if (t.kind === 'blob') data = await (await this.layer(t.ref, t.digest)).resolved.layer.readBlob(position, length);
-    else if (t.kind === 'diff') {
-      const { served, entry } = await this.viewEntry(t);
+  read(id: number, offset: number, size: number): Awaitable<Uint8Array> {
+    if (id === ROOT_ID) throw new FsAnswer(Errno.EISDIR);
+    const rec = this.record(id);
+    if (!rec) throw stale();
+    if (rec.kind === 'ref') throw new FsAnswer(Errno.EISDIR);
+    const low = lowOf(id);
+    return this.withServed(rec, (s): Awaitable<Uint8Array> => {
+      if (low === Low.LAYER_DIR) throw new FsAnswer(Errno.EISDIR);
+      if (low === Low.INFO) return s.info.subarray(offset, offset + size);
+      if (low === Low.BLOB) return then(s.resolved.layer.readBlob(offset, size), (data) => this.checkLength(id, data, offset, size, s.resolved.blobSize));
+      const entry = this.viewEntry(s, id);
       if (entry.kind !== 'node') throw new FsAnswer(Errno.EINVAL);
-      if (entry.node.type !== 'reg') throw new FsAnswer(entry.node.type === 'dir' ? Errno.EISDIR : Errno.EINVAL);
-      data = await served.resolved.layer.readFile(entry.node, position, length, t.inner);
-    } else if (t.kind === 'use') {
+      const node: LayerNode = entry.node;
+      if (node.type !== 'reg') throw new FsAnswer(node.type === 'dir' ? Errno.EISDIR : Errno.EINVAL);
+      return then(s.resolved.layer.readFile(node, offset, size, node.path), (data) => this.checkLength(id, data, offset, size, node.size));
+    });
+  }
+
+  /** A reply shorter than asked before the end of the file would cut the file short in the kernel: refused (and said). */
+  private checkLength(id: number, data: Buffer, offset: number, size: number, fileSize: number): Buffer {
+    const want = Math.max(0, Math.min(size, fileSize - offset));
+    if (data.length !== want) {
+      logger.error({ path: this.describe(id), offset, size, fileSize, got: data.length }, 'BUG: a read came out shorter than asked before the end of the file; answered EIO');
+      throw new FsAnswer(Errno.EIO);
+    }
+    return data;
+  }
+
+  getxattr(id: number, name: string): Awaitable<Buffer | null> {
+    const rec = id === ROOT_ID ? undefined : this.record(id);
+    if (rec?.kind !== 'layer' || lowOf(id) >= Low.BLOB) return null;
+    return this.withServed(rec, (s) => s.view.xattrs(this.viewEntry(s, id)).get(name) ?? null);
+  }
+
+  listxattr(id: number): Awaitable<string[]> {
+    const rec = id === ROOT_ID ? undefined : this.record(id);
+    if (rec?.kind !== 'layer' || lowOf(id) >= Low.BLOB) return [];
+    return this.withServed(rec, (s) => [...s.view.xattrs(this.viewEntry(s, id)).keys()]);
+  }
+
+  statfs(): StatFs {
+    return STATFS;
+  }
+
+  /** `create(<layer>/use)`: containers/storage telling the store a layer is in use. The answer is ENOENT, as the protocol expects; anything else is EROFS. */
+  create(parent: number, name: string): Awaitable<never> {
+    const rec = parent === ROOT_ID ? undefined : this.record(parent);
+    if (rec?.kind !== 'layer' || lowOf(parent) !== Low.LAYER_DIR || name !== 'use') throw readOnly();
+    return this.withServed(rec, () => {
+      this.resolver.use(rec.ref, rec.digest);
       throw notFound();
-    } else {
-      throw new FsAnswer(Errno.EISDIR);
-    }
-    return data.copy(buf, 0, 0, Math.min(length, data.length));
+    });
   }
 
-  async getxattr(path: string, name: string): Promise<Buffer | null> {
-    const t = this.parse(path);
-    if (t.kind !== 'diff') return null;
-    const { served, entry } = await this.viewEntry(t);
-    return served.view.xattrs(entry).get(name) ?? null;
-  }
-
-  async listxattr(path: string): Promise<string[]> {
-    const t = this.parse(path);
-    if (t.kind !== 'diff') return [];
-    const { served, entry } = await this.viewEntry(t);
-    return [...served.view.xattrs(entry).keys()];
-  }
-
-  /** A write-like request on a name that cannot exist is refused as a write (EROFS), not as a missing name. */
-  private parseForWrite(path: string): Target {
+  /** `rmdir(<ref>/<digest>)`: containers/storage releasing a layer. Answers ENOENT, as the protocol expects; anything else is EROFS. */
+  rmdir(parent: number, name: string): Awaitable<never> {
+    const rec = parent === ROOT_ID ? undefined : this.record(parent);
+    if (rec?.kind !== 'ref' || lowOf(parent) !== Low.REF_DIR) throw readOnly();
+    let digest: string;
     try {
-      return this.parseNames(path);
-    } catch (err) {
-      if (err instanceof BadNameError || (err instanceof FsAnswer && err.errno === Errno.ENOENT)) throw readOnly();
-      throw err;
+      digest = checkDigestDir(name);
+    } catch {
+      throw readOnly();
     }
+    return this.resolver.release(rec.ref, digest).then((released) => {
+      if (released) this.dropLayer(this.resolverKey(rec.ref, digest));
+      throw notFound();
+    });
   }
 
-  /** `create(<layer>/use)`: containers/storage telling the store a layer is in use. The answer is ENOENT either way. */
-  async create(path: string): Promise<never> {
-    const t = this.parseForWrite(path);
-    if (t.kind !== 'use') throw readOnly();
-    await this.layer(t.ref, t.digest);
-    this.resolver.use(t.ref, t.digest);
-    throw notFound();
+  /** A released layer: its next request resolves it again (its node ids stay: they are its slot's). */
+  private dropLayer(key: string): void {
+    this.serving.delete(key);
+    for (const r of this.records.values()) if (r.kind === 'layer' && r.key === key) r.served = undefined;
+    this.generation++;
   }
 
-  /** `rmdir(<ref>/<digest>)`: containers/storage releasing a layer. Answers ENOENT, as the protocol expects. */
-  async rmdir(path: string): Promise<never> {
-    const t = this.parseForWrite(path);
-    if (t.kind !== 'layer') throw readOnly();
-    if (await this.resolver.release(t.ref, t.digest)) this.served.delete(this.layerKey(t.ref, t.digest));
-    throw notFound();
+  mkdir(): never {
+    throw readOnly();
+  }
+
+  unlink(): never {
+    throw readOnly();
   }
 }

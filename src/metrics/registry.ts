@@ -134,7 +134,7 @@ export const backgroundFetchFailures = new Counter({
 
 export const unexpectedErrors = new Counter({
   name: `${PREFIX}unexpected_errors_total`,
-  help: 'Errors that reached the last-resort handler (an unhandled rejection or exception): each is a bug, logged with its stack; the store keeps serving.',
+  help: 'Errors that reached the last-resort handler (an unhandled rejection or exception) or a FUSE handler that threw something other than an errno: each is a bug, logged with its stack; the store keeps serving.',
   labelNames: ['kind'] as const,
   registers: [registry],
 });

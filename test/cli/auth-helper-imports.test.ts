@@ -13,7 +13,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const HELPER = fileURLToPath(new URL('../../src/cli/auth-helper.js', import.meta.url));
 const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
-const HEAVY = ['undici', 'pino', 'prom-client', 'piscina', 'commander', 'lru-cache', 'smol-toml', 'fuse-native'];
+const HEAVY = ['undici', 'pino', 'prom-client', 'piscina', 'commander', 'lru-cache', 'smol-toml'];
 
 // Loader hooks (run on their own thread) record every ES module URL resolved;
 // at exit the preload adds the CommonJS files (the npm packages above are CommonJS).

@@ -169,7 +169,7 @@ describe('the store over FUSE', () => {
     }
     // A store configured without ":ref" is asked for <mnt>/<digest>: not there, and said once in the log.
     await assert.rejects(stat(join(store.mnt, esgz.layers[0]!.digest)), { code: 'ENOENT' });
-    assert.match(store.logs(), /must name the store with \\":ref\\"|must name the store with ":ref"/);
+    await store.waitForLog(/must name the store with \\":ref\\"|must name the store with ":ref"/);
   });
 
   test('every write-like request anywhere in the tree answers EROFS', async () => {
@@ -253,9 +253,14 @@ describe('the store over FUSE', () => {
     await assert.rejects(open(join(dir, 'diff', 'etc', 'os-release'), 'w'), { code: 'EROFS' }); // O_TRUNC
     await assert.rejects(rm(join(dir, 'diff', 'etc', 'os-release')), { code: 'EROFS' });
     await assert.rejects(writeFile(join(dir, 'use'), ''), { code: 'ENOENT' });
+    const refDir = join(store.mnt, Buffer.from(esgzRef).toString('base64'));
+    assert.ok((await readdir(store.mnt)).includes(Buffer.from(esgzRef).toString('base64')), 'the root lists the reference');
+    assert.ok((await readdir(refDir)).includes(esgz.layers[0]!.digest), 'the reference directory lists the resolved layer');
     await assert.rejects(rmdir(dir), { code: 'ENOENT' });
-    // Released, it resolves again on the next lookup.
+    // Released: no longer listed (the kernel's cached listing is not used), and it resolves again on the next lookup.
+    assert.ok(!(await readdir(refDir)).includes(esgz.layers[0]!.digest), 'a released layer is not listed');
     assert.equal((await readFile(join(dir, 'diff', 'etc', 'os-release'), 'utf8')), 'ID=test\nVERSION=1\n');
+    assert.ok((await readdir(refDir)).includes(esgz.layers[0]!.digest), 'resolved again, listed again');
   });
 
   test('a layer that is not eStargz is refused on lookup with EIO, quickly', async () => {
@@ -267,7 +272,7 @@ describe('the store over FUSE', () => {
     const liar = await pushLyingImage(reg, image);
     await assert.rejects(stat(join(store.layerDir(liar.ref, liar.digest), 'diff')), { code: 'EIO' });
     await assert.rejects(stat(join(store.layerDir(esgzRef, `sha256:${'0'.repeat(64)}`), 'diff')), { code: 'EIO' });
-    assert.match(store.logs(), /layer not resolved; containers\/storage falls back to a normal pull/);
+    await store.waitForLog(/layer not resolved; containers\/storage falls back to a normal pull/);
   });
 
   test('a corrupted chunk fails the read of that file only, with EIO', async () => {
@@ -277,7 +282,7 @@ describe('the store over FUSE', () => {
     await assert.rejects(readFile(join(diff, 'big/random-10m.bin')), { code: 'EIO' });
     const good = (await loadFixture('chunked')).tree.find((e) => e.path === 'big/compressible-9m.txt')!;
     assert.equal(createHash('sha256').update(await readFile(join(diff, 'big/compressible-9m.txt'))).digest('hex'), good.sha256);
-    assert.match(store.logs(), /failed verification/);
+    await store.waitForLog(/failed verification/);
   });
 
   test('registry down: reads fail with EIO, and work again when it is back', async () => {
@@ -291,6 +296,27 @@ describe('the store over FUSE', () => {
     await assert.rejects(readFile(file), { code: 'EIO' });
     proxy.clearFaults();
     assert.equal((await readFile(file)).length, 6 * MiB);
+  });
+
+  test('node ids are a function of the layer: another store process gives every file, directory and whiteout the same st_ino', async () => {
+    const other = await startStore();
+    try {
+      const places = (mnt: string, digest: string): string[] => {
+        const dir = join(mnt, Buffer.from(esgzRef).toString('base64'), digest);
+        return [dir, join(dir, 'info'), join(dir, 'blob'), ...['', 'bin', 'bin/tool', 'bin/link-to-tool', 'bin/sh', 'etc/os-release', 'dev/null', 'etc/secret', 'old/new', 'dev'].map((p) => join(dir, 'diff', p))];
+      };
+      for (const layer of esgz.layers) {
+        const here = await Promise.all(places(store.mnt, layer.digest).map(async (p) => (await lstat(p).catch(() => undefined))?.ino));
+        const there = await Promise.all(places(other.mnt, layer.digest).map(async (p) => (await lstat(p).catch(() => undefined))?.ino));
+        assert.ok(here.filter((i) => i !== undefined).length >= 8, `most places exist in layer ${layer.digest}`);
+        assert.deepEqual(there, here, `st_ino through two processes, layer ${layer.digest}`);
+        assert.ok(here.every((i) => i === undefined || (i > 0 && i < 2 ** 53)));
+      }
+      const tool = join(store.layerDir(esgzRef, esgz.layers[0]!.digest), 'diff', 'bin');
+      assert.equal((await stat(join(tool, 'tool'))).ino, (await stat(join(tool, 'link-to-tool'))).ino, 'hardlinks share one');
+    } finally {
+      await other.stop();
+    }
   });
 
   test('SIGTERM unmounts', async () => {

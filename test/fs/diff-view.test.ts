@@ -5,6 +5,7 @@ import { openEstargz } from '../../src/estargz/open.js';
 import { BufferSource } from '../../src/estargz/source.js';
 import { convertLayer } from '../../src/estargz/writer/convert.js';
 import { DiffView } from '../../src/fs/diff-view.js';
+import { WHITEOUT_BIT } from '../../src/fs/node-ids.js';
 import { BadNameError, checkDigestDir, decodeRefDir, encodeRefDir } from '../../src/fs/names.js';
 import { makeLayerTar, type SpecEntry } from '../helpers/layer-tar.js';
 
@@ -12,7 +13,7 @@ async function viewOf(spec: SpecEntry[], prioritized: string[] = []): Promise<Di
   const parts: Buffer[] = [];
   await convertLayer(Readable.from([await makeLayerTar(spec)]), new Writable({ write(c: Buffer, _e, cb) { parts.push(c); cb(); } }), { prioritizedFiles: prioritized });
   const blob = await openEstargz(new BufferSource(Buffer.concat(parts)));
-  return new DiffView(blob.index, 1000);
+  return new DiffView(blob.index);
 }
 
 describe('overlay view of a layer', () => {
@@ -29,10 +30,10 @@ describe('overlay view of a layer', () => {
     ]);
     const a = view.lookup('a')!;
     assert.equal(a.kind, 'node');
-    assert.deepEqual([...view.list(a.kind === 'node' ? a.node : view.index.root).keys()], ['gone', 'kept']);
+    assert.deepEqual([...view.list(a.kind === 'node' ? a.node : view.index.root).byName.keys()], ['gone', 'kept']);
     const gone = view.lookup('a/gone')!;
     assert.equal(gone.kind, 'whiteout');
-    assert.equal(gone.kind === 'whiteout' && gone.mtime, 1234);
+    assert.equal(gone.kind === 'whiteout' && gone.node.mtime, 1234);
     assert.equal(view.lookup('a/kept')!.kind, 'node');
     assert.equal(view.lookup('a/.wh.gone'), undefined);
     assert.equal(view.lookup('a/.wh..wh..opq'), undefined);
@@ -48,12 +49,12 @@ describe('overlay view of a layer', () => {
       { name: 'sub/', type: 'directory' },
       { name: 'sub/.prefetch.landmark', type: 'file', content: Buffer.from('not a landmark') },
     ], ['x']);
-    assert.deepEqual([...view.list(view.index.root).keys()], ['sub', 'x']);
+    assert.deepEqual(view.list(view.index.root).names, ['sub', 'x']);
     assert.equal(view.lookup('.prefetch.landmark'), undefined);
     assert.equal(view.lookup('sub/.prefetch.landmark')!.kind, 'node');
   });
 
-  test('inode numbers: hardlinks share one; whiteouts get their own', async () => {
+  test('node numbers (the low part of node ids): hardlinks share one; a whiteout has its own, from its .wh. entry, and is found again by it', async () => {
     const view = await viewOf([
       { name: 'f', type: 'file', content: Buffer.from('f') },
       { name: 'g', type: 'link', linkname: 'f' },
@@ -62,9 +63,13 @@ describe('overlay view of a layer', () => {
     const f = view.lookup('f')!;
     const g = view.lookup('g')!;
     const w = view.lookup('w')!;
-    assert.equal(f.ino, g.ino);
-    assert.notEqual(w.ino, f.ino);
-    assert.ok(w.ino >= 1000 && w.ino < 1000 + DiffView.inoSpan(view.index));
+    assert.equal(f.low, g.low);
+    assert.notEqual(w.low, f.low);
+    assert.ok(w.low >= WHITEOUT_BIT);
+    assert.equal(w.low - WHITEOUT_BIT, view.index.byPath.get('.wh.w')!.ino);
+    for (const e of [f, g, w]) assert.deepEqual(view.entryAt(e.low), e);
+    assert.equal(view.entryAt(view.index.root.ino)!.node, view.index.root);
+    assert.equal(view.entryAt(12345), undefined);
   });
 });
 

@@ -14,6 +14,8 @@ export interface RunningStore {
   proc: ChildProcess;
   /** Everything the daemon logged so far (JSON lines). */
   logs(): string;
+  /** Resolves once the logs match `re` (the daemon logs asynchronously: a line may follow the FUSE reply it concerns); rejects after `ms`. */
+  waitForLog(re: RegExp, ms?: number): Promise<void>;
   /** Path of a layer directory: `<mnt>/<base64(ref)>/<digest>`. */
   layerDir(ref: string, digest: string): string;
   /** SIGTERM, then wait for the process to exit; returns its exit code. */
@@ -54,6 +56,13 @@ export async function startStore(config = '', extraArgs: string[] = [], env: Nod
     root,
     proc,
     logs: () => out,
+    waitForLog: async (re, ms = 5000) => {
+      const deadline = Date.now() + ms;
+      while (!re.test(out)) {
+        if (Date.now() > deadline) throw new Error(`the store's logs did not match ${re} within ${ms} ms:\n${out.slice(-3000)}`);
+        await sleep(20);
+      }
+    },
     layerDir: (ref, digest) => join(mnt, Buffer.from(ref).toString('base64'), digest),
     stop: async () => {
       if (proc.exitCode === null) proc.kill('SIGTERM');
