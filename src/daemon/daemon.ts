@@ -5,6 +5,7 @@ import { LayerResolver } from '../engine/resolver.js';
 import { mountAnswers, mountStore, type MountedStore } from '../fs/mount.js';
 import { StoreFs } from '../fs/store-fs.js';
 import { logger } from '../log/logger.js';
+import { trafficMetrics } from '../metrics/traffic.js';
 import { RegistryClient } from '../registry/client.js';
 import type { StoreConfig } from './config.js';
 import { SOCKET_NAME, startControlServer } from './control.js';
@@ -37,6 +38,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const client = new RegistryClient({
     resolver: config.resolver,
     retry: { maxRetries: config.blob.max_retries, minWaitMs: config.blob.min_wait_msec, maxWaitMs: config.blob.max_wait_msec },
+    // The one place registry requests, retries and range splits are counted for /metrics.
+    traffic: trafficMetrics(),
   });
   const engine = await Engine.create({
     cacheDir: config.cache.dir || join(opts.root, 'cache'),

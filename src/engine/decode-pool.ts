@@ -68,9 +68,13 @@ export class DecodePool {
     this.piscina?.on('error', (err: Error) => logger.error({ err: err.message }, 'decode worker error'));
   }
 
-  /** Decodes and verifies the chunks of `items`, whose members are in `buffer` (transferred: the caller must not use it afterwards). */
-  run(buffer: ArrayBuffer, items: DecodeItem[], priority: Priority): Promise<DecodeOutput[]> {
-    const task: DecodeTask = { decoder: this.decoder, buffer, items };
+  /**
+   * Decodes and verifies the chunks of `items`, whose members are in `buffer`
+   * (transferred: the caller must not use it afterwards). `layer` names the
+   * layer in the failures that come back.
+   */
+  run(buffer: ArrayBuffer, items: DecodeItem[], priority: Priority, layer?: string): Promise<DecodeOutput[]> {
+    const task: DecodeTask = { decoder: this.decoder, buffer, items, ...(layer !== undefined && { layer }) };
     if (!this.piscina) return Promise.resolve(outputsOf(decodeBatch(task)));
     return new Promise((resolve, reject) => {
       this.queues[priority].push({ task, priority, queuedAt: performance.now(), resolve, reject });
