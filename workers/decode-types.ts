@@ -7,7 +7,8 @@ import type { ChunkRef, Decoder } from '../src/estargz/chunk.js';
  */
 export interface DecodeTask {
   decoder: Decoder;
-  buffer: ArrayBuffer;
+  /** Transferred when an ArrayBuffer; shared (read only on both sides) when a SharedArrayBuffer. */
+  buffer: ArrayBuffer | SharedArrayBuffer;
   items: DecodeItem[];
   /** The layer the chunks belong to (for failures: a worker knows no more than its task says). */
   layer?: string;

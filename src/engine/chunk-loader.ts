@@ -293,9 +293,10 @@ export class ChunkLoader {
 
   /**
    * Decodes every wanted chunk of a fetched span, in tasks of about
-   * `taskBytes` compressed bytes. Each task needs an ArrayBuffer of its own
-   * (it is transferred to a worker): a buffer that is the caller's alone and
-   * makes one task goes as it is; otherwise each task's bytes are copied,
+   * `taskBytes` compressed bytes. Shared memory goes to the workers as it
+   * is. Otherwise each task needs an ArrayBuffer of its own (it is
+   * transferred to a worker): a buffer that is the caller's alone and makes
+   * one task goes as it is; otherwise each task's bytes are copied,
    * a turn of the event loop between copies of more than COPY_SLICE_BYTES,
    * so that a large span does not hold the main thread (FUSE replies) for
    * one long copy.
@@ -314,13 +315,19 @@ export class ChunkLoader {
         groups.push({ start: rel.offset, end: rel.end, members: [rel] });
       }
     }
+    // Shared memory (RemoteBlob's answers) is read by the workers where it is: no copy, no transfer.
+    const shared = buf.buffer instanceof SharedArrayBuffer ? buf.buffer : undefined;
     const whole = exclusive && groups.length === 1 && groups[0]!.start === 0 && groups[0]!.end === buf.length
       && buf.byteOffset === 0 && buf.buffer.byteLength === buf.length;
     const runs: Promise<void>[] = [];
     let copied = 0;
     for (const g of groups) {
-      let task: ArrayBuffer;
-      if (whole) {
+      let task: ArrayBuffer | SharedArrayBuffer;
+      let base = 0;
+      if (shared) {
+        task = shared;
+        base = buf.byteOffset + g.start;
+      } else if (whole) {
         task = buf.buffer as ArrayBuffer;
       } else {
         if (copied >= COPY_SLICE_BYTES) {
@@ -330,15 +337,15 @@ export class ChunkLoader {
         task = ownArrayBuffer(buf, g.start, g.end);
         copied += g.end - g.start;
       }
-      runs.push(this.decodeGroup(g, task, op, failed));
+      runs.push(this.decodeGroup(g, task, base, op, failed));
     }
     await Promise.all(runs);
   }
 
-  /** One decode task: its chunks resolved (and cached) or listed as failed. */
-  private async decodeGroup(g: Group, task: ArrayBuffer, op: FetchOperation, failed: { d: Deferred; error: EstargzError }[]): Promise<void> {
+  /** One decode task: its chunks resolved (and cached) or listed as failed. The group's bytes start at `base` in `task`. */
+  private async decodeGroup(g: Group, task: ArrayBuffer | SharedArrayBuffer, base: number, op: FetchOperation, failed: { d: Deferred; error: EstargzError }[]): Promise<void> {
     const items: DecodeItem[] = g.members.map((m) => ({
-      offset: m.offset - g.start,
+      offset: base + m.offset - g.start,
       length: m.end - m.offset,
       refs: m.wants.map((d) => ({
         path: d.want.path,

@@ -70,10 +70,11 @@ export class DecodePool {
 
   /**
    * Decodes and verifies the chunks of `items`, whose members are in `buffer`
-   * (transferred: the caller must not use it afterwards). `layer` names the
-   * layer in the failures that come back.
+   * (an ArrayBuffer is transferred: the caller must not use it afterwards; a
+   * SharedArrayBuffer is shared, and must not change until the task is
+   * done). `layer` names the layer in the failures that come back.
    */
-  run(buffer: ArrayBuffer, items: DecodeItem[], priority: Priority, layer?: string): Promise<DecodeOutput[]> {
+  run(buffer: ArrayBuffer | SharedArrayBuffer, items: DecodeItem[], priority: Priority, layer?: string): Promise<DecodeOutput[]> {
     const task: DecodeTask = { decoder: this.decoder, buffer, items, ...(layer !== undefined && { layer }) };
     if (!this.piscina) return Promise.resolve(outputsOf(decodeBatch(task)));
     return new Promise((resolve, reject) => {
@@ -91,7 +92,8 @@ export class DecodePool {
       const next = this.queues.foreground.shift() ?? this.queues.background.shift();
       if (!next) break;
       this.inFlight++;
-      this.piscina!.run(next.task, { transferList: [next.task.buffer] }).then(
+      const buffer = next.task.buffer;
+      this.piscina!.run(next.task, { transferList: buffer instanceof ArrayBuffer ? [buffer] : [] }).then(
         (result: DecodeResult) => {
           this.noteBusy(result.busyMs);
           next.resolve(outputsOf(result));

@@ -64,6 +64,13 @@ export class LayerDigest {
     if (this.closed) throw new Error('layer digest closed');
     while (this.inFlight >= MAX_IN_FLIGHT) await new Promise<void>((r) => this.ackWaiters.push(r));
     if (this.closed) throw new Error('layer digest closed');
+    if (buf.buffer instanceof SharedArrayBuffer) {
+      // Shared memory, read only on both sides: no copy, nothing transferred.
+      this.inFlight++;
+      const msg: ToDigest = { buf: buf.buffer, offset: buf.byteOffset, length: buf.length };
+      this.worker.postMessage(msg);
+      return;
+    }
     let ab: ArrayBuffer;
     if (exclusive && buf.byteOffset === 0 && buf.buffer.byteLength === buf.length && buf.buffer instanceof ArrayBuffer) {
       ab = buf.buffer;

@@ -364,12 +364,16 @@ function covering(parts: Part[], r: ByteRange): Buffer | undefined {
  * retryable. With a Content-Length, the body is copied piece by piece into
  * one buffer allocated up front: concatenating a 32 MiB response at the end
  * was one main-thread task of up to ~200 ms under load (every FUSE reply
- * waited behind it), and the buffer is the response's own.
+ * waited behind it). That buffer is a SharedArrayBuffer: the engine hands
+ * its parts (a multi-range answer's, a span's decode tasks) to worker
+ * threads as they are, where an ArrayBuffer would have to be copied for
+ * each task on the main thread (only a whole ArrayBuffer can be transferred).
  */
 async function readBody(res: HttpResponse, limit: number, what: string): Promise<Buffer> {
   const declared = Number(header(res, 'content-length'));
   const sized = Number.isSafeInteger(declared) && declared >= 0 && declared <= limit;
-  const out = sized ? Buffer.allocUnsafeSlow(declared) : undefined;
+  // Shared memory: the decode workers read their parts of it where it is, with no copy on the main thread.
+  const out = sized ? Buffer.from(new SharedArrayBuffer(declared)) : undefined;
   const chunks: Buffer[] = [];
   let total = 0;
   try {
