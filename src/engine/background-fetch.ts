@@ -27,14 +27,14 @@ export interface BackgroundFetchOptions {
   maxRuns: number;
 }
 
-export const DEFAULT_BACKGROUND_FETCH: BackgroundFetchOptions = {
-  idleMs: 5000,
-  bytesPerSec: 0,
-  concurrency: 2,
+/** What the daemon's config sets (`background_fetch_idle_sec`, `background_fetch_bytes_per_sec`, `max_concurrency`, `background_fetch_retry_sec`): no default here, the config table has them. */
+export type BackgroundSettings = Pick<BackgroundFetchOptions, 'idleMs' | 'bytesPerSec' | 'concurrency' | 'runRetryWaitMs'>;
+
+/** Defaults of the options no config key sets. */
+export const DEFAULT_BACKGROUND_FETCH: Omit<BackgroundFetchOptions, keyof BackgroundSettings> = {
   spanBytes: 8 << 20,
   spanAttempts: 4,
   spanRetryWaitMs: 250,
-  runRetryWaitMs: 30_000,
   maxRunRetryWaitMs: 10 * 60_000,
   maxWholeFailures: 3,
   maxRuns: Infinity,

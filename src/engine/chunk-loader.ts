@@ -50,16 +50,16 @@ export interface FetchTuning {
   verifyRetryWaitMs: number;
 }
 
-export const DEFAULT_TUNING: FetchTuning = {
-  mergeGapBytes: 32 << 10,
+/** The tuning the daemon's config sets (`[blob] chunk_size` as the merge gap, `fetching_timeout_sec`, `read_ahead_bytes`, `read_ahead_max_bytes`): no default here, the config table has them. */
+export type FetchSettings = Pick<FetchTuning, 'mergeGapBytes' | 'fetchTimeoutMs' | 'readAheadBytes' | 'readAheadMaxBytes'>;
+
+/** Defaults of the tuning no config key sets. */
+export const DEFAULT_TUNING: Omit<FetchTuning, keyof FetchSettings> = {
   maxSpanBytes: 16 << 20,
   maxRanges: 64,
   maxRequestBytes: 32 << 20,
   taskBytes: 1 << 20,
-  fetchTimeoutMs: 300_000,
   readAheadChunks: 2,
-  readAheadBytes: 1 << 20,
-  readAheadMaxBytes: 8 << 20,
   verifyRetries: 3,
   verifyRetryWaitMs: 100,
 };
