@@ -360,15 +360,50 @@ function covering(parts: Part[], r: ByteRange): Buffer | undefined {
 }
 
 /**
- * A body already buffered by undici is iterated in microtasks, with no turn
- * of the event loop in between: copying a 32 MiB answer that way was one
+ * Bytes a body reader handles before it gives the event loop a turn.
+ * Iterated with `for await`, a body that undici has already buffered comes
+ * out as one chunk (the stream concatenates what it holds) in microtasks
+ * with no turn in between: copying a 32 MiB answer that way was one
  * main-thread stretch of 100-280 ms on a loaded machine, with every FUSE
- * request waiting. Body readers give the loop a turn after this many bytes.
+ * request waiting behind it.
  */
 const TURN_BYTES = 1 << 20;
 
-function nextTurn(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
+/**
+ * Hands each chunk of a body to `take` as the stream emits it (flowing mode:
+ * chunks as they arrived, never concatenated), pausing for a turn of the
+ * event loop after every TURN_BYTES. `take` may throw to stop: the body is
+ * destroyed and the promise rejects with that error.
+ */
+function eachChunk(body: HttpResponse['body'], take: (chunk: Buffer) => void): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    let sinceTurn = 0;
+    let failed = false;
+    const fail = (err: unknown): void => {
+      if (failed) return;
+      failed = true;
+      body.destroy();
+      reject(err);
+    };
+    body.on('data', (c: Buffer) => {
+      if (failed) return;
+      try {
+        take(c);
+      } catch (err) {
+        fail(err);
+        return;
+      }
+      if ((sinceTurn += c.length) >= TURN_BYTES) {
+        sinceTurn = 0;
+        body.pause();
+        setImmediate(() => body.resume());
+      }
+    });
+    body.once('end', () => { if (!failed) resolve(); });
+    body.once('error', (err) => fail(err));
+    // Closed without an end (aborted, reset): the error event says why when there is one.
+    body.once('close', () => { if (!body.readableEnded) fail(new Error('body closed before its end')); });
+  });
 }
 
 /**
@@ -388,16 +423,9 @@ async function readBody(res: HttpResponse, limit: number, what: string): Promise
   const out = sized ? Buffer.from(new SharedArrayBuffer(declared)) : undefined;
   const chunks: Buffer[] = [];
   let total = 0;
-  let sinceTurn = 0;
   try {
-    for await (const c of res.body) {
-      const chunk = c as Buffer;
-      if ((sinceTurn += chunk.length) >= TURN_BYTES) {
-        sinceTurn = 0;
-        await nextTurn();
-      }
+    await eachChunk(res.body, (chunk) => {
       if (total + chunk.length > (out ? out.length : limit)) {
-        res.body.destroy();
         throw new RegistryError('PROTOCOL', out
           ? `${what}: response is longer than its Content-Length of ${out.length} bytes`
           : `${what}: response is larger than the ${limit} bytes asked for`);
@@ -405,7 +433,7 @@ async function readBody(res: HttpResponse, limit: number, what: string): Promise
       if (out) chunk.copy(out, total);
       else chunks.push(chunk);
       total += chunk.length;
-    }
+    });
   } catch (err) {
     if (err instanceof RegistryError) throw err;
     throw new RetryableError(`${what}: body interrupted: ${(err as Error).message}`);
@@ -418,14 +446,8 @@ async function readBody(res: HttpResponse, limit: number, what: string): Promise
 async function keepRanges(res: HttpResponse, ranges: ByteRange[], size: number, what: string): Promise<Part[]> {
   const out = ranges.map((r) => ({ start: r.offset, data: Buffer.alloc(r.length), got: 0 }));
   let pos = 0;
-  let sinceTurn = 0;
   try {
-    for await (const c of res.body) {
-      const chunk = c as Buffer;
-      if ((sinceTurn += chunk.length) >= TURN_BYTES) {
-        sinceTurn = 0;
-        await nextTurn();
-      }
+    await eachChunk(res.body, (chunk) => {
       for (const o of out) {
         const from = Math.max(o.start, pos);
         const to = Math.min(o.start + o.data.length, pos + chunk.length);
@@ -435,7 +457,7 @@ async function keepRanges(res: HttpResponse, ranges: ByteRange[], size: number, 
         }
       }
       pos += chunk.length;
-    }
+    });
   } catch (err) {
     throw new RetryableError(`${what}: body interrupted: ${(err as Error).message}`);
   }
