@@ -36,7 +36,14 @@ export function decodeBatch(task: DecodeTask): DecodeResult {
           results.push({ buffer: buffers.length - 1, offset: own.byteOffset, length: own.length });
         }
       } catch (err) {
-        results.push({ code: isEstargzError(err) ? err.code : 'CHUNK_CORRUPT', message: (err as Error).message });
+        results.push({
+          code: isEstargzError(err) ? err.code : 'CHUNK_CORRUPT',
+          message: (err as Error).message,
+          path: ref.path,
+          chunkOffset: ref.fileOffset,
+          compressed: { offset: ref.blobOffset, length: item.length },
+          ...(task.layer !== undefined && { layer: task.layer }),
+        });
       }
     }
   }

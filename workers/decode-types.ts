@@ -7,8 +7,11 @@ import type { ChunkRef, Decoder } from '../src/estargz/chunk.js';
  */
 export interface DecodeTask {
   decoder: Decoder;
-  buffer: ArrayBuffer;
+  /** Transferred when an ArrayBuffer; shared (read only on both sides) when a SharedArrayBuffer. */
+  buffer: ArrayBuffer | SharedArrayBuffer;
   items: DecodeItem[];
+  /** The layer the chunks belong to (for failures: a worker knows no more than its task says). */
+  layer?: string;
 }
 
 export interface DecodeItem {
@@ -17,9 +20,18 @@ export interface DecodeItem {
   refs: ChunkRef[];
 }
 
+/** A chunk that failed, with where it is: the engine's error names all of it. */
 export interface DecodeFailure {
   code: string;
   message: string;
+  /** The file the chunk belongs to. */
+  path: string;
+  /** Offset of the chunk in its file. */
+  chunkOffset: number;
+  /** The compressed bytes of its gzip member in the blob, [offset, offset + length). */
+  compressed: { offset: number; length: number };
+  /** The task's layer, when it said. */
+  layer?: string;
 }
 
 /** Where a verified chunk is in the result's buffers. */
