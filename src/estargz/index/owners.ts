@@ -1,12 +1,9 @@
 import type { TocEntryJson } from '../toc.js';
 import { checkId, checkString } from './fields.js';
+import type { LayerNode } from './types.js';
 
-export interface Owner {
-  uid: number;
-  gid: number;
-  userName: string;
-  groupName: string;
-}
+/** The ownership fields of a node, as one entry gives them after back-filling. */
+export type Owner = Pick<LayerNode, 'uid' | 'gid' | 'userName' | 'groupName'>;
 
 /**
  * Back-fills user and group names. Writers give a uid's name only on the
