@@ -312,6 +312,14 @@ describe('step: resolve hardlinks', () => {
     rejects([file('f', 4, 0), { name: './', type: 'hardlink', linkName: 'f' }], /TOC entry for the root directory is a hardlink/, '');
   });
 
+  test('build: a link listed again for the file it already names adds no link', () => {
+    const again = build([file('f', 4, 0), { name: 'g', type: 'hardlink', linkName: 'f' }, { name: 'g', type: 'hardlink', linkName: 'f' }]);
+    assert.equal(again.byPath.get('f')!.nlink, 2);
+    const back = build([file('f', 4, 0), { name: 'g', type: 'hardlink', linkName: 'f' }, { name: 'f', type: 'hardlink', linkName: 'g' }]);
+    assert.equal(back.byPath.get('f')!.nlink, 2);
+    assert.equal(back.byPath.get('f'), back.byPath.get('g'));
+  });
+
   test('build: replacing one name of a linked file takes one from its link count', () => {
     const index = build([file('f', 4, 0), { name: 'l', type: 'hardlink', linkName: 'f' }, { name: 'l', type: 'fifo' }]);
     const f = index.byPath.get('f')!;

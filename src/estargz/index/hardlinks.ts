@@ -21,7 +21,8 @@ export function linkHardlink(tree: LayerTree, entry: TocEntryJson, path: string,
   if (!node || node === tree.root) throw invalidEntry(path, `hardlink target ${JSON.stringify(entry.linkName)} is not an earlier entry`);
   if (node.type === 'dir') throw invalidEntry(path, `hardlink to directory ${JSON.stringify(target)}`);
   if (path === '') throw invalid('TOC entry for the root directory is a hardlink', path);
-  node.nlink++;
+  // A name listed again for the file it already names is not a new link.
+  if (tree.byPath.get(path) !== node) node.nlink++;
   tree.place(path, node);
   return node;
 }
