@@ -12,6 +12,8 @@ export type ZstdChunkedErrorCode =
   | 'UNSUPPORTED'
   /** The footer is there but inconsistent with itself or the blob (offsets, lengths, frame headers). */
   | 'INVALID_FOOTER'
+  /** The blob is not as long as its annotations say: truncated, or with bytes after its footer. */
+  | 'BLOB_SIZE_MISMATCH'
   /** A layer annotation is malformed or disagrees with the footer. */
   | 'INVALID_ANNOTATION'
   /** The compressed manifest's sha256 is not the manifest-checksum annotation. */

@@ -35,10 +35,6 @@ export interface ZstdChunkedBlob {
   payloadEnd: number;
 }
 
-function blobFault(message: string): ZstdChunkedError {
-  return new ZstdChunkedError('INVALID_FOOTER', message, { part: 'blob' });
-}
-
 /**
  * Opens a zstd:chunked layer from its blob and its manifest annotations: one
  * range read of the blob's end (manifest, tar-split and footer are back to
@@ -56,11 +52,11 @@ export async function openZstdChunked(source: RangedSource, layerAnnotations: Re
   const { manifest: m, tarSplit: t } = annotations;
   // The annotations place the frames; the blob must end exactly after them.
   const expectedSize = t.offset + t.length + FOOTER_FRAME_SIZE;
-  if (m.offset < SKIPPABLE_HEADER_SIZE || m.offset + m.length > size || t.offset + t.length > size) {
-    throw new ZstdChunkedError('INVALID_ANNOTATION', `the annotations place the manifest at ${m.offset}:${m.length} and the tar-split at ${t.offset}:${t.length}, outside the blob of ${size} bytes${expectedSize > size ? ' (is the blob truncated?)' : ''}`, { part: 'annotations' });
-  }
   if (expectedSize !== size) {
-    throw blobFault(`the blob is ${size} bytes, the annotations say it ends at ${expectedSize}: it is ${size < expectedSize ? 'truncated' : 'longer than its frames'}`);
+    throw new ZstdChunkedError('BLOB_SIZE_MISMATCH', `the blob is ${size} bytes, its annotations say it ends at ${expectedSize}: it is ${size < expectedSize ? 'truncated' : 'longer than its frames'}`, { part: 'blob' });
+  }
+  if (m.offset < SKIPPABLE_HEADER_SIZE || m.offset + m.length > t.offset) {
+    throw new ZstdChunkedError('INVALID_ANNOTATION', `the annotations place the manifest at ${m.offset}:${m.length}, not before the tar-split at ${t.offset}`, { part: 'annotations' });
   }
   if (m.length > maxManifest) throw new ZstdChunkedError('LIMIT', `the manifest is ${m.length} bytes compressed, over the limit of ${maxManifest}`, { part: 'manifest' });
   if (t.length > maxTarSplit) throw new ZstdChunkedError('LIMIT', `the tar-split is ${t.length} bytes compressed, over the limit of ${maxTarSplit}`, { part: 'tar-split' });
