@@ -225,4 +225,29 @@ describe('zstd:chunked bad input', () => {
     }
     assert.equal(refusals, 150, 'every damaged tail is refused: manifest and tar-split are covered by digests');
   });
+
+  it('random type confusion in manifest entries: only ZstdChunkedError, never another throw', async () => {
+    const fx = await loadZstdFixture();
+    const rand = prng(1515);
+    const keys = ['type', 'name', 'linkName', 'mode', 'size', 'uid', 'gid', 'modtime', 'devMajor', 'devMinor', 'xattrs', 'digest', 'offset', 'endOffset', 'chunkSize', 'chunkOffset', 'chunkDigest', 'chunkType'];
+    const values: unknown[] = [null, -1, 0, 1, 2 ** 53, 1e300, 0.5, '', 'x', '../..', 'sha256:' + '0'.repeat(64), {}, [], { 'user.a': 'AAAA' }, { 'user.a': 5 }, true];
+    let refused = 0;
+    for (let i = 0; i < 40; i++) {
+      const r = remake(fx, {
+        manifest: (m) => {
+          for (let k = 0; k < 1 + Math.floor(rand() * 2); k++) {
+            const e = m.entries[Math.floor(rand() * m.entries.length)] as unknown as Record<string, unknown>;
+            e[keys[Math.floor(rand() * keys.length)]!] = values[Math.floor(rand() * values.length)];
+          }
+        },
+      });
+      try {
+        await openZstdChunked(new BufferSource(r.blob), r.annotations);
+      } catch (err) {
+        assert.ok(err instanceof ZstdChunkedError, `mutation ${i}: ${String(err)}`);
+        refused++;
+      }
+    }
+    assert.ok(refused > 20, `most mutations are refused (${refused} of 40)`);
+  });
 });
