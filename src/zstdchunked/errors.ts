@@ -31,7 +31,9 @@ export type ZstdChunkedErrorCode =
   /** A chunk's bytes are not a zstd frame of exactly the chunk's size. */
   | 'CHUNK_CORRUPT'
   /** A file's contents given back for the tar rebuild are not its size. */
-  | 'FILE_MISMATCH';
+  | 'FILE_MISMATCH'
+  /** The rebuilt layer tar does not hash to the diff_id, or the blob to its digest. */
+  | 'DIGEST_MISMATCH';
 
 /** Which part of the layer an error is about. */
 export type LayerPart = 'footer' | 'annotations' | 'manifest' | 'tar-split' | 'chunk' | 'blob';

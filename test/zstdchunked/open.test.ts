@@ -7,7 +7,9 @@ import { TarParser } from '../../src/estargz/tar/parser.js';
 import { readZstdFileChunks } from '../../src/zstdchunked/file-chunks.js';
 import type { CodedChunk } from '../../src/zstdchunked/layer-index.js';
 import { openZstdChunked } from '../../src/zstdchunked/open.js';
+import { ZstdChunkedError } from '../../src/zstdchunked/errors.js';
 import { rebuildTar } from '../../src/zstdchunked/tar-split.js';
+import { verifyZstdChunkedBlob } from '../../src/zstdchunked/verify.js';
 import { loadTarTv, loadZstdFixture, zstdCliDecode } from './fixture.js';
 
 function modeString(node: LayerNode): string {
@@ -103,5 +105,20 @@ describe('zstd:chunked open (the podman-written fixture)', () => {
     }
     assert.equal('sha256:' + hash.digest('hex'), fx.diffID);
     assert.equal(bytes, blob.tarSize);
+  });
+});
+
+describe('zstd:chunked whole-layer verification', () => {
+  it('verifies the fixture end to end: every chunk, and the rebuilt tar against the diff_id', async () => {
+    const fx = await loadZstdFixture();
+    const summary = await verifyZstdChunkedBlob(new BufferSource(fx.blob), fx.annotations, { diffID: fx.diffID });
+    assert.deepEqual(summary, { tocDigest: fx.annotations['io.github.containers.zstd-chunked.manifest-checksum'], diffID: fx.diffID, files: 2, chunks: 39, tarBytes: (await zstdCliDecode(fx.blobPath)).length });
+  });
+
+  it('refuses a diff_id the rebuilt tar does not hash to', async () => {
+    const fx = await loadZstdFixture();
+    const wrong = 'sha256:' + 'e'.repeat(64);
+    await assert.rejects(verifyZstdChunkedBlob(new BufferSource(fx.blob), fx.annotations, { diffID: wrong }), (err: unknown) =>
+      err instanceof ZstdChunkedError && err.code === 'DIGEST_MISMATCH' && err.context.part === 'blob' && err.message.includes(`the diff_id is ${wrong}`));
   });
 });
