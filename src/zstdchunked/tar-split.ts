@@ -148,13 +148,14 @@ function differences(h: TarHeader, e: ManifestEntry): string[] {
 /**
  * Reads the tar header(s) at the start of a segment, after the previous
  * file's padding: tar-split gives each header (with its extensions) a
- * segment of its own, the previous file's padding in front. Returns null for
+ * segment of its own, the previous file's padding in front. Returns 'end' at
  * the end-of-archive blocks.
  */
-function headerOf(segment: Buffer, padding: number, position: number): { header: TarHeader; padding: number } | null {
+function headerOf(segment: Buffer, padding: number, position: number): { header: TarHeader; padding: number } | 'end' | 'nothing' {
   if (segment.length < padding) throw bad(`segment ${position} has ${segment.length} bytes, fewer than the ${padding} bytes of the previous file's padding`);
   const rest = segment.subarray(padding);
-  if (rest.length === 0) return null;
+  // Padding alone: the header follows in the next segment.
+  if (rest.length === 0) return 'nothing';
   const parser = new TarParser();
   let entries;
   try {
@@ -165,7 +166,7 @@ function headerOf(segment: Buffer, padding: number, position: number): { header:
   }
   const first = entries[0];
   if (!first) {
-    if (parser.done) return null;
+    if (parser.done) return 'end';
     throw bad(`segment ${position} does not hold a whole tar header`);
   }
   if (first.headerOffset !== 0 || first.dataOffset !== rest.length) throw bad(`segment ${position} holds more than one tar header`);
@@ -194,7 +195,8 @@ export async function validateTarSplit(compressed: Uint8Array, pos: TarSplitPosi
       if (ended) continue;
       const parsed = headerOf(entry.payload, padding, entry.position);
       padding = 0;
-      if (!parsed) {
+      if (parsed === 'nothing') continue;
+      if (parsed === 'end') {
         ended = true;
         continue;
       }

@@ -188,6 +188,14 @@ describe('zstd:chunked bad input', () => {
     await refused(open(r2.blob, r2.annotations), 'TARSPLIT_DIGEST_MISMATCH', 'tar-split', /tarSplitDigest is sha256:1111/);
   });
 
+  it('a tar-split that decodes past (or short of) its declared size', async () => {
+    const fx = await loadZstdFixture();
+    const r = remake(fx, { declaredTarSplitLength: 16000 });
+    await refused(open(r.blob, r.annotations), 'INVALID_TARSPLIT', 'tar-split', /decodes past its declared size of 16000 bytes/);
+    const r2 = remake(fx, { declaredTarSplitLength: 16412 });
+    await refused(open(r2.blob, r2.annotations), 'INVALID_TARSPLIT', 'tar-split', /decodes to 16411 bytes, not its declared 16412/);
+  });
+
   it('a manifest that disagrees with the tar-split\'s headers', async () => {
     const fx = await loadZstdFixture();
     const cases: [(m: ManifestJson) => void, RegExp][] = [

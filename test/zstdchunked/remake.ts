@@ -37,6 +37,8 @@ export interface RemakeOptions {
   manifestJson?: (json: Buffer) => Buffer;
   /** Declared uncompressed manifest length (footer and annotation alike); default: the real one. */
   declaredManifestLength?: number;
+  /** Declared uncompressed tar-split length (footer and annotation alike); default: the real one. */
+  declaredTarSplitLength?: number;
   /** Changes the compressed tar-split bytes. */
   tarSplit?: (ts: Buffer) => Buffer;
   /** Changes the data frames. */
@@ -63,7 +65,8 @@ export function remake(fx: ZstdFixture, opts: RemakeOptions = {}): Remade {
   const tarSplitOffset = manifestOffset + manifest.length + 8;
   const declared = opts.declaredManifestLength ?? json.length;
   const footer = Buffer.alloc(64);
-  const values = [manifestOffset, manifest.length, declared, 1, tarSplitOffset, tarSplit.length, tarSplitPlain.length];
+  const tsDeclared = opts.declaredTarSplitLength ?? tarSplitPlain.length;
+  const values = [manifestOffset, manifest.length, declared, 1, tarSplitOffset, tarSplit.length, tsDeclared];
   values.forEach((v, i) => footer.writeBigUInt64LE(BigInt(v), i * 8));
   FOOTER_MAGIC.copy(footer, 56);
   const blob = Buffer.concat([payload, skippable(manifest), skippable(tarSplit), skippable(footer)]);
@@ -72,7 +75,7 @@ export function remake(fx: ZstdFixture, opts: RemakeOptions = {}): Remade {
     annotations: {
       [MANIFEST_CHECKSUM_ANNOTATION]: 'sha256:' + createHash('sha256').update(manifest).digest('hex'),
       [MANIFEST_POSITION_ANNOTATION]: `${manifestOffset}:${manifest.length}:${declared}:1`,
-      [TARSPLIT_POSITION_ANNOTATION]: `${tarSplitOffset}:${tarSplit.length}:${tarSplitPlain.length}`,
+      [TARSPLIT_POSITION_ANNOTATION]: `${tarSplitOffset}:${tarSplit.length}:${tsDeclared}`,
     },
   };
 }
