@@ -1,3 +1,4 @@
+import { TOC_DIGEST_ANNOTATION } from '../estargz/toc.js';
 import { ZstdChunkedError } from './errors.js';
 import type { FramePosition, ZstdChunkedFooter } from './footer.js';
 
@@ -46,6 +47,8 @@ export function parseAnnotations(annotations: Readonly<Record<string, string>> |
   if (checksum === undefined) {
     throw new ZstdChunkedError('NOT_ZSTD_CHUNKED', `the layer has no ${MANIFEST_CHECKSUM_ANNOTATION} annotation`, { part: 'annotations' });
   }
+  // c/storage (pkg/chunked/toc GetTOCDigest) refuses a layer that claims both formats: so does this store.
+  if (annotations![TOC_DIGEST_ANNOTATION] !== undefined) throw bad(`the layer has both ${MANIFEST_CHECKSUM_ANNOTATION} and the eStargz ${TOC_DIGEST_ANNOTATION}`);
   if (!DIGEST.test(checksum)) throw bad(`${MANIFEST_CHECKSUM_ANNOTATION} is ${JSON.stringify(checksum.slice(0, 200))}, not a sha256 digest`);
   const manifestPos = annotations![MANIFEST_POSITION_ANNOTATION];
   if (manifestPos === undefined) throw bad(`${MANIFEST_POSITION_ANNOTATION} is missing`);

@@ -48,6 +48,7 @@ describe('zstd:chunked bad input', () => {
     await refused(open(fx.blob, { ...fx.annotations, [MANIFEST_POSITION_ANNOTATION]: '1048949:2424:9048' }), 'INVALID_ANNOTATION', 'annotations', /expected 4 decimal integers/);
     await refused(open(fx.blob, { ...fx.annotations, [MANIFEST_POSITION_ANNOTATION]: '1048949:2424:-1:1' }), 'INVALID_ANNOTATION', 'annotations', /expected 4 decimal integers/);
     await refused(open(fx.blob, {}), 'NOT_ZSTD_CHUNKED', 'annotations', /no io\.github\.containers\.zstd-chunked\.manifest-checksum/);
+    await refused(open(fx.blob, { ...fx.annotations, 'containerd.io/snapshot/stargz/toc.digest': 'sha256:' + '2'.repeat(64) }), 'INVALID_ANNOTATION', 'annotations', /both .* and the eStargz/);
   });
 
   it('annotations that disagree with the footer', async () => {
