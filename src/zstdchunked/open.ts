@@ -5,7 +5,8 @@ import { ZstdChunkedError } from './errors.js';
 import { FOOTER_FRAME_SIZE, parseFooter, SKIPPABLE_HEADER_SIZE, type ZstdChunkedFooter } from './footer.js';
 import { buildZstdChunkedIndex, type ZstdLayerIndex } from './layer-index.js';
 import { decodeManifest, MAX_MANIFEST_BYTES, type ManifestJson } from './manifest.js';
-import { validateTarSplit, type TarSplitPosition } from './tar-split.js';
+import type { TarSplitPosition } from './tar-split.js';
+import { validateTarSplit } from './tar-split-check.js';
 
 /** Bound on the compressed tar-split read at open (it is held in memory for the layer's life). */
 export const MAX_TARSPLIT_COMPRESSED_BYTES = 256 << 20;

@@ -4,7 +4,7 @@ import type { RangedSource } from '../estargz/source.js';
 import { ZstdChunkedError } from './errors.js';
 import { readZstdFileChunks } from './file-chunks.js';
 import { openZstdChunked, type ZstdOpenOptions } from './open.js';
-import { rebuildTar } from './tar-split.js';
+import { rebuildTar } from './tar-rebuild.js';
 
 export interface ZstdVerifySummary {
   tocDigest: string;

@@ -8,7 +8,7 @@ import { readZstdFileChunks } from '../../src/zstdchunked/file-chunks.js';
 import type { CodedChunk } from '../../src/zstdchunked/layer-index.js';
 import { openZstdChunked } from '../../src/zstdchunked/open.js';
 import { ZstdChunkedError } from '../../src/zstdchunked/errors.js';
-import { rebuildTar } from '../../src/zstdchunked/tar-split.js';
+import { rebuildTar } from '../../src/zstdchunked/tar-rebuild.js';
 import { verifyZstdChunkedBlob } from '../../src/zstdchunked/verify.js';
 import { loadTarTv, loadZstdFixture, zstdCliDecode } from './fixture.js';
 
