@@ -1,4 +1,10 @@
 import type { ChunkRef, Decoder } from '../src/estargz/chunk.js';
+import type { ChunkCodec } from '../src/zstdchunked/layer-index.js';
+
+/** A chunk to decode, with its codec: absent means gzip (eStargz); `decoder` picks the gzip implementation. */
+export interface CodedChunkRef extends ChunkRef {
+  codec?: ChunkCodec;
+}
 
 /**
  * The message format between the engine and the decode workers. A task owns
@@ -17,7 +23,7 @@ export interface DecodeTask {
 export interface DecodeItem {
   offset: number;
   length: number;
-  refs: ChunkRef[];
+  refs: CodedChunkRef[];
 }
 
 /** A chunk that failed, with where it is: the engine's error names all of it. */
