@@ -116,7 +116,9 @@ describe('zstd:chunked bad input', () => {
       items: chunks.map((c) => ({ offset: c.blobOffset - start, length: c.blobEnd - c.blobOffset, refs: [{ path: 'bin/busybox', fileOffset: c.fileOffset, innerOffset: 0, size: c.size, digest: c.digest, blobOffset: c.blobOffset, codec: 'zstd' as const }] })),
     });
     assert.ok('buffer' in result.results[0]! && result.results[0].length === chunks[0]!.size);
-    assert.deepEqual(Object.keys(result.results[1]!), ['code', 'message']);
+    const failure = result.results[1] as { code: string; path: string; chunkOffset: number; compressed: { offset: number; length: number } };
+    assert.deepEqual({ path: failure.path, chunkOffset: failure.chunkOffset, compressed: failure.compressed },
+      { path: 'bin/busybox', chunkOffset: chunks[1]!.fileOffset, compressed: { offset: chunks[1]!.blobOffset, length: chunks[1]!.blobEnd - chunks[1]!.blobOffset } });
     assert.equal((result.results[1] as { code: string }).code, 'CHUNK_DIGEST_MISMATCH');
     assert.match((result.results[1] as { message: string }).message, /"bin\/busybox" at file offset 42303/);
     assert.ok('buffer' in result.results[2]!);
