@@ -1,6 +1,6 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { convertImage, type ProgressEvent } from '../convert/image-convert.js';
-import { DEFAULT_CHUNK_SIZE } from '../estargz/writer/convert.js';
+import { DEFAULT_CHUNK_SIZE } from '../estargz/writer/defaults.js';
 import { RegistryClient } from '../registry/client.js';
 import type { ResolverConfig } from '../registry/hosts.js';
 import { parsePlatform, type Platform } from '../registry/media-types.js';
