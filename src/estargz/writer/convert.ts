@@ -133,12 +133,17 @@ export async function convertLayer(input: TarInput, output: Writable, opts: Conv
       for (let seg = await nextSegment(); seg; seg = await nextSegment()) {
         // Bounds the spill files: a worker does not run more than a few segments ahead of the output.
         await out.waitTurn(seg.index, 2 * concurrency);
+        if (failed) return;
         const sink = out.open(seg.index);
         for (const m of seg.members) memberSizes[m.index] = await compressor.compress(m, sink);
         await out.finish(seg.index);
       }
     };
-    const settled = await Promise.allSettled(Array.from({ length: concurrency }, () => worker().catch((err) => { failed = true; throw err; })));
+    const settled = await Promise.allSettled(Array.from({ length: concurrency }, () => worker().catch((err) => {
+      failed = true;
+      out.releaseWaiters(); // a worker waiting for the failed one's segment would wait forever
+      throw err;
+    })));
     const rejected = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
     if (rejected) throw rejected.reason;
 

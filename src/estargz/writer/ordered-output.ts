@@ -9,6 +9,22 @@ import type { CompressedSink } from './member-compressor.js';
 
 const COPY_BYTES = 256 << 10;
 
+/** Resolves once `s` can take more; rejects if it failed or closed (then 'drain' would never come). */
+async function drained(s: Writable): Promise<void> {
+  if (s.errored) throw s.errored;
+  if (s.destroyed) throw new Error('the output was closed before the blob was written');
+  if (!s.writableNeedDrain) return;
+  const ac = new AbortController();
+  try {
+    await Promise.race([
+      once(s, 'drain', { signal: ac.signal }),
+      once(s, 'close', { signal: ac.signal }).then(() => { throw s.errored ?? new Error('the output was closed before the blob was written'); }),
+    ]);
+  } finally {
+    ac.abort();
+  }
+}
+
 /** Where one segment's compressed bytes go: straight to the output, or to a spill file until its turn. */
 export interface SegmentSink extends CompressedSink {
   readonly segment: number;
@@ -58,6 +74,11 @@ export class OrderedOutput {
     await new Promise<void>((resolve) => this.turnWaiters.push({ segment: segment - ahead, resolve }));
   }
 
+  /** Lets every waitTurn() return (after a failure: the segments they wait for will not come). */
+  releaseWaiters(): void {
+    for (const w of this.turnWaiters.splice(0)) w.resolve();
+  }
+
   open(segment: number): SegmentSink {
     if (segment === this.next) {
       return { segment, write: (b) => this.writeOut(b), ready: () => this.ready() };
@@ -71,7 +92,7 @@ export class OrderedOutput {
     return {
       segment,
       write: (b) => { stream.write(b); },
-      ready: async () => { if (stream.writableNeedDrain) await once(stream, 'drain'); },
+      ready: () => drained(stream),
     };
   }
 
@@ -128,8 +149,8 @@ export class OrderedOutput {
     this.onWritten?.(this.bytes);
   }
 
-  private async ready(): Promise<void> {
-    if (this.out.writableNeedDrain) await once(this.out, 'drain');
+  private ready(): Promise<void> {
+    return drained(this.out);
   }
 
   private async copy(path: string): Promise<void> {

@@ -153,6 +153,7 @@ async function indexFile(path: string, onProgress?: (bytes: number) => void): Pr
       onProgress?.(pos);
     }
     parser.end();
+    onProgress?.(size); // what follows the end-of-archive marker is staged too, just not read
     return { entries, size };
   } finally {
     await fh.close();
