@@ -183,8 +183,9 @@ export async function convertLayer(input: TarInput, output: Writable, opts: Conv
       missedPrioritized: ordering.missed,
     };
   } finally {
-    await out.abandon();
-    await fh.close();
+    // Each step on its own: a failure in one must not leave the temporary files of the next behind.
+    await out.abandon().catch(() => {});
+    await fh.close().catch(() => {});
     await rm(spillDir, { recursive: true, force: true });
     await staged.cleanup();
   }
