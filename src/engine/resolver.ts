@@ -15,6 +15,7 @@ import { MANIFEST_CHECKSUM_ANNOTATION } from '../zstdchunked/annotations.js';
 import { isZstdChunkedError, ZstdChunkedError } from '../zstdchunked/errors.js';
 import { openZstdChunked, type ZstdChunkedBlob } from '../zstdchunked/open.js';
 import type { Engine } from './engine.js';
+import { checkTarSplitInWorker } from './tarsplit-check.js';
 import { estargzContent, zstdChunkedContent, type EngineLayer, type LayerContent } from './layer.js';
 
 /** A layer resolved for a store directory `<ref>/<digest>`. */
@@ -111,7 +112,7 @@ async function openTrusted(blob: RangedSource, tocDigest: string | undefined): P
 async function openZstdTrusted(blob: RangedSource, annotations: Readonly<Record<string, string>> | undefined): Promise<ZstdChunkedBlob> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await openZstdChunked(measured(blob), annotations);
+      return await openZstdChunked(measured(blob), annotations, { checkTarSplit: checkTarSplitInWorker });
     } catch (err) {
       const refetchable = isZstdChunkedError(err) && ['MANIFEST_DIGEST_MISMATCH', 'TARSPLIT_DIGEST_MISMATCH', 'INVALID_FOOTER'].includes(err.code);
       if (!refetchable || attempt >= TOC_READ_ATTEMPTS) throw err;
