@@ -25,6 +25,7 @@ import tar from 'tar-stream';
 import { DEFAULT_TUNING, type BlobFetcher } from '../src/engine/chunk-loader.js';
 import { DEFAULT_CONFIG, engineOptions } from '../src/daemon/config.js';
 import { Engine } from '../src/engine/engine.js';
+import { estargzContent } from '../src/engine/layer.js';
 import type { LayerNode } from '../src/estargz/layer-index.js';
 import { openEstargz, type EstargzBlob } from '../src/estargz/open.js';
 import { RemoteBlob } from '../src/registry/blob.js';
@@ -354,7 +355,7 @@ async function main(): Promise<void> {
       try {
         await warmPool(engine, settings.threads);
         const fetcher = new CountingFetcher(remote);
-        const el = engine.openLayer({ id: `bench-${Math.random().toString(36).slice(2, 8)}`, blobDigest: digest, fetcher, estargz: es });
+        const el = engine.openLayer({ id: `bench-${Math.random().toString(36).slice(2, 8)}`, blobDigest: digest, fetcher, content: estargzContent(es) });
         try {
           const parts: Buffer[] = [];
           const probe = probeStart();

@@ -1,10 +1,7 @@
 import type { ChunkRef, Decoder } from '../src/estargz/chunk.js';
-import type { ChunkCodec } from '../src/zstdchunked/layer-index.js';
 
-/** A chunk to decode, with its codec: absent means gzip (eStargz); `decoder` picks the gzip implementation. */
-export interface CodedChunkRef extends ChunkRef {
-  codec?: ChunkCodec;
-}
+/** A chunk to decode, with its codec (ChunkRef.codec: absent means gzip, eStargz); `decoder` picks the gzip implementation. */
+export type CodedChunkRef = ChunkRef;
 
 /**
  * The message format between the engine and the decode workers. A task owns

@@ -3,6 +3,7 @@ import { logger } from '../log/logger.js';
 import { backgroundFetchFailures, verificationFailures, type FetchOperation } from '../metrics/registry.js';
 import type { BlobFetcher, ChunkLoader, ChunkWant } from './chunk-loader.js';
 import { EngineError } from './errors.js';
+import type { ZstdRebuildPlan } from '../../workers/layer-digest.js';
 import { LayerDigest } from './layer-digest.js';
 
 export interface BackgroundFetchOptions {
@@ -47,6 +48,8 @@ export interface BackgroundFetchDeps {
   blobDigest: string;
   /** The config's diff_id, checked once the whole layer went by. */
   diffID: string | undefined;
+  /** zstd:chunked: how the diff_id's tar is rebuilt (never by decoding the blob as a stream); absent: the blob is gunzipped. */
+  rebuild?: () => ZstdRebuildPlan;
   fetcher: BlobFetcher;
   loader: ChunkLoader;
   /** Every chunk, in blob order. */
@@ -260,8 +263,8 @@ export class BackgroundFetch {
   private async runOnce(): Promise<void> {
     const spans = this.spans();
     const chunks = this.deps.chunks();
-    // Blob sha256, gunzip and diff_id sha256 run in a worker: on the main thread they stalled FUSE replies.
-    const hash = new LayerDigest();
+    // Blob sha256, gunzip (or the zstd:chunked tar rebuild) and diff_id sha256 run in a worker: on the main thread they stalled FUSE replies.
+    const hash = new LayerDigest(this.deps.rebuild?.());
     try {
       const window: Promise<Fetched>[] = [];
       let next = 0;
@@ -299,7 +302,7 @@ export class BackgroundFetch {
       throw new RunStopped('blob', `layer ${layer}: the blob hashes to ${blob}, the manifest says ${blobDigest}`);
     }
     if (diff instanceof Error) {
-      throw new RunStopped('inflate', `layer ${layer}: the blob matches its digest but does not inflate: ${diff.message}`);
+      throw new RunStopped('inflate', `layer ${layer}: the blob matches its digest but its tar cannot be had: ${diff.message}`);
     }
     if (diffID && diff !== diffID) {
       throw new RunStopped('diff_id', `layer ${layer}: the uncompressed layer hashes to ${diff}, the image config says ${diffID}`);

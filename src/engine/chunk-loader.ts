@@ -246,8 +246,15 @@ export class ChunkLoader {
     if (misses.length) await this.fetchAndDecode(misses, op, 0);
   }
 
-  private async fetchAndDecode(misses: Deferred[], op: FetchOperation, attempt: number): Promise<void> {
+  private async fetchAndDecode(wanted: Deferred[], op: FetchOperation, attempt: number): Promise<void> {
     const { tuning, fetcher } = this.deps;
+    const failed: { d: Deferred; error: EstargzError }[] = [];
+    // A zstd:chunked 'zeros' chunk is known without its frame: never fetched, only checked against its digest (in a worker).
+    const zeros = wanted.filter((d) => d.want.chunk.codec === 'zeros');
+    const misses = zeros.length ? wanted.filter((d) => d.want.chunk.codec !== 'zeros') : wanted;
+    const known = zeros.length
+      ? this.decodeGroup({ start: 0, end: 0, members: [{ offset: 0, end: 0, wants: zeros }] }, new ArrayBuffer(0), 0, op, failed)
+      : Promise.resolve();
     const byMember = new Map<number, Deferred[]>();
     for (const d of misses) {
       const list = byMember.get(d.want.chunk.blobOffset);
@@ -256,8 +263,7 @@ export class ChunkLoader {
     }
     const spans = planSpans(misses.map((d) => ({ offset: d.want.chunk.blobOffset, end: d.want.chunk.blobEnd })), tuning);
     const requests = groupRequests(spans, tuning);
-    const failed: { d: Deferred; error: EstargzError }[] = [];
-    await Promise.all(requests.map(async (request) => {
+    await Promise.all([known, ...requests.map(async (request) => {
       let fetched: { data: Buffer; exclusive: boolean }[];
       const ranges = request.map((s) => ({ offset: s.offset, length: s.end - s.offset }));
       const signal = AbortSignal.timeout(tuning.fetchTimeoutMs);
@@ -274,7 +280,7 @@ export class ChunkLoader {
         this.deps.onFetched(span.offset, span.end, op);
         await this.decodeSpan(span, fetched[i]!.data, fetched[i]!.exclusive, byMember, op, failed);
       }
-    }));
+    })]);
     if (failed.length === 0) return;
     verificationFailures.inc({ what: 'chunk' }, failed.length);
     const { verifyRetries, verifyRetryWaitMs } = tuning;
@@ -354,6 +360,7 @@ export class ChunkLoader {
         size: d.want.chunk.size,
         digest: d.want.chunk.digest,
         blobOffset: d.want.chunk.blobOffset,
+        ...(d.want.chunk.codec !== undefined && { codec: d.want.chunk.codec }),
       })),
     }));
     let outputs: DecodeOutput[];

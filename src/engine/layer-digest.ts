@@ -1,11 +1,11 @@
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import type { FromDigest, ToDigest } from '../../workers/layer-digest.js';
+import type { FromDigest, ToDigest, ZstdRebuildPlan } from '../../workers/layer-digest.js';
 
 /** The two digests of a whole layer: the blob's and its uncompressed tar's (the diff_id). */
 export interface LayerDigests {
   blob: string;
-  /** The diff_id, or why the blob did not inflate (a damaged member: a fault of this fetch, not a crash). */
+  /** The diff_id, or why the tar could not be had (a damaged member or frame: a fault of this fetch, not a crash). */
   diff: string | Error;
 }
 
@@ -13,7 +13,7 @@ const WORKER_FILE = fileURLToPath(new URL('../../workers/layer-digest.js', impor
 
 /** A copy for the worker is made this many bytes at a time. */
 const COPY_SLICE_BYTES = 1 << 20;
-/** Pieces sent but not yet taken by gunzip: past this, push() waits. */
+/** Pieces sent but not yet taken (by gunzip, or passed by the tar rebuild): past this, push() waits. */
 const MAX_IN_FLIGHT = 2;
 
 /**
@@ -31,8 +31,9 @@ export class LayerDigest {
   private settle!: { resolve: (r: LayerDigests) => void; reject: (e: Error) => void };
   private closed = false;
 
-  constructor() {
-    this.worker = new Worker(WORKER_FILE, { execArgv: ['--no-experimental-require-module'] });
+  /** Without a plan the blob is gunzipped (eStargz); with one, the zstd:chunked tar is rebuilt from its tar-split and chunks. */
+  constructor(plan?: ZstdRebuildPlan) {
+    this.worker = new Worker(WORKER_FILE, { execArgv: ['--no-experimental-require-module'], ...(plan && { workerData: plan }) });
     this.result = new Promise((resolve, reject) => { this.settle = { resolve, reject }; });
     // finish() hands the outcome over; a failure before anyone asks (the worker died) must not be an unhandled rejection meanwhile.
     this.result.catch(() => {});
@@ -41,7 +42,7 @@ export class LayerDigest {
         this.inFlight--;
         this.ackWaiters.shift()?.();
       } else if ('error' in m) {
-        this.settle.resolve({ blob: m.blobDigest, diff: new Error(`the layer does not gunzip: ${m.error}`) });
+        this.settle.resolve({ blob: m.blobDigest, diff: new Error(m.error) });
       } else {
         this.settle.resolve({ blob: m.blobDigest, diff: m.diffID });
       }

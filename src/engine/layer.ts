@@ -1,5 +1,8 @@
-import type { LayerNode } from '../estargz/layer-index.js';
+import type { Chunk, LayerIndex, LayerNode } from '../estargz/layer-index.js';
+import type { ZstdRebuildPlan } from '../../workers/layer-digest.js';
 import type { EstargzBlob } from '../estargz/open.js';
+import type { ZstdChunkedBlob } from '../zstdchunked/open.js';
+import type { TarSplitPosition } from '../zstdchunked/tar-split.js';
 import { logger } from '../log/logger.js';
 import {
   bytesServed,
@@ -38,7 +41,28 @@ export interface LayerParams {
   /** The config's diff_id for this layer: checked once the whole layer was fetched. */
   diffID?: string;
   fetcher: BlobFetcher;
-  estargz: EstargzBlob;
+  content: LayerContent;
+}
+
+/**
+ * What the engine needs of a layer's format: its index (files and their
+ * chunks, each chunk saying its codec) and where the chunk data ends (the
+ * TOC or manifest follows; prefetch stays before it). zstd:chunked also
+ * brings its verified tar-split: the whole-layer check rebuilds the tar from
+ * it to hash the diff_id.
+ */
+export type LayerContent =
+  | { format: 'estargz'; index: LayerIndex; payloadEnd: number }
+  | { format: 'zstd:chunked'; index: LayerIndex; payloadEnd: number; tarSplit: Buffer; tarSplitPosition: TarSplitPosition };
+
+/** An opened eStargz blob as the engine serves it. */
+export function estargzContent(blob: EstargzBlob): LayerContent {
+  return { format: 'estargz', index: blob.index, payloadEnd: blob.footer.tocOffset };
+}
+
+/** An opened zstd:chunked blob as the engine serves it. */
+export function zstdChunkedContent(blob: ZstdChunkedBlob): LayerContent {
+  return { format: 'zstd:chunked', index: blob.index, payloadEnd: blob.payloadEnd, tarSplit: blob.tarSplit, tarSplitPosition: blob.tarSplitPosition };
 }
 
 /**
@@ -73,6 +97,7 @@ export class EngineLayer {
       layer: params.id,
       blobDigest: params.blobDigest,
       diffID: params.diffID,
+      ...(params.content.format === 'zstd:chunked' && { rebuild: () => this.rebuildPlan() }),
       fetcher: params.fetcher,
       loader,
       chunks: () => this.allChunks(),
@@ -223,12 +248,21 @@ export class EngineLayer {
     return out;
   }
 
+  /** What the digest worker needs to rebuild a zstd:chunked layer's tar: its tar-split and each file's chunks. */
+  private rebuildPlan(): ZstdRebuildPlan {
+    const content = this.params.content;
+    if (content.format !== 'zstd:chunked') throw new Error('not a zstd:chunked layer');
+    const files = new Map<string, readonly Chunk[]>();
+    for (const [path, node] of content.index.byPath) if (node.type === 'reg') files.set(path, node.chunks);
+    return { kind: 'zstd:chunked', tarSplit: content.tarSplit, tarSplitPosition: content.tarSplitPosition, files, layer: this.params.id };
+  }
+
   /** Every chunk of every file, in blob order. */
   private allChunks(): ChunkWant[] {
     if (!this.chunkList) {
       const seen = new Set<LayerNode>();
       const list: ChunkWant[] = [];
-      for (const [path, node] of this.params.estargz.index.byPath) {
+      for (const [path, node] of this.params.content.index.byPath) {
         if (node.type !== 'reg' || seen.has(node)) continue;
         seen.add(node);
         for (const chunk of node.chunks) list.push({ chunk, path });
@@ -241,10 +275,10 @@ export class EngineLayer {
   /** The prefetch range: the landmark's, none, or `prefetch_size` bytes. */
   prefetchEnd(): number {
     if (this.opts.noPrefetch) return 0;
-    const hint = this.params.estargz.index.prefetch;
+    const hint = this.params.content.index.prefetch;
     if (hint.kind === 'landmark') return hint.end;
     if (hint.kind === 'none') return 0;
-    return Math.min(this.opts.prefetchSize, this.params.estargz.footer.tocOffset);
+    return Math.min(this.opts.prefetchSize, this.params.content.payloadEnd);
   }
 
   /** Fetches and decodes every chunk in the prefetch range (once; later calls share the run). */

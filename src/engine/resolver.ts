@@ -11,8 +11,12 @@ import { RegistryError } from '../registry/errors.js';
 import { ImageResolver } from '../registry/manifest.js';
 import { MediaType, type Descriptor } from '../registry/media-types.js';
 import { formatReference, type ImageReference } from '../registry/reference.js';
+import { MANIFEST_CHECKSUM_ANNOTATION } from '../zstdchunked/annotations.js';
+import { isZstdChunkedError, ZstdChunkedError } from '../zstdchunked/errors.js';
+import { openZstdChunked, type ZstdChunkedBlob } from '../zstdchunked/open.js';
 import type { Engine } from './engine.js';
-import type { EngineLayer } from './layer.js';
+import { checkTarSplitInWorker } from './tarsplit-check.js';
+import { estargzContent, zstdChunkedContent, type EngineLayer, type LayerContent } from './layer.js';
 
 /** A layer resolved for a store directory `<ref>/<digest>`. */
 export interface ResolvedLayer {
@@ -22,13 +26,15 @@ export interface ResolvedLayer {
   dirDigest: string;
   keyedBy: 'layer' | 'toc';
   descriptor: Descriptor;
-  /** The verified TOC digest (the manifest annotation), or undefined for an unverified layer. */
+  /** The verified TOC digest (eStargz: the TOC's; zstd:chunked: the manifest-checksum), or undefined for an unverified layer. */
   tocDigest: string | undefined;
   /** The config's diff_id for this layer. */
   diffID: string;
-  /** The `io.containers.estargz.uncompressed-size` annotation, if the image has it. */
+  /** Length of the layer tar: eStargz's `io.containers.estargz.uncompressed-size` annotation if the image has it; zstd:chunked's from its verified tar-split. */
   uncompressedSize: number | undefined;
-  estargz: EstargzBlob;
+  format: LayerContent['format'];
+  /** The index and what the engine needs of the format. */
+  content: LayerContent;
   layer: EngineLayer;
   /** Blob size as the registry reports it. */
   blobSize: number;
@@ -72,6 +78,9 @@ function measured(blob: RangedSource): RangedSource {
   };
 }
 
+/** The media type of a zstd layer (c/image writes zstd:chunked layers with it). */
+export const ZSTD_LAYER_TYPE = 'application/vnd.oci.image.layer.v1.tar+zstd';
+
 /** Reads of the footer and TOC made before a layer with a trusted TOC digest is refused. */
 const TOC_READ_ATTEMPTS = 3;
 
@@ -89,6 +98,25 @@ async function openTrusted(blob: RangedSource, tocDigest: string | undefined): P
       const refetchable = tocDigest !== undefined && isEstargzError(err) && (err.code === 'TOC_DIGEST_MISMATCH' || err.code === 'INVALID_TOC' || err.code === 'NOT_ESTARGZ');
       if (!refetchable || attempt >= TOC_READ_ATTEMPTS) throw err;
       logger.warn({ attempt, err: (err as Error).message }, 'footer or TOC did not check out; reading it again');
+      await sleep(100 * 2 ** (attempt - 1));
+    }
+  }
+}
+
+/**
+ * Opens a zstd:chunked blob (one read of its end: manifest, tar-split,
+ * footer). Its annotations always vouch for the manifest, so a manifest or
+ * tar-split that does not check out is first taken for a fault of that
+ * fetch and read again; only a repeat refuses the layer.
+ */
+async function openZstdTrusted(blob: RangedSource, annotations: Readonly<Record<string, string>> | undefined): Promise<ZstdChunkedBlob> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await openZstdChunked(measured(blob), annotations, { checkTarSplit: checkTarSplitInWorker });
+    } catch (err) {
+      const refetchable = isZstdChunkedError(err) && ['MANIFEST_DIGEST_MISMATCH', 'TARSPLIT_DIGEST_MISMATCH', 'INVALID_FOOTER'].includes(err.code);
+      if (!refetchable || attempt >= TOC_READ_ATTEMPTS) throw err;
+      logger.warn({ attempt, err: (err as Error).message }, 'zstd:chunked manifest or tar-split did not check out; reading it again');
       await sleep(100 * 2 ** (attempt - 1));
     }
   }
@@ -264,11 +292,15 @@ export class LayerResolver {
     let index = layers.findIndex((l) => l.digest === digest);
     let keyedBy: ResolvedLayer['keyedBy'] = 'layer';
     if (index < 0) {
-      index = layers.findIndex((l) => l.annotations?.[TOC_DIGEST_ANNOTATION] === digest);
+      // podman ≥ 5.1 names the directory by the TOC digest: eStargz's TOC digest or zstd:chunked's manifest checksum.
+      index = layers.findIndex((l) => l.annotations?.[TOC_DIGEST_ANNOTATION] === digest || l.annotations?.[MANIFEST_CHECKSUM_ANNOTATION] === digest);
       keyedBy = 'toc';
     }
     if (index < 0) throw new RegistryError('NOT_FOUND', `${refString} has no layer with digest or TOC digest ${digest}`);
     const descriptor = layers[index]!;
+    if (descriptor.annotations?.[MANIFEST_CHECKSUM_ANNOTATION] !== undefined || descriptor.mediaType === ZSTD_LAYER_TYPE) {
+      return this.resolveZstdChunked(ref, refString, digest, keyedBy, descriptor, index, layers.length, config, signal);
+    }
     if (!GZIP_LAYER_TYPES.has(descriptor.mediaType)) {
       throw new EstargzError('NOT_ESTARGZ', `layer ${descriptor.digest} of ${refString} is ${descriptor.mediaType}, not a gzip layer`);
     }
@@ -286,14 +318,60 @@ export class LayerResolver {
     signal.throwIfAborted();
     const size = Number(descriptor.annotations?.[UNCOMPRESSED_SIZE_ANNOTATION]);
     const diffID = diffIDs[index]!;
-    const layer = this.engine.openLayer({ id: descriptor.digest.slice(7, 19), blobDigest: descriptor.digest, diffID, fetcher: blob, estargz });
-    // Both honour the engine's noprefetch / no_background_fetch settings.
-    void layer.prefetch().catch(() => {});
-    layer.startBackgroundFetch();
+    const content = estargzContent(estargz);
+    const layer = this.startLayer(descriptor, diffID, blob, content);
     return {
       ref, refString, dirDigest: digest, keyedBy, descriptor, tocDigest, diffID,
       uncompressedSize: Number.isSafeInteger(size) && size >= 0 ? size : undefined,
-      estargz, layer, blobSize: blob.size,
+      format: content.format, content, layer, blobSize: blob.size,
+    };
+  }
+
+  /** An engine layer with prefetch and background fetch started (both honour the engine's noprefetch / no_background_fetch settings). */
+  private startLayer(descriptor: Descriptor, diffID: string, blob: RemoteBlob, content: LayerContent): EngineLayer {
+    const layer = this.engine.openLayer({ id: descriptor.digest.slice(7, 19), blobDigest: descriptor.digest, diffID, fetcher: blob, content });
+    void layer.prefetch().catch(() => {});
+    layer.startBackgroundFetch();
+    return layer;
+  }
+
+  /**
+   * A zstd:chunked layer: media type tar+zstd with the manifest-checksum
+   * annotation (and not eStargz's too: containers/storage refuses a layer
+   * claiming both, and so does the store). Opened with one read of the
+   * blob's end; every refusal names the layer and the part at fault.
+   */
+  private async resolveZstdChunked(
+    ref: ImageReference, refString: string, digest: string, keyedBy: ResolvedLayer['keyedBy'], descriptor: Descriptor, index: number, layerCount: number,
+    config: ReturnType<ImageResolver['config']>, signal: AbortSignal,
+  ): Promise<ResolvedLayer> {
+    const what = `layer ${descriptor.digest} of ${refString}`;
+    if (descriptor.mediaType !== ZSTD_LAYER_TYPE) {
+      throw new ZstdChunkedError('NOT_ZSTD_CHUNKED', `${what} has the ${MANIFEST_CHECKSUM_ANNOTATION} annotation but is ${descriptor.mediaType}, not ${ZSTD_LAYER_TYPE}`, { part: 'annotations' });
+    }
+    if (descriptor.annotations?.[MANIFEST_CHECKSUM_ANNOTATION] === undefined) {
+      throw new ZstdChunkedError('NOT_ZSTD_CHUNKED', `${what} is a zstd layer without the ${MANIFEST_CHECKSUM_ANNOTATION} annotation: plain zstd, not zstd:chunked (the store serves only chunked layers)`, { part: 'annotations' });
+    }
+    const repo = { registry: ref.registry, repository: ref.repository };
+    const blob = await RemoteBlob.open(this.client, repo, descriptor.digest, { expectedSize: descriptor.size, signal, singleRangeOnly: this.opts.singleRangeOnly });
+    let zstd: ZstdChunkedBlob;
+    try {
+      zstd = await openZstdTrusted(blob, descriptor.annotations);
+    } catch (err) {
+      if (!isZstdChunkedError(err)) throw err;
+      throw new Error(`${what} refused: ${err.message}`, { cause: err });
+    }
+    const diffIDs = (await config).config.rootfs.diff_ids;
+    if (layerCount !== diffIDs.length) {
+      throw new RegistryError('PROTOCOL', `${refString}: ${layerCount} layers but ${diffIDs.length} diff_ids in the config`);
+    }
+    signal.throwIfAborted();
+    const diffID = diffIDs[index]!;
+    const content = zstdChunkedContent(zstd);
+    const layer = this.startLayer(descriptor, diffID, blob, content);
+    return {
+      ref, refString, dirDigest: digest, keyedBy, descriptor, tocDigest: zstd.tocDigest, diffID,
+      uncompressedSize: zstd.tarSize, format: content.format, content, layer, blobSize: blob.size,
     };
   }
 }

@@ -3,8 +3,13 @@ import { inflateRawSync } from 'node:zlib';
 import { Inflate } from 'pako';
 import { EstargzError } from './errors.js';
 
+/** How a chunk's compressed range becomes its bytes: a gzip member (eStargz), a zstd frame or known zeros (zstd:chunked). */
+export type ChunkCodec = 'gzip' | 'zstd' | 'zeros';
+
 /** What is needed to decode and check one chunk; plain data so it crosses to a worker. */
 export interface ChunkRef {
+  /** Absent: gzip (eStargz). */
+  codec?: ChunkCodec;
   /** File the chunk belongs to (for error messages). */
   path: string;
   /** Offset of the chunk inside the file (for error messages). */

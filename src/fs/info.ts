@@ -1,8 +1,8 @@
 import type { ResolvedLayer } from '../engine/resolver.js';
 import { logger } from '../log/logger.js';
 
-/** containers/storage's compression enum: 2 is gzip. */
-const COMPRESSION_GZIP = 2;
+/** containers/storage's compression enum (pkg/archive): 2 is gzip, 4 zstd. */
+const COMPRESSION = { estargz: 2, 'zstd:chunked': 4 } as const;
 
 /**
  * The `info` file: the containers/storage Layer fields the store knows, one
@@ -13,8 +13,13 @@ const COMPRESSION_GZIP = 2;
  *   uncompressed-size annotation, needed to export through `blob`), compression;
  * - the TOC digest (podman ≥ 5.1): toc-digest (checked by podman),
  *   diff-size, compression, and flags.expected-layer-diffid (needed for save/push).
+ * A zstd:chunked layer has the same fields with compression 4 (zstd), its
+ * manifest checksum as toc-digest and the tar's length from its verified
+ * tar-split as diff-size (no annotation needed). `compression` is what
+ * c/storage decompresses the `blob` file with when it exports the layer.
  */
 export function layerInfo(l: ResolvedLayer): Buffer {
+  const compression = COMPRESSION[l.format];
   if (l.uncompressedSize === undefined) {
     logger.warn({ ref: l.refString, digest: l.descriptor.digest }, 'layer has no io.containers.estargz.uncompressed-size annotation; info has no diff-size, so exporting it may fail');
   }
@@ -24,12 +29,12 @@ export function layerInfo(l: ResolvedLayer): Buffer {
       'compressed-size': l.descriptor.size,
       'diff-digest': l.diffID,
       ...(l.uncompressedSize !== undefined && { 'diff-size': l.uncompressedSize }),
-      compression: COMPRESSION_GZIP,
+      compression,
     }
     : {
       'toc-digest': l.dirDigest,
       'diff-size': l.uncompressedSize ?? -1,
-      compression: COMPRESSION_GZIP,
+      compression,
       flags: { 'expected-layer-diffid': l.diffID },
     };
   return Buffer.from(JSON.stringify(info) + '\n');

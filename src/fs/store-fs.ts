@@ -215,7 +215,7 @@ export class StoreFs {
     const key = this.resolverKey(ref, digest);
     let p = this.serving.get(key);
     if (!p) {
-      p = this.resolver.resolve(ref, digest).then((resolved) => ({ resolved, view: new DiffView(resolved.estargz.index), info: layerInfo(resolved) }));
+      p = this.resolver.resolve(ref, digest).then((resolved) => ({ resolved, view: new DiffView(resolved.content.index), info: layerInfo(resolved) }));
       this.serving.set(key, p);
       const settled = (): void => { this.generation++; };
       p.then(settled, () => {

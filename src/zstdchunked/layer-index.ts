@@ -10,8 +10,9 @@ import { cleanEntryName, DIGEST_PATTERN, TOC_ENTRY_TYPES, type TocEntryJson } fr
 import { ZstdChunkedError } from './errors.js';
 import type { ManifestEntry, ManifestJson } from './manifest.js';
 
-/** How a chunk's compressed range becomes its bytes. */
-export type ChunkCodec = 'gzip' | 'zstd' | 'zeros';
+import type { ChunkCodec } from '../estargz/chunk.js';
+
+export type { ChunkCodec };
 
 /**
  * A chunk of the format-neutral index: the eStargz Chunk (file offset, size,

@@ -6,7 +6,15 @@ import { FOOTER_FRAME_SIZE, parseFooter, SKIPPABLE_HEADER_SIZE, type ZstdChunked
 import { buildZstdChunkedIndex, type ZstdLayerIndex } from './layer-index.js';
 import { decodeManifest, MAX_MANIFEST_BYTES, type ManifestJson } from './manifest.js';
 import type { TarSplitPosition } from './tar-split.js';
-import { validateTarSplit } from './tar-split-check.js';
+import { validateTarSplit, type TarSplitSummary } from './tar-split-check.js';
+
+/**
+ * Checks the tar-split against the manifest (validateTarSplit). The store
+ * runs it in a worker (tens of ms for a large layer); `json` is the decoded
+ * manifest, which such a checker parses again on its side rather than have
+ * the parsed object cloned on the caller's thread.
+ */
+export type TarSplitChecker = (tarSplit: Buffer, pos: TarSplitPosition, json: Buffer, manifest: ManifestJson) => Promise<TarSplitSummary>;
 
 /** Bound on the compressed tar-split read at open (it is held in memory for the layer's life). */
 export const MAX_TARSPLIT_COMPRESSED_BYTES = 256 << 20;
@@ -15,6 +23,8 @@ export interface ZstdOpenOptions {
   maxManifestBytes?: number;
   maxTarSplitBytes?: number;
   limits?: Partial<TocLimits>;
+  /** Default: validateTarSplit on this thread. */
+  checkTarSplit?: TarSplitChecker;
 }
 
 export interface ZstdChunkedBlob {
@@ -74,7 +84,9 @@ export async function openZstdChunked(source: RangedSource, layerAnnotations: Re
   // Its own copy: the tail buffer (manifest bytes included) can then be dropped.
   const tarSplit = Buffer.from(tail.subarray(t.offset - tailStart, t.offset - tailStart + t.length));
   const tarSplitPosition = { length: t.length, uncompressedLength: t.uncompressedLength };
-  const { tarSize } = await validateTarSplit(tarSplit, tarSplitPosition, manifest);
+  const { tarSize } = opts.checkTarSplit
+    ? await opts.checkTarSplit(tarSplit, tarSplitPosition, json, manifest)
+    : await validateTarSplit(tarSplit, tarSplitPosition, manifest);
   return {
     size, footer, annotations, tocDigest: annotations.manifestChecksum, manifest, manifestSize: json.length, index,
     tarSplit, tarSplitPosition, tarSize, payloadEnd: footer.payloadEnd,

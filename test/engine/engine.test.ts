@@ -9,6 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import { DEFAULT_CONFIG, engineOptions, type EngineOverrides } from '../../src/daemon/config.js';
 import { Engine } from '../../src/engine/engine.js';
 import type { EngineLayer } from '../../src/engine/layer.js';
+import { estargzContent } from '../../src/engine/layer.js';
 import { isEstargzError } from '../../src/estargz/errors.js';
 import { openEstargz, type EstargzBlob } from '../../src/estargz/open.js';
 import { convertLayer } from '../../src/estargz/writer/convert.js';
@@ -85,7 +86,7 @@ describe('chunk engine against a real registry', () => {
     const s = served.get(name)!;
     const fetcher = await RemoteBlob.open(client, { registry: proxy.host, repository: `fixtures/${name}` }, s.digest);
     const es = await openEstargz(fetcher);
-    const layer = engine.openLayer({ id: `${name}-${Math.random().toString(36).slice(2, 6)}`, blobDigest: s.digest, fetcher, estargz: es, diffID: diffID ?? s.diffID });
+    const layer = engine.openLayer({ id: `${name}-${Math.random().toString(36).slice(2, 6)}`, blobDigest: s.digest, fetcher, content: estargzContent(es), diffID: diffID ?? s.diffID });
     return { layer, es, s };
   }
 
@@ -346,7 +347,7 @@ describe('chunk engine against a real registry', () => {
       const other = served.get('basic')!;
       const fetcher = await RemoteBlob.open(client, { registry: proxy.host, repository: 'fixtures/basic' }, other.digest);
       const es = await openEstargz(fetcher);
-      const liar = engine.openLayer({ id: 'liar', blobDigest: 'sha256:' + '1'.repeat(64), fetcher, estargz: es });
+      const liar = engine.openLayer({ id: 'liar', blobDigest: 'sha256:' + '1'.repeat(64), fetcher, content: estargzContent(es) });
       let last: unknown;
       for (let off = 0; off < other.size; off += 16 << 10) {
         try {

@@ -3,7 +3,12 @@ import { createHash, randomBytes as cryptoRandom } from 'node:crypto';
 import { test } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import { LayerDigest } from '../../src/engine/layer-digest.js';
-import { randomBytes } from '../helpers/layer-tar.js';
+import type { Chunk } from '../../src/estargz/layer-index.js';
+import { BufferSource } from '../../src/estargz/source.js';
+import { openZstdChunked } from '../../src/zstdchunked/open.js';
+import type { ZstdRebuildPlan } from '../../workers/layer-digest.js';
+import { makeLayerTar, randomBytes } from '../helpers/layer-tar.js';
+import { writeZstdChunked } from '../zstdchunked/writer.js';
 
 const sha = (b: Uint8Array): string => 'sha256:' + createHash('sha256').update(b).digest('hex');
 
@@ -53,4 +58,46 @@ test('LayerDigest: close() stops a digest midway', async () => {
   await e.push(gzipSync(Buffer.alloc(1000)).subarray(0, 20));
   await e.close();
   await assert.rejects(e.push(Buffer.alloc(1)), /closed/);
+});
+
+/** A zstd:chunked layer written by the test writer, and its digest worker plan. */
+async function zstdPlanned(): Promise<{ blob: Buffer; tar: Buffer; plan: ZstdRebuildPlan }> {
+  const tar = await makeLayerTar([
+    { name: 'a/', type: 'directory' },
+    { name: 'a/big', type: 'file', content: Buffer.concat([randomBytes(200_000, 41), Buffer.alloc(50_000), randomBytes(70_000, 42)]) },
+    { name: 'a/link', type: 'link', linkname: 'a/big' },
+    { name: 'a/small', type: 'file', content: Buffer.from('small') },
+    { name: 'a/empty', type: 'file', content: Buffer.alloc(0) },
+  ]);
+  const { blob, annotations } = writeZstdChunked(tar, 16 << 10);
+  const z = await openZstdChunked(new BufferSource(blob), annotations);
+  const files = new Map<string, readonly Chunk[]>();
+  for (const [path, node] of z.index.byPath) if (node.type === 'reg') files.set(path, node.chunks);
+  return { blob, tar, plan: { kind: 'zstd:chunked', tarSplit: z.tarSplit, tarSplitPosition: z.tarSplitPosition, files, layer: 'test' } };
+}
+
+test('LayerDigest (zstd:chunked): the diffID is the sha256 of the tar rebuilt from the tar-split and the frames, whatever the pieces', async () => {
+  const { blob, tar, plan } = await zstdPlanned();
+  for (const piece of [blob.length, 8 << 10, 1000, 7]) {
+    const d = new LayerDigest(plan);
+    for (let i = 0; i < blob.length; i += piece) await d.push(blob.subarray(i, i + piece));
+    assert.deepEqual(await d.finish(), { blob: sha(blob), diff: sha(tar) }, `pieces of ${piece}`);
+  }
+});
+
+test('LayerDigest (zstd:chunked): a damaged frame or a blob cut short is an answer naming the chunk, not a crash', async () => {
+  const { blob, plan } = await zstdPlanned();
+  const victim = plan.files.get('a/big')![2]!;
+  const bad = Buffer.from(blob);
+  bad[victim.blobOffset + Math.floor((victim.blobEnd - victim.blobOffset) / 2)]! ^= 0x40;
+  const d = new LayerDigest(plan);
+  for (let i = 0; i < bad.length; i += 4096) await d.push(bad.subarray(i, i + 4096));
+  const r = await d.finish();
+  assert.equal(r.blob, sha(bad));
+  assert.ok(r.diff instanceof Error && /a\/big.*file offset/.test(r.diff.message), String(r.diff));
+
+  const short = new LayerDigest(plan);
+  await short.push(blob.subarray(0, victim.blobEnd - 1));
+  const s = await short.finish();
+  assert.ok(s.diff instanceof Error && /past the blob's/.test(s.diff.message), String(s.diff));
 });

@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
 import { describe, test } from 'node:test';
 import type { LayerResolver, ResolvedLayer } from '../../src/engine/resolver.js';
+import { estargzContent } from '../../src/engine/layer.js';
 import { openEstargz, type EstargzBlob } from '../../src/estargz/open.js';
 import { BufferSource } from '../../src/estargz/source.js';
 import { convertLayer } from '../../src/estargz/writer/convert.js';
@@ -53,7 +54,7 @@ function stubResolver(blob: EstargzBlob, bytes: Buffer): LayerResolver & { resol
       const content = (node: { path: string }): Buffer => Buffer.from(node.path === 'etc/os-release' ? 'ID=test\n' : '#!/bin/sh\necho tool\n');
       return {
         ref, refString: 'r', dirDigest: digest, keyedBy: 'layer', descriptor: { mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest, size: bytes.length },
-        tocDigest: undefined, diffID: `sha256:${'d'.repeat(64)}`, uncompressedSize: 1000, estargz: blob, blobSize: bytes.length,
+        tocDigest: undefined, diffID: `sha256:${'d'.repeat(64)}`, uncompressedSize: 1000, format: 'estargz', content: estargzContent(blob), blobSize: bytes.length,
         layer: {
           readFile: async (node: { path: string; size: number }, offset: number, length: number) => content(node).subarray(offset, Math.min(node.size, offset + length)),
           readBlob: async (offset: number, length: number) => bytes.subarray(offset, offset + length),

@@ -6,6 +6,7 @@ import type { BlobFetcher } from '../../src/engine/chunk-loader.js';
 import { DEFAULT_CONFIG, engineOptions } from '../../src/daemon/config.js';
 import { Engine } from '../../src/engine/engine.js';
 import type { EngineLayer } from '../../src/engine/layer.js';
+import { estargzContent } from '../../src/engine/layer.js';
 import type { Decoder } from '../../src/estargz/chunk.js';
 import { isEstargzError } from '../../src/estargz/errors.js';
 import { readFileChunks } from '../../src/estargz/file-chunks.js';
@@ -534,7 +535,7 @@ function openLayer(engine: Engine, es: EstargzBlob, blob: Buffer, base: Base, ta
     id: `fuzz-${tag}-${Math.random().toString(36).slice(2, 8)}`,
     blobDigest: sha(blob),
     fetcher: bufferFetcher(blob),
-    estargz: es,
+    content: estargzContent(es),
   });
 }
 

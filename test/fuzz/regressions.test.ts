@@ -6,6 +6,7 @@ import { gzipSync } from 'node:zlib';
 import { after, describe, test } from 'node:test';
 import { DEFAULT_CONFIG, engineOptions, type EngineOverrides } from '../../src/daemon/config.js';
 import { Engine } from '../../src/engine/engine.js';
+import { estargzContent } from '../../src/engine/layer.js';
 import { isEstargzError } from '../../src/estargz/errors.js';
 import { encodeFooter } from '../../src/estargz/footer.js';
 import { readFileChunks } from '../../src/estargz/file-chunks.js';
@@ -69,7 +70,7 @@ async function withEngine<T>(opts: EngineOverrides, fn: (e: Engine) => Promise<T
 }
 
 function layerOf(engine: Engine, es: EstargzBlob, blob: Buffer, blobDigest = sha(blob)) {
-  return engine.openLayer({ id: `regression-${Math.random().toString(36).slice(2, 8)}`, blobDigest, fetcher: bufferFetcher(blob), estargz: es });
+  return engine.openLayer({ id: `regression-${Math.random().toString(36).slice(2, 8)}`, blobDigest, fetcher: bufferFetcher(blob), content: estargzContent(es) });
 }
 
 /** The blob with its TOC replaced by `toc` (same payload), and that TOC's digest: a lying-but-signed layer. */

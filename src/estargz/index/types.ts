@@ -1,3 +1,4 @@
+import type { ChunkCodec } from '../chunk.js';
 import type { TocEntryJson } from '../toc.js';
 
 export type NodeType = 'dir' | 'reg' | 'symlink' | 'char' | 'block' | 'fifo';
@@ -15,6 +16,8 @@ export interface Chunk {
   innerOffset: number;
   /** sha256 of the chunk's uncompressed bytes. */
   digest: string;
+  /** Absent: gzip (eStargz); zstd:chunked chunks say 'zstd' or 'zeros'. */
+  codec?: ChunkCodec;
 }
 
 /** An inode of the layer: hardlinks are several paths for one node. */
