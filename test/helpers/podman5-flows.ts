@@ -2,11 +2,7 @@
 // the zstd:chunked flow.
 //
 // zstdChunkedFlow() is the whole zstd:chunked flow with its lazy-pull
-// assertions. It is NOT registered as a test yet: the store does not serve
-// zstd:chunked layers, so podman falls back to pulling them itself. The test
-// file registers zstdChunkedFlowToday(), the same flow without the laziness
-// assertions; when the store serves the format, register zstdChunkedFlow()
-// in its place (see the test file).
+// assertions.
 
 import assert from 'node:assert/strict';
 import { execFile as execFileCb } from 'node:child_process';
@@ -194,10 +190,10 @@ export interface ZstdObservations {
  * p5/zstd:python; every pushed layer carries the zstd:chunked manifest
  * checksum. Then, with no local image left, a pull through the store (c/image
  * looks each layer up as `<base64 ref>/<manifest checksum>/`), a run, a save
- * and a push of the pulled image. With `expectLazy`, podman must fetch no
- * layer blob and every layer must be served by the store.
+ * and a push of the pulled image. podman must fetch no layer blob and every
+ * layer must be served by the store, keyed by manifest checksum.
  */
-async function runZstdChunkedFlow(s: Podman5Suite, expectLazy: boolean): Promise<ZstdObservations> {
+export async function zstdChunkedFlow(s: Podman5Suite): Promise<ZstdObservations> {
   const { reg, store, podman } = s;
   const zstdRef = `${reg.host}/p5/zstd:python`;
   await podman.run(['rmi', '-a', '-f']);
@@ -220,28 +216,12 @@ async function runZstdChunkedFlow(s: Podman5Suite, expectLazy: boolean): Promise
   const gets = podmanLayerGets(allGets, layers, podman);
   const storage = await podman.imageLayers(zstdRef);
   const observed: ZstdObservations = { podmanLayerGets: gets, servedByStore: storage.filter((l) => l.additionalLayer !== undefined).length, layers: storage.length };
-  if (expectLazy) {
-    assertNoPodmanLayerGets(allGets, layers, podman, 'zstd:chunked');
-    assertServedByStore(storage, zstdRef, checksums as string[]);
-  }
+  assertNoPodmanLayerGets(allGets, layers, podman, 'zstd:chunked');
+  assertServedByStore(storage, zstdRef, checksums as string[]);
 
   const py = await podman.run(['run', '--rm', zstdRef, 'python3', '-c', PYTHON_ONE_LINER]);
   assert.equal(py.stdout, PYTHON_OUTPUT);
   await assertSaveMatchesDiffIds(podman, zstdRef, 'zstd-save');
   await assertPushPullsBack(s, zstdRef, 'p5/zstd-pushed', 'python', PYTHON_HELLO);
   return observed;
-}
-
-/**
- * The zstd:chunked flow with its lazy-pull assertions (podman fetches no layer
- * blob; every layer is served by the store, keyed by manifest checksum). Not
- * registered as a test until the store serves zstd:chunked.
- */
-export async function zstdChunkedFlow(s: Podman5Suite): Promise<void> {
-  await runZstdChunkedFlow(s, true);
-}
-
-/** The zstd:chunked flow as far as it works today: podman falls back to a normal pull; everything else must hold. */
-export function zstdChunkedFlowToday(s: Podman5Suite): Promise<ZstdObservations> {
-  return runZstdChunkedFlow(s, false);
 }
