@@ -25,7 +25,16 @@ import { pushBlob, pushManifest } from '../registry/push.js';
 import { formatReference, manifestReference, type ImageReference } from '../registry/reference.js';
 
 export interface ImageConvertOptions {
+  /** Files placed first (prefetched) in every converted layer. */
   prioritizedFiles?: readonly string[];
+  /**
+   * Files placed first, per layer (`image optimize`'s recording; `index` in
+   * the manifest, `digest` the source layer's, `count` the manifest's
+   * layers): replaces `prioritizedFiles` for a layer it answers for, and may
+   * throw to refuse the image. With it, a layer that already is eStargz is
+   * converted again so that its order changes.
+   */
+  prioritizedFilesByLayer?: (layer: { index: number; digest: string; count: number }) => readonly string[] | undefined;
   chunkSize?: number;
   level?: number;
   /** One platform of an index (default: this machine's). Ignored for a single-manifest image. */
@@ -74,6 +83,8 @@ export interface ConvertedLayer {
   uncompressedSize: number;
   /** False when the source layer already was eStargz and was copied as it is. */
   converted: boolean;
+  /** Prioritized names this layer does not contain (empty for a layer copied as it is). */
+  missedPrioritized: string[];
 }
 
 export interface ConvertedManifest {
@@ -186,7 +197,7 @@ async function convertManifest(
     throw new RegistryError('PROTOCOL', `image ${platformName}: ${manifest.layers.length} layers but ${config.rootfs.diff_ids.length} diff_ids in the config`);
   }
   const layers = await mapLimit(manifest.layers, opts.concurrency ?? 2, (desc, i) =>
-    convertOneLayer(client, srcRepo, dstRepo, desc, config.rootfs.diff_ids[i]!, join(work, `${platformName.replaceAll('/', '_')}-${i}`), opts, (fields) =>
+    convertOneLayer(client, srcRepo, dstRepo, desc, config.rootfs.diff_ids[i]!, opts.prioritizedFilesByLayer?.({ index: i, digest: desc.digest, count: manifest.layers.length }) ?? opts.prioritizedFiles, join(work, `${platformName.replaceAll('/', '_')}-${i}`), opts, (fields) =>
       opts.onProgress?.({ platform: platformName, layer: i + 1, layers: manifest.layers.length, digest: desc.digest, size: desc.size, downloaded: 0, ...fields })));
 
   const newConfig = { ...config, rootfs: { ...config.rootfs, diff_ids: layers.map((l) => l.result.diffID) } };
@@ -211,13 +222,16 @@ async function convertOneLayer(
   dstRepo: RepoRef,
   desc: Descriptor,
   diffID: string,
+  prioritizedFiles: readonly string[] | undefined,
   base: string,
   opts: ImageConvertOptions,
   report: (fields: Pick<ProgressEvent, 'stage'> & Partial<ProgressEvent>) => void,
 ): Promise<{ descriptor: Descriptor; result: ConvertedLayer }> {
   const sameRegistry = srcRepo.registry === dstRepo.registry;
   const tocAnnotation = desc.annotations?.[TOC_DIGEST_ANNOTATION];
-  if (tocAnnotation && GZIP_TYPES.has(desc.mediaType)) {
+  // A per-layer list is a new order for this layer: an eStargz layer is converted again (its old TOC and landmark are dropped).
+  const reorder = opts.prioritizedFilesByLayer !== undefined;
+  if (tocAnnotation && GZIP_TYPES.has(desc.mediaType) && !reorder) {
     // Already eStargz (the TOC is checked against the annotation): copy as it is.
     const remote = await RemoteBlob.open(client, srcRepo, desc.digest, { expectedSize: desc.size, ...(opts.signal && { signal: opts.signal }) });
     await openEstargz(remote, { tocDigest: tocAnnotation });
@@ -248,7 +262,7 @@ async function convertOneLayer(
         size: desc.size,
         annotations: { ...desc.annotations, [TOC_DIGEST_ANNOTATION]: tocAnnotation, [UNCOMPRESSED_SIZE_ANNOTATION]: String(uncompressed) },
       },
-      result: { source: desc.digest, digest: desc.digest, size: desc.size, diffID, tocDigest: tocAnnotation, uncompressedSize: uncompressed, converted: false },
+      result: { source: desc.digest, digest: desc.digest, size: desc.size, diffID, tocDigest: tocAnnotation, uncompressedSize: uncompressed, converted: false, missedPrioritized: [] },
     };
   }
   if (!CONVERTIBLE_TYPES.has(desc.mediaType)) {
@@ -264,7 +278,7 @@ async function convertOneLayer(
   const converted = await convertLayer(srcPath, out, {
     ...(opts.chunkSize !== undefined && { chunkSize: opts.chunkSize }),
     ...(opts.level !== undefined && { level: opts.level }),
-    ...(opts.prioritizedFiles && { prioritizedFiles: opts.prioritizedFiles }),
+    ...(prioritizedFiles && { prioritizedFiles }),
     ...(opts.tmpDir && { tmpDir: opts.tmpDir }),
     ...(opts.layerConcurrency !== undefined && { concurrency: opts.layerConcurrency }),
     onProgress: (p) => report({ stage: 'convert', downloaded: desc.size, read: p.read, ...(p.tarBytes !== null && { tarBytes: p.tarBytes }), written: p.written }),
@@ -298,6 +312,7 @@ async function convertOneLayer(
       tocDigest: converted.tocDigest,
       uncompressedSize: converted.uncompressedSize,
       converted: true,
+      missedPrioritized: converted.missedPrioritized,
     },
   };
 }
