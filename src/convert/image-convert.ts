@@ -109,17 +109,30 @@ function sha256(b: Buffer): string {
   return 'sha256:' + createHash('sha256').update(b).digest('hex');
 }
 
-/** Runs `fn` over `items` with at most `limit` at once, keeping the order of results. */
+/**
+ * Runs `fn` over `items` with at most `limit` at once, keeping the order of
+ * results. After a failure no new item starts, and the first failure is
+ * thrown once the running ones settled: their files are then no longer being
+ * written when the caller removes its work directory.
+ */
 async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T, i: number) => Promise<R>): Promise<R[]> {
   const out = new Array<R>(items.length);
   let next = 0;
+  let failed = false;
   const worker = async (): Promise<void> => {
-    while (next < items.length) {
+    while (next < items.length && !failed) {
       const i = next++;
-      out[i] = await fn(items[i]!, i);
+      try {
+        out[i] = await fn(items[i]!, i);
+      } catch (err) {
+        failed = true;
+        throw err;
+      }
     }
   };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
+  const settled = await Promise.allSettled(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
+  const failure = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failure) throw failure.reason;
   return out;
 }
 
@@ -196,8 +209,10 @@ async function convertManifest(
   if (config.rootfs.diff_ids.length !== manifest.layers.length) {
     throw new RegistryError('PROTOCOL', `image ${platformName}: ${manifest.layers.length} layers but ${config.rootfs.diff_ids.length} diff_ids in the config`);
   }
+  // Every layer's list before any work: a list that does not fit the image refuses it at once.
+  const lists = manifest.layers.map((desc, i) => opts.prioritizedFilesByLayer?.({ index: i, digest: desc.digest, count: manifest.layers.length }) ?? opts.prioritizedFiles);
   const layers = await mapLimit(manifest.layers, opts.concurrency ?? 2, (desc, i) =>
-    convertOneLayer(client, srcRepo, dstRepo, desc, config.rootfs.diff_ids[i]!, opts.prioritizedFilesByLayer?.({ index: i, digest: desc.digest, count: manifest.layers.length }) ?? opts.prioritizedFiles, join(work, `${platformName.replaceAll('/', '_')}-${i}`), opts, (fields) =>
+    convertOneLayer(client, srcRepo, dstRepo, desc, config.rootfs.diff_ids[i]!, lists[i], join(work, `${platformName.replaceAll('/', '_')}-${i}`), opts, (fields) =>
       opts.onProgress?.({ platform: platformName, layer: i + 1, layers: manifest.layers.length, digest: desc.digest, size: desc.size, downloaded: 0, ...fields })));
 
   const newConfig = { ...config, rootfs: { ...config.rootfs, diff_ids: layers.map((l) => l.result.diffID) } };

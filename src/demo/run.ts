@@ -10,6 +10,7 @@ import { RegistryClient } from '../registry/client.js';
 import { parseReference } from '../registry/reference.js';
 import { privatePodman, type PrivatePodman } from '../sandbox/podman.js';
 import { freePort, isMounted, stop, unmountUnder, waitFor, which } from '../sandbox/processes.js';
+import { withCleanup, type Race } from '../sandbox/interrupts.js';
 import { buildDemoImage } from './image.js';
 
 const execFile = promisify(execFileCb);
@@ -79,123 +80,92 @@ export async function runDemo(print: Print = (l) => process.stdout.write(l + '\n
   for (const cmd of ['docker-registry', 'podman', 'tar', 'ldd']) {
     if (!(await which(cmd))) throw new Error(`the demo needs ${cmd} (Debian: apt-get install docker-registry podman runc tar libc-bin)`);
   }
-  const started: Started = { work: await mkdtemp(join(tmpdir(), 'estargz-demo-')), };
+  const started: Started = { work: await mkdtemp(join(tmpdir(), 'estargz-demo-')) };
   print(`work directory: ${started.work}`);
-  let interrupted: string | null = null;
-  let wake: () => void = () => {};
-  const onSignal = (signal: NodeJS.Signals): void => {
-    interrupted = signal;
-    wake();
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  const interruptedPromise = new Promise<never>((_, reject) => {
-    wake = () => reject(new Error(`interrupted by ${interrupted}`));
-  });
-  interruptedPromise.catch(() => {});
+  // The first failure is the one to report; a clean-up failure on top of it only gets a line.
+  await withCleanup((race) => demoSteps(started, print, race), () => cleanup(started, print),
+    (err) => process.stderr.write(`estargz-store: demo clean-up: ${err.message}\n`));
+}
 
+async function demoSteps(started: Started, print: Print, race: Race): Promise<void> {
   let n = 0;
   const step = async <T>(fn: () => Promise<T>, describe?: (value: T) => string): Promise<T> => {
     const name = DEMO_STEPS[n++]!;
     print(`[${n}/${DEMO_STEPS.length}] ${name} ...`);
     const t0 = performance.now();
-    const value = await Promise.race([fn(), interruptedPromise]);
+    const value = await race(fn());
     print(`      done in ${((performance.now() - t0) / 1000).toFixed(2)} s${describe ? `: ${describe(value)}` : ''}`);
     return value;
   };
 
-  let failure: unknown = null;
-  try {
-    const work = started.work;
-    const regPort = await freePort();
-    const host = `127.0.0.1:${regPort}`;
-    await step(async () => {
-      await writeFile(join(work, 'registry.yml'), [
-        'version: 0.1',
-        'log:',
-        '  level: warn',
-        'storage:',
-        '  filesystem:',
-        `    rootdirectory: ${join(work, 'registry')}`,
-        '  delete:',
-        '    enabled: true',
-        'http:',
-        `  addr: ${host}`,
-        '',
-      ].join('\n'));
-      const log = join(work, 'registry.log');
-      const fd = openSync(log, 'a');
-      // Its own process group: a Ctrl-C on the terminal reaches the demo, which then stops it in order.
-      started.registry = spawn('docker-registry', ['serve', join(work, 'registry.yml')], { stdio: ['ignore', fd, fd], detached: true });
-      closeSync(fd);
-      await waitFor('docker-registry', async () => (await fetch(`http://${host}/v2/`).then((r) => r.status, () => 0)) === 200, started.registry, 10_000, log);
-    }, () => `http://${host}`);
+  const work = started.work;
+  const regPort = await freePort();
+  const host = `127.0.0.1:${regPort}`;
+  await step(async () => {
+    await writeFile(join(work, 'registry.yml'), [
+      'version: 0.1',
+      'log:',
+      '  level: warn',
+      'storage:',
+      '  filesystem:',
+      `    rootdirectory: ${join(work, 'registry')}`,
+      '  delete:',
+      '    enabled: true',
+      'http:',
+      `  addr: ${host}`,
+      '',
+    ].join('\n'));
+    const log = join(work, 'registry.log');
+    const fd = openSync(log, 'a');
+    // Its own process group: a Ctrl-C on the terminal reaches the demo, which then stops it in order.
+    started.registry = spawn('docker-registry', ['serve', join(work, 'registry.yml')], { stdio: ['ignore', fd, fd], detached: true });
+    closeSync(fd);
+    await waitFor('docker-registry', async () => (await fetch(`http://${host}/v2/`).then((r) => r.status, () => 0)) === 200, started.registry, 10_000, log);
+  }, () => `http://${host}`);
 
-    started.client = new RegistryClient();
-    const client = started.client;
-    const image = await step(() => buildDemoImage(client, host, 'demo/app', join(work, 'image')),
-      (img) => `${img.ref}, layers ${img.layers.map((l) => mb(l.size)).join(' + ')}`);
+  started.client = new RegistryClient();
+  const client = started.client;
+  const image = await step(() => buildDemoImage(client, host, 'demo/app', join(work, 'image')),
+    (img) => `${img.ref}, layers ${img.layers.map((l) => mb(l.size)).join(' + ')}`);
 
-    const esgzRef = `${host}/demo/app:esgz`;
-    const converted = await step(() => convertImage(client, parseReference(image.ref), parseReference(esgzRef)),
-      (r) => `${esgzRef}@${r.digest.slice(0, 19)}…, layers ${r.manifests[0]!.layers.map((l) => mb(l.size)).join(' + ')}` +
-        ` (the same as: estargz-store image convert ${image.ref} ${esgzRef})`);
-    const layerBytes = converted.manifests[0]!.layers.reduce((a, l) => a + l.size, 0);
+  const esgzRef = `${host}/demo/app:esgz`;
+  const converted = await step(() => convertImage(client, parseReference(image.ref), parseReference(esgzRef)),
+    (r) => `${esgzRef}@${r.digest.slice(0, 19)}…, layers ${r.manifests[0]!.layers.map((l) => mb(l.size)).join(' + ')}` +
+      ` (the same as: estargz-store image convert ${image.ref} ${esgzRef})`);
+  const layerBytes = converted.manifests[0]!.layers.reduce((a, l) => a + l.size, 0);
 
-    const metricsPort = await freePort();
-    const metricsUrl = `http://127.0.0.1:${metricsPort}/metrics`;
-    await step(async () => {
-      const mnt = join(work, 'mnt');
-      await mkdir(mnt);
-      // The background fetch is put off, so the bytes below are what each step itself needed.
-      await writeFile(join(work, 'store.toml'), `metrics_address = "127.0.0.1:${metricsPort}"\nbackground_fetch_idle_sec = 600\n`);
-      const log = join(work, 'store.log');
-      const fd = openSync(log, 'a');
-      const proc = spawn(process.execPath, [CLI, 'mount', '--config', join(work, 'store.toml'), '--root', join(work, 'store-root'), mnt],
-        { stdio: ['ignore', fd, fd], detached: true, env: { ...process.env, ESTARGZ_LOG_LEVEL: process.env.ESTARGZ_LOG_LEVEL ?? 'warn' } });
-      closeSync(fd);
-      started.store = { proc, mnt };
-      await waitFor('the store', async () => (await isMounted(mnt)) && (await fetch(metricsUrl).then((r) => r.ok, () => false)), proc, 20_000, log);
-    }, () => `${started.store!.mnt} (metrics ${metricsUrl})`);
+  const metricsPort = await freePort();
+  const metricsUrl = `http://127.0.0.1:${metricsPort}/metrics`;
+  await step(async () => {
+    const mnt = join(work, 'mnt');
+    await mkdir(mnt);
+    // The background fetch is put off, so the bytes below are what each step itself needed.
+    await writeFile(join(work, 'store.toml'), `metrics_address = "127.0.0.1:${metricsPort}"\nbackground_fetch_idle_sec = 600\n`);
+    const log = join(work, 'store.log');
+    const fd = openSync(log, 'a');
+    const proc = spawn(process.execPath, [CLI, 'mount', '--config', join(work, 'store.toml'), '--root', join(work, 'store-root'), mnt],
+      { stdio: ['ignore', fd, fd], detached: true, env: { ...process.env, ESTARGZ_LOG_LEVEL: process.env.ESTARGZ_LOG_LEVEL ?? 'warn' } });
+    closeSync(fd);
+    started.store = { proc, mnt };
+    await waitFor('the store', async () => (await isMounted(mnt)) && (await fetch(metricsUrl).then((r) => r.ok, () => false)), proc, 20_000, log);
+  }, () => `${started.store!.mnt} (metrics ${metricsUrl})`);
 
-    // A podman of the demo's own: storage, run root and config files in the work directory, never /etc/containers.
-    started.podman = await privatePodman(join(work, 'podman'), { layerStore: started.store!.mnt, insecureRegistries: [host] });
-    const podman = started.podman.run;
+  // A podman of the demo's own: storage, run root and config files in the work directory, never /etc/containers.
+  started.podman = await privatePodman(join(work, 'podman'), { layerStore: started.store!.mnt, insecureRegistries: [host] });
+  const podman = started.podman.run;
 
-    let before = await storeFetchedBytes(metricsUrl);
-    const fetched = async (): Promise<string> => {
-      const now = await storeFetchedBytes(metricsUrl);
-      const delta = now - before;
-      before = now;
-      return `the store fetched ${mb(delta)} from the registry (${((delta / layerBytes) * 100).toFixed(1)}% of the ${mb(layerBytes)} of layers)`;
-    };
-    await step(() => podman(['pull', '-q', esgzRef]));
-    print(`      ${await fetched()}`);
-    const ran = await step(() => podman(['run', '--rm', '--network', 'none', esgzRef, '/bin/sh', '-c', 'cat /etc/demo-hello; ls -l /data']));
-    for (const line of ran.stdout.trimEnd().split('\n')) print(`      | ${line}`);
-    print(`      ${await fetched()}`);
-    await step(() => podman(['save', '-o', join(work, 'saved.tar'), esgzRef]));
-    print(`      ${await fetched()}`);
-  } catch (err) {
-    failure = err;
-  } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    // Signals during the clean-up are ignored: a second Ctrl-C must not leave a mount behind.
-    const ignore = (): void => {};
-    process.on('SIGINT', ignore);
-    process.on('SIGTERM', ignore);
-    try {
-      await cleanup(started, print);
-    } catch (err) {
-      // The first failure is the one to report; a clean-up failure on top of it only gets a line.
-      if (!failure) failure = err;
-      else process.stderr.write(`estargz-store: demo clean-up: ${(err as Error).message}\n`);
-    } finally {
-      process.off('SIGINT', ignore);
-      process.off('SIGTERM', ignore);
-    }
-  }
-  if (failure) throw failure;
-  if (interrupted) throw new Error(`interrupted by ${interrupted}`);
+  let before = await storeFetchedBytes(metricsUrl);
+  const fetched = async (): Promise<string> => {
+    const now = await storeFetchedBytes(metricsUrl);
+    const delta = now - before;
+    before = now;
+    return `the store fetched ${mb(delta)} from the registry (${((delta / layerBytes) * 100).toFixed(1)}% of the ${mb(layerBytes)} of layers)`;
+  };
+  await step(() => podman(['pull', '-q', esgzRef]));
+  print(`      ${await fetched()}`);
+  const ran = await step(() => podman(['run', '--rm', '--network', 'none', esgzRef, '/bin/sh', '-c', 'cat /etc/demo-hello; ls -l /data']));
+  for (const line of ran.stdout.trimEnd().split('\n')) print(`      | ${line}`);
+  print(`      ${await fetched()}`);
+  await step(() => podman(['save', '-o', join(work, 'saved.tar'), esgzRef]));
+  print(`      ${await fetched()}`);
 }

@@ -9,6 +9,7 @@ import type { RegistryClient } from '../registry/client.js';
 import type { ResolverConfig } from '../registry/hosts.js';
 import { formatReference, type ImageReference } from '../registry/reference.js';
 import { privatePodman, type PrivatePodman } from '../sandbox/podman.js';
+import { InterruptedError, withCleanup, type Race } from '../sandbox/interrupts.js';
 import { isMounted, unmountUnder, which } from '../sandbox/processes.js';
 import { formatList } from './list-file.js';
 import { ReadRecorder } from './recorder.js';
@@ -127,111 +128,77 @@ export async function optimizeImage(client: RegistryClient, src: ImageReference,
   if (process.getuid?.() !== 0) throw new OptimizeError('image optimize mounts a FUSE file system and runs podman with its own storage: run it as root');
   if (!(await which('podman'))) throw new OptimizeError('image optimize needs podman (Debian: apt-get install podman runc)');
   const started: Started = { work: await mkdtemp(join(tmpdir(), 'estargz-optimize-')) };
-  let interrupted: string | null = null;
-  let wake: () => void = () => {};
-  const onSignal = (signal: NodeJS.Signals): void => {
-    interrupted = signal;
-    wake();
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  const interruptedPromise = new Promise<never>((_, reject) => {
-    wake = () => reject(new OptimizeError(`interrupted by ${interrupted}`));
+  return withCleanup((race) => steps(client, src, dst, opts, started, race), () => cleanup(started), (err) => opts.warn(`clean-up: ${err.message}`));
+}
+
+async function steps(client: RegistryClient, src: ImageReference, dst: ImageReference, opts: OptimizeOptions, started: Started, step: Race): Promise<OptimizeResult> {
+  // 1. SRC as it is, in eStargz (layers that already are are copied), by digest in DST's repository: no tag is left behind.
+  opts.print(`converting ${formatReference(src)} to a temporary eStargz image to run it from the store`);
+  const tmpRef: ImageReference = { registry: dst.registry, repository: dst.repository };
+  const tmp = await step(convertImage(client, src, tmpRef, { ...opts.convert, onProgress: undefined }));
+  const runRef = `${dst.registry}/${dst.repository}@${tmp.digest}`;
+  const tmpLayers = tmp.manifests[0]!.layers;
+
+  // 2. A store of our own in this process, so that its reads can be recorded; no background fetch: only reads are wanted.
+  opts.print(`mounting a store with reads recorded`);
+  const mnt = join(started.work, 'mnt');
+  await mkdir(mnt);
+  started.mnt = mnt;
+  const { startDaemon } = await import('../daemon/daemon.js');
+  const recorder = new ReadRecorder();
+  started.recorder = recorder;
+  started.daemon = await step(startDaemon({
+    config: { ...DEFAULT_CONFIG, no_background_fetch: true, resolver: { ...DEFAULT_CONFIG.resolver, ...opts.resolver } },
+    root: join(started.work, 'store-root'),
+    mountpoint: mnt,
+  }));
+  started.daemon.fs.onRead = (_ref, digest, path) => recorder.note(digest, path);
+
+  // 3. The workload, with a podman of our own on that store.
+  const insecure = [...new Set([...opts.insecure, ...(isLocal(dst.registry) ? [dst.registry] : [])])];
+  started.podman = await privatePodman(join(started.work, 'podman'), { layerStore: mnt, insecureRegistries: insecure });
+  const podman = started.podman;
+  opts.print(`pulling ${runRef} (lazily, through the store)`);
+  await step(podman.run(['pull', '-q', runRef])).catch((err: Error) => {
+    throw err instanceof InterruptedError ? err : new OptimizeError(`the image could not be pulled from the store: ${err.message}`);
   });
-  interruptedPromise.catch(() => {});
-  const step = <T>(p: Promise<T>): Promise<T> => Promise.race([p, interruptedPromise]);
-
-  let failure: unknown = null;
-  let result: OptimizeResult | undefined;
-  try {
-    // 1. SRC as it is, in eStargz (layers that already are are copied), by digest in DST's repository: no tag is left behind.
-    opts.print(`converting ${formatReference(src)} to a temporary eStargz image to run it from the store`);
-    const tmpRef: ImageReference = { registry: dst.registry, repository: dst.repository };
-    const tmp = await step(convertImage(client, src, tmpRef, { ...opts.convert, onProgress: undefined }));
-    const runRef = `${dst.registry}/${dst.repository}@${tmp.digest}`;
-    const tmpLayers = tmp.manifests[0]!.layers;
-
-    // 2. A store of our own in this process, so that its reads can be recorded; no background fetch: only reads are wanted.
-    opts.print(`mounting a store with reads recorded`);
-    const mnt = join(started.work, 'mnt');
-    await mkdir(mnt);
-    started.mnt = mnt;
-    const { startDaemon } = await import('../daemon/daemon.js');
-    const recorder = new ReadRecorder();
-    started.recorder = recorder;
-    started.daemon = await step(startDaemon({
-      config: { ...DEFAULT_CONFIG, no_background_fetch: true, resolver: { ...DEFAULT_CONFIG.resolver, ...opts.resolver } },
-      root: join(started.work, 'store-root'),
-      mountpoint: mnt,
-    }));
-    started.daemon.fs.onRead = (_ref, digest, path) => recorder.note(digest, path);
-
-    // 3. The workload, with a podman of our own on that store.
-    const insecure = [...new Set([...opts.insecure, ...(isLocal(dst.registry) ? [dst.registry] : [])])];
-    started.podman = await privatePodman(join(started.work, 'podman'), { layerStore: mnt, insecureRegistries: insecure });
-    const podman = started.podman;
-    opts.print(`pulling ${runRef} (lazily, through the store)`);
-    await step(podman.run(['pull', '-q', runRef])).catch((err: Error) => {
-      throw interrupted ? err : new OptimizeError(`the image could not be pulled from the store: ${err.message}`);
-    });
-    const name = `estargz-optimize-${process.pid}`;
-    const args = [
-      '--network', opts.network ?? 'none',
-      ...(opts.env ?? []).flatMap((e) => ['--env', e]),
-      ...(opts.mounts ?? []).flatMap((m) => ['--mount', m]),
-      runRef,
-      ...(opts.cmd ?? []),
-    ];
-    opts.print(`running the workload (timeout ${opts.timeoutMs / 1000} s): podman run ${args.join(' ')}`);
-    const ran = await step(runWorkload(podman, name, args, opts.timeoutMs, opts.workloadOutput));
-    recorder.stop();
-    // 125: podman could not create or start the container; 126/127: the command cannot be run or is not there.
-    if (!ran.timedOut && ran.code !== null && ran.code >= 125 && ran.code <= 127) {
-      throw new OptimizeError(`the image does not run (podman run exited with ${ran.code}): ${ran.stderr.trim().split('\n').slice(-3).join(' | ') || 'no message'}`);
-    }
-    if (ran.timedOut) {
-      opts.warn(`the workload did not exit within ${opts.timeoutMs / 1000} s: stopped it; using the ${recorder.size} file(s) it read until then`);
-    } else if (ran.code !== 0) {
-      opts.warn(`the workload exited with ${ran.code}; using the ${recorder.size} file(s) it read`);
-    }
-    const recorded = tmpLayers.map((l, i) => ({ layer: i + 1, digest: l.source, paths: recorder.paths(l.digest) }));
-    if (recorder.size === 0) opts.warn('the workload read no file from the image: every layer gets the no-prefetch landmark');
-    opts.print(`recorded ${recorder.size} file(s): ${recorded.map((l) => `layer ${l.layer} ${l.paths.length}`).join(', ')}`);
-
-    // The mount and podman are not needed for the conversion: gone before it.
-    await release(started);
-    result = { recorded, timedOut: ran.timedOut, exitCode: ran.code, recordedFrom: runRef };
-    if (opts.recordOnly) {
-      await writeFile(opts.recordOnly, formatList(formatReference(src), recorded.map((l) => ({ digest: l.digest, paths: l.paths }))));
-      result.listFile = opts.recordOnly;
-    } else {
-      // 4. SRC again, each layer with its own files first.
-      opts.print(`converting ${formatReference(src)} to ${formatReference(dst)} with the recorded files first`);
-      result.converted = await step(convertImage(client, src, dst, {
-        ...opts.convert,
-        prioritizedFilesByLayer: ({ index }) => recorded[index]?.paths ?? [],
-      }));
-    }
-  } catch (err) {
-    failure = err;
-  } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    // Signals during the clean-up are ignored: a second Ctrl-C must not leave a mount behind.
-    const ignore = (): void => {};
-    process.on('SIGINT', ignore);
-    process.on('SIGTERM', ignore);
-    try {
-      await cleanup(started);
-    } catch (err) {
-      if (!failure) failure = err;
-      else opts.warn(`clean-up: ${(err as Error).message}`);
-    } finally {
-      process.off('SIGINT', ignore);
-      process.off('SIGTERM', ignore);
-    }
+  const name = `estargz-optimize-${process.pid}`;
+  const args = [
+    '--network', opts.network ?? 'none',
+    ...(opts.env ?? []).flatMap((e) => ['--env', e]),
+    ...(opts.mounts ?? []).flatMap((m) => ['--mount', m]),
+    runRef,
+    ...(opts.cmd ?? []),
+  ];
+  opts.print(`running the workload (timeout ${opts.timeoutMs / 1000} s): podman run ${args.join(' ')}`);
+  const ran = await step(runWorkload(podman, name, args, opts.timeoutMs, opts.workloadOutput));
+  recorder.stop();
+  // 125: podman could not create or start the container; 126/127: the command cannot be run or is not there.
+  if (!ran.timedOut && ran.code !== null && ran.code >= 125 && ran.code <= 127) {
+    throw new OptimizeError(`the image does not run (podman run exited with ${ran.code}): ${ran.stderr.trim().split('\n').slice(-3).join(' | ') || 'no message'}`);
   }
-  if (failure) throw failure;
-  if (interrupted) throw new OptimizeError(`interrupted by ${interrupted}`);
-  return result!;
+  if (ran.timedOut) {
+    opts.warn(`the workload did not exit within ${opts.timeoutMs / 1000} s: stopped it; using the ${recorder.size} file(s) it read until then`);
+  } else if (ran.code !== 0) {
+    opts.warn(`the workload exited with ${ran.code}; using the ${recorder.size} file(s) it read`);
+  }
+  const recorded = tmpLayers.map((l, i) => ({ layer: i + 1, digest: l.source, paths: recorder.paths(l.digest) }));
+  if (recorder.size === 0) opts.warn('the workload read no file from the image: every layer gets the no-prefetch landmark');
+  opts.print(`recorded ${recorder.size} file(s): ${recorded.map((l) => `layer ${l.layer} ${l.paths.length}`).join(', ')}`);
+
+  // The mount and podman are not needed for the conversion: gone before it.
+  await release(started);
+  const result: OptimizeResult = { recorded, timedOut: ran.timedOut, exitCode: ran.code, recordedFrom: runRef };
+  if (opts.recordOnly) {
+    await writeFile(opts.recordOnly, formatList(formatReference(src), recorded.map((l) => ({ digest: l.digest, paths: l.paths }))));
+    result.listFile = opts.recordOnly;
+  } else {
+    // 4. SRC again, each layer with its own files first.
+    opts.print(`converting ${formatReference(src)} to ${formatReference(dst)} with the recorded files first`);
+    result.converted = await step(convertImage(client, src, dst, {
+      ...opts.convert,
+      prioritizedFilesByLayer: ({ index }) => recorded[index]?.paths ?? [],
+    }));
+  }
+  return result;
 }

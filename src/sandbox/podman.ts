@@ -30,24 +30,38 @@ export interface PrivatePodmanOptions {
   insecureRegistries?: string[];
 }
 
-export async function privatePodman(dir: string, opts: PrivatePodmanOptions = {}): Promise<PrivatePodman> {
+export interface PodmanConfigOptions {
+  /** storage.conf `additionallayerstores` entries as written ("<mnt>:ref"). */
+  additionalLayerStores?: string[];
+  /** registries.conf lines after `unqualified-search-registries = []`. */
+  registriesExtra?: string;
+}
+
+/** Writes storage.conf, containers.conf, registries.conf and auth.json into `dir`; returns the environment that points podman at them. */
+export async function writePodmanConfig(dir: string, opts: PodmanConfigOptions = {}): Promise<NodeJS.ProcessEnv> {
   await mkdir(dir, { recursive: true });
   await writeFile(join(dir, 'storage.conf'), [
     '[storage]', 'driver = "overlay"', `graphroot = "${dir}/graph"`, `runroot = "${dir}/run"`,
-    '[storage.options]', `additionallayerstores = [${opts.layerStore ? JSON.stringify(`${opts.layerStore}:ref`) : ''}]`, '',
+    '[storage.options]', `additionallayerstores = [${(opts.additionalLayerStores ?? []).map((s) => JSON.stringify(s)).join(', ')}]`, '',
   ].join('\n'));
   await writeFile(join(dir, 'containers.conf'), '[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]\n[engine]\nruntime = "runc"\n');
-  await writeFile(join(dir, 'registries.conf'), ['unqualified-search-registries = []',
-    ...(opts.insecureRegistries ?? []).map((h) => `[[registry]]\nlocation = ${JSON.stringify(h)}\ninsecure = true`), ''].join('\n'));
+  await writeFile(join(dir, 'registries.conf'), `unqualified-search-registries = []\n${opts.registriesExtra ?? ''}\n`);
   // podman insists that REGISTRY_AUTH_FILE exists.
   await writeFile(join(dir, 'auth.json'), '{"auths":{}}\n');
-  const env: NodeJS.ProcessEnv = {
+  return {
     ...process.env,
     CONTAINERS_STORAGE_CONF: join(dir, 'storage.conf'),
     CONTAINERS_CONF: join(dir, 'containers.conf'),
     CONTAINERS_REGISTRIES_CONF: join(dir, 'registries.conf'),
     REGISTRY_AUTH_FILE: join(dir, 'auth.json'),
   };
+}
+
+export async function privatePodman(dir: string, opts: PrivatePodmanOptions = {}): Promise<PrivatePodman> {
+  const env = await writePodmanConfig(dir, {
+    ...(opts.layerStore && { additionalLayerStores: [`${opts.layerStore}:ref`] }),
+    registriesExtra: (opts.insecureRegistries ?? []).map((h) => `[[registry]]\nlocation = ${JSON.stringify(h)}\ninsecure = true`).join('\n'),
+  });
   const running = new Set<ChildProcess>();
   const track = (child: ChildProcess): ChildProcess => {
     running.add(child);
@@ -65,6 +79,8 @@ export async function privatePodman(dir: string, opts: PrivatePodmanOptions = {}
     }),
     spawn: (args, stdio = 'pipe') => track(spawnPodman(args, env, stdio)),
     cleanup: async () => {
+      // Containers first, killed at once (-t 0): a `podman run` still waiting then returns by itself.
+      await execFile('podman', ['rm', '-a', '-f', '-t', '0'], { env, timeout: 60_000 }).catch(() => {});
       for (const c of running) await stop(c, 10_000, false);
       for (const args of [['rm', '-a', '-f'], ['rmi', '-a', '-f'], ['system', 'reset', '-f']]) {
         await execFile('podman', args, { env, timeout: 60_000 }).catch(() => {});

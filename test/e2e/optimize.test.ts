@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -185,6 +185,44 @@ describe('estargz-store image optimize', () => {
     assert.deepEqual(out.recorded.map((l) => l.paths), [['bin/busybox'], ['app/data1.txt']]);
     const layers = await manifestLayers(reg, repo, 'timeout');
     assert.deepEqual((await layerTar(reg, repo, layers[1]!)).prioritized, ['app/data1.txt']);
+    assert.deepEqual(await leftovers(), []);
+  });
+
+  test('an eStargz SRC is converted again with the new order (its old TOC and landmark dropped)', { timeout: 600_000 }, async () => {
+    const c = await cli(['image', 'convert', src(), `${reg.host}/${repo}:esgz`, '--progress', 'none']);
+    assert.equal(c.code, 0, c.stderr);
+    const r = await cli(['image', 'optimize', `${reg.host}/${repo}:esgz`, `${reg.host}/${repo}:esgz-opt`, '--progress', 'none',
+      '--', '/bin/sh', '-c', 'cat /app/data1.txt /etc/unread.txt']);
+    assert.equal(r.code, 0, r.stderr);
+    const layers = await manifestLayers(reg, repo, 'esgz-opt');
+    const lower = await layerTar(reg, repo, layers[0]!);
+    const upper = await layerTar(reg, repo, layers[1]!);
+    assert.deepEqual(lower.prioritized, ['bin/busybox', 'etc/unread.txt']);
+    assert.deepEqual(upper.prioritized, ['app/data1.txt']);
+    for (const t of [lower, upper]) {
+      assert.equal(t.names.filter((n) => n === 'stargz.index.json').length, 1, t.names.join(' '));
+      assert.equal(t.names.filter((n) => n.endsWith('.landmark')).length, 1, t.names.join(' '));
+    }
+  });
+
+  test('SIGINT while the workload runs: optimize stops it, cleans up everything and exits non-zero', { timeout: 600_000 }, async () => {
+    const proc = spawn(process.execPath, [CLI, 'image', 'optimize', src(), `${reg.host}/${repo}:sigint`, '--timeout', '300',
+      '--', '/bin/sh', '-c', 'cat /app/data1.txt; exec /bin/busybox sleep 1000'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    let sent = false;
+    proc.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      // The workload's own output: it runs (and has read from the store).
+      if (!sent && stderr.includes('one\n')) {
+        sent = true;
+        proc.kill('SIGINT');
+      }
+    });
+    const code = await new Promise<number | null>((resolve) => proc.once('exit', (c) => resolve(c)));
+    assert.ok(sent, stderr);
+    assert.notEqual(code, 0);
+    assert.match(stderr, /estargz-store: interrupted by SIGINT/);
+    assert.equal((await registryFetch(`${reg.url}/v2/${repo}/manifests/sigint`)).status, 404);
     assert.deepEqual(await leftovers(), []);
   });
 
