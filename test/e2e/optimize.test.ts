@@ -149,6 +149,19 @@ describe('estargz-store image optimize', () => {
     }
   });
 
+  test('without a command: the image\'s own command runs; a layer nothing was read from gets the no-prefetch landmark', { timeout: 600_000 }, async () => {
+    const r = await cli(['image', 'optimize', src(), `${reg.host}/${repo}:own`, '--json', '--progress', 'none']);
+    assert.equal(r.code, 0, r.stderr);
+    const out = JSON.parse(r.stdout) as { recorded: { paths: string[] }[] };
+    // The image's command is /bin/sh, which reads its (empty) standard input and exits.
+    assert.deepEqual(out.recorded.map((l) => l.paths), [['bin/busybox'], []]);
+    const layers = await manifestLayers(reg, repo, 'own');
+    assert.deepEqual((await layerTar(reg, repo, layers[0]!)).prioritized, ['bin/busybox']);
+    const upper = await layerTar(reg, repo, layers[1]!);
+    assert.equal(upper.landmark, '.no.prefetch.landmark');
+    assert.equal(upper.names[0], '.no.prefetch.landmark');
+  });
+
   test('--record-only writes the list; image convert --prioritized-files @FILE gives the same order', { timeout: 600_000 }, async () => {
     const list = join(work, 'list.txt');
     const r = await cli(['image', 'optimize', src(), `${reg.host}/${repo}:unused`, '--record-only', list, '--', ...WORKLOAD]);
