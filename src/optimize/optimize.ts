@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { convertImage, type ImageConvertOptions, type ImageConvertResult } from '../convert/image-convert.js';
 import { DEFAULT_CONFIG } from '../daemon/config.js';
 import type { Daemon } from '../daemon/daemon.js';
+import { CredentialChain, defaultAuthFiles } from '../registry/auth/credentials.js';
 import type { RegistryClient } from '../registry/client.js';
 import type { ResolverConfig } from '../registry/hosts.js';
 import { formatReference, type ImageReference } from '../registry/reference.js';
@@ -66,6 +67,20 @@ interface Started {
   mnt?: string;
   podman?: PrivatePodman;
   recorder?: ReadRecorder;
+}
+
+/**
+ * An auth.json for the private podman with the one entry it needs: the
+ * credentials this command found for DST's repository (podman reads the
+ * manifest and config itself; the store, in this process, finds its own).
+ */
+async function authJsonFor(ref: ImageReference): Promise<string | undefined> {
+  const creds = await new CredentialChain(defaultAuthFiles()).lookup(ref.registry, ref.repository);
+  if (!creds) return undefined;
+  const entry = creds.identityToken
+    ? { identitytoken: creds.identityToken, ...(creds.username && { username: creds.username }) }
+    : creds.username && creds.password ? { auth: Buffer.from(`${creds.username}:${creds.password}`).toString('base64') } : undefined;
+  return entry && JSON.stringify({ auths: { [ref.registry]: entry } });
 }
 
 function isLocal(host: string): boolean {
@@ -156,7 +171,8 @@ async function steps(client: RegistryClient, src: ImageReference, dst: ImageRefe
 
   // 3. The workload, with a podman of our own on that store.
   const insecure = [...new Set([...opts.insecure, ...(isLocal(dst.registry) ? [dst.registry] : [])])];
-  started.podman = await privatePodman(join(started.work, 'podman'), { layerStore: mnt, insecureRegistries: insecure });
+  const authJson = await authJsonFor(dst);
+  started.podman = await privatePodman(join(started.work, 'podman'), { layerStore: mnt, insecureRegistries: insecure, ...(authJson && { authJson }) });
   const podman = started.podman;
   opts.print(`pulling ${runRef} (lazily, through the store)`);
   await step(podman.run(['pull', '-q', runRef])).catch((err: Error) => {

@@ -28,6 +28,8 @@ export interface PrivatePodmanOptions {
   layerStore?: string;
   /** Registries spoken to over plain HTTP. */
   insecureRegistries?: string[];
+  /** auth.json content for podman's pulls. */
+  authJson?: string;
 }
 
 export interface PodmanConfigOptions {
@@ -35,6 +37,8 @@ export interface PodmanConfigOptions {
   additionalLayerStores?: string[];
   /** registries.conf lines after `unqualified-search-registries = []`. */
   registriesExtra?: string;
+  /** auth.json content (default: no credentials); written owner-only. */
+  authJson?: string;
 }
 
 /** Writes storage.conf, containers.conf, registries.conf and auth.json into `dir`; returns the environment that points podman at them. */
@@ -47,7 +51,7 @@ export async function writePodmanConfig(dir: string, opts: PodmanConfigOptions =
   await writeFile(join(dir, 'containers.conf'), '[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]\n[engine]\nruntime = "runc"\n');
   await writeFile(join(dir, 'registries.conf'), `unqualified-search-registries = []\n${opts.registriesExtra ?? ''}\n`);
   // podman insists that REGISTRY_AUTH_FILE exists.
-  await writeFile(join(dir, 'auth.json'), '{"auths":{}}\n');
+  await writeFile(join(dir, 'auth.json'), opts.authJson ?? '{"auths":{}}\n', { mode: 0o600 });
   return {
     ...process.env,
     CONTAINERS_STORAGE_CONF: join(dir, 'storage.conf'),
@@ -60,6 +64,7 @@ export async function writePodmanConfig(dir: string, opts: PodmanConfigOptions =
 export async function privatePodman(dir: string, opts: PrivatePodmanOptions = {}): Promise<PrivatePodman> {
   const env = await writePodmanConfig(dir, {
     ...(opts.layerStore && { additionalLayerStores: [`${opts.layerStore}:ref`] }),
+    ...(opts.authJson && { authJson: opts.authJson }),
     registriesExtra: (opts.insecureRegistries ?? []).map((h) => `[[registry]]\nlocation = ${JSON.stringify(h)}\ninsecure = true`).join('\n'),
   });
   const running = new Set<ChildProcess>();

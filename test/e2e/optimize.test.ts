@@ -20,9 +20,9 @@ interface Run {
   stderr: string;
 }
 
-function cli(args: string[], timeoutMs = 300_000): Promise<Run> {
+function cli(args: string[], timeoutMs = 300_000, env: NodeJS.ProcessEnv = {}): Promise<Run> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { timeout: timeoutMs, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
+    execFile(process.execPath, [CLI, ...args], { timeout: timeoutMs, maxBuffer: 16 << 20, env: { ...process.env, ...env } }, (err, stdout, stderr) => {
       resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
     });
   });
@@ -253,6 +253,22 @@ describe('estargz-store image optimize', () => {
       const r = await cli(['image', 'optimize', src(), `${locked.host}/opt/app:x`, '--progress', 'none', '--', ...WORKLOAD]);
       assert.notEqual(r.code, 0);
       assert.match(r.stderr, /^estargz-store: .*(401|unauthorized|denied|credentials)/im);
+      assert.deepEqual(await leftovers(), []);
+    } finally {
+      await locked.stop();
+    }
+  });
+
+  test('a DST registry that needs credentials: found in the auth file, given to the private podman too', { timeout: 600_000 }, async () => {
+    const locked = await startRegistry({ auth: 'htpasswd' });
+    try {
+      const { username, password } = locked.credentials!;
+      const authFile = join(work, 'auth.json');
+      await writeFile(authFile, JSON.stringify({ auths: { [locked.host]: { auth: Buffer.from(`${username}:${password}`).toString('base64') } } }));
+      const r = await cli(['image', 'optimize', src(), `${locked.host}/opt/app:x`, '--json', '--progress', 'none', '--', ...WORKLOAD], 300_000,
+        { REGISTRY_AUTH_FILE: authFile });
+      assert.equal(r.code, 0, r.stderr);
+      assert.deepEqual((JSON.parse(r.stdout) as { recorded: { paths: string[] }[] }).recorded.map((l) => l.paths), EXPECTED);
       assert.deepEqual(await leftovers(), []);
     } finally {
       await locked.stop();
