@@ -143,14 +143,14 @@ export async function optimizeImage(client: RegistryClient, src: ImageReference,
   if (process.getuid?.() !== 0) throw new OptimizeError('image optimize mounts a FUSE file system and runs podman with its own storage: run it as root');
   if (!(await which('podman'))) throw new OptimizeError('image optimize needs podman (Debian: apt-get install podman runc)');
   const started: Started = { work: await mkdtemp(join(tmpdir(), 'estargz-optimize-')) };
-  return withCleanup((race) => steps(client, src, dst, opts, started, race), () => cleanup(started), (err) => opts.warn(`clean-up: ${err.message}`));
+  return withCleanup((race, signal) => steps(client, src, dst, opts, started, race, signal), () => cleanup(started), (err) => opts.warn(`clean-up: ${err.message}`));
 }
 
-async function steps(client: RegistryClient, src: ImageReference, dst: ImageReference, opts: OptimizeOptions, started: Started, step: Race): Promise<OptimizeResult> {
+async function steps(client: RegistryClient, src: ImageReference, dst: ImageReference, opts: OptimizeOptions, started: Started, step: Race, signal: AbortSignal): Promise<OptimizeResult> {
   // 1. SRC as it is, in eStargz (layers that already are are copied), by digest in DST's repository: no tag is left behind.
   opts.print(`converting ${formatReference(src)} to a temporary eStargz image to run it from the store`);
   const tmpRef: ImageReference = { registry: dst.registry, repository: dst.repository };
-  const tmp = await step(convertImage(client, src, tmpRef, { ...opts.convert, onProgress: undefined }));
+  const tmp = await step(convertImage(client, src, tmpRef, { ...opts.convert, onProgress: undefined, signal }));
   const runRef = `${dst.registry}/${dst.repository}@${tmp.digest}`;
   const tmpLayers = tmp.manifests[0]!.layers;
 
@@ -213,6 +213,7 @@ async function steps(client: RegistryClient, src: ImageReference, dst: ImageRefe
     opts.print(`converting ${formatReference(src)} to ${formatReference(dst)} with the recorded files first`);
     result.converted = await step(convertImage(client, src, dst, {
       ...opts.convert,
+      signal,
       prioritizedFilesByLayer: ({ index }) => recorded[index]?.paths ?? [],
     }));
   }

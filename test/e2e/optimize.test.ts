@@ -218,15 +218,15 @@ describe('estargz-store image optimize', () => {
     }
   });
 
-  test('SIGINT while the workload runs: optimize stops it, cleans up everything and exits non-zero', { timeout: 600_000 }, async () => {
-    const proc = spawn(process.execPath, [CLI, 'image', 'optimize', src(), `${reg.host}/${repo}:sigint`, '--timeout', '300',
+  /** Sends SIGINT once stderr contains `trigger`; optimize must exit non-zero, leave nothing behind and push nothing under DST. */
+  async function interruptWhen(trigger: string, tag: string): Promise<void> {
+    const proc = spawn(process.execPath, [CLI, 'image', 'optimize', src(), `${reg.host}/${repo}:${tag}`, '--timeout', '300',
       '--', '/bin/sh', '-c', 'cat /app/data1.txt; exec /bin/busybox sleep 1000'], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
     let sent = false;
     proc.stderr.on('data', (d: Buffer) => {
       stderr += d.toString();
-      // The workload's own output: it runs (and has read from the store).
-      if (!sent && stderr.includes('one\n')) {
+      if (!sent && stderr.includes(trigger)) {
         sent = true;
         proc.kill('SIGINT');
       }
@@ -235,8 +235,17 @@ describe('estargz-store image optimize', () => {
     assert.ok(sent, stderr);
     assert.notEqual(code, 0);
     assert.match(stderr, /estargz-store: interrupted by SIGINT/);
-    assert.equal((await registryFetch(`${reg.url}/v2/${repo}/manifests/sigint`)).status, 404);
+    assert.equal((await registryFetch(`${reg.url}/v2/${repo}/manifests/${tag}`)).status, 404);
     assert.deepEqual(await leftovers(), []);
+  }
+
+  test('SIGINT while the workload runs: optimize stops it, cleans up everything and exits non-zero', { timeout: 600_000 }, async () => {
+    // The workload's own output: it runs (and has read from the store).
+    await interruptWhen('one\n', 'sigint-run');
+  });
+
+  test('SIGINT at the start (the first conversion): the same', { timeout: 600_000 }, async () => {
+    await interruptWhen('estargz-store: converting', 'sigint-start');
   });
 
   test('an image that does not run: a clear error, and no mount, container or directory left', { timeout: 600_000 }, async () => {
