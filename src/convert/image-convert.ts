@@ -25,7 +25,16 @@ import { pushBlob, pushManifest } from '../registry/push.js';
 import { formatReference, manifestReference, type ImageReference } from '../registry/reference.js';
 
 export interface ImageConvertOptions {
+  /** Files placed first (prefetched) in every converted layer. */
   prioritizedFiles?: readonly string[];
+  /**
+   * Files placed first, per layer (`image optimize`'s recording; `index` in
+   * the manifest, `digest` the source layer's, `count` the manifest's
+   * layers): replaces `prioritizedFiles` for a layer it answers for, and may
+   * throw to refuse the image. With it, a layer that already is eStargz is
+   * converted again so that its order changes.
+   */
+  prioritizedFilesByLayer?: (layer: { index: number; digest: string; count: number }) => readonly string[] | undefined;
   chunkSize?: number;
   level?: number;
   /** One platform of an index (default: this machine's). Ignored for a single-manifest image. */
@@ -74,6 +83,8 @@ export interface ConvertedLayer {
   uncompressedSize: number;
   /** False when the source layer already was eStargz and was copied as it is. */
   converted: boolean;
+  /** Prioritized names this layer does not contain (empty for a layer copied as it is). */
+  missedPrioritized: string[];
 }
 
 export interface ConvertedManifest {
@@ -98,17 +109,30 @@ function sha256(b: Buffer): string {
   return 'sha256:' + createHash('sha256').update(b).digest('hex');
 }
 
-/** Runs `fn` over `items` with at most `limit` at once, keeping the order of results. */
+/**
+ * Runs `fn` over `items` with at most `limit` at once, keeping the order of
+ * results. After a failure no new item starts, and the first failure is
+ * thrown once the running ones settled: their files are then no longer being
+ * written when the caller removes its work directory.
+ */
 async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T, i: number) => Promise<R>): Promise<R[]> {
   const out = new Array<R>(items.length);
   let next = 0;
+  let failed = false;
   const worker = async (): Promise<void> => {
-    while (next < items.length) {
+    while (next < items.length && !failed) {
       const i = next++;
-      out[i] = await fn(items[i]!, i);
+      try {
+        out[i] = await fn(items[i]!, i);
+      } catch (err) {
+        failed = true;
+        throw err;
+      }
     }
   };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
+  const settled = await Promise.allSettled(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
+  const failure = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failure) throw failure.reason;
   return out;
 }
 
@@ -185,8 +209,10 @@ async function convertManifest(
   if (config.rootfs.diff_ids.length !== manifest.layers.length) {
     throw new RegistryError('PROTOCOL', `image ${platformName}: ${manifest.layers.length} layers but ${config.rootfs.diff_ids.length} diff_ids in the config`);
   }
+  // Every layer's list before any work: a list that does not fit the image refuses it at once.
+  const lists = manifest.layers.map((desc, i) => opts.prioritizedFilesByLayer?.({ index: i, digest: desc.digest, count: manifest.layers.length }) ?? opts.prioritizedFiles);
   const layers = await mapLimit(manifest.layers, opts.concurrency ?? 2, (desc, i) =>
-    convertOneLayer(client, srcRepo, dstRepo, desc, config.rootfs.diff_ids[i]!, join(work, `${platformName.replaceAll('/', '_')}-${i}`), opts, (fields) =>
+    convertOneLayer(client, srcRepo, dstRepo, desc, config.rootfs.diff_ids[i]!, lists[i], join(work, `${platformName.replaceAll('/', '_')}-${i}`), opts, (fields) =>
       opts.onProgress?.({ platform: platformName, layer: i + 1, layers: manifest.layers.length, digest: desc.digest, size: desc.size, downloaded: 0, ...fields })));
 
   const newConfig = { ...config, rootfs: { ...config.rootfs, diff_ids: layers.map((l) => l.result.diffID) } };
@@ -211,13 +237,16 @@ async function convertOneLayer(
   dstRepo: RepoRef,
   desc: Descriptor,
   diffID: string,
+  prioritizedFiles: readonly string[] | undefined,
   base: string,
   opts: ImageConvertOptions,
   report: (fields: Pick<ProgressEvent, 'stage'> & Partial<ProgressEvent>) => void,
 ): Promise<{ descriptor: Descriptor; result: ConvertedLayer }> {
   const sameRegistry = srcRepo.registry === dstRepo.registry;
   const tocAnnotation = desc.annotations?.[TOC_DIGEST_ANNOTATION];
-  if (tocAnnotation && GZIP_TYPES.has(desc.mediaType)) {
+  // A per-layer list is a new order for this layer: an eStargz layer is converted again (its old TOC and landmark are dropped).
+  const reorder = opts.prioritizedFilesByLayer !== undefined;
+  if (tocAnnotation && GZIP_TYPES.has(desc.mediaType) && !reorder) {
     // Already eStargz (the TOC is checked against the annotation): copy as it is.
     const remote = await RemoteBlob.open(client, srcRepo, desc.digest, { expectedSize: desc.size, ...(opts.signal && { signal: opts.signal }) });
     await openEstargz(remote, { tocDigest: tocAnnotation });
@@ -248,7 +277,7 @@ async function convertOneLayer(
         size: desc.size,
         annotations: { ...desc.annotations, [TOC_DIGEST_ANNOTATION]: tocAnnotation, [UNCOMPRESSED_SIZE_ANNOTATION]: String(uncompressed) },
       },
-      result: { source: desc.digest, digest: desc.digest, size: desc.size, diffID, tocDigest: tocAnnotation, uncompressedSize: uncompressed, converted: false },
+      result: { source: desc.digest, digest: desc.digest, size: desc.size, diffID, tocDigest: tocAnnotation, uncompressedSize: uncompressed, converted: false, missedPrioritized: [] },
     };
   }
   if (!CONVERTIBLE_TYPES.has(desc.mediaType)) {
@@ -264,7 +293,7 @@ async function convertOneLayer(
   const converted = await convertLayer(srcPath, out, {
     ...(opts.chunkSize !== undefined && { chunkSize: opts.chunkSize }),
     ...(opts.level !== undefined && { level: opts.level }),
-    ...(opts.prioritizedFiles && { prioritizedFiles: opts.prioritizedFiles }),
+    ...(prioritizedFiles && { prioritizedFiles }),
     ...(opts.tmpDir && { tmpDir: opts.tmpDir }),
     ...(opts.layerConcurrency !== undefined && { concurrency: opts.layerConcurrency }),
     onProgress: (p) => report({ stage: 'convert', downloaded: desc.size, read: p.read, ...(p.tarBytes !== null && { tarBytes: p.tarBytes }), written: p.written }),
@@ -298,6 +327,7 @@ async function convertOneLayer(
       tocDigest: converted.tocDigest,
       uncompressedSize: converted.uncompressedSize,
       converted: true,
+      missedPrioritized: converted.missedPrioritized,
     },
   };
 }

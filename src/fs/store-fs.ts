@@ -95,6 +95,8 @@ export class StoreFs {
   private generation = 0;
   private readonly mountedAt = Date.now() / 1000;
   private warnedDigestAtTop = false;
+  /** Told of every read of a file under `diff` (reference, layer digest, path in the layer): `image optimize` records what a workload reads. */
+  onRead: ((ref: ImageReference, digest: string, path: string) => void) | undefined;
 
   /** `slotBits` below 21 only for tests (collisions on purpose). */
   constructor(private readonly resolver: LayerResolver, opts: { slotBits?: number } = {}) {
@@ -465,6 +467,7 @@ export class StoreFs {
       if (entry.kind !== 'node') throw new FsAnswer(Errno.EINVAL);
       const node: LayerNode = entry.node;
       if (node.type !== 'reg') throw new FsAnswer(node.type === 'dir' ? Errno.EISDIR : Errno.EINVAL);
+      this.onRead?.(rec.ref, rec.digest, node.path);
       return then(s.resolved.layer.readFile(node, offset, size, node.path), (data) => this.checkLength(id, data, offset, size, node.size));
     });
   }

@@ -1,16 +1,15 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { writePodmanConfig } from '../../src/sandbox/podman.js';
 
 const run = promisify(execFile);
 
 /**
- * podman with its own graphroot, runroot and config files, so tests never
- * touch the machine's /etc/containers or image store. The two containers.conf
- * settings are what podman needs in this VM (no CAP_SYS_RESOURCE; crun
- * rejects the hybrid cgroup layout).
+ * podman with its own graphroot, runroot and config files (src/sandbox/podman.ts),
+ * so tests never touch the machine's /etc/containers or image store.
  */
 export interface Podman {
   dir: string;
@@ -33,33 +32,7 @@ export async function startPodman(opts: PodmanOptions = {}): Promise<Podman> {
     throw new Error('podman is missing: install the Debian packages podman and runc (scripts/install-system-deps.sh)');
   }
   const dir = await mkdtemp(join(tmpdir(), 'estargz-podman-'));
-  const stores = opts.additionalLayerStores ?? [];
-  await writeFile(join(dir, 'storage.conf'), [
-    '[storage]',
-    'driver = "overlay"',
-    `graphroot = "${dir}/graph"`,
-    `runroot = "${dir}/run"`,
-    '[storage.options]',
-    `additionallayerstores = [${stores.map((s) => JSON.stringify(s)).join(', ')}]`,
-    '',
-  ].join('\n'));
-  await writeFile(join(dir, 'containers.conf'), [
-    '[containers]',
-    'default_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]',
-    '[engine]',
-    'runtime = "runc"',
-    '',
-  ].join('\n'));
-  await writeFile(join(dir, 'registries.conf'), `unqualified-search-registries = []\n${opts.registriesExtra ?? ''}\n`);
-  // podman insists that REGISTRY_AUTH_FILE exists.
-  await writeFile(join(dir, 'auth.json'), '{"auths":{}}\n');
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    CONTAINERS_STORAGE_CONF: join(dir, 'storage.conf'),
-    CONTAINERS_CONF: join(dir, 'containers.conf'),
-    CONTAINERS_REGISTRIES_CONF: join(dir, 'registries.conf'),
-    REGISTRY_AUTH_FILE: join(dir, 'auth.json'),
-  };
+  const env = await writePodmanConfig(dir, opts);
   const podman: Podman = {
     dir,
     env,
