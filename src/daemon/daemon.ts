@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import type { Server } from 'node:http';
 import { Engine } from '../engine/engine.js';
-import { LayerResolver } from '../engine/resolver.js';
+import { LayerResolver } from '../layers/resolver.js';
 import { mountAnswers, mountStore, type MountedStore } from '../fs/mount.js';
 import { StoreFs } from '../fs/store-fs.js';
 import { logger } from '../log/logger.js';

@@ -2,7 +2,7 @@ import { isEstargzError } from '../estargz/errors.js';
 import { logger } from '../log/logger.js';
 import { isRegistryError } from '../registry/errors.js';
 import { isEngineError } from '../engine/errors.js';
-import { LayerUnavailable } from '../engine/resolver.js';
+import { LayerUnavailable } from '../layers/resolver.js';
 import { BadNameError } from './names.js';
 
 /** Linux errno values, negated as FUSE answers them. */

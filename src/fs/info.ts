@@ -1,4 +1,4 @@
-import type { ResolvedLayer } from '../engine/resolver.js';
+import type { ResolvedLayer } from '../layers/resolver.js';
 import { logger } from '../log/logger.js';
 
 /** containers/storage's compression enum (pkg/archive): 2 is gzip, 4 zstd. */

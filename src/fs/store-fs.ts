@@ -1,4 +1,4 @@
-import type { LayerResolver, ResolvedLayer } from '../engine/resolver.js';
+import type { LayerResolver, ResolvedLayer } from '../layers/resolver.js';
 import type { LayerNode } from '../estargz/layer-index.js';
 import { MIN_DIRENTPLUS } from '../fuse/protocol.js';
 import type { Attr, AttrReply, Awaitable, DirEntryPlus, Entry, StatFs } from '../fuse/types.js';

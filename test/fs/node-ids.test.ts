@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
 import { describe, test } from 'node:test';
-import type { LayerResolver, ResolvedLayer } from '../../src/engine/resolver.js';
+import type { LayerResolver, ResolvedLayer } from '../../src/layers/resolver.js';
 import { estargzContent } from '../../src/engine/layer.js';
 import { openEstargz, type EstargzBlob } from '../../src/estargz/open.js';
 import { BufferSource } from '../../src/estargz/source.js';

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { Engine } from '../../src/engine/engine.js';
-import { DEFAULT_RESOLVER, LayerResolver, LayerUnavailable } from '../../src/engine/resolver.js';
+import { DEFAULT_RESOLVER, LayerResolver, LayerUnavailable } from '../../src/layers/resolver.js';
 import type { RegistryClient } from '../../src/registry/client.js';
 import { RegistryError } from '../../src/registry/errors.js';
 import { parseReference } from '../../src/registry/reference.js';

@@ -14,9 +14,9 @@ import { formatReference, type ImageReference } from '../registry/reference.js';
 import { MANIFEST_CHECKSUM_ANNOTATION } from '../zstdchunked/annotations.js';
 import { isZstdChunkedError, ZstdChunkedError } from '../zstdchunked/errors.js';
 import { openZstdChunked, type ZstdChunkedBlob } from '../zstdchunked/open.js';
-import type { Engine } from './engine.js';
-import { checkTarSplitInWorker } from './tarsplit-check.js';
-import { estargzContent, zstdChunkedContent, type EngineLayer, type LayerContent } from './layer.js';
+import type { Engine } from '../engine/engine.js';
+import { checkTarSplitInWorker } from '../engine/tarsplit-check.js';
+import { estargzContent, zstdChunkedContent, type EngineLayer, type LayerContent } from '../engine/layer.js';
 
 /** A layer resolved for a store directory `<ref>/<digest>`. */
 export interface ResolvedLayer {
