@@ -1,8 +1,5 @@
-import { isEstargzError } from '../estargz/errors.js';
+import { isLayerError } from '../layers/errors.js';
 import { logger } from '../log/logger.js';
-import { isRegistryError } from '../registry/errors.js';
-import { isEngineError } from '../engine/errors.js';
-import { LayerUnavailable } from '../layers/resolver.js';
 import { BadNameError } from './names.js';
 
 /** Linux errno values, negated as FUSE answers them. */
@@ -38,12 +35,10 @@ export function toErrno(err: unknown, op: string, path: string): number {
     logger.debug({ op, path, err: err.message }, 'bad store path');
     return Errno.EINVAL;
   }
-  if (err instanceof LayerUnavailable) {
-    logger.debug({ op, path, err: err.message }, 'lookup of a layer that is not served');
-    return Errno.EIO;
-  }
-  if (isEstargzError(err) || isRegistryError(err) || isEngineError(err)) {
-    logger.error({ op, path, code: err.code, err: err.message }, 'FUSE request failed');
+  if (isLayerError(err)) {
+    // A resolution failure was logged where it happened (once per resolution, not per lookup).
+    if (err.stage === 'resolution') logger.debug({ op, path, ref: err.ref, digest: err.digest, code: err.code, err: err.message }, 'lookup of a layer that is not served');
+    else logger.error({ op, path, ref: err.ref, digest: err.digest, source: err.source, code: err.code, err: err.message }, 'FUSE request failed');
     return Errno.EIO;
   }
   logger.error({ op, path, err: (err as Error)?.stack ?? String(err) }, 'FUSE request failed unexpectedly');

@@ -1,4 +1,4 @@
-import { parseReference, type ImageReference } from '../registry/reference.js';
+import { parseStoreReference, type ImageReference } from '../layers/names.js';
 
 /** Why a store path component was refused: maps to EINVAL. */
 export class BadNameError extends Error {}
@@ -11,10 +11,10 @@ export function decodeRefDir(name: string): ImageReference {
   if (name === '' || !STD_BASE64.test(name)) throw new BadNameError(`${JSON.stringify(name)} is not standard base64`);
   const text = Buffer.from(name, 'base64').toString('utf8');
   // Strict: containers/storage encodes the reference exactly, so whitespace or control characters
-  // (a trailing newline, say) mean a name that is not one; parseReference alone would trim them away.
+  // (a trailing newline, say) mean a name that is not one; the reference parser alone would trim them away.
   if (/[\s\p{Cc}\uFFFD]/u.test(text)) throw new BadNameError(`${JSON.stringify(name)} decodes to ${JSON.stringify(text)}, which has whitespace, control or invalid UTF-8 characters`);
   try {
-    return parseReference(text);
+    return parseStoreReference(text);
   } catch (err) {
     throw new BadNameError((err as Error).message);
   }

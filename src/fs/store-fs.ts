@@ -1,9 +1,10 @@
+import { LayerKey } from '../layers/key.js';
+import { referenceText, type ImageReference } from '../layers/names.js';
 import type { LayerResolver, ResolvedLayer } from '../layers/resolver.js';
 import type { LayerNode } from '../estargz/layer-index.js';
 import { MIN_DIRENTPLUS } from '../fuse/protocol.js';
 import type { Attr, AttrReply, Awaitable, DirEntryPlus, Entry, StatFs } from '../fuse/types.js';
 import { logger } from '../log/logger.js';
-import { formatReference, type ImageReference } from '../registry/reference.js';
 import { DiffView, type ViewEntry } from './diff-view.js';
 import { Errno, FsAnswer, notFound, readOnly } from './errno.js';
 import { layerInfo } from './info.js';
@@ -64,8 +65,8 @@ interface LayerRecord {
   refName: string;
   ref: ImageReference;
   digest: string;
-  /** The resolver's key (canonical reference | digest). */
-  key: string;
+  /** The layer manager's key. */
+  key: LayerKey;
   /** Set while the layer is served: requests then answer synchronously. */
   served: ServedLayer | undefined;
 }
@@ -89,8 +90,8 @@ const then = <T, U>(v: Awaitable<T>, f: (x: T) => Awaitable<U>): Awaitable<U> =>
 export class StoreFs {
   private readonly ids: NodeIdTable;
   private readonly records = new Map<number, SlotRecord>();
-  /** Resolutions by the resolver's key; failures are not kept here (the resolver remembers them briefly). */
-  private readonly serving = new Map<string, Promise<ServedLayer>>();
+  /** Each resolved layer's overlay view, built once (the resolver is the one registry of served layers; this only follows it). */
+  private readonly views = new WeakMap<ResolvedLayer, ServedLayer>();
   /** Bumped whenever the set of resolved layers changes: the root's and reference directories' mtime. */
   private generation = 0;
   private readonly mountedAt = Date.now() / 1000;
@@ -143,7 +144,7 @@ export class StoreFs {
     }
     const rec: SlotRecord = parsed.kind === 'ref'
       ? { kind: 'ref', slot, name: parsed.refName, ref, lookups: undefined }
-      : { kind: 'layer', slot, refName: parsed.refName, ref, digest: parsed.digest, key: this.resolverKey(ref, parsed.digest), served: undefined };
+      : { kind: 'layer', slot, refName: parsed.refName, ref, digest: parsed.digest, key: this.keyOf(ref, parsed.digest), served: undefined };
     this.records.set(slot, rec);
     return rec;
   }
@@ -162,7 +163,7 @@ export class StoreFs {
     const slot = this.ids.slotFor(layerKey(refName, digest));
     let rec = this.records.get(slot);
     if (rec?.kind !== 'layer') {
-      rec = { kind: 'layer', slot, refName, ref, digest, key: this.resolverKey(ref, digest), served: undefined };
+      rec = { kind: 'layer', slot, refName, ref, digest, key: this.keyOf(ref, digest), served: undefined };
       this.records.set(slot, rec);
     }
     return rec;
@@ -171,13 +172,13 @@ export class StoreFs {
   /** Canonical strings of the decoded references, so that keys cost no formatting per request. */
   private readonly canonical = new WeakMap<ImageReference, string>();
 
-  private resolverKey(ref: ImageReference, digest: string): string {
+  private keyOf(ref: ImageReference, digest: string): LayerKey {
     let text = this.canonical.get(ref);
     if (text === undefined) {
-      text = formatReference(ref);
+      text = referenceText(ref);
       this.canonical.set(ref, text);
     }
-    return `${text}|${digest}`;
+    return new LayerKey(ref, digest, text);
   }
 
   /** Decoded `<base64(ref)>` names (bounded, since the names come from outside). */
@@ -212,26 +213,26 @@ export class StoreFs {
 
   // --- Layers ------------------------------------------------------------------------
 
-  /** Resolves a layer once and builds its view. */
-  private layer(ref: ImageReference, digest: string): Promise<ServedLayer> {
-    const key = this.resolverKey(ref, digest);
-    let p = this.serving.get(key);
-    if (!p) {
-      p = this.resolver.resolve(ref, digest).then((resolved) => ({ resolved, view: new DiffView(resolved.content.index), info: layerInfo(resolved) }));
-      this.serving.set(key, p);
-      const settled = (): void => { this.generation++; };
-      p.then(settled, () => {
-        settled();
-        if (this.serving.get(key) === p) this.serving.delete(key);
-      });
-    }
-    return p;
+  /** The served layer (the resolver resolves each key once) with its view, built once per resolution. */
+  private layer(key: LayerKey): Promise<ServedLayer> {
+    return this.resolver.resolve(key).then((resolved) => {
+      let s = this.views.get(resolved);
+      if (!s) {
+        s = { resolved, view: new DiffView(resolved.content.index), info: layerInfo(resolved) };
+        this.views.set(resolved, s);
+        this.generation++;
+      }
+      return s;
+    }, (err: unknown) => {
+      this.generation++;
+      throw err;
+    });
   }
 
   /** Runs `f` on the record's served layer: at once when served, else once resolved (again). */
   private withServed<T>(rec: LayerRecord, f: (s: ServedLayer) => Awaitable<T>): Awaitable<T> {
     if (rec.served) return f(rec.served);
-    return this.layer(rec.ref, rec.digest).then((s) => {
+    return this.layer(rec.key).then((s) => {
       rec.served = s;
       return f(s);
     });
@@ -346,7 +347,7 @@ export class StoreFs {
     const slot = this.ids.peek(layerKey(refRec.name, digest));
     const known = slot === undefined ? undefined : this.records.get(slot);
     if (known?.kind === 'layer' && known.served) return this.layerDirEntry(known);
-    return this.layer(refRec.ref, digest).then((s) => {
+    return this.layer(this.keyOf(refRec.ref, digest)).then((s) => {
       const rec = this.layerRecord(refRec.name, refRec.ref, digest);
       rec.served = s;
       return this.layerDirEntry(rec);
@@ -415,7 +416,7 @@ export class StoreFs {
     const low = lowOf(id);
     if (rec.kind === 'ref') {
       if (low !== Low.REF_DIR) throw stale();
-      const ref = formatReference(rec.ref);
+      const ref = referenceText(rec.ref);
       const names = ['.', '..', ...this.resolver.status().filter((l) => l.ref === ref && l.state !== 'failed').map((l) => l.digest)];
       const dot = dots(id, ROOT_ID);
       return page(names, (i) => (i < 2 ? dot(i) : unlisted(makeId(this.ids.slotFor(layerKey(rec.name, names[i]!)), Low.LAYER_DIR), S_IFDIR)));
@@ -503,7 +504,7 @@ export class StoreFs {
     const rec = parent === ROOT_ID ? undefined : this.record(parent);
     if (rec?.kind !== 'layer' || lowOf(parent) !== Low.LAYER_DIR || name !== 'use') throw readOnly();
     return this.withServed(rec, () => {
-      this.resolver.use(rec.ref, rec.digest);
+      this.resolver.use(rec.key);
       throw notFound();
     });
   }
@@ -518,16 +519,17 @@ export class StoreFs {
     } catch {
       throw readOnly();
     }
-    return this.resolver.release(rec.ref, digest).then((released) => {
-      if (released) this.dropLayer(this.resolverKey(rec.ref, digest));
+    const key = this.keyOf(rec.ref, digest);
+    return this.resolver.release(key).then((released) => {
+      if (released) this.dropLayer(key);
       throw notFound();
     });
   }
 
   /** A released layer: its next request resolves it again (its node ids stay: they are its slot's). */
-  private dropLayer(key: string): void {
-    this.serving.delete(key);
-    for (const r of this.records.values()) if (r.kind === 'layer' && r.key === key) r.served = undefined;
+  private dropLayer(key: LayerKey): void {
+    const text = key.toString();
+    for (const r of this.records.values()) if (r.kind === 'layer' && r.key.toString() === text) r.served = undefined;
     this.generation++;
   }
 

@@ -10,13 +10,16 @@ import type { RegistryClient } from '../registry/client.js';
 import { RegistryError } from '../registry/errors.js';
 import { ImageResolver } from '../registry/manifest.js';
 import { MediaType, type Descriptor } from '../registry/media-types.js';
-import { formatReference, type ImageReference } from '../registry/reference.js';
 import { MANIFEST_CHECKSUM_ANNOTATION } from '../zstdchunked/annotations.js';
 import { isZstdChunkedError, ZstdChunkedError } from '../zstdchunked/errors.js';
 import { openZstdChunked, type ZstdChunkedBlob } from '../zstdchunked/open.js';
 import type { Engine } from '../engine/engine.js';
 import { checkTarSplitInWorker } from '../engine/tarsplit-check.js';
 import { estargzContent, zstdChunkedContent, type EngineLayer, type LayerContent } from '../engine/layer.js';
+import type { LayerNode } from '../estargz/layer-index.js';
+import { LayerError, wrapLayerError } from './errors.js';
+import type { LayerKey } from './key.js';
+import type { ImageReference } from './names.js';
 
 /** A layer resolved for a store directory `<ref>/<digest>`. */
 export interface ResolvedLayer {
@@ -35,7 +38,8 @@ export interface ResolvedLayer {
   format: LayerContent['format'];
   /** The index and what the engine needs of the format. */
   content: LayerContent;
-  layer: EngineLayer;
+  /** The layer's reads, their failures wrapped in LayerError. */
+  layer: LayerReader;
   /** Blob size as the registry reports it. */
   blobSize: number;
 }
@@ -122,17 +126,25 @@ async function openZstdTrusted(blob: RangedSource, annotations: Readonly<Record<
   }
 }
 
-/** A layer that could not be resolved: logged once here, answered EIO by the store without another log line. */
-export class LayerUnavailable extends Error {
-  override readonly name = 'LayerUnavailable';
+/** What the FUSE tree reads of a served layer: every failure comes out as a LayerError naming the layer and path. */
+export interface LayerReader {
+  readFile(node: LayerNode, offset: number, length: number, path?: string): Promise<Buffer>;
+  readBlob(offset: number, length: number): Promise<Buffer>;
+}
+
+function readerOf(key: LayerKey, layer: EngineLayer): LayerReader {
+  return {
+    readFile: (node, offset, length, path = node.path) => layer.readFile(node, offset, length, path).catch((err: unknown) => { throw wrapLayerError('read', key, err, path); }),
+    readBlob: (offset, length) => layer.readBlob(offset, length).catch((err: unknown) => { throw wrapLayerError('read', key, err, 'blob'); }),
+  };
 }
 
 const GZIP_LAYER_TYPES = new Set<string>([MediaType.ociLayerGzip, MediaType.dockerLayerGzip]);
 
 interface Entry {
-  ref: ImageReference;
+  key: LayerKey;
   value: Promise<ResolvedLayer>;
-  settled?: { ok: boolean; at: number; layer?: ResolvedLayer; error?: string };
+  settled?: { ok: boolean; at: number; layer?: ResolvedLayer; engine?: EngineLayer; error?: string };
   uses: number;
   /** Credentials for its repository arrived since it started: a failure is tried again at the next lookup, not answered from memory. */
   retry?: boolean;
@@ -162,14 +174,13 @@ export interface LayerStatus {
  */
 export class LayerResolver {
   private readonly images: ImageResolver;
+  /** The one registry of served layers, by LayerKey's text. */
   private readonly entries = new Map<string, Entry>();
+  /** The engine layer behind each resolved layer (status and release need it; the FUSE tree does not). */
+  private readonly engineLayers = new WeakMap<ResolvedLayer, EngineLayer>();
 
   constructor(private readonly client: RegistryClient, private readonly engine: Engine, private readonly opts: ResolverOptions = DEFAULT_RESOLVER) {
     this.images = new ImageResolver(client, opts.manifestTtlMs);
-  }
-
-  private key(ref: ImageReference, digest: string): string {
-    return `${formatReference(ref)}|${digest}`;
   }
 
   /** Failed resolutions stay visible in `status` this long, then are forgotten (podman 4.x looks up every layer of every pull). */
@@ -185,18 +196,18 @@ export class LayerResolver {
     }
   }
 
-  resolve(ref: ImageReference, digest: string): Promise<ResolvedLayer> {
+  /** The served layer for a key: resolved once, shared by concurrent lookups; a recent failure is answered from memory. */
+  resolve(key: LayerKey): Promise<ResolvedLayer> {
     this.pruneFailures();
-    const key = this.key(ref, digest);
-    const hit = this.entries.get(key);
+    const hit = this.entries.get(key.toString());
     if (hit && !(hit.settled && !hit.settled.ok && (hit.retry || Date.now() - hit.settled.at > this.opts.failureTtlMs))) return hit.value;
-    const entry: Entry = { ref, value: this.resolveNow(ref, digest), uses: hit?.uses ?? 0 };
+    const entry: Entry = { key, value: this.resolveNow(key), uses: hit?.uses ?? 0 };
     entry.value.then(
-      (layer) => { entry.settled = { ok: true, at: Date.now(), layer }; },
+      (layer) => { entry.settled = { ok: true, at: Date.now(), layer, engine: this.engineLayers.get(layer) }; },
       (err: Error) => { entry.settled = { ok: false, at: Date.now(), error: err.message }; },
     );
     entry.value.catch(() => {});
-    this.entries.set(key, entry);
+    this.entries.set(key.toString(), entry);
     return entry.value;
   }
 
@@ -210,7 +221,7 @@ export class LayerResolver {
   forgetFailures(registry: string, repository: string): number {
     let n = 0;
     for (const e of this.entries.values()) {
-      if (e.ref.registry !== registry || e.ref.repository !== repository || e.settled?.ok) continue;
+      if (!e.key.inRepository(registry, repository) || e.settled?.ok) continue;
       e.retry = true;
       n++;
     }
@@ -218,8 +229,8 @@ export class LayerResolver {
   }
 
   /** containers/storage created `<layer>/use`: one more user. */
-  use(ref: ImageReference, digest: string): void {
-    const e = this.entries.get(this.key(ref, digest));
+  use(key: LayerKey): void {
+    const e = this.entries.get(key.toString());
     if (e) e.uses++;
   }
 
@@ -228,31 +239,30 @@ export class LayerResolver {
    * the layer is dropped and its memory released (the disk cache stays);
    * returns whether that happened.
    */
-  async release(ref: ImageReference, digest: string): Promise<boolean> {
-    const key = this.key(ref, digest);
-    const e = this.entries.get(key);
+  async release(key: LayerKey): Promise<boolean> {
+    const e = this.entries.get(key.toString());
     if (!e) return false;
     e.uses = Math.max(0, e.uses - 1);
     if (e.uses > 0) return false;
-    this.entries.delete(key);
-    const resolved = await e.value.catch(() => undefined);
-    await resolved?.layer.close();
+    this.entries.delete(key.toString());
+    await this.closeEntry(e);
     return true;
   }
 
   /** A snapshot of every layer, without waiting for resolutions in progress. */
   status(): LayerStatus[] {
-    return [...this.entries.entries()].map(([key, e]) => {
-      const [ref, digest] = key.split('|') as [string, string];
+    return [...this.entries.values()].map((e) => {
+      const { refText: ref, digest } = e.key;
       if (!e.settled) return { ref, digest, state: 'resolving', uses: e.uses };
       if (!e.settled.ok) return { ref, digest, state: 'failed', reason: e.settled.error ?? 'resolution failed', uses: e.uses };
       const l = e.settled.layer!;
-      const size = l.layer.size;
+      const engine = e.settled.engine!;
+      const size = engine.size;
       return {
-        ref, digest, keyedBy: l.keyedBy, state: l.layer.state, size, uses: e.uses,
-        fetchedBytes: l.layer.fetchedBytes,
-        fetchedPercent: size > 0 ? Math.round((l.layer.fetchedBytes / size) * 1000) / 10 : 100,
-        ...(l.layer.failureReason && { reason: l.layer.failureReason }),
+        ref, digest, keyedBy: l.keyedBy, state: engine.state, size, uses: e.uses,
+        fetchedBytes: engine.fetchedBytes,
+        fetchedPercent: size > 0 ? Math.round((engine.fetchedBytes / size) * 1000) / 10 : 100,
+        ...(engine.failureReason && { reason: engine.failureReason }),
       };
     });
   }
@@ -260,30 +270,36 @@ export class LayerResolver {
   async close(): Promise<void> {
     const all = [...this.entries.values()];
     this.entries.clear();
-    await Promise.all(all.map(async (e) => (await e.value.catch(() => undefined))?.layer.close()));
+    await Promise.all(all.map((e) => this.closeEntry(e)));
   }
 
-  private async resolveNow(ref: ImageReference, digest: string): Promise<ResolvedLayer> {
+  private async closeEntry(e: Entry): Promise<void> {
+    const resolved = await e.value.catch(() => undefined);
+    if (resolved) await this.engineLayers.get(resolved)?.close();
+  }
+
+  private async resolveNow(key: LayerKey): Promise<ResolvedLayer> {
+    const { digest, refText: refString } = key;
     const started = performance.now();
     const abort = new AbortController();
     const timer = setTimeout(() => abort.abort(new Error(`resolution took longer than ${this.opts.timeoutMs} ms`)), this.opts.timeoutMs);
-    const refString = formatReference(ref);
     try {
       const result = await Promise.race([
-        this.resolveSteps(ref, refString, digest, abort.signal),
+        this.resolveSteps(key, abort.signal),
         new Promise<never>((_, reject) => abort.signal.addEventListener('abort', () => reject(new RegistryError('TIMEOUT', `resolving ${refString} ${digest}: ${(abort.signal.reason as Error).message}`)))),
       ]);
       logger.info({ ref: refString, digest, result: 'ok', keyedBy: result.keyedBy, ms: Math.round(performance.now() - started), size: result.blobSize }, 'layer resolved');
       return result;
     } catch (err) {
       logger.warn({ ref: refString, digest, result: 'failed', ms: Math.round(performance.now() - started), err: (err as Error).message }, 'layer not resolved; containers/storage falls back to a normal pull');
-      throw new LayerUnavailable((err as Error).message, { cause: err });
+      throw new LayerError('resolution', key, err);
     } finally {
       clearTimeout(timer);
     }
   }
 
-  private async resolveSteps(ref: ImageReference, refString: string, digest: string, signal: AbortSignal): Promise<ResolvedLayer> {
+  private async resolveSteps(key: LayerKey, signal: AbortSignal): Promise<ResolvedLayer> {
+    const { ref, digest, refText: refString } = key;
     const image = await this.images.manifest(ref, signal);
     // The config (for the diff_id) arrives while the footer and TOC are read.
     const config = this.images.config(ref, signal);
@@ -299,7 +315,7 @@ export class LayerResolver {
     if (index < 0) throw new RegistryError('NOT_FOUND', `${refString} has no layer with digest or TOC digest ${digest}`);
     const descriptor = layers[index]!;
     if (descriptor.annotations?.[MANIFEST_CHECKSUM_ANNOTATION] !== undefined || descriptor.mediaType === ZSTD_LAYER_TYPE) {
-      return this.resolveZstdChunked(ref, refString, digest, keyedBy, descriptor, index, layers.length, config, signal);
+      return this.resolveZstdChunked(key, keyedBy, descriptor, index, layers.length, config, signal);
     }
     if (!GZIP_LAYER_TYPES.has(descriptor.mediaType)) {
       throw new EstargzError('NOT_ESTARGZ', `layer ${descriptor.digest} of ${refString} is ${descriptor.mediaType}, not a gzip layer`);
@@ -320,11 +336,18 @@ export class LayerResolver {
     const diffID = diffIDs[index]!;
     const content = estargzContent(estargz);
     const layer = this.startLayer(descriptor, diffID, blob, content);
-    return {
+    return this.served(key, layer, {
       ref, refString, dirDigest: digest, keyedBy, descriptor, tocDigest, diffID,
       uncompressedSize: Number.isSafeInteger(size) && size >= 0 ? size : undefined,
-      format: content.format, content, layer, blobSize: blob.size,
-    };
+      format: content.format, content, blobSize: blob.size,
+    });
+  }
+
+  /** The resolved layer as the FUSE tree sees it; the engine layer stays here. */
+  private served(key: LayerKey, engine: EngineLayer, fields: Omit<ResolvedLayer, 'layer'>): ResolvedLayer {
+    const resolved: ResolvedLayer = { ...fields, layer: readerOf(key, engine) };
+    this.engineLayers.set(resolved, engine);
+    return resolved;
   }
 
   /** An engine layer with prefetch and background fetch started (both honour the engine's noprefetch / no_background_fetch settings). */
@@ -342,9 +365,10 @@ export class LayerResolver {
    * blob's end; every refusal names the layer and the part at fault.
    */
   private async resolveZstdChunked(
-    ref: ImageReference, refString: string, digest: string, keyedBy: ResolvedLayer['keyedBy'], descriptor: Descriptor, index: number, layerCount: number,
+    key: LayerKey, keyedBy: ResolvedLayer['keyedBy'], descriptor: Descriptor, index: number, layerCount: number,
     config: ReturnType<ImageResolver['config']>, signal: AbortSignal,
   ): Promise<ResolvedLayer> {
+    const { ref, digest, refText: refString } = key;
     const what = `layer ${descriptor.digest} of ${refString}`;
     if (descriptor.mediaType !== ZSTD_LAYER_TYPE) {
       throw new ZstdChunkedError('NOT_ZSTD_CHUNKED', `${what} has the ${MANIFEST_CHECKSUM_ANNOTATION} annotation but is ${descriptor.mediaType}, not ${ZSTD_LAYER_TYPE}`, { part: 'annotations' });
@@ -369,9 +393,9 @@ export class LayerResolver {
     const diffID = diffIDs[index]!;
     const content = zstdChunkedContent(zstd);
     const layer = this.startLayer(descriptor, diffID, blob, content);
-    return {
+    return this.served(key, layer, {
       ref, refString, dirDigest: digest, keyedBy, descriptor, tocDigest: zstd.tocDigest, diffID,
-      uncompressedSize: zstd.tarSize, format: content.format, content, layer, blobSize: blob.size,
-    };
+      uncompressedSize: zstd.tarSize, format: content.format, content, blobSize: blob.size,
+    });
   }
 }

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
 import { describe, test } from 'node:test';
+import type { LayerKey } from '../../src/layers/key.js';
 import type { LayerResolver, ResolvedLayer } from '../../src/layers/resolver.js';
 import { estargzContent } from '../../src/engine/layer.js';
 import { openEstargz, type EstargzBlob } from '../../src/estargz/open.js';
@@ -12,7 +13,6 @@ import { encodeRefDir } from '../../src/fs/names.js';
 import { Low, NodeIdTable, ROOT_ID, SlotTableFull, WHITEOUT_BIT, layerKey, lowOf, makeId, refKey, slotOf } from '../../src/fs/node-ids.js';
 import { StoreFs } from '../../src/fs/store-fs.js';
 import type { Entry } from '../../src/fuse/types.js';
-import { parseReference } from '../../src/registry/reference.js';
 import { makeLayerTar, type SpecEntry } from '../helpers/layer-tar.js';
 
 const ESTALE = -116;
@@ -49,7 +49,7 @@ function stubResolver(blob: EstargzBlob, bytes: Buffer): LayerResolver & { resol
   const stub = {
     resolutions: 0,
     released: 0,
-    resolve: async (ref: ReturnType<typeof parseReference>, digest: string): Promise<ResolvedLayer> => {
+    resolve: async ({ ref, digest }: LayerKey): Promise<ResolvedLayer> => {
       stub.resolutions++;
       const content = (node: { path: string }): Buffer => Buffer.from(node.path === 'etc/os-release' ? 'ID=test\n' : '#!/bin/sh\necho tool\n');
       return {

@@ -5,7 +5,9 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { Engine } from '../../src/engine/engine.js';
-import { DEFAULT_RESOLVER, LayerResolver, LayerUnavailable } from '../../src/layers/resolver.js';
+import { LayerError } from '../../src/layers/errors.js';
+import { LayerKey } from '../../src/layers/key.js';
+import { DEFAULT_RESOLVER, LayerResolver } from '../../src/layers/resolver.js';
 import type { RegistryClient } from '../../src/registry/client.js';
 import { RegistryError } from '../../src/registry/errors.js';
 import { parseReference } from '../../src/registry/reference.js';
@@ -54,13 +56,13 @@ describe('resolver failure memory', () => {
   test('a failure is answered from memory; credentials for another repository change nothing', async () => {
     const c = refusingClient();
     const r = resolver(c.client);
-    await assert.rejects(r.resolve(ref, DIGEST), LayerUnavailable);
+    await assert.rejects(r.resolve(new LayerKey(ref, DIGEST)), LayerError);
     const asked = c.calls();
-    await assert.rejects(r.resolve(ref, DIGEST), LayerUnavailable);
+    await assert.rejects(r.resolve(new LayerKey(ref, DIGEST)), LayerError);
     assert.equal(c.calls(), asked, 'the second lookup should not reach the registry');
     assert.equal(r.forgetFailures(other.registry, other.repository), 0);
     assert.equal(r.forgetFailures('other.example', ref.repository), 0);
-    await assert.rejects(r.resolve(ref, DIGEST), LayerUnavailable);
+    await assert.rejects(r.resolve(new LayerKey(ref, DIGEST)), LayerError);
     assert.equal(c.calls(), asked);
     await r.close();
   });
@@ -68,12 +70,12 @@ describe('resolver failure memory', () => {
   test('after forgetFailures the next lookup asks the registry again, once; then the new failure is remembered', async () => {
     const c = refusingClient();
     const r = resolver(c.client);
-    await assert.rejects(r.resolve(ref, DIGEST), LayerUnavailable);
+    await assert.rejects(r.resolve(new LayerKey(ref, DIGEST)), LayerError);
     const asked = c.calls();
     assert.equal(r.forgetFailures(ref.registry, ref.repository), 1);
-    await assert.rejects(r.resolve(ref, DIGEST), LayerUnavailable);
+    await assert.rejects(r.resolve(new LayerKey(ref, DIGEST)), LayerError);
     assert.equal(c.calls(), 2 * asked);
-    await assert.rejects(r.resolve(ref, DIGEST), LayerUnavailable);
+    await assert.rejects(r.resolve(new LayerKey(ref, DIGEST)), LayerError);
     assert.equal(c.calls(), 2 * asked, 'the fresh failure is remembered again');
     assert.deepEqual(r.status().map((l) => l.state), ['failed']);
     await r.close();
@@ -83,12 +85,12 @@ describe('resolver failure memory', () => {
     const c = refusingClient();
     const r = resolver(c.client);
     c.hold();
-    const inFlight = r.resolve(ref, DIGEST);
+    const inFlight = r.resolve(new LayerKey(ref, DIGEST));
     assert.equal(r.forgetFailures(ref.registry, ref.repository), 1);
     c.release();
-    await assert.rejects(inFlight, LayerUnavailable);
+    await assert.rejects(inFlight, LayerError);
     const asked = c.calls();
-    await assert.rejects(r.resolve(ref, DIGEST), LayerUnavailable);
+    await assert.rejects(r.resolve(new LayerKey(ref, DIGEST)), LayerError);
     assert.ok(c.calls() > asked, 'the lookup after the in-flight failure should ask the registry again');
     await r.close();
   });
