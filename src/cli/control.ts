@@ -3,7 +3,7 @@ import { Command } from 'commander';
 import { stringify } from 'smol-toml';
 import { ConfigError, loadConfig } from '../daemon/config.js';
 import { DEFAULT_ROOT, SOCKET_NAME, controlRequest } from '../daemon/control-protocol.js';
-import type { LayerStatus } from '../layers/resolver.js';
+import type { LayerStatus } from '../layers/status.js';
 import { runAuthHelper } from './send-credentials.js';
 
 function socketOf(opts: { root: string; socket?: string }): string {

@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import type { Server } from 'node:http';
 import { Engine } from '../engine/engine.js';
+import { LayerManager } from '../layers/manager.js';
 import { LayerResolver } from '../layers/resolver.js';
 import { mountAnswers, mountStore, type MountedStore } from '../fs/mount.js';
 import { StoreFs } from '../fs/store-fs.js';
@@ -24,7 +25,7 @@ export interface DaemonOptions {
 export interface Daemon {
   client: RegistryClient;
   engine: Engine;
-  resolver: LayerResolver;
+  resolver: LayerManager;
   /** The tree the mount serves (its node-id table is what a successor imports). */
   fs: StoreFs;
   mounted: MountedStore;
@@ -44,13 +45,12 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     traffic: trafficMetrics(),
   });
   const engine = await Engine.create(engineOptions(config, { cacheDir: config.cache.dir || join(opts.root, 'cache') }));
-  const resolver = new LayerResolver(client, engine, {
+  const resolver = new LayerManager(new LayerResolver(client, engine, {
     timeoutMs: config.resolve_timeout_sec * 1000,
     allowUnverified: config.allow_unverified,
-    failureTtlMs: 5000,
     manifestTtlMs: 120_000,
     singleRangeOnly: config.blob.force_single_range_mode,
-  });
+  }), { failureTtlMs: 5000 });
   const fs = new StoreFs(resolver);
   // Before the mount, so nothing it runs on the main thread delays a FUSE request.
   await warmUp(engine);

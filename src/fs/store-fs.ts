@@ -1,6 +1,7 @@
 import { LayerKey } from '../layers/key.js';
 import { referenceText, type ImageReference } from '../layers/names.js';
-import type { LayerResolver, ResolvedLayer } from '../layers/resolver.js';
+import type { LayerManager } from '../layers/manager.js';
+import type { ResolvedLayer } from '../layers/resolver.js';
 import type { LayerNode } from '../estargz/layer-index.js';
 import { MIN_DIRENTPLUS } from '../fuse/protocol.js';
 import type { Attr, AttrReply, Awaitable, DirEntryPlus, Entry, StatFs } from '../fuse/types.js';
@@ -100,7 +101,7 @@ export class StoreFs {
   onRead: ((ref: ImageReference, digest: string, path: string) => void) | undefined;
 
   /** `slotBits` below 21 only for tests (collisions on purpose). */
-  constructor(private readonly resolver: LayerResolver, opts: { slotBits?: number } = {}) {
+  constructor(private readonly resolver: LayerManager, opts: { slotBits?: number } = {}) {
     this.ids = new NodeIdTable(opts.slotBits);
   }
 

@@ -17,7 +17,8 @@ import type { Engine } from '../engine/engine.js';
 import { checkTarSplitInWorker } from '../engine/tarsplit-check.js';
 import { estargzContent, zstdChunkedContent, type EngineLayer, type LayerContent } from '../engine/layer.js';
 import type { LayerNode } from '../estargz/layer-index.js';
-import { LayerError, wrapLayerError } from './errors.js';
+import { wrapLayerError } from './errors.js';
+import type { LayerOpener, OpenedLayer } from './manager.js';
 import type { LayerKey } from './key.js';
 import type { ImageReference } from './names.js';
 
@@ -49,8 +50,6 @@ export interface ResolverOptions {
   timeoutMs: number;
   /** Serve layers whose manifest has no TOC digest annotation (their TOC cannot be verified). */
   allowUnverified: boolean;
-  /** A failed resolution is answered from memory for this long, then tried again. */
-  failureTtlMs: number;
   /** Resolved manifests are reused this long. */
   manifestTtlMs: number;
   /** Never send multi-range requests (config `force_single_range_mode`). */
@@ -60,7 +59,6 @@ export interface ResolverOptions {
 export const DEFAULT_RESOLVER: ResolverOptions = {
   timeoutMs: 30_000,
   allowUnverified: false,
-  failureTtlMs: 5_000,
   manifestTtlMs: 120_000,
   singleRangeOnly: false,
 };
@@ -141,144 +139,23 @@ function readerOf(key: LayerKey, layer: EngineLayer): LayerReader {
 
 const GZIP_LAYER_TYPES = new Set<string>([MediaType.ociLayerGzip, MediaType.dockerLayerGzip]);
 
-interface Entry {
-  key: LayerKey;
-  value: Promise<ResolvedLayer>;
-  settled?: { ok: boolean; at: number; layer?: ResolvedLayer; engine?: EngineLayer; error?: string };
-  uses: number;
-  /** Credentials for its repository arrived since it started: a failure is tried again at the next lookup, not answered from memory. */
-  retry?: boolean;
-}
-
-/** One layer as `estargz-store status` shows it. */
-export interface LayerStatus {
-  ref: string;
-  digest: string;
-  keyedBy?: 'layer' | 'toc';
-  state: 'resolving' | 'lazy' | 'prefetching' | 'incomplete' | 'complete' | 'failed';
-  /** Why it failed (resolution or whole-layer check). */
-  reason?: string;
-  size?: number;
-  fetchedBytes?: number;
-  fetchedPercent?: number;
-  uses: number;
-}
-
 /**
  * Resolves `<ref>/<digest>` store directories to served layers: manifest
  * (cached), the layer in it (by layer digest or TOC digest), footer + TOC
  * verified against the manifest's TOC digest annotation, then an engine
  * layer with prefetch and background fetch started. Resolution is bounded in
- * time; concurrent lookups share one resolution; a failure is remembered
- * briefly so that a burst of lookups does not hammer the registry.
+ * time. The layer manager (manager.ts) calls it once per key and keeps the
+ * result; this class keeps only the manifest cache.
  */
-export class LayerResolver {
+export class LayerResolver implements LayerOpener {
   private readonly images: ImageResolver;
-  /** The one registry of served layers, by LayerKey's text. */
-  private readonly entries = new Map<string, Entry>();
-  /** The engine layer behind each resolved layer (status and release need it; the FUSE tree does not). */
-  private readonly engineLayers = new WeakMap<ResolvedLayer, EngineLayer>();
 
   constructor(private readonly client: RegistryClient, private readonly engine: Engine, private readonly opts: ResolverOptions = DEFAULT_RESOLVER) {
     this.images = new ImageResolver(client, opts.manifestTtlMs);
   }
 
-  /** Failed resolutions stay visible in `status` this long, then are forgotten (podman 4.x looks up every layer of every pull). */
-  static readonly FAILURE_RETENTION_MS = 10 * 60_000;
-  private lastPrune = Date.now();
-
-  private pruneFailures(): void {
-    const now = Date.now();
-    if (now - this.lastPrune < 30_000) return;
-    this.lastPrune = now;
-    for (const [key, e] of this.entries) {
-      if (e.settled && !e.settled.ok && e.uses === 0 && now - e.settled.at > LayerResolver.FAILURE_RETENTION_MS) this.entries.delete(key);
-    }
-  }
-
-  /** The served layer for a key: resolved once, shared by concurrent lookups; a recent failure is answered from memory. */
-  resolve(key: LayerKey): Promise<ResolvedLayer> {
-    this.pruneFailures();
-    const hit = this.entries.get(key.toString());
-    if (hit && !(hit.settled && !hit.settled.ok && (hit.retry || Date.now() - hit.settled.at > this.opts.failureTtlMs))) return hit.value;
-    const entry: Entry = { key, value: this.resolveNow(key), uses: hit?.uses ?? 0 };
-    entry.value.then(
-      (layer) => { entry.settled = { ok: true, at: Date.now(), layer, engine: this.engineLayers.get(layer) }; },
-      (err: Error) => { entry.settled = { ok: false, at: Date.now(), error: err.message }; },
-    );
-    entry.value.catch(() => {});
-    this.entries.set(key.toString(), entry);
-    return entry.value;
-  }
-
-  /**
-   * New credentials for a repository (from the auth helper): its failed
-   * resolutions, and those still running (they may have started without the
-   * credentials), are not answered from memory; the next lookup resolves
-   * afresh. podman runs the helper and looks the layer up again at once.
-   * Returns how many entries that concerns.
-   */
-  forgetFailures(registry: string, repository: string): number {
-    let n = 0;
-    for (const e of this.entries.values()) {
-      if (!e.key.inRepository(registry, repository) || e.settled?.ok) continue;
-      e.retry = true;
-      n++;
-    }
-    return n;
-  }
-
-  /** containers/storage created `<layer>/use`: one more user. */
-  use(key: LayerKey): void {
-    const e = this.entries.get(key.toString());
-    if (e) e.uses++;
-  }
-
-  /**
-   * containers/storage removed the layer directory: one user less. At zero
-   * the layer is dropped and its memory released (the disk cache stays);
-   * returns whether that happened.
-   */
-  async release(key: LayerKey): Promise<boolean> {
-    const e = this.entries.get(key.toString());
-    if (!e) return false;
-    e.uses = Math.max(0, e.uses - 1);
-    if (e.uses > 0) return false;
-    this.entries.delete(key.toString());
-    await this.closeEntry(e);
-    return true;
-  }
-
-  /** A snapshot of every layer, without waiting for resolutions in progress. */
-  status(): LayerStatus[] {
-    return [...this.entries.values()].map((e) => {
-      const { refText: ref, digest } = e.key;
-      if (!e.settled) return { ref, digest, state: 'resolving', uses: e.uses };
-      if (!e.settled.ok) return { ref, digest, state: 'failed', reason: e.settled.error ?? 'resolution failed', uses: e.uses };
-      const l = e.settled.layer!;
-      const engine = e.settled.engine!;
-      const size = engine.size;
-      return {
-        ref, digest, keyedBy: l.keyedBy, state: engine.state, size, uses: e.uses,
-        fetchedBytes: engine.fetchedBytes,
-        fetchedPercent: size > 0 ? Math.round((engine.fetchedBytes / size) * 1000) / 10 : 100,
-        ...(engine.failureReason && { reason: engine.failureReason }),
-      };
-    });
-  }
-
-  async close(): Promise<void> {
-    const all = [...this.entries.values()];
-    this.entries.clear();
-    await Promise.all(all.map((e) => this.closeEntry(e)));
-  }
-
-  private async closeEntry(e: Entry): Promise<void> {
-    const resolved = await e.value.catch(() => undefined);
-    if (resolved) await this.engineLayers.get(resolved)?.close();
-  }
-
-  private async resolveNow(key: LayerKey): Promise<ResolvedLayer> {
+  /** Resolves and opens the layer: logged once here, whatever the outcome (the layer manager wraps a failure in LayerError). */
+  async open(key: LayerKey): Promise<OpenedLayer> {
     const { digest, refText: refString } = key;
     const started = performance.now();
     const abort = new AbortController();
@@ -288,17 +165,17 @@ export class LayerResolver {
         this.resolveSteps(key, abort.signal),
         new Promise<never>((_, reject) => abort.signal.addEventListener('abort', () => reject(new RegistryError('TIMEOUT', `resolving ${refString} ${digest}: ${(abort.signal.reason as Error).message}`)))),
       ]);
-      logger.info({ ref: refString, digest, result: 'ok', keyedBy: result.keyedBy, ms: Math.round(performance.now() - started), size: result.blobSize }, 'layer resolved');
+      logger.info({ ref: refString, digest, result: 'ok', keyedBy: result.layer.keyedBy, ms: Math.round(performance.now() - started), size: result.layer.blobSize }, 'layer resolved');
       return result;
     } catch (err) {
       logger.warn({ ref: refString, digest, result: 'failed', ms: Math.round(performance.now() - started), err: (err as Error).message }, 'layer not resolved; containers/storage falls back to a normal pull');
-      throw new LayerError('resolution', key, err);
+      throw err;
     } finally {
       clearTimeout(timer);
     }
   }
 
-  private async resolveSteps(key: LayerKey, signal: AbortSignal): Promise<ResolvedLayer> {
+  private async resolveSteps(key: LayerKey, signal: AbortSignal): Promise<OpenedLayer> {
     const { ref, digest, refText: refString } = key;
     const image = await this.images.manifest(ref, signal);
     // The config (for the diff_id) arrives while the footer and TOC are read.
@@ -344,10 +221,8 @@ export class LayerResolver {
   }
 
   /** The resolved layer as the FUSE tree sees it; the engine layer stays here. */
-  private served(key: LayerKey, engine: EngineLayer, fields: Omit<ResolvedLayer, 'layer'>): ResolvedLayer {
-    const resolved: ResolvedLayer = { ...fields, layer: readerOf(key, engine) };
-    this.engineLayers.set(resolved, engine);
-    return resolved;
+  private served(key: LayerKey, engine: EngineLayer, fields: Omit<ResolvedLayer, 'layer'>): OpenedLayer {
+    return { layer: { ...fields, layer: readerOf(key, engine) }, handle: engine };
   }
 
   /** An engine layer with prefetch and background fetch started (both honour the engine's noprefetch / no_background_fetch settings). */
@@ -367,7 +242,7 @@ export class LayerResolver {
   private async resolveZstdChunked(
     key: LayerKey, keyedBy: ResolvedLayer['keyedBy'], descriptor: Descriptor, index: number, layerCount: number,
     config: ReturnType<ImageResolver['config']>, signal: AbortSignal,
-  ): Promise<ResolvedLayer> {
+  ): Promise<OpenedLayer> {
     const { ref, digest, refText: refString } = key;
     const what = `layer ${descriptor.digest} of ${refString}`;
     if (descriptor.mediaType !== ZSTD_LAYER_TYPE) {

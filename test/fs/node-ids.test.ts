@@ -3,7 +3,8 @@ import { createHash } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
 import { describe, test } from 'node:test';
 import type { LayerKey } from '../../src/layers/key.js';
-import type { LayerResolver, ResolvedLayer } from '../../src/layers/resolver.js';
+import type { LayerManager } from '../../src/layers/manager.js';
+import type { ResolvedLayer } from '../../src/layers/resolver.js';
 import { estargzContent } from '../../src/engine/layer.js';
 import { openEstargz, type EstargzBlob } from '../../src/estargz/open.js';
 import { BufferSource } from '../../src/estargz/source.js';
@@ -45,7 +46,7 @@ async function layerBlob(spec: SpecEntry[]): Promise<{ blob: EstargzBlob; bytes:
 }
 
 /** A resolver that serves every digest as the one test layer, counting resolutions. */
-function stubResolver(blob: EstargzBlob, bytes: Buffer): LayerResolver & { resolutions: number; released: number } {
+function stubResolver(blob: EstargzBlob, bytes: Buffer): LayerManager & { resolutions: number; released: number } {
   const stub = {
     resolutions: 0,
     released: 0,
@@ -65,7 +66,7 @@ function stubResolver(blob: EstargzBlob, bytes: Buffer): LayerResolver & { resol
     use: () => {},
     release: async () => { stub.released++; return true; },
   };
-  return stub as unknown as LayerResolver & { resolutions: number; released: number };
+  return stub as unknown as LayerManager & { resolutions: number; released: number };
 }
 
 const REF = 'registry.example/app/image:v1';

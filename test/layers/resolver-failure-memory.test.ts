@@ -7,6 +7,7 @@ import { describe, test } from 'node:test';
 import type { Engine } from '../../src/engine/engine.js';
 import { LayerError } from '../../src/layers/errors.js';
 import { LayerKey } from '../../src/layers/key.js';
+import { LayerManager } from '../../src/layers/manager.js';
 import { DEFAULT_RESOLVER, LayerResolver } from '../../src/layers/resolver.js';
 import type { RegistryClient } from '../../src/registry/client.js';
 import { RegistryError } from '../../src/registry/errors.js';
@@ -44,9 +45,9 @@ function refusingClient(): RefusingClient {
   };
 }
 
-function resolver(client: RegistryClient): LayerResolver {
+function resolver(client: RegistryClient): LayerManager {
   // A long TTL: "from memory" must not depend on how fast the test runs.
-  return new LayerResolver(client, {} as Engine, { ...DEFAULT_RESOLVER, failureTtlMs: 60_000 });
+  return new LayerManager(new LayerResolver(client, {} as Engine, DEFAULT_RESOLVER), { failureTtlMs: 60_000 });
 }
 
 describe('resolver failure memory', () => {
