@@ -16,9 +16,8 @@ import { openZstdChunked, type ZstdChunkedBlob } from '../zstdchunked/open.js';
 import type { Engine } from '../engine/engine.js';
 import { checkTarSplitInWorker } from '../engine/tarsplit-check.js';
 import { estargzContent, zstdChunkedContent, type EngineLayer, type LayerContent } from '../engine/layer.js';
-import type { LayerNode } from '../estargz/layer-index.js';
-import { wrapLayerError } from './errors.js';
 import type { LayerOpener, OpenedLayer } from './manager.js';
+import { readerOf, type LayerReader } from './reader.js';
 import type { LayerKey } from './key.js';
 import type { ImageReference } from './names.js';
 
@@ -122,19 +121,6 @@ async function openZstdTrusted(blob: RangedSource, annotations: Readonly<Record<
       await sleep(100 * 2 ** (attempt - 1));
     }
   }
-}
-
-/** What the FUSE tree reads of a served layer: every failure comes out as a LayerError naming the layer and path. */
-export interface LayerReader {
-  readFile(node: LayerNode, offset: number, length: number, path?: string): Promise<Buffer>;
-  readBlob(offset: number, length: number): Promise<Buffer>;
-}
-
-function readerOf(key: LayerKey, layer: EngineLayer): LayerReader {
-  return {
-    readFile: (node, offset, length, path = node.path) => layer.readFile(node, offset, length, path).catch((err: unknown) => { throw wrapLayerError('read', key, err, path); }),
-    readBlob: (offset, length) => layer.readBlob(offset, length).catch((err: unknown) => { throw wrapLayerError('read', key, err, 'blob'); }),
-  };
 }
 
 const GZIP_LAYER_TYPES = new Set<string>([MediaType.ociLayerGzip, MediaType.dockerLayerGzip]);
