@@ -1,8 +1,10 @@
+import { join } from 'node:path';
 import type { Decoder } from '../estargz/chunk.js';
 import { ActivityClock } from './activity.js';
 import { DEFAULT_BACKGROUND_FETCH, type BackgroundFetchOptions, type BackgroundSettings } from './background-fetch.js';
 import { DEFAULT_BLOB_READER, type BlobReaderOptions } from './blob-reader.js';
 import { DiskChunkCache } from './cache/disk-cache.js';
+import { LayerVerdicts } from './cache/verdicts.js';
 import { MemoryChunkCache } from './cache/memory-cache.js';
 import { ChunkLoader, DEFAULT_TUNING, type FetchSettings, type FetchTuning } from './chunk-loader.js';
 import { DecodePool } from './decode-pool.js';
@@ -46,6 +48,8 @@ export class Engine {
     readonly disk: DiskChunkCache | null,
     private readonly tuning: FetchTuning,
     private readonly fetch: LayerFetchOptions,
+    /** Passed whole-layer checks, remembered with the disk cache (none without one). */
+    private readonly verdicts: LayerVerdicts | null,
   ) {}
 
   static async create(opts: EngineOptions): Promise<Engine> {
@@ -62,6 +66,7 @@ export class Engine {
         blobReader: { ...DEFAULT_BLOB_READER, ...opts.fetch.blobReader },
         background: { ...DEFAULT_BACKGROUND_FETCH, ...opts.fetch.background },
       },
+      disk?.enabled ? new LayerVerdicts(disk.dir) : null,
     );
   }
 
@@ -76,8 +81,13 @@ export class Engine {
       tuning: this.tuning,
       layer: params.id,
       onFetched: (offset, end, op) => layer?.noteFetched(offset, end, op),
+      hold: (offset, data, op) => layer?.hold(offset, data, op) ?? false,
     });
-    layer = new EngineLayer(params, loader, this.fetch);
+    layer = new EngineLayer(params, loader, this.fetch, {
+      verdicts: this.verdicts,
+      // The disk cache's tmp/ is emptied when the cache opens: a spill file a crash left behind goes then.
+      ...(this.disk?.enabled && { spillDir: join(this.disk.dir, 'tmp') }),
+    });
     return layer;
   }
 
