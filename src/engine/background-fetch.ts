@@ -63,6 +63,8 @@ export interface BackgroundFetchDeps {
   onFetched: (offset: number, end: number, op: FetchOperation) => void;
   /** Compressed bytes readers already fetched: taken instead of fetched again (see HeldSpans). */
   held?: HeldSpans;
+  /** Ranges worth having in flight on the link (bandwidth × round trip); the window is the larger of this (at most MAX_WINDOW) and `concurrency`. */
+  parallelism?: () => number;
   /** A passed check remembered from an earlier run (and every chunk still cached): no fetch at all. */
   remembered?: () => Promise<boolean>;
   /** Remembers a passed check (in the disk cache) for the next run. */
@@ -80,6 +82,9 @@ class RunStopped extends Error {
 
 /** Held and fetched pieces are put together this many bytes at a time, a turn of the event loop between. */
 const COPY_SLICE_BYTES = 1 << 20;
+
+/** Ranges in flight per layer at most, however large the link's bandwidth × round trip: each is a span's worth of memory. */
+const MAX_WINDOW = 8;
 
 interface Range {
   offset: number;
@@ -322,7 +327,8 @@ export class BackgroundFetch {
       const window: Promise<Fetched>[] = [];
       let next = 0;
       const fill = (): void => {
-        while (window.length < Math.max(1, this.opts.concurrency) && next < spans.length) {
+        const size = Math.max(1, this.opts.concurrency, Math.min(MAX_WINDOW, this.deps.parallelism?.() ?? 0));
+        while (window.length < size && next < spans.length) {
           const p = this.fetchSpan(spans[next++]!);
           p.catch(() => {}); // awaited in order below; a failure there is retried, not lost
           window.push(p);

@@ -61,6 +61,8 @@ export type LayerContent =
 export interface LayerStore {
   verdicts: LayerVerdicts | null;
   spillDir?: string;
+  /** Background ranges worth having in flight on the layer's link (its host scheduler's estimate). */
+  backgroundSlots?: () => number;
 }
 
 /** An opened eStargz blob as the engine serves it. */
@@ -125,6 +127,7 @@ export class EngineLayer {
       lastForeground: () => this.lastForeground,
       onFetched: (o, e, op) => this.noteFetched(o, e, op),
       ...(this.held && { held: this.held }),
+      ...(store.backgroundSlots && { parallelism: store.backgroundSlots }),
       ...(verdicts && {
         remembered: async () => (await verdicts.has(identity)) && this.allCached(),
         remember: () => verdicts.record(identity),
