@@ -8,7 +8,7 @@ import { LayerDigest } from './layer-digest.js';
 import type { HeldSpans } from './held-spans.js';
 
 export interface BackgroundFetchOptions {
-  /** A run starts, and pauses, until no foreground read happened for this long. */
+  /** A run starts, and (without a host scheduler) pauses, until no foreground read happened for this long. */
   idleMs: number;
   /** Bandwidth; 0 = unlimited. */
   bytesPerSec: number;
@@ -248,7 +248,8 @@ export class BackgroundFetch {
    * gaps; a retry fetches the whole range (the held bytes may be what failed).
    */
   private async fetchSpan(s: Range, useHeld = true): Promise<Fetched> {
-    await this.waitIdle();
+    // Behind a host scheduler each request yields to readers' requests, so the run need not pause while readers are busy.
+    if (!this.deps.parallelism) await this.waitIdle();
     const started = performance.now();
     const taken = useHeld && this.deps.held ? await this.deps.held.take(s.offset, s.end) : undefined;
     const ranges = (taken ? taken.gaps : [s]).map((r) => ({ offset: r.offset, length: r.end - r.offset }));
