@@ -236,6 +236,7 @@ export interface EngineOverrides {
   decoder?: EngineOptions['decoder'];
   tuning?: Partial<FetchTuning>;
   fetch?: Partial<LayerFetchSettings> & { blobReader?: Partial<BlobReaderOptions>; background?: Partial<BackgroundFetchOptions> };
+  hostScheduler?: EngineOptions['hostScheduler'];
 }
 
 /**
@@ -252,6 +253,7 @@ export function engineOptions(config: StoreConfig = DEFAULT_CONFIG, overrides: E
     memoryCacheBytes: overrides.memoryCacheBytes ?? config.cache.memory_bytes,
     ...(poolThreads !== undefined && { poolThreads }),
     decoder: overrides.decoder ?? config.pool.decoder,
+    ...(overrides.hostScheduler && { hostScheduler: overrides.hostScheduler }),
     tuning: {
       mergeGapBytes: config.blob.chunk_size,
       fetchTimeoutMs: config.blob.fetching_timeout_sec * 1000,

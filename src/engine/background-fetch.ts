@@ -1,13 +1,14 @@
-import { setTimeout as sleep } from 'node:timers/promises';
+import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
 import { logger } from '../log/logger.js';
 import { backgroundFetchFailures, verificationFailures, type FetchOperation } from '../metrics/registry.js';
 import type { BlobFetcher, ChunkLoader, ChunkWant } from './chunk-loader.js';
 import { EngineError } from './errors.js';
 import type { ZstdRebuildPlan } from '../../workers/layer-digest.js';
 import { LayerDigest } from './layer-digest.js';
+import type { HeldSpans } from './held-spans.js';
 
 export interface BackgroundFetchOptions {
-  /** A run starts, and pauses, until no foreground read happened for this long. */
+  /** A run starts, and (without a host scheduler) pauses, until no foreground read happened for this long. */
   idleMs: number;
   /** Bandwidth; 0 = unlimited. */
   bytesPerSec: number;
@@ -26,6 +27,8 @@ export interface BackgroundFetchOptions {
   maxWholeFailures: number;
   /** Runs of any outcome before the fetch stops trying (the layer stays incomplete); Infinity in the store. */
   maxRuns: number;
+  /** Compressed bytes of readers' fetches held in memory for the whole-layer check, per layer; past it they spill to the cache directory (see HeldSpans). */
+  heldMemoryBytes: number;
 }
 
 /** What the daemon's config sets (`background_fetch_idle_sec`, `background_fetch_bytes_per_sec`, `max_concurrency`, `background_fetch_retry_sec`): no default here, the config table has them. */
@@ -39,6 +42,7 @@ export const DEFAULT_BACKGROUND_FETCH: Omit<BackgroundFetchOptions, keyof Backgr
   maxRunRetryWaitMs: 10 * 60_000,
   maxWholeFailures: 3,
   maxRuns: Infinity,
+  heldMemoryBytes: 32 << 20,
 };
 
 /** What a background fetch needs of its layer: not the layer itself. */
@@ -57,6 +61,14 @@ export interface BackgroundFetchDeps {
   /** When the layer last served a foreground read (Date.now() units). */
   lastForeground: () => number;
   onFetched: (offset: number, end: number, op: FetchOperation) => void;
+  /** Compressed bytes readers already fetched: taken instead of fetched again (see HeldSpans). */
+  held?: HeldSpans;
+  /** Ranges worth having in flight on the link (bandwidth × round trip); the window is the larger of this (at most MAX_WINDOW) and `concurrency`. */
+  parallelism?: () => number;
+  /** A passed check remembered from an earlier run (and every chunk still cached): no fetch at all. */
+  remembered?: () => Promise<boolean>;
+  /** Remembers a passed check (in the disk cache) for the next run. */
+  remember?: () => Promise<void>;
 }
 
 export type BackgroundState = 'waiting' | 'fetching' | 'incomplete' | 'complete' | 'failed';
@@ -67,6 +79,12 @@ class RunStopped extends Error {
     super(message, options);
   }
 }
+
+/** Held and fetched pieces are put together this many bytes at a time, a turn of the event loop between. */
+const COPY_SLICE_BYTES = 1 << 20;
+
+/** Ranges in flight per layer at most, however large the link's bandwidth × round trip: each is a span's worth of memory. */
+const MAX_WINDOW = 8;
 
 interface Range {
   offset: number;
@@ -139,12 +157,27 @@ export class BackgroundFetch {
   }
 
   private async loop(): Promise<void> {
+    try {
+      await this.runAll();
+    } finally {
+      // The check is over (or the layer closed): nothing needs readers' compressed bytes any more.
+      await this.deps.held?.close();
+    }
+  }
+
+  private async runAll(): Promise<void> {
+    if (await this.deps.remembered?.()) {
+      this.setState('complete');
+      logger.info({ layer: this.deps.layer }, 'layer complete: its whole-layer check passed on an earlier run and every chunk is in the disk cache');
+      return;
+    }
     for (;;) {
       this.runs++;
       try {
         await this.waitIdle();
         this.setState('fetching');
         await this.runOnce();
+        await this.deps.remember?.();
         this.setState('complete');
         logger.info({ layer: this.deps.layer, bytes: this.deps.fetcher.size, runs: this.runs }, 'layer complete: blob digest and diffID verified');
         return;
@@ -208,23 +241,47 @@ export class BackgroundFetch {
     return spans;
   }
 
-  /** One range; `exclusive`: the buffer is this fetch's alone (see BlobFetcher.readOwned), so it can be handed on without a copy. */
-  private async fetchSpan(s: Range): Promise<Fetched> {
-    await this.waitIdle();
+  /**
+   * One range; `exclusive`: the buffer is this fetch's alone (see
+   * BlobFetcher.readOwned), so it can be handed on without a copy. The first
+   * try takes what readers already fetched (`held`) and fetches only the
+   * gaps; a retry fetches the whole range (the held bytes may be what failed).
+   */
+  private async fetchSpan(s: Range, useHeld = true): Promise<Fetched> {
+    // Behind a host scheduler each request yields to readers' requests, so the run need not pause while readers are busy.
+    if (!this.deps.parallelism) await this.waitIdle();
     const started = performance.now();
-    const ranges = [{ offset: s.offset, length: s.end - s.offset }];
+    const taken = useHeld && this.deps.held ? await this.deps.held.take(s.offset, s.end) : undefined;
+    const ranges = (taken ? taken.gaps : [s]).map((r) => ({ offset: r.offset, length: r.end - r.offset }));
     const opts = { signal: this.abort.signal, operation: 'background' as const };
-    // The registry client counts the request (its traffic hook) as a 'background' one.
-    const [got] = this.deps.fetcher.readOwned
+    // The registry client counts the requests (its traffic hook) as 'background' ones.
+    const got = ranges.length === 0 ? [] : this.deps.fetcher.readOwned
       ? await this.deps.fetcher.readOwned(ranges, opts)
       : (await this.deps.fetcher.readRanges(ranges, opts.signal, opts.operation)).map((data) => ({ data, exclusive: false }));
-    this.deps.onFetched(s.offset, s.end, 'background');
+    for (const r of ranges) this.deps.onFetched(r.offset, r.offset + r.length, 'background');
     if (this.opts.bytesPerSec > 0) {
-      const budgetMs = ((s.end - s.offset) / this.opts.bytesPerSec) * 1000;
+      const fetchedBytes = ranges.reduce((n, r) => n + r.length, 0);
+      const budgetMs = (fetchedBytes / this.opts.bytesPerSec) * 1000;
       const spent = performance.now() - started;
       if (budgetMs > spent) await sleep(budgetMs - spent, undefined, { signal: this.abort.signal });
     }
-    return got!;
+    if (!taken?.pieces.length) return got[0]!;
+    // Held pieces and fetched gaps, put together in blob order, a slice at a time (a long memcpy stalls FUSE replies).
+    const out = Buffer.allocUnsafeSlow(s.end - s.offset);
+    const parts = [...taken.pieces, ...got.map((g, i) => ({ offset: ranges[i]!.offset, data: g.data }))];
+    let copied = 0;
+    for (const p of parts) {
+      for (let at = 0; at < p.data.length; at += COPY_SLICE_BYTES) {
+        if (copied >= COPY_SLICE_BYTES) {
+          await nextTurn();
+          copied = 0;
+        }
+        const n = Math.min(COPY_SLICE_BYTES, p.data.length - at);
+        p.data.copy(out, p.offset - s.offset + at, at, at + n);
+        copied += n;
+      }
+    }
+    return { data: out, exclusive: true };
   }
 
   /**
@@ -256,7 +313,7 @@ export class BackgroundFetch {
       const waitMs = this.opts.spanRetryWaitMs * 2 ** (attempt - 1);
       logger.warn({ layer: this.deps.layer, offset: s.offset, end: s.end, attempt, waitMs, reason, err: message }, 'background range failed; fetching it again');
       await sleep(waitMs, undefined, { signal: this.abort.signal });
-      pending = this.fetchSpan(s);
+      pending = this.fetchSpan(s, false);
     }
   }
 
@@ -265,11 +322,14 @@ export class BackgroundFetch {
     const chunks = this.deps.chunks();
     // Blob sha256, gunzip (or the zstd:chunked tar rebuild) and diff_id sha256 run in a worker: on the main thread they stalled FUSE replies.
     const hash = new LayerDigest(this.deps.rebuild?.());
+    // A run after a stopped one starts from the blob's start again: readers' bytes from there on are wanted again.
+    this.deps.held?.rewind();
     try {
       const window: Promise<Fetched>[] = [];
       let next = 0;
       const fill = (): void => {
-        while (window.length < Math.max(1, this.opts.concurrency) && next < spans.length) {
+        const size = Math.max(1, this.opts.concurrency, Math.min(MAX_WINDOW, this.deps.parallelism?.() ?? 0));
+        while (window.length < size && next < spans.length) {
           const p = this.fetchSpan(spans[next++]!);
           p.catch(() => {}); // awaited in order below; a failure there is retried, not lost
           window.push(p);
@@ -288,6 +348,7 @@ export class BackgroundFetch {
         const got = await this.verifiedSpan(s, first, inSpan);
         // ingest() is done with the bytes: one that is this fetch's alone goes to the digest worker without a copy.
         await hash.push(got.data, got.exclusive);
+        this.deps.held?.release(s.end);
       }
       const digests = await hash.finish();
       this.checkWhole(digests.blob, digests.diff);

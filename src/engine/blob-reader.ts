@@ -47,7 +47,8 @@ export class BlobReader {
     private readonly fetcher: BlobFetcher,
     private readonly digest: string,
     private readonly opts: BlobReaderOptions,
-    private readonly onFetched: (offset: number, end: number) => void,
+    /** Every block fetched, with its bytes (held for the whole-layer check; never modified). */
+    private readonly onFetched: (offset: number, end: number, data: Buffer) => void,
   ) {
     this.blockCount = Math.ceil(fetcher.size / opts.blockBytes);
     this.blocks = new LRUCache<number, Buffer>({
@@ -94,7 +95,7 @@ export class BlobReader {
       this.requested.add(i);
       // The registry client counts the request (its traffic hook) as a 'blob' one.
       return this.fetcher.readRanges([{ offset, length }], undefined, 'blob').then(([data]) => {
-        this.onFetched(offset, offset + length);
+        this.onFetched(offset, offset + length, data!);
         this.blocks.set(i, data!);
         this.hashBlock(i, data!);
         return data!;

@@ -78,6 +78,12 @@ export interface LoaderDeps {
   tuning: FetchTuning;
   /** Called with every compressed range fetched (for the layer's fetched-bytes accounting). */
   onFetched: (offset: number, end: number, op: FetchOperation) => void;
+  /**
+   * Offered every compressed range fetched for a reader (the layer holds
+   * them for its whole-layer check, see HeldSpans); true: a reference was
+   * kept, so the buffer must not be transferred to a worker.
+   */
+  hold?: (offset: number, data: Buffer, op: FetchOperation) => boolean;
   /** Label for logs. */
   layer: string;
 }
@@ -278,7 +284,8 @@ export class ChunkLoader {
       }
       for (const [i, span] of request.entries()) {
         this.deps.onFetched(span.offset, span.end, op);
-        await this.decodeSpan(span, fetched[i]!.data, fetched[i]!.exclusive, byMember, op, failed);
+        const kept = this.deps.hold?.(span.offset, fetched[i]!.data, op) ?? false;
+        await this.decodeSpan(span, fetched[i]!.data, fetched[i]!.exclusive && !kept, byMember, op, failed);
       }
     })]);
     if (failed.length === 0) return;

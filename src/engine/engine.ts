@@ -1,12 +1,15 @@
+import { join } from 'node:path';
 import type { Decoder } from '../estargz/chunk.js';
 import { ActivityClock } from './activity.js';
 import { DEFAULT_BACKGROUND_FETCH, type BackgroundFetchOptions, type BackgroundSettings } from './background-fetch.js';
 import { DEFAULT_BLOB_READER, type BlobReaderOptions } from './blob-reader.js';
 import { DiskChunkCache } from './cache/disk-cache.js';
+import { LayerVerdicts } from './cache/verdicts.js';
 import { MemoryChunkCache } from './cache/memory-cache.js';
 import { ChunkLoader, DEFAULT_TUNING, type FetchSettings, type FetchTuning } from './chunk-loader.js';
 import { DecodePool } from './decode-pool.js';
 import { EngineLayer, type LayerFetchOptions, type LayerParams } from './layer.js';
+import { DEFAULT_HOST_SCHEDULER, HostScheduler, scheduledFetcher, type HostSchedulerOptions } from './host-scheduler.js';
 
 /**
  * What the engine is given. Everything the daemon's config sets is required
@@ -26,6 +29,8 @@ export interface EngineOptions {
   /** Config `[pool] decoder`. */
   decoder: Decoder;
   tuning: FetchSettings & Partial<FetchTuning>;
+  /** Per registry host: blob requests in flight and the slots kept for readers (see HostScheduler). */
+  hostScheduler?: Partial<HostSchedulerOptions>;
   fetch: LayerFetchSettings & { blobReader?: Partial<BlobReaderOptions>; background: BackgroundSettings & Partial<BackgroundFetchOptions> };
 }
 
@@ -46,7 +51,22 @@ export class Engine {
     readonly disk: DiskChunkCache | null,
     private readonly tuning: FetchTuning,
     private readonly fetch: LayerFetchOptions,
+    /** Passed whole-layer checks, remembered with the disk cache (none without one). */
+    private readonly verdicts: LayerVerdicts | null,
+    private readonly schedulerOptions: HostSchedulerOptions,
   ) {}
+
+  /** One scheduler per registry host, shared by every layer served from it. */
+  private readonly schedulers = new Map<string, HostScheduler>();
+
+  private schedulerFor(host: string): HostScheduler {
+    let s = this.schedulers.get(host);
+    if (!s) {
+      s = new HostScheduler(this.schedulerOptions);
+      this.schedulers.set(host, s);
+    }
+    return s;
+  }
 
   static async create(opts: EngineOptions): Promise<Engine> {
     const activity = new ActivityClock();
@@ -62,11 +82,17 @@ export class Engine {
         blobReader: { ...DEFAULT_BLOB_READER, ...opts.fetch.blobReader },
         background: { ...DEFAULT_BACKGROUND_FETCH, ...opts.fetch.background },
       },
+      disk?.enabled ? new LayerVerdicts(disk.dir) : null,
+      { ...DEFAULT_HOST_SCHEDULER, ...opts.hostScheduler },
     );
   }
 
   /** Serves a resolved layer. Prefetch and background fetch are started by the caller (`prefetch()`, `startBackgroundFetch()`). */
-  openLayer(params: LayerParams): EngineLayer {
+  openLayer(unscheduled: LayerParams): EngineLayer {
+    // A RemoteBlob names its registry host; any other fetcher (tests' in-memory blobs) shares one queue.
+    const host = (unscheduled.fetcher as { repo?: { registry?: string } }).repo?.registry ?? '';
+    const scheduler = this.schedulerFor(host);
+    const params: LayerParams = { ...unscheduled, fetcher: scheduledFetcher(unscheduled.fetcher, scheduler) };
     let layer: EngineLayer | undefined;
     const loader = new ChunkLoader({
       fetcher: params.fetcher,
@@ -76,8 +102,14 @@ export class Engine {
       tuning: this.tuning,
       layer: params.id,
       onFetched: (offset, end, op) => layer?.noteFetched(offset, end, op),
+      hold: (offset, data, op) => layer?.hold(offset, data, op) ?? false,
     });
-    layer = new EngineLayer(params, loader, this.fetch);
+    layer = new EngineLayer(params, loader, this.fetch, {
+      backgroundSlots: () => scheduler.backgroundSlots(),
+      verdicts: this.verdicts,
+      // The disk cache's tmp/ is emptied when the cache opens: a spill file a crash left behind goes then.
+      ...(this.disk?.enabled && { spillDir: join(this.disk.dir, 'tmp') }),
+    });
     return layer;
   }
 

@@ -20,6 +20,8 @@ import { BlobReader, type BlobReaderOptions } from './blob-reader.js';
 import { EngineError } from './errors.js';
 import type { BlobFetcher, ChunkLoader, ChunkWant } from './chunk-loader.js';
 import { RangeSet } from './plan.js';
+import { HeldSpans } from './held-spans.js';
+import type { LayerIdentity, LayerVerdicts } from './cache/verdicts.js';
 
 export interface LayerFetchOptions {
   /** Skip prefetch altogether (config `noprefetch`). */
@@ -52,17 +54,25 @@ export interface LayerParams {
  * it to hash the diff_id.
  */
 export type LayerContent =
-  | { format: 'estargz'; index: LayerIndex; payloadEnd: number }
-  | { format: 'zstd:chunked'; index: LayerIndex; payloadEnd: number; tarSplit: Buffer; tarSplitPosition: TarSplitPosition };
+  | { format: 'estargz'; index: LayerIndex; payloadEnd: number; tocDigest?: string }
+  | { format: 'zstd:chunked'; index: LayerIndex; payloadEnd: number; tarSplit: Buffer; tarSplitPosition: TarSplitPosition; tocDigest?: string };
+
+/** What the engine keeps for a layer beyond its chunks: remembered verdicts, and where held bytes may spill. */
+export interface LayerStore {
+  verdicts: LayerVerdicts | null;
+  spillDir?: string;
+  /** Background ranges worth having in flight on the layer's link (its host scheduler's estimate). */
+  backgroundSlots?: () => number;
+}
 
 /** An opened eStargz blob as the engine serves it. */
 export function estargzContent(blob: EstargzBlob): LayerContent {
-  return { format: 'estargz', index: blob.index, payloadEnd: blob.footer.tocOffset };
+  return { format: 'estargz', index: blob.index, payloadEnd: blob.footer.tocOffset, tocDigest: blob.tocDigest };
 }
 
 /** An opened zstd:chunked blob as the engine serves it. */
 export function zstdChunkedContent(blob: ZstdChunkedBlob): LayerContent {
-  return { format: 'zstd:chunked', index: blob.index, payloadEnd: blob.payloadEnd, tarSplit: blob.tarSplit, tarSplitPosition: blob.tarSplitPosition };
+  return { format: 'zstd:chunked', index: blob.index, payloadEnd: blob.payloadEnd, tarSplit: blob.tarSplit, tarSplitPosition: blob.tarSplitPosition, tocDigest: blob.tocDigest };
 }
 
 /**
@@ -86,13 +96,26 @@ export class EngineLayer {
   /** The current read-ahead step: grows while reads stay in order, back to the first step on a jump. */
   private readAheadStep = 0;
   private readonly tracked: boolean;
+  /** Readers' compressed bytes, kept until the whole-layer check has gone past them (none when there is no background fetch). */
+  private readonly held: HeldSpans | undefined;
 
   constructor(
     readonly params: LayerParams,
     private readonly loader: ChunkLoader,
     private readonly opts: LayerFetchOptions,
+    store: LayerStore = { verdicts: null },
   ) {
-    this.blobReader = new BlobReader(params.fetcher, params.blobDigest, opts.blobReader, (o, e) => this.noteFetched(o, e, 'blob'));
+    if (!opts.noBackgroundFetch) this.held = new HeldSpans(opts.background.heldMemoryBytes, store.spillDir, params.id);
+    this.blobReader = new BlobReader(params.fetcher, params.blobDigest, opts.blobReader, (o, e, data) => {
+      this.noteFetched(o, e, 'blob');
+      this.held?.hold(o, data);
+    });
+    const identity: LayerIdentity = {
+      blobDigest: params.blobDigest,
+      ...(params.content.tocDigest !== undefined && { tocDigest: params.content.tocDigest }),
+      ...(params.diffID !== undefined && { diffID: params.diffID }),
+    };
+    const verdicts = store.verdicts;
     this.background = new BackgroundFetch({
       layer: params.id,
       blobDigest: params.blobDigest,
@@ -103,6 +126,12 @@ export class EngineLayer {
       chunks: () => this.allChunks(),
       lastForeground: () => this.lastForeground,
       onFetched: (o, e, op) => this.noteFetched(o, e, op),
+      ...(this.held && { held: this.held }),
+      ...(store.backgroundSlots && { parallelism: store.backgroundSlots }),
+      ...(verdicts && {
+        remembered: async () => (await verdicts.has(identity)) && this.allCached(),
+        remember: () => verdicts.record(identity),
+      }),
     }, opts.background, (state, reason) => this.onBackgroundState(state, reason));
     this.tracked = trackLayer(params.id);
     if (this.tracked) layerSize.set({ layer: params.id }, params.fetcher.size);
@@ -135,6 +164,16 @@ export class EngineLayer {
     if (reason) this.failure = reason;
     else if (s === 'complete') this.failure = undefined;
     setLayerState(this.params.id, s);
+  }
+
+  /** Offered every range a reader fetched: held for the whole-layer check (background fetch's own ranges are not). */
+  hold(offset: number, data: Buffer, op: FetchOperation): boolean {
+    return op !== 'background' && (this.held?.hold(offset, data) ?? false);
+  }
+
+  /** Whether every chunk is cached (a zstd:chunked zeros chunk needs no bytes). */
+  private allCached(): boolean {
+    return this.allChunks().every((w) => w.chunk.codec === 'zeros' || this.loader.isCached(w.chunk.digest));
   }
 
   /** Called for every compressed range this layer fetched. */
@@ -331,6 +370,7 @@ export class EngineLayer {
   async close(): Promise<void> {
     this.closed = true;
     await this.background.close();
+    await this.held?.close();
     if (this.tracked) untrackLayer(this.params.id);
   }
 }
