@@ -27,7 +27,9 @@ export const readOnly = (): FsAnswer => new FsAnswer(Errno.EROFS);
  * The one place errors become errno: unknown names ENOENT, malformed names
  * EINVAL, anything that went wrong fetching, verifying or resolving EIO (so
  * that containers/storage falls back to a normal pull), with a log line
- * naming the path and the cause.
+ * naming the path and the cause. Registry, format and engine failures all
+ * arrive as LayerError (src/layers wraps them), so this room needs to know
+ * none of those rooms' error types.
  */
 export function toErrno(err: unknown, op: string, path: string): number {
   if (err instanceof FsAnswer) return err.errno;
