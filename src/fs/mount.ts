@@ -172,7 +172,7 @@ export interface MountedStore {
 }
 
 /** A handler threw something that is not an errno: a bug in the store, logged like the last-resort handler does. */
-function onHandlerError(err: unknown, op: OpName | number): void {
+export function onHandlerError(err: unknown, op: OpName | number): void {
   if (err instanceof FuseError) return; // an EIO the store chose (and logged)
   unexpectedErrors.inc({ kind: 'fuse_handler' });
   logger.error({ op, err: err instanceof Error ? err.stack : String(err) }, 'BUG: a FUSE request failed unexpectedly; answered EIO, the store keeps serving');

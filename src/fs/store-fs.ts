@@ -96,9 +96,27 @@ export class StoreFs {
   private readonly mountedAt = Date.now() / 1000;
   private warnedDigestAtTop = false;
 
+  /**
+   * Called (synchronously, before the answer that hands the id out is
+   * written) whenever the slot table changes: under a keeper, the table is
+   * published then, since a process that crashes cannot export it.
+   */
+  onTableChange: (() => void) | undefined;
+  /** Layers whose failure to resolve again was logged, so a layer's many ids make one line per failure. */
+  private readonly reportedFailures = new WeakSet<Promise<ServedLayer>>();
+
   /** `slotBits` below 21 only for tests (collisions on purpose). */
-  constructor(private readonly resolver: LayerResolver, opts: { slotBits?: number } = {}) {
+  constructor(private readonly resolver: LayerResolver, opts: { slotBits?: number; onTableChange?: () => void } = {}) {
     this.ids = new NodeIdTable(opts.slotBits);
+    this.onTableChange = opts.onTableChange;
+  }
+
+  /** The key's slot (taken if new: the table changed). */
+  private slotFor(key: string): number {
+    const before = this.ids.size;
+    const slot = this.ids.slotFor(key);
+    if (this.ids.size !== before) this.onTableChange?.();
+    return slot;
   }
 
   // --- Node ids -------------------------------------------------------------------
@@ -125,6 +143,27 @@ export class StoreFs {
     }
   }
 
+  /**
+   * Merges a table while serving (a restart: the predecessor served
+   * alongside and may have handed out ids this process has not seen). Its
+   * slots win, as in importNodeTable; records whose slot now names another
+   * key are dropped, the rest (and what they serve) are kept. Reference
+   * directories new to this process are kept until unmount (their lookup
+   * counts are the predecessor's).
+   */
+  mergeNodeTable(table: NodeTableJson): void {
+    this.ids.import(table);
+    for (const [slot, key] of table.slots) {
+      const rec = this.records.get(slot);
+      if (rec && (rec.kind === 'ref' ? refKey(rec.name) : layerKey(rec.refName, rec.digest)) !== key) this.records.delete(slot);
+      if (!this.records.has(slot) && parseKey(key)?.kind === 'ref') {
+        const made = this.record(makeId(slot, Low.REF_DIR));
+        if (made?.kind === 'ref') made.lookups = undefined;
+      }
+    }
+    this.onTableChange?.();
+  }
+
   /** The record of an id's slot, made from the table's key when needed. */
   private record(id: number): SlotRecord | undefined {
     const slot = slotOf(id);
@@ -147,7 +186,7 @@ export class StoreFs {
   }
 
   private refRecord(name: string, ref: ImageReference): RefRecord {
-    const slot = this.ids.slotFor(refKey(name));
+    const slot = this.slotFor(refKey(name));
     let rec = this.records.get(slot);
     if (rec?.kind !== 'ref') {
       rec = { kind: 'ref', slot, name, ref, lookups: 0 };
@@ -157,7 +196,7 @@ export class StoreFs {
   }
 
   private layerRecord(refName: string, ref: ImageReference, digest: string): LayerRecord {
-    const slot = this.ids.slotFor(layerKey(refName, digest));
+    const slot = this.slotFor(layerKey(refName, digest));
     let rec = this.records.get(slot);
     if (rec?.kind !== 'layer') {
       rec = { kind: 'layer', slot, refName, ref, digest, key: this.resolverKey(ref, digest), served: undefined };
@@ -226,12 +265,25 @@ export class StoreFs {
     return p;
   }
 
-  /** Runs `f` on the record's served layer: at once when served, else once resolved (again). */
+  /**
+   * Runs `f` on the record's served layer: at once when served, else once
+   * resolved (again: a layer released, or one whose ids this process took
+   * over from a predecessor). A layer that cannot be resolved again fails
+   * its requests (EIO) and is named in one log line per failed attempt;
+   * other layers are not affected.
+   */
   private withServed<T>(rec: LayerRecord, f: (s: ServedLayer) => Awaitable<T>): Awaitable<T> {
     if (rec.served) return f(rec.served);
-    return this.layer(rec.ref, rec.digest).then((s) => {
+    const p = this.layer(rec.ref, rec.digest);
+    return p.then((s) => {
       rec.served = s;
       return f(s);
+    }, (err: unknown) => {
+      if (!this.reportedFailures.has(p)) {
+        this.reportedFailures.add(p);
+        logger.error({ ref: formatReference(rec.ref), layer: rec.digest, err: (err as Error)?.message ?? String(err) }, 'a layer the kernel holds files of cannot be resolved again; its files answer EIO until it can');
+      }
+      throw err;
     });
   }
 
@@ -371,6 +423,7 @@ export class StoreFs {
     if (rec.lookups <= 0) {
       this.records.delete(rec.slot);
       this.ids.free(rec.slot);
+      this.onTableChange?.();
     }
   }
 
@@ -406,7 +459,7 @@ export class StoreFs {
     if (id === ROOT_ID) {
       const names = ['.', '..', ...new Set(this.resolver.status().map((l) => encodeRefDir(l.ref)))];
       const dot = dots(ROOT_ID, ROOT_ID);
-      return page(names, (i) => (i < 2 ? dot(i) : unlisted(makeId(this.ids.slotFor(refKey(names[i]!)), Low.REF_DIR), S_IFDIR)));
+      return page(names, (i) => (i < 2 ? dot(i) : unlisted(makeId(this.slotFor(refKey(names[i]!)), Low.REF_DIR), S_IFDIR)));
     }
     const rec = this.record(id);
     if (!rec) throw stale();
@@ -416,7 +469,7 @@ export class StoreFs {
       const ref = formatReference(rec.ref);
       const names = ['.', '..', ...this.resolver.status().filter((l) => l.ref === ref && l.state !== 'failed').map((l) => l.digest)];
       const dot = dots(id, ROOT_ID);
-      return page(names, (i) => (i < 2 ? dot(i) : unlisted(makeId(this.ids.slotFor(layerKey(rec.name, names[i]!)), Low.LAYER_DIR), S_IFDIR)));
+      return page(names, (i) => (i < 2 ? dot(i) : unlisted(makeId(this.slotFor(layerKey(rec.name, names[i]!)), Low.LAYER_DIR), S_IFDIR)));
     }
     if (low === Low.INFO || low === Low.BLOB) throw new FsAnswer(Errno.ENOTDIR);
     return this.withServed(rec, (s) => {

@@ -1,0 +1,77 @@
+import { join } from 'node:path';
+import { mkdir } from 'node:fs/promises';
+import { Engine } from '../engine/engine.js';
+import { LayerResolver } from '../engine/resolver.js';
+import { StoreFs } from '../fs/store-fs.js';
+import { RegistryClient } from '../registry/client.js';
+import type { StoreConfig } from './config.js';
+import { warmUp } from './warm-up.js';
+
+export interface StoreOptions {
+  config: StoreConfig;
+  /** State directory (disk cache, sockets). */
+  root: string;
+}
+
+/** What one store process serves a mount with: the registry client, the engine, the resolver and the FUSE tree. */
+export interface Store {
+  client: RegistryClient;
+  engine: Engine;
+  resolver: LayerResolver;
+  fs: StoreFs;
+  close(): Promise<void>;
+}
+
+/** Wires the registry client, the engine, the resolver and the tree, and warms the code a first pull runs. */
+export async function buildStore(opts: StoreOptions): Promise<Store> {
+  const { config } = opts;
+  // The state directory holds the sockets and the cache: owner only.
+  await mkdir(opts.root, { recursive: true, mode: 0o700 });
+  const client = new RegistryClient({
+    resolver: config.resolver,
+    retry: { maxRetries: config.blob.max_retries, minWaitMs: config.blob.min_wait_msec, maxWaitMs: config.blob.max_wait_msec },
+  });
+  const engine = await Engine.create({
+    cacheDir: config.cache.dir || join(opts.root, 'cache'),
+    diskCacheBytes: config.cache.max_bytes,
+    memoryCacheBytes: config.cache.memory_bytes,
+    ...(config.pool.workers > 0 && { poolThreads: config.pool.workers }),
+    decoder: config.pool.decoder,
+    tuning: {
+      mergeGapBytes: config.blob.chunk_size,
+      fetchTimeoutMs: config.blob.fetching_timeout_sec * 1000,
+      readAheadBytes: config.blob.read_ahead_bytes,
+      readAheadMaxBytes: config.blob.read_ahead_max_bytes,
+    },
+    fetch: {
+      noPrefetch: config.noprefetch,
+      prefetchSize: config.prefetch_size,
+      prefetchTimeoutMs: config.prefetch_timeout_sec * 1000,
+      noBackgroundFetch: config.no_background_fetch,
+      background: {
+        idleMs: config.background_fetch_idle_sec * 1000,
+        bytesPerSec: config.background_fetch_bytes_per_sec,
+        concurrency: config.max_concurrency,
+        runRetryWaitMs: config.background_fetch_retry_sec * 1000,
+      },
+    },
+  });
+  const resolver = new LayerResolver(client, engine, {
+    timeoutMs: config.resolve_timeout_sec * 1000,
+    allowUnverified: config.allow_unverified,
+    failureTtlMs: 5000,
+    manifestTtlMs: 120_000,
+    singleRangeOnly: config.blob.force_single_range_mode,
+  });
+  const fs = new StoreFs(resolver);
+  // Before serving, so nothing it runs on the main thread delays a FUSE request.
+  await warmUp(engine);
+  return {
+    client, engine, resolver, fs,
+    close: async () => {
+      await resolver.close();
+      await engine.close();
+      await client.close();
+    },
+  };
+}
