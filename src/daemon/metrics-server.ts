@@ -62,14 +62,17 @@ export class MetricsListener {
   }
 
   /** Binds in the background, once the address is free. */
-  bindWhenFree(log: (msg: string, extra: Record<string, unknown>) => void): void {
+  bindWhenFree(log: (msg: string, extra: Record<string, unknown>) => void, bound?: (waitedMs: number) => void): void {
     const started = Date.now();
     let warned = false;
     const attempt = (): void => {
       if (this.closed) return;
       startMetricsServer(this.address, this.healthy).then((server) => {
         if (this.closed) server.close();
-        else this.server = server;
+        else {
+          this.server = server;
+          bound?.(Date.now() - started);
+        }
       }, (err: NodeJS.ErrnoException) => {
         if (err.code !== 'EADDRINUSE') {
           log('the metrics listener cannot be started', { address: this.address, err: err.message });

@@ -102,7 +102,7 @@ void serveKept(async (ctx) => {
   if (config.metrics_address) {
     const metrics = new MetricsListener(config.metrics_address, () => mountAnswers(ctx.mountpoint));
     if (ctx.reason === 'mount') await metrics.bindNow();
-    else metrics.bindWhenFree((msg, extra) => logger.warn(extra, msg));
+    else metrics.bindWhenFree((msg, extra) => logger.warn(extra, msg), (waitedMs) => logger.debug({ address: config.metrics_address, waitedMs }, 'metrics listener bound'));
     // Handing over: the successor binds the address as soon as this lets go.
     process.on('message', (m: ToServer) => { if (m.t === 'detach') metrics.close(); });
   }

@@ -63,16 +63,27 @@ export async function startStore(config = '', extraArgs: string[] = [], env: Nod
     }
     await sleep(50);
   }
+  // Mounted by the keeper; serving once its control socket answers (the first store process is then up).
+  const status = async (): Promise<StoreStatus> => {
+    const res = await controlRequest(join(root, SOCKET_NAME), { op: 'status' });
+    if (!res.ok) throw new Error(`status: ${res.error}`);
+    return res as unknown as StoreStatus;
+  };
+  for (;;) {
+    const ok = await status().then(() => true, () => false);
+    if (ok) break;
+    if (proc.exitCode !== null || Date.now() > deadline + 15_000) {
+      proc.kill('SIGKILL');
+      throw new Error(`store mounted at ${mnt} but did not serve (exit ${proc.exitCode}):\n${out.slice(-3000)}`);
+    }
+    await sleep(50);
+  }
   return {
     mnt,
     root,
     proc,
     logs: () => out,
-    status: async () => {
-      const res = await controlRequest(join(root, SOCKET_NAME), { op: 'status' });
-      if (!res.ok) throw new Error(`status: ${res.error}`);
-      return res as unknown as StoreStatus;
-    },
+    status,
     waitForLog: async (re, ms = 5000) => {
       const deadline = Date.now() + ms;
       while (!re.test(out)) {
