@@ -45,12 +45,12 @@ async function mountAt(path: string): Promise<string | undefined> {
 }
 
 /**
- * Whether the mount at `path` still answers (a killed store leaves "Transport
- * endpoint is not connected"). A name that does not exist is probed: the
+ * Whether the mount at `path` still answers (a killed keeper leaves "Transport
+ * endpoint is not connected"; a request caught in flight gets ECONNABORTED). A name that does not exist is probed: the
  * mount root's own attributes may come from the kernel's cache.
  */
 export async function mountAnswers(path: string): Promise<boolean> {
-  const probe = stat(join(path, `.estargz-store-probe-${process.pid}`)).then(() => true, (err: NodeJS.ErrnoException) => err.code !== 'ENOTCONN' && err.code !== 'EIO');
+  const probe = stat(join(path, `.estargz-store-probe-${process.pid}`)).then(() => true, (err: NodeJS.ErrnoException) => err.code !== 'ENOTCONN' && err.code !== 'ECONNABORTED' && err.code !== 'EIO');
   const timeout = new Promise<boolean>((r) => setTimeout(() => r(false), 2000).unref());
   return Promise.race([probe, timeout]);
 }
