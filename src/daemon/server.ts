@@ -38,6 +38,8 @@ export interface ServerArgs {
 interface StoreState {
   version: 1;
   nodes: NodeTableJson;
+  /** Layer directories served (not released): resolved again at once by a successor. */
+  served: string[];
   credentials: LedgerEntry[];
 }
 
@@ -74,9 +76,9 @@ void serveKept(async (ctx) => {
   const store = await buildStore({ config, root: args.root });
   const { fs, engine, client, resolver } = store;
   const ledger = new CredentialLedger(client.runtimeCredentials);
-  const state = (): StoreState => ({ version: 1, nodes: fs.exportNodeTable(), credentials: ledger.export() });
+  const state = (): StoreState => ({ version: 1, nodes: fs.exportNodeTable(), served: fs.servedLayerKeys(), credentials: ledger.export() });
   const publish = (): void => ctx.publishState(state());
-  fs.onTableChange = publish;
+  fs.onStateChange = publish;
 
   const sockets = join(args.root, SERVER_SOCKET_DIR);
   await mkdir(sockets, { recursive: true, mode: 0o700 });
@@ -116,9 +118,11 @@ void serveKept(async (ctx) => {
         logger.warn('the state handed over is not one this version reads; starting without it (node ids the kernel holds answer ESTALE)');
         return;
       }
-      fs.mergeNodeTable(s.nodes);
+      // Credentials first: resolving the served layers again may need them.
       ledger.merge(s.credentials);
-      logger.info({ slots: s.nodes.slots.length, credentials: s.credentials.length }, 'took over the node-id table and credentials');
+      fs.mergeNodeTable(s.nodes);
+      void fs.resolveAgain(s.served);
+      logger.info({ slots: s.nodes.slots.length, layers: s.served.length, credentials: s.credentials.length }, 'took over the node-id table, the served layers and credentials');
     },
   };
 }).catch((err: unknown) => {

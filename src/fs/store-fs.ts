@@ -98,24 +98,25 @@ export class StoreFs {
 
   /**
    * Called (synchronously, before the answer that hands the id out is
-   * written) whenever the slot table changes: under a keeper, the table is
-   * published then, since a process that crashes cannot export it.
+   * written) whenever the slot table or the set of served layers changes:
+   * under a keeper, the state is published then, since a process that
+   * crashes cannot export it.
    */
-  onTableChange: (() => void) | undefined;
+  onStateChange: (() => void) | undefined;
   /** Layers whose failure to resolve again was logged, so a layer's many ids make one line per failure. */
   private readonly reportedFailures = new WeakSet<Promise<ServedLayer>>();
 
   /** `slotBits` below 21 only for tests (collisions on purpose). */
-  constructor(private readonly resolver: LayerResolver, opts: { slotBits?: number; onTableChange?: () => void } = {}) {
+  constructor(private readonly resolver: LayerResolver, opts: { slotBits?: number; onStateChange?: () => void } = {}) {
     this.ids = new NodeIdTable(opts.slotBits);
-    this.onTableChange = opts.onTableChange;
+    this.onStateChange = opts.onStateChange;
   }
 
   /** The key's slot (taken if new: the table changed). */
   private slotFor(key: string): number {
     const before = this.ids.size;
     const slot = this.ids.slotFor(key);
-    if (this.ids.size !== before) this.onTableChange?.();
+    if (this.ids.size !== before) this.onStateChange?.();
     return slot;
   }
 
@@ -161,7 +162,41 @@ export class StoreFs {
         if (made?.kind === 'ref') made.lookups = undefined;
       }
     }
-    this.onTableChange?.();
+    this.onStateChange?.();
+  }
+
+  private markServed(rec: LayerRecord, s: ServedLayer): void {
+    const fresh = rec.served === undefined;
+    rec.served = s;
+    if (fresh) this.onStateChange?.();
+  }
+
+  /** Keys of the layer directories served now (resolved and not released): what a successor resolves again at once. */
+  servedLayerKeys(): string[] {
+    const out: string[] = [];
+    for (const r of this.records.values()) if (r.kind === 'layer' && r.served) out.push(layerKey(r.refName, r.digest));
+    return out;
+  }
+
+  /**
+   * Resolves a predecessor's served layers again, one at a time, without
+   * waiting for a request: the successor's status, listings and background
+   * fetch then pick up where the predecessor was, and its first reads of a
+   * layer wait for no resolution. Requests that come meanwhile share the
+   * resolution; a layer that fails is logged (withServed) and tried again
+   * on its next request.
+   */
+  async resolveAgain(keys: readonly string[]): Promise<void> {
+    for (const key of keys) {
+      const slot = this.ids.peek(key);
+      const rec = slot === undefined ? undefined : this.record(makeId(slot, Low.LAYER_DIR));
+      if (rec?.kind !== 'layer' || rec.served) continue;
+      try {
+        await this.withServed(rec, () => undefined);
+      } catch {
+        // logged by withServed
+      }
+    }
   }
 
   /** The record of an id's slot, made from the table's key when needed. */
@@ -276,7 +311,7 @@ export class StoreFs {
     if (rec.served) return f(rec.served);
     const p = this.layer(rec.ref, rec.digest);
     return p.then((s) => {
-      rec.served = s;
+      this.markServed(rec, s);
       return f(s);
     }, (err: unknown) => {
       if (!this.reportedFailures.has(p)) {
@@ -398,7 +433,7 @@ export class StoreFs {
     if (known?.kind === 'layer' && known.served) return this.layerDirEntry(known);
     return this.layer(refRec.ref, digest).then((s) => {
       const rec = this.layerRecord(refRec.name, refRec.ref, digest);
-      rec.served = s;
+      this.markServed(rec, s);
       return this.layerDirEntry(rec);
     });
   }
@@ -423,7 +458,7 @@ export class StoreFs {
     if (rec.lookups <= 0) {
       this.records.delete(rec.slot);
       this.ids.free(rec.slot);
-      this.onTableChange?.();
+      this.onStateChange?.();
     }
   }
 
@@ -579,6 +614,7 @@ export class StoreFs {
     this.serving.delete(key);
     for (const r of this.records.values()) if (r.kind === 'layer' && r.key === key) r.served = undefined;
     this.generation++;
+    this.onStateChange?.();
   }
 
   mkdir(): never {

@@ -244,14 +244,15 @@ describe('the store tree by node id', () => {
     const { blob, bytes } = await layerBlob(SPEC);
     const ref = encodeRefDir(REF);
     let changes = 0;
-    const old = new StoreFs(stubResolver(blob, bytes), { onTableChange: () => { changes++; } });
+    const old = new StoreFs(stubResolver(blob, bytes), { onStateChange: () => { changes++; } });
     const a = await walk(old, ref, DIGEST_A, 'diff', 'bin', 'tool');
-    assert.equal(changes, 2, 'a reference and a layer directory: two new slots');
+    assert.equal(changes, 3, 'a reference and a layer directory: two new slots; a layer served');
     await walk(old, ref, DIGEST_A, 'diff', 'etc');
-    assert.equal(changes, 2, 'nothing new');
+    assert.equal(changes, 3, 'nothing new');
+    assert.deepEqual(old.servedLayerKeys(), [layerKey(ref, DIGEST_A)]);
     // A restart: the new process starts from the old one's snapshot and serves layer B; then the old one's final table is merged in.
     const resolver = stubResolver(blob, bytes);
-    const next = new StoreFs(resolver, { onTableChange: () => { changes++; } });
+    const next = new StoreFs(resolver, { onStateChange: () => { changes++; } });
     next.mergeNodeTable(JSON.parse(JSON.stringify(old.exportNodeTable())));
     const b = await walk(next, ref, DIGEST_B, 'diff', 'etc', 'os-release');
     const resolutions = resolver.resolutions;
@@ -261,6 +262,13 @@ describe('the store tree by node id', () => {
     assert.equal(Buffer.from(await next.read(b.at(-1)!.nodeid, 0, 64)).toString(), 'ID=test\n');
     assert.equal(resolver.resolutions, resolutions, 'layer B stayed served through the merge');
     assert.equal(Buffer.from(await next.read(a.at(-1)!.nodeid, 0, 64)).toString(), '#!/bin/sh\necho tool\n', 'the predecessor\'s ids answer');
+    // The predecessor's served layers are resolved again without a request; a released one is no longer listed.
+    const third = new StoreFs(stubResolver(blob, bytes));
+    third.mergeNodeTable(next.exportNodeTable());
+    await third.resolveAgain(next.servedLayerKeys());
+    assert.deepEqual(third.servedLayerKeys().sort(), [layerKey(ref, DIGEST_A), layerKey(ref, DIGEST_B)].sort());
+    await errnoOf(() => third.rmdir(a[0]!.nodeid, DIGEST_B));
+    assert.deepEqual(third.servedLayerKeys(), [layerKey(ref, DIGEST_A)]);
     // Reference directories taken over are kept (their lookups were counted elsewhere).
     next.forget(a[0]!.nodeid, 100);
     assert.ok(next.exportNodeTable().slots.some(([, k]) => k === refKey(ref)));
