@@ -12,9 +12,10 @@
  *
  *   node dist/bench/pool.js [--runs N] [--total-mib N] [--chunk-sizes LIST] [--threads LIST] ...
  */
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
-import { mkdir, readFile, readdir, rename, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
@@ -25,9 +26,11 @@ import { collectPack, listFiles } from './lib/files.js';
 import tar from 'tar-stream';
 import { DEFAULT_TUNING } from '../src/engine/chunk-loader.js';
 import { DecodePool, type DecodeItem } from '../src/engine/decode-pool.js';
-import { decodeChunk, type ChunkRef, type Decoder } from '../src/estargz/chunk.js';
+import { decodeChunk, type Decoder } from '../src/estargz/chunk.js';
 import { openEstargz } from '../src/estargz/open.js';
 import { BufferSource } from '../src/estargz/source.js';
+import { decodeZstdChunk } from '../src/zstdchunked/chunk.js';
+import type { CodedChunkRef } from '../workers/decode-types.js';
 import { benchCacheDir, convertTarToFile } from './lib/layer-input.js';
 import { describeMachine, loadNow, machineInfo, writeResult, writeTables } from './lib/machine.js';
 import { MiB, formatSummary, summarize } from './lib/stats.js';
@@ -39,7 +42,7 @@ const USAGE = `usage: node dist/bench/pool.js [options]
   --total-mib N        uncompressed MiB decoded per configuration and run (default 64)
   --chunk-sizes LIST   comma-separated chunk sizes in bytes (default 4096,16384,65536,1048576,4194304)
   --threads LIST       pool sizes (default 1,2,3)
-  --decoders LIST      zlib,pako (default both)
+  --decoders LIST      zlib,pako,zstd (default all; zstd: the same chunks as zstd:chunked frames, libzstd)
   --task-bytes N       compressed bytes per batched task (default the engine's, ${DEFAULT_TUNING.taskBytes})
   --window N           tasks submitted and not yet finished (default 8)
   --unbatched-max N    also run one-task-per-chunk at chunk sizes up to N (default 16384; 0 = never)
@@ -89,7 +92,7 @@ async function main(): Promise<void> {
       'total-mib': { type: 'string', default: '64' },
       'chunk-sizes': { type: 'string', default: [4 << 10, 16 << 10, 64 << 10, 1 << 20, 4 << 20].join(',') },
       threads: { type: 'string', default: '1,2,3' },
-      decoders: { type: 'string', default: 'zlib,pako' },
+      decoders: { type: 'string', default: 'zlib,pako,zstd' },
       'task-bytes': { type: 'string', default: String(DEFAULT_TUNING.taskBytes) },
       window: { type: 'string', default: '8' },
       'unbatched-max': { type: 'string', default: String(16 << 10) },
@@ -110,7 +113,7 @@ async function main(): Promise<void> {
     totalBytes: Number(args['total-mib']) * MiB,
     chunkSizes: list(args['chunk-sizes']),
     threadCounts: list(args.threads),
-    decoders: args.decoders.split(',') as Decoder[],
+    decoders: args.decoders.split(',') as BenchDecoder[],
     taskBytes: Number(args['task-bytes']),
     windowSize: Number(args.window),
     unbatchedMax: Number(args['unbatched-max']),
@@ -123,7 +126,7 @@ async function main(): Promise<void> {
   if (
     ![s.runs, s.warmup, s.totalBytes, s.taskBytes, s.windowSize, s.unbatchedMax].every(Number.isSafeInteger) || s.runs < 1 || s.warmup < 0 ||
     s.totalBytes < MiB || s.taskBytes < 1 || s.windowSize < 1 || !s.chunkSizes.every((c) => Number.isSafeInteger(c) && c > 0) ||
-    !s.threadCounts.every((t) => Number.isSafeInteger(t) && t > 0) || !s.decoders.every((d) => d === 'zlib' || d === 'pako') ||
+    !s.threadCounts.every((t) => Number.isSafeInteger(t) && t > 0) || !s.decoders.every((d) => d === 'zlib' || d === 'pako' || d === 'zstd') ||
     !s.decoders.includes('zlib') || !(s.maxOther >= 0) || !(s.quietWaitS >= 0)
   ) {
     console.error(USAGE);
@@ -139,7 +142,7 @@ type Settings = {
   totalBytes: number;
   chunkSizes: number[];
   threadCounts: number[];
-  decoders: Decoder[];
+  decoders: BenchDecoder[];
   taskBytes: number;
   windowSize: number;
   unbatchedMax: number;
@@ -288,11 +291,14 @@ async function oneFileTar(data: Buffer): Promise<Buffer> {
   return output.done();
 }
 
+/** The gzip decoders, and zstd: the same chunks as zstd:chunked has them, a zstd frame each, decoded by libzstd. */
+type BenchDecoder = Decoder | 'zstd';
+
 /** One chunk size's input: the converted blob in memory and the chunks of its one file. */
 interface ChunkInput {
   chunkSize: number;
   blob: Buffer;
-  chunks: { blobOffset: number; blobEnd: number; ref: ChunkRef }[];
+  chunks: { blobOffset: number; blobEnd: number; ref: CodedChunkRef }[];
   compressedBytes: number;
   uncompressedBytes: number;
   cached: boolean;
@@ -336,6 +342,42 @@ async function chunkInput(chunkSize: number, total: number, key: string, data: (
   return { chunkSize, blob, chunks, compressedBytes, uncompressedBytes: node.size, cached };
 }
 
+/**
+ * The same chunks as `gz`, each compressed as a zstd frame of its own (zstd
+ * -3, podman's default level), back to back: what zstd:chunked holds for a
+ * large file. Made with the zstd command (one file per chunk, one process),
+ * cached next to the eStargz blob.
+ */
+async function zstdChunkInput(gz: ChunkInput, total: number, key: string): Promise<ChunkInput> {
+  const dir = benchCacheDir();
+  const path = join(dir, `pool-${key}-${total}-${gz.chunkSize}.zstd-frames`);
+  const cached = existsSync(path) && existsSync(`${path}.json`);
+  if (!cached) {
+    const work = await mkdtemp(join(dir, 'zstd-frames-'));
+    try {
+      const names = gz.chunks.map((_, i) => join(work, String(i).padStart(8, '0')));
+      for (const [i, c] of gz.chunks.entries()) await writeFile(names[i]!, decodeChunk(gz.blob.subarray(c.blobOffset, c.blobEnd), c.ref));
+      execFileSync('zstd', ['-q', '-3', '--rm', '-r', work]);
+      const frames = await Promise.all(names.map((n) => readFile(`${n}.zst`)));
+      await writeFile(`${path}.json`, JSON.stringify(frames.map((f) => f.length)));
+      await writeFile(path, Buffer.concat(frames));
+    } finally {
+      await rm(work, { recursive: true, force: true });
+    }
+  }
+  const file = await readFile(path);
+  const lengths = JSON.parse(await readFile(`${path}.json`, 'utf8')) as number[];
+  const blob = Buffer.from(new SharedArrayBuffer(file.length));
+  file.copy(blob);
+  let at = 0;
+  const chunks = gz.chunks.map((c, i) => {
+    const blobOffset = at;
+    at += lengths[i]!;
+    return { blobOffset, blobEnd: at, ref: { ...c.ref, innerOffset: 0, blobOffset, codec: 'zstd' as const } };
+  });
+  return { chunkSize: gz.chunkSize, blob, chunks, compressedBytes: file.length, uncompressedBytes: gz.uncompressedBytes, cached };
+}
+
 // ---------------------------------------------------------------- tasks
 
 /** A decode task as the engine builds one: contiguous members of up to `taskBytes` compressed bytes. */
@@ -365,7 +407,7 @@ function makeTasks(input: ChunkInput, limit: number): Task[] {
 interface Config {
   name: string;
   kind: 'inline' | 'pool' | 'ceiling';
-  decoder: Decoder;
+  decoder: BenchDecoder;
   threads: number;
   batched: boolean;
 }
@@ -384,12 +426,12 @@ interface Sample extends Contention {
 }
 
 /** The baseline: decodeChunk in a loop on this thread, no copies, yielding to the event loop between tasks (as between reads). */
-async function runInline(input: ChunkInput, tasks: Task[], decoder: Decoder): Promise<number> {
+async function runInline(input: ChunkInput, tasks: Task[], decoder: BenchDecoder): Promise<number> {
   let bytes = 0;
   for (const t of tasks) {
     for (const item of t.items) {
       const member = input.blob.subarray(t.start + item.offset, t.start + item.offset + item.length);
-      for (const ref of item.refs) bytes += decodeChunk(member, ref, decoder).length;
+      for (const ref of item.refs) bytes += (decoder === 'zstd' ? decodeZstdChunk(member, ref) : decodeChunk(member, ref, decoder)).length;
     }
     await yieldLoop();
   }
@@ -481,6 +523,16 @@ async function runBenchmark(s: Settings, writeMarkdown: boolean): Promise<void> 
     inputs.push(input);
   }
   data = undefined;
+  const zstdInputs = new Map<ChunkInput, ChunkInput>();
+  if (s.decoders.includes('zstd')) {
+    for (const input of inputs) {
+      const started = performance.now();
+      const z = await zstdChunkInput(input, s.totalBytes, source.listingKey);
+      log(`input ${fmtSize(input.chunkSize)} zstd: ${(z.compressedBytes / MiB).toFixed(1)} MiB compressed` +
+        `${z.cached ? ' (cached)' : ` (made in ${((performance.now() - started) / 1000).toFixed(1)} s)`}`);
+      zstdInputs.set(input, z);
+    }
+  }
 
   const plans = inputs.map((input) => {
     const batched = makeTasks(input, s.taskBytes);
@@ -497,7 +549,9 @@ async function runBenchmark(s: Settings, writeMarkdown: boolean): Promise<void> 
       }
     }
     add({ name: `ceiling: ${s.cores} bare threads zlib`, kind: 'ceiling', decoder: 'zlib', threads: s.cores, batched: true });
-    return { input, configs, batched, single };
+    const zInput = zstdInputs.get(input);
+    const zstd = zInput ? { input: zInput, batched: makeTasks(zInput, s.taskBytes), single: makeTasks(zInput, 0) } : undefined;
+    return { input, configs, batched, single, zstd };
   });
 
   // Bare workers for the ceiling: this file in worker mode, the blobs shared (not copied), the batched tasks cloned once.
@@ -508,10 +562,11 @@ async function runBenchmark(s: Settings, writeMarkdown: boolean): Promise<void> 
   const bare = Array.from({ length: s.cores }, () => new Worker(new URL(import.meta.url), { workerData: shared }));
 
   const pools = new Map<string, DecodePool>();
-  const poolFor = (threads: number, decoder: Decoder): DecodePool => {
+  const poolFor = (threads: number, decoder: BenchDecoder): DecodePool => {
     const k = `${threads}/${decoder}`;
     let p = pools.get(k);
-    if (!p) pools.set(k, (p = new DecodePool({ threads, decoder })));
+    // zstd chunks carry their codec in their refs; the pool's gzip decoder does not matter for them.
+    if (!p) pools.set(k, (p = new DecodePool({ threads, decoder: decoder === 'zstd' ? 'zlib' : decoder })));
     return p;
   };
   const samples = new Map<string, Sample[]>();
@@ -519,11 +574,13 @@ async function runBenchmark(s: Settings, writeMarkdown: boolean): Promise<void> 
   let waitedS = 0;
 
   const runOnce = (plan: (typeof plans)[number], c: Config): Promise<Omit<Sample, 'redone'>> => {
-    const tasks = c.batched ? plan.batched : plan.single;
-    const expected = plan.input.uncompressedBytes;
-    if (c.kind === 'inline') return measure(s.cores, () => runInline(plan.input, tasks, c.decoder), expected);
-    if (c.kind === 'ceiling') return measure(s.cores, () => runCeiling(bare, plans.indexOf(plan), c.decoder), expected);
-    return measure(s.cores, () => runPool(poolFor(c.threads, c.decoder), plan.input, tasks, s.windowSize), expected);
+    // zstd configurations decode the zstd frames of the same chunks.
+    const which = c.decoder === 'zstd' ? plan.zstd! : plan;
+    const tasks = c.batched ? which.batched : which.single;
+    const expected = which.input.uncompressedBytes;
+    if (c.kind === 'inline') return measure(s.cores, () => runInline(which.input, tasks, c.decoder), expected);
+    if (c.kind === 'ceiling') return measure(s.cores, () => runCeiling(bare, plans.indexOf(plan), c.decoder as Decoder), expected);
+    return measure(s.cores, () => runPool(poolFor(c.threads, c.decoder), which.input, tasks, s.windowSize), expected);
   };
   /** One sample; redone (after waiting for quiet) when other processes took more than maxOther cores during it. */
   const sample = async (plan: (typeof plans)[number], c: Config): Promise<Sample> => {
@@ -566,7 +623,10 @@ async function runBenchmark(s: Settings, writeMarkdown: boolean): Promise<void> 
   lines.push(`Input: ${s.totalBytes / MiB} MiB of this machine's executables and shared libraries (${source.files} files from /usr/bin and /usr/lib, ` +
     'concatenated) as one file of a layer converted with convertLayer (gzip level 9, one member per chunk). Every configuration decodes and ' +
     `sha256-verifies all of it in every run. Batched tasks hold up to ${s.taskBytes} compressed bytes of members (ChunkLoader's taskBytes); ` +
-    `${s.windowSize} tasks are submitted at a time. MB/s are of uncompressed bytes (10^6 B/s).`, '');
+    `${s.windowSize} tasks are submitted at a time. MB/s are of uncompressed bytes (10^6 B/s).` +
+    (s.decoders.includes('zstd') ? ' *zstd* rows decode the same chunks as zstd:chunked holds them, each a zstd frame of its own (zstd -3), ' +
+      'with libzstd through native/zstd_decode.c (compressed: ' +
+      plans.map((p) => `${fmtSize(p.input.chunkSize)} ${((p.zstd!.input.compressedBytes / p.input.uncompressedBytes) * 100).toFixed(1)}%`).join(', ') + ').' : ''), '');
   lines.push(markdownTable(['chunk size', 'chunks', 'compressed MiB', 'ratio', 'batched tasks', 'chunks/task'], plans.map((p) => [
     fmtSize(p.input.chunkSize), String(p.input.chunks.length), (p.input.compressedBytes / MiB).toFixed(1),
     `${((p.input.compressedBytes / p.input.uncompressedBytes) * 100).toFixed(1)}%`, String(p.batched.length), (p.input.chunks.length / p.batched.length).toFixed(1),
@@ -579,7 +639,7 @@ async function runBenchmark(s: Settings, writeMarkdown: boolean): Promise<void> 
     const cs = plan.input.chunkSize;
     const n = plan.input.chunks.length;
     const bytes = plan.input.uncompressedBytes;
-    const inlineOf = (d: Decoder): Sample[] => samples.get(key(cs, plan.configs.find((c) => c.kind === 'inline' && c.decoder === d)!))!;
+    const inlineOf = (d: BenchDecoder): Sample[] => samples.get(key(cs, plan.configs.find((c) => c.kind === 'inline' && c.decoder === d)!))!;
     const baseWall = Object.fromEntries(s.decoders.map((d) => [d, summarize(inlineOf(d).map((x) => x.wallMs))]));
     const baseCpu = Object.fromEntries(s.decoders.map((d) => [d, summarize(inlineOf(d).map((x) => x.cpuMs))]));
     const rows: string[][] = [];

@@ -23,6 +23,7 @@ import { parseArgs } from 'node:util';
 import { createGunzip, gzipSync } from 'node:zlib';
 import tar from 'tar-stream';
 import { DEFAULT_TUNING, type BlobFetcher } from '../src/engine/chunk-loader.js';
+import { DEFAULT_CONFIG, engineOptions } from '../src/daemon/config.js';
 import { Engine } from '../src/engine/engine.js';
 import type { LayerNode } from '../src/estargz/layer-index.js';
 import { openEstargz, type EstargzBlob } from '../src/estargz/open.js';
@@ -349,7 +350,7 @@ async function main(): Promise<void> {
     };
     /** Engine: fresh Engine (memory cache only), warm pool, one layer; cold read, then warm reads from the memory cache. */
     const engineRun = async (mode: 'one' | 'seq', probeStart: () => (child?: number) => Load, readAhead = true): Promise<Omit<Sample, 'redone'>> => {
-      const engine = await Engine.create({ poolThreads: settings.threads, ...(!readAhead && { tuning: { readAheadChunks: 0, readAheadBytes: 0 } }) });
+      const engine = await Engine.create(engineOptions(DEFAULT_CONFIG, { poolThreads: settings.threads, ...(!readAhead && { tuning: { readAheadChunks: 0, readAheadBytes: 0 } }) }));
       try {
         await warmPool(engine, settings.threads);
         const fetcher = new CountingFetcher(remote);
@@ -514,7 +515,7 @@ async function main(): Promise<void> {
       `Served by Distribution (docker-registry, filesystem storage) on 127.0.0.1; the engine reads through RemoteBlob (undici, one ` +
       `RegistryClient for the whole run, so its connection is reused) with ${settings.threads} decode workers, no disk cache and the engine's default ` +
       `tuning (task ${DEFAULT_TUNING.taskBytes} B; on-demand reads also load the next ${DEFAULT_TUNING.readAheadChunks} chunks of the file and the ` +
-      `members within ${DEFAULT_TUNING.readAheadBytes} B after, not waited for). MB/s = 10^6 B/s.`, '');
+      `members within ${DEFAULT_CONFIG.blob.read_ahead_bytes} B after, not waited for). MB/s = 10^6 B/s.`, '');
     lines.push(markdownTable(
       ['measurement', 'MiB', 'wall ms median (min–max)', 'MB/s median (min–max)', 'vs curl -r \\| gunzip', 'MB/s without start-up floor', 'CPU ms', 'other procs, cores (max)'],
       rows,

@@ -22,6 +22,10 @@ PKGS=(
   # libfuse and no fusermount
   build-essential
   linux-libc-dev
+  # the zstd decoder addon (native/zstd_decode.c) links the system's libzstd;
+  # the zstd:chunked tests check it against the zstd command
+  libzstd-dev
+  zstd
   # podman pulls and runs the images the tests convert; busybox-static and
   # this machine's python3.11 make runnable test images without network access;
   # python3 also dumps trees with their xattrs for the tree-equality tests

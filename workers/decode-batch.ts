@@ -1,6 +1,15 @@
-import { decodeChunk } from '../src/estargz/chunk.js';
+import { decodeChunk, type Decoder } from '../src/estargz/chunk.js';
 import { isEstargzError } from '../src/estargz/errors.js';
-import type { DecodeResult, DecodeTask } from './decode-types.js';
+import { decodeZstdChunk, zerosChunk } from '../src/zstdchunked/chunk.js';
+import { isZstdChunkedError } from '../src/zstdchunked/errors.js';
+import type { CodedChunkRef, DecodeResult, DecodeTask } from './decode-types.js';
+
+/** The codec switch: gzip members (eStargz), zstd frames and zeros chunks (zstd:chunked). */
+function decodeRef(member: Uint8Array, ref: CodedChunkRef, decoder: Decoder): Buffer {
+  if (ref.codec === 'zstd') return decodeZstdChunk(member, ref);
+  if (ref.codec === 'zeros') return zerosChunk(ref);
+  return decodeChunk(member, ref, decoder);
+}
 
 /**
  * Decodes and verifies every chunk of a task; failures are per chunk (one bad
@@ -23,7 +32,7 @@ export function decodeBatch(task: DecodeTask): DecodeResult {
     const member = new Uint8Array(task.buffer, item.offset, item.length);
     for (const ref of item.refs) {
       try {
-        const plain = decodeChunk(member, ref, task.decoder);
+        const plain = decodeRef(member, ref, task.decoder);
         if (plain.length < OWN_BUFFER_MIN) {
           plain.copy(small!, smallUsed);
           results.push({ buffer: 0, offset: smallUsed, length: plain.length });
@@ -36,7 +45,14 @@ export function decodeBatch(task: DecodeTask): DecodeResult {
           results.push({ buffer: buffers.length - 1, offset: own.byteOffset, length: own.length });
         }
       } catch (err) {
-        results.push({ code: isEstargzError(err) ? err.code : 'CHUNK_CORRUPT', message: (err as Error).message });
+        results.push({
+          code: isEstargzError(err) || isZstdChunkedError(err) ? err.code : 'CHUNK_CORRUPT',
+          message: (err as Error).message,
+          path: ref.path,
+          chunkOffset: ref.fileOffset,
+          compressed: { offset: ref.blobOffset, length: item.length },
+          ...(task.layer !== undefined && { layer: task.layer }),
+        });
       }
     }
   }

@@ -1,4 +1,10 @@
 import type { ChunkRef, Decoder } from '../src/estargz/chunk.js';
+import type { ChunkCodec } from '../src/zstdchunked/layer-index.js';
+
+/** A chunk to decode, with its codec: absent means gzip (eStargz); `decoder` picks the gzip implementation. */
+export interface CodedChunkRef extends ChunkRef {
+  codec?: ChunkCodec;
+}
 
 /**
  * The message format between the engine and the decode workers. A task owns
@@ -7,19 +13,31 @@ import type { ChunkRef, Decoder } from '../src/estargz/chunk.js';
  */
 export interface DecodeTask {
   decoder: Decoder;
-  buffer: ArrayBuffer;
+  /** Transferred when an ArrayBuffer; shared (read only on both sides) when a SharedArrayBuffer. */
+  buffer: ArrayBuffer | SharedArrayBuffer;
   items: DecodeItem[];
+  /** The layer the chunks belong to (for failures: a worker knows no more than its task says). */
+  layer?: string;
 }
 
 export interface DecodeItem {
   offset: number;
   length: number;
-  refs: ChunkRef[];
+  refs: CodedChunkRef[];
 }
 
+/** A chunk that failed, with where it is: the engine's error names all of it. */
 export interface DecodeFailure {
   code: string;
   message: string;
+  /** The file the chunk belongs to. */
+  path: string;
+  /** Offset of the chunk in its file. */
+  chunkOffset: number;
+  /** The compressed bytes of its gzip member in the blob, [offset, offset + length). */
+  compressed: { offset: number; length: number };
+  /** The task's layer, when it said. */
+  layer?: string;
 }
 
 /** Where a verified chunk is in the result's buffers. */

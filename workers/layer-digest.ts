@@ -9,7 +9,8 @@ import { createGunzip } from 'node:zlib';
  * acknowledged once gunzip has taken it (the sender's backpressure), and
  * `end` is answered with both digests, or with why gunzip failed.
  */
-export type ToDigest = { buf: ArrayBuffer } | { end: true };
+/** A piece: a transferred ArrayBuffer, or a range of shared memory (read only, on both sides). */
+export type ToDigest = { buf: ArrayBuffer | SharedArrayBuffer; offset?: number; length?: number } | { end: true };
 export type FromDigest = { ack: true } | { blobDigest: string; diffID: string } | { blobDigest: string; error: string };
 
 function run(port: NonNullable<typeof parentPort>): void {
@@ -29,7 +30,7 @@ function run(port: NonNullable<typeof parentPort>): void {
   });
   port.on('message', (m: ToDigest) => {
     if ('buf' in m) {
-      const b = Buffer.from(m.buf);
+      const b = Buffer.from(m.buf, m.offset ?? 0, m.length ?? m.buf.byteLength - (m.offset ?? 0));
       blob.update(b);
       if (failed) return send({ ack: true });
       const ack = (): void => {

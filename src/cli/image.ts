@@ -1,6 +1,8 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { convertImage, type ProgressEvent } from '../convert/image-convert.js';
-import { DEFAULT_CHUNK_SIZE } from '../estargz/writer/convert.js';
+import { tuneHeapForConversion } from '../convert/heap-tuning.js';
+import { createProgress, type ProgressMode, type ProgressReporter } from './progress.js';
+import { DEFAULT_CHUNK_SIZE } from '../estargz/writer/defaults.js';
 import { RegistryClient } from '../registry/client.js';
 import type { ResolverConfig } from '../registry/hosts.js';
 import { parsePlatform, type Platform } from '../registry/media-types.js';
@@ -31,9 +33,24 @@ function resolverFor(insecure: string[]): ResolverConfig {
   return { host: Object.fromEntries(insecure.map((h) => [h, { mirrors: [{ host: h, insecure: true }] }])) };
 }
 
-function progressPrinter(): ((e: ProgressEvent) => void) | undefined {
-  if (!process.stderr.isTTY) return undefined;
-  return (e) => process.stderr.write(`${e.platform} layer ${e.layer}/${e.layers} ${e.digest.slice(0, 19)}… ${e.stage}\n`);
+function progressMode(value: string): ProgressMode {
+  if (!['auto', 'tty', 'json', 'none'].includes(value)) throw new InvalidArgumentError('--progress must be auto, tty, json or none');
+  return value as ProgressMode;
+}
+
+/** Feeds convertImage's per-layer events to a progress reporter (bars on a terminal, JSON lines otherwise). */
+export function layerProgress(reporter: ProgressReporter): (e: ProgressEvent) => void {
+  const started = new Set<string>();
+  return (e) => {
+    const id = `${e.platform}/${e.layer}`;
+    const { platform: _p, layer: _l, layers: _n, digest: _d, ...item } = e;
+    if (!started.has(id)) {
+      started.add(id);
+      reporter.start(id, `${e.platform} ${e.layer}/${e.layers} ${e.digest.slice(7, 19)}`, item);
+    }
+    if (e.stage === 'done') reporter.done(id, item);
+    else reporter.update(id, item);
+  };
 }
 
 export function imageCommand(): Command {
@@ -50,14 +67,18 @@ export function imageCommand(): Command {
     .option('--insecure <host>', 'talk plain HTTP to this registry (repeatable; localhost and 127.0.0.0/8 always are)', collect, [])
     .option('--concurrency <n>', 'layers converted at once', positiveInt('--concurrency'), 2)
     .option('--json', 'print the result as JSON')
+    .option('--progress <mode>', 'per-layer progress on stderr: bars on a terminal, JSON lines otherwise (auto), tty, json or none', progressMode, 'auto')
     .action(async (srcArg: string, dstArg: string, opts: {
       prioritizedFiles: string[]; chunkSize: number; platform?: Platform; allPlatforms?: boolean; insecure: string[]; concurrency: number; json?: boolean;
+      progress: ProgressMode;
     }) => {
       if (opts.platform && opts.allPlatforms) throw new InvalidArgumentError('--platform and --all-platforms exclude each other');
       const src = parseReference(srcArg);
       const dst = parseReference(dstArg);
+      tuneHeapForConversion();
       const client = new RegistryClient({ resolver: resolverFor(opts.insecure) });
-      const onProgress = opts.json ? undefined : progressPrinter();
+      const reporter = createProgress(process.stderr, opts.progress);
+      const onProgress = layerProgress(reporter);
       try {
         const result = await convertImage(client, src, dst, {
           prioritizedFiles: opts.prioritizedFiles,
@@ -65,8 +86,9 @@ export function imageCommand(): Command {
           concurrency: opts.concurrency,
           ...(opts.platform && { platform: opts.platform }),
           ...(opts.allPlatforms && { allPlatforms: true }),
-          ...(onProgress && { onProgress }),
+          onProgress,
         });
+        reporter.close();
         if (opts.json) {
           process.stdout.write(JSON.stringify(result) + '\n');
         } else {

@@ -2,11 +2,11 @@ import { createWriteStream } from 'node:fs';
 import { rename, rm } from 'node:fs/promises';
 import { finished } from 'node:stream/promises';
 import { Command, InvalidArgumentError } from 'commander';
-import { FileSource } from '../estargz/source.js';
-import { openEstargz } from '../estargz/open.js';
-import { listEntries, type ListedEntry } from '../estargz/listing.js';
-import { verifyBlob } from '../estargz/verify.js';
-import { DEFAULT_CHUNK_SIZE, DEFAULT_COMPRESSION_LEVEL, convertLayer } from '../estargz/writer/convert.js';
+import type { FileSource } from '../estargz/source.js';
+import type { ListedEntry } from '../estargz/listing.js';
+import { DEFAULT_CHUNK_SIZE, DEFAULT_COMPRESSION_LEVEL } from '../estargz/writer/defaults.js';
+
+// Each action imports what it uses: `convert` runs without the reader side (and its memory), `ls` without the writer.
 
 function positiveInt(label: string, min = 1, max = Number.MAX_SAFE_INTEGER) {
   return (value: string): number => {
@@ -23,6 +23,7 @@ function list(value: string): string[] {
 }
 
 async function withSource<T>(path: string, fn: (source: FileSource) => Promise<T>): Promise<T> {
+  const { FileSource } = await import('../estargz/source.js');
   const source = await FileSource.open(path);
   try {
     return await fn(source);
@@ -50,6 +51,9 @@ export function layerCommand(): Command {
     .option('--prioritized-files <a,b,...>', 'files to place first and prefetch', list, [])
     .option('--level <0-9>', 'gzip compression level', positiveInt('--level', 0, 9), DEFAULT_COMPRESSION_LEVEL)
     .action(async (input: string, out: string, opts: { chunkSize: number; prioritizedFiles: string[]; level: number }) => {
+      const { convertLayer } = await import('../estargz/writer/convert.js');
+      const { tuneHeapForConversion } = await import('../convert/heap-tuning.js');
+      tuneHeapForConversion();
       const tmp = `${out}.partial-${process.pid}`;
       const stream = createWriteStream(tmp);
       try {
@@ -77,6 +81,7 @@ export function layerCommand(): Command {
     .argument('<blob>', 'eStargz blob')
     .option('--toc-digest <digest>', 'expected TOC digest (the containerd.io/snapshot/stargz/toc.digest annotation)')
     .action(async (blobPath: string, opts: { tocDigest?: string }) => {
+      const { verifyBlob } = await import('../estargz/verify.js');
       const summary = await withSource(blobPath, (source) => verifyBlob(source, opts.tocDigest ? { tocDigest: opts.tocDigest } : {}));
       process.stdout.write(
         `ok: ${blobPath}: TOC ${summary.tocDigest}${opts.tocDigest ? ' (matches)' : ''}, ${summary.entries} entries, ` +
@@ -91,6 +96,8 @@ export function layerCommand(): Command {
     .option('--json', 'print JSON')
     .option('--toc-digest <digest>', 'expected TOC digest')
     .action(async (blobPath: string, opts: { json?: boolean; tocDigest?: string }) => {
+      const { openEstargz } = await import('../estargz/open.js');
+      const { listEntries } = await import('../estargz/listing.js');
       const entries = await withSource(blobPath, async (source) => {
         const blob = await openEstargz(source, opts.tocDigest ? { tocDigest: opts.tocDigest } : {});
         return listEntries(blob, source);

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { finished } from 'node:stream/promises';
@@ -34,6 +34,8 @@ export interface ImageConvertOptions {
   allPlatforms?: boolean;
   /** Layers converted at once; each holds a bounded amount of memory. */
   concurrency?: number;
+  /** Compression workers per layer (default: convertLayer's, one per core up to 4). */
+  layerConcurrency?: number;
   tmpDir?: string;
   onProgress?: (event: ProgressEvent) => void;
   signal?: AbortSignal;
@@ -43,9 +45,25 @@ export interface ProgressEvent {
   platform: string;
   layer: number;
   layers: number;
+  /** Source layer digest. */
   digest: string;
   stage: 'download' | 'convert' | 'push' | 'pass-through' | 'done';
+  /** Source blob size and bytes of it fetched so far. */
+  size: number;
+  downloaded: number;
+  /** Uncompressed tar bytes converted so far, of `tarBytes` (known once the layer is staged). */
+  read?: number;
+  tarBytes?: number;
+  /** eStargz bytes written so far. */
+  written?: number;
+  /** Bytes pushed (the whole blob once its push is done; 0 when the registry already had it). */
+  pushed?: number;
 }
+
+/** Blobs above this go up in PATCH chunks of this size: the upload holds one chunk in memory, not the blob. */
+const PUSH_CHUNK_BYTES = 8 << 20;
+/** How often a download's progress is sampled (the file's size on disk). */
+const DOWNLOAD_POLL_MS = 250;
 
 export interface ConvertedLayer {
   source: string;
@@ -168,8 +186,8 @@ async function convertManifest(
     throw new RegistryError('PROTOCOL', `image ${platformName}: ${manifest.layers.length} layers but ${config.rootfs.diff_ids.length} diff_ids in the config`);
   }
   const layers = await mapLimit(manifest.layers, opts.concurrency ?? 2, (desc, i) =>
-    convertOneLayer(client, srcRepo, dstRepo, desc, config.rootfs.diff_ids[i]!, join(work, `${platformName.replaceAll('/', '_')}-${i}`), opts, (stage) =>
-      opts.onProgress?.({ platform: platformName, layer: i + 1, layers: manifest.layers.length, digest: desc.digest, stage })));
+    convertOneLayer(client, srcRepo, dstRepo, desc, config.rootfs.diff_ids[i]!, join(work, `${platformName.replaceAll('/', '_')}-${i}`), opts, (fields) =>
+      opts.onProgress?.({ platform: platformName, layer: i + 1, layers: manifest.layers.length, digest: desc.digest, size: desc.size, downloaded: 0, ...fields })));
 
   const newConfig = { ...config, rootfs: { ...config.rootfs, diff_ids: layers.map((l) => l.result.diffID) } };
   const configBytes = Buffer.from(JSON.stringify(newConfig));
@@ -195,7 +213,7 @@ async function convertOneLayer(
   diffID: string,
   base: string,
   opts: ImageConvertOptions,
-  progress: (stage: ProgressEvent['stage']) => void,
+  report: (fields: Pick<ProgressEvent, 'stage'> & Partial<ProgressEvent>) => void,
 ): Promise<{ descriptor: Descriptor; result: ConvertedLayer }> {
   const sameRegistry = srcRepo.registry === dstRepo.registry;
   const tocAnnotation = desc.annotations?.[TOC_DIGEST_ANNOTATION];
@@ -203,7 +221,7 @@ async function convertOneLayer(
     // Already eStargz (the TOC is checked against the annotation): copy as it is.
     const remote = await RemoteBlob.open(client, srcRepo, desc.digest, { expectedSize: desc.size, ...(opts.signal && { signal: opts.signal }) });
     await openEstargz(remote, { tocDigest: tocAnnotation });
-    progress('pass-through');
+    report({ stage: 'pass-through' });
     const path = `${base}.blob`;
     let downloaded = false;
     const download = async (): Promise<void> => {
@@ -216,12 +234,13 @@ async function convertOneLayer(
       uncompressed = await gunzippedSize(path);
     }
     // On the same registry a cross-repository mount avoids moving the bytes at all.
-    await pushBlob(client, dstRepo, desc.digest, { path, size: desc.size, prepare: download }, {
+    const pushed = await pushBlob(client, dstRepo, desc.digest, { path, size: desc.size, prepare: download }, {
       ...(sameRegistry && { mountFrom: srcRepo.repository }),
+      chunkSize: PUSH_CHUNK_BYTES,
       ...(opts.signal && { signal: opts.signal }),
     });
     await rm(path, { force: true });
-    progress('done');
+    report({ stage: 'done', downloaded: downloaded ? desc.size : 0, pushed: pushed.how === 'uploaded' ? desc.size : 0 });
     return {
       descriptor: {
         mediaType: MediaType.ociLayerGzip,
@@ -235,25 +254,32 @@ async function convertOneLayer(
   if (!CONVERTIBLE_TYPES.has(desc.mediaType)) {
     throw new RegistryError('UNSUPPORTED', `layer ${desc.digest} has media type ${desc.mediaType}; only tar and tar+gzip layers can be converted`);
   }
-  progress('download');
+  report({ stage: 'download' });
   const srcPath = `${base}.src`;
   const outPath = `${base}.esgz`;
-  await downloadBlob(client, srcRepo, desc.digest, srcPath, opts.signal);
-  progress('convert');
+  await withFileSizePolling(srcPath, (n) => report({ stage: 'download', downloaded: n }), () =>
+    downloadBlob(client, srcRepo, desc.digest, srcPath, opts.signal));
+  report({ stage: 'convert', downloaded: desc.size });
   const out = createWriteStream(outPath);
   const converted = await convertLayer(srcPath, out, {
     ...(opts.chunkSize !== undefined && { chunkSize: opts.chunkSize }),
     ...(opts.level !== undefined && { level: opts.level }),
     ...(opts.prioritizedFiles && { prioritizedFiles: opts.prioritizedFiles }),
     ...(opts.tmpDir && { tmpDir: opts.tmpDir }),
+    ...(opts.layerConcurrency !== undefined && { concurrency: opts.layerConcurrency }),
+    onProgress: (p) => report({ stage: 'convert', downloaded: desc.size, read: p.read, ...(p.tarBytes !== null && { tarBytes: p.tarBytes }), written: p.written }),
   });
   out.end();
   await finished(out);
   await rm(srcPath, { force: true });
-  progress('push');
-  await pushBlob(client, dstRepo, converted.digest, { path: outPath, size: converted.size }, { ...(opts.signal && { signal: opts.signal }) });
+  const counts = { downloaded: desc.size, read: converted.uncompressedSize, tarBytes: converted.uncompressedSize, written: converted.size };
+  report({ stage: 'push', ...counts, pushed: 0 });
+  const pushed = await pushBlob(client, dstRepo, converted.digest, { path: outPath, size: converted.size }, {
+    chunkSize: PUSH_CHUNK_BYTES,
+    ...(opts.signal && { signal: opts.signal }),
+  });
   await rm(outPath, { force: true });
-  progress('done');
+  report({ stage: 'done', ...counts, pushed: pushed.how === 'uploaded' ? converted.size : 0 });
   return {
     descriptor: {
       mediaType: MediaType.ociLayerGzip,
@@ -274,6 +300,18 @@ async function convertOneLayer(
       converted: true,
     },
   };
+}
+
+/** Runs `fn` (which writes `path`), reporting the file's size every DOWNLOAD_POLL_MS meanwhile. */
+async function withFileSizePolling<T>(path: string, onSize: (bytes: number) => void, fn: () => Promise<T>): Promise<T> {
+  const timer = setInterval(() => {
+    stat(path).then((st) => onSize(st.size), () => {});
+  }, DOWNLOAD_POLL_MS);
+  try {
+    return await fn();
+  } finally {
+    clearInterval(timer);
+  }
 }
 
 async function gunzippedSize(path: string): Promise<number> {

@@ -1,6 +1,11 @@
 import { readFile } from 'node:fs/promises';
 import { parse as parseToml } from 'smol-toml';
+import type { BackgroundFetchOptions } from '../engine/background-fetch.js';
+import type { BlobReaderOptions } from '../engine/blob-reader.js';
+import type { FetchTuning } from '../engine/chunk-loader.js';
+import type { EngineOptions, LayerFetchSettings } from '../engine/engine.js';
 import type { ResolverConfig } from '../registry/hosts.js';
+import type { RetryPolicy } from '../registry/transport.js';
 
 /**
  * The daemon's configuration: a TOML file with the Go stargz-store's key
@@ -220,4 +225,58 @@ export async function loadConfig(path: string | undefined): Promise<{ config: St
     throw new ConfigError(`${file} is not valid TOML: ${(err as Error).message}`);
   }
   return { ...buildConfig(doc, file), source: file };
+}
+
+/** Overrides of what `engineOptions` derives from a config (tests, benchmarks), merged field by field. */
+export interface EngineOverrides {
+  cacheDir?: string;
+  diskCacheBytes?: number;
+  memoryCacheBytes?: number;
+  poolThreads?: number;
+  decoder?: EngineOptions['decoder'];
+  tuning?: Partial<FetchTuning>;
+  fetch?: Partial<LayerFetchSettings> & { blobReader?: Partial<BlobReaderOptions>; background?: Partial<BackgroundFetchOptions> };
+}
+
+/**
+ * The engine's options from a config: the one place config values (and so
+ * their defaults, DEFAULT_CONFIG) reach the engine. Names say what each
+ * value does there: `[blob] chunk_size` (in the Go store, the fetch unit) is
+ * the gap below which nearby chunks are fetched as one range here.
+ */
+export function engineOptions(config: StoreConfig = DEFAULT_CONFIG, overrides: EngineOverrides = {}): EngineOptions {
+  const poolThreads = overrides.poolThreads ?? (config.pool.workers > 0 ? config.pool.workers : undefined);
+  return {
+    ...(overrides.cacheDir !== undefined && { cacheDir: overrides.cacheDir }),
+    diskCacheBytes: overrides.diskCacheBytes ?? config.cache.max_bytes,
+    memoryCacheBytes: overrides.memoryCacheBytes ?? config.cache.memory_bytes,
+    ...(poolThreads !== undefined && { poolThreads }),
+    decoder: overrides.decoder ?? config.pool.decoder,
+    tuning: {
+      mergeGapBytes: config.blob.chunk_size,
+      fetchTimeoutMs: config.blob.fetching_timeout_sec * 1000,
+      readAheadBytes: config.blob.read_ahead_bytes,
+      readAheadMaxBytes: config.blob.read_ahead_max_bytes,
+      ...overrides.tuning,
+    },
+    fetch: {
+      noPrefetch: config.noprefetch,
+      prefetchSize: config.prefetch_size,
+      prefetchTimeoutMs: config.prefetch_timeout_sec * 1000,
+      noBackgroundFetch: config.no_background_fetch,
+      ...overrides.fetch,
+      background: {
+        idleMs: config.background_fetch_idle_sec * 1000,
+        bytesPerSec: config.background_fetch_bytes_per_sec,
+        concurrency: config.max_concurrency,
+        runRetryWaitMs: config.background_fetch_retry_sec * 1000,
+        ...overrides.fetch?.background,
+      },
+    },
+  };
+}
+
+/** The registry client's retry policy from a config (`[blob] max_retries`, `min_wait_msec`, `max_wait_msec`). */
+export function retryPolicy(config: StoreConfig = DEFAULT_CONFIG): RetryPolicy {
+  return { maxRetries: config.blob.max_retries, minWaitMs: config.blob.min_wait_msec, maxWaitMs: config.blob.max_wait_msec };
 }

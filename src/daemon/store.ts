@@ -3,8 +3,9 @@ import { mkdir } from 'node:fs/promises';
 import { Engine } from '../engine/engine.js';
 import { LayerResolver } from '../engine/resolver.js';
 import { StoreFs } from '../fs/store-fs.js';
+import { trafficMetrics } from '../metrics/traffic.js';
 import { RegistryClient } from '../registry/client.js';
-import type { StoreConfig } from './config.js';
+import { engineOptions, retryPolicy, type StoreConfig } from './config.js';
 import { warmUp } from './warm-up.js';
 
 export interface StoreOptions {
@@ -29,33 +30,11 @@ export async function buildStore(opts: StoreOptions): Promise<Store> {
   await mkdir(opts.root, { recursive: true, mode: 0o700 });
   const client = new RegistryClient({
     resolver: config.resolver,
-    retry: { maxRetries: config.blob.max_retries, minWaitMs: config.blob.min_wait_msec, maxWaitMs: config.blob.max_wait_msec },
+    retry: retryPolicy(config),
+    // The one place registry requests, retries and range splits are counted for /metrics.
+    traffic: trafficMetrics(),
   });
-  const engine = await Engine.create({
-    cacheDir: config.cache.dir || join(opts.root, 'cache'),
-    diskCacheBytes: config.cache.max_bytes,
-    memoryCacheBytes: config.cache.memory_bytes,
-    ...(config.pool.workers > 0 && { poolThreads: config.pool.workers }),
-    decoder: config.pool.decoder,
-    tuning: {
-      mergeGapBytes: config.blob.chunk_size,
-      fetchTimeoutMs: config.blob.fetching_timeout_sec * 1000,
-      readAheadBytes: config.blob.read_ahead_bytes,
-      readAheadMaxBytes: config.blob.read_ahead_max_bytes,
-    },
-    fetch: {
-      noPrefetch: config.noprefetch,
-      prefetchSize: config.prefetch_size,
-      prefetchTimeoutMs: config.prefetch_timeout_sec * 1000,
-      noBackgroundFetch: config.no_background_fetch,
-      background: {
-        idleMs: config.background_fetch_idle_sec * 1000,
-        bytesPerSec: config.background_fetch_bytes_per_sec,
-        concurrency: config.max_concurrency,
-        runRetryWaitMs: config.background_fetch_retry_sec * 1000,
-      },
-    },
-  });
+  const engine = await Engine.create(engineOptions(config, { cacheDir: config.cache.dir || join(opts.root, 'cache') }));
   const resolver = new LayerResolver(client, engine, {
     timeoutMs: config.resolve_timeout_sec * 1000,
     allowUnverified: config.allow_unverified,

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { logger } from '../log/logger.js';
-import { backgroundFetchFailures, fetchDuration, registryBytes, registryRequests, verificationFailures, type FetchOperation } from '../metrics/registry.js';
+import { backgroundFetchFailures, verificationFailures, type FetchOperation } from '../metrics/registry.js';
 import type { BlobFetcher, ChunkLoader, ChunkWant } from './chunk-loader.js';
 import { EngineError } from './errors.js';
 import { LayerDigest } from './layer-digest.js';
@@ -27,14 +27,14 @@ export interface BackgroundFetchOptions {
   maxRuns: number;
 }
 
-export const DEFAULT_BACKGROUND_FETCH: BackgroundFetchOptions = {
-  idleMs: 5000,
-  bytesPerSec: 0,
-  concurrency: 2,
+/** What the daemon's config sets (`background_fetch_idle_sec`, `background_fetch_bytes_per_sec`, `max_concurrency`, `background_fetch_retry_sec`): no default here, the config table has them. */
+export type BackgroundSettings = Pick<BackgroundFetchOptions, 'idleMs' | 'bytesPerSec' | 'concurrency' | 'runRetryWaitMs'>;
+
+/** Defaults of the options no config key sets. */
+export const DEFAULT_BACKGROUND_FETCH: Omit<BackgroundFetchOptions, keyof BackgroundSettings> = {
   spanBytes: 8 << 20,
   spanAttempts: 4,
   spanRetryWaitMs: 250,
-  runRetryWaitMs: 30_000,
   maxRunRetryWaitMs: 10 * 60_000,
   maxWholeFailures: 3,
   maxRuns: Infinity,
@@ -68,6 +68,12 @@ class RunStopped extends Error {
 interface Range {
   offset: number;
   end: number;
+}
+
+/** A fetched range's bytes, and whether they are this fetch's alone. */
+interface Fetched {
+  data: Buffer;
+  exclusive: boolean;
 }
 
 /**
@@ -199,20 +205,23 @@ export class BackgroundFetch {
     return spans;
   }
 
-  private async fetchSpan(s: Range): Promise<Buffer> {
+  /** One range; `exclusive`: the buffer is this fetch's alone (see BlobFetcher.readOwned), so it can be handed on without a copy. */
+  private async fetchSpan(s: Range): Promise<Fetched> {
     await this.waitIdle();
     const started = performance.now();
-    const [buf] = await this.deps.fetcher.readRanges([{ offset: s.offset, length: s.end - s.offset }], this.abort.signal);
-    fetchDuration.observe({ operation: 'background' }, (performance.now() - started) / 1000);
-    registryRequests.inc({ operation: 'background' });
-    registryBytes.inc({ operation: 'background' }, s.end - s.offset);
+    const ranges = [{ offset: s.offset, length: s.end - s.offset }];
+    const opts = { signal: this.abort.signal, operation: 'background' as const };
+    // The registry client counts the request (its traffic hook) as a 'background' one.
+    const [got] = this.deps.fetcher.readOwned
+      ? await this.deps.fetcher.readOwned(ranges, opts)
+      : (await this.deps.fetcher.readRanges(ranges, opts.signal, opts.operation)).map((data) => ({ data, exclusive: false }));
     this.deps.onFetched(s.offset, s.end, 'background');
     if (this.opts.bytesPerSec > 0) {
       const budgetMs = ((s.end - s.offset) / this.opts.bytesPerSec) * 1000;
       const spent = performance.now() - started;
       if (budgetMs > spent) await sleep(budgetMs - spent, undefined, { signal: this.abort.signal });
     }
-    return buf!;
+    return got!;
   }
 
   /**
@@ -220,16 +229,16 @@ export class BackgroundFetch {
    * checked against their digests); a range whose fetch fails or whose chunks
    * fail is fetched again, with back-off, up to `spanAttempts` times.
    */
-  private async verifiedSpan(s: Range, first: Promise<Buffer>, inSpan: readonly ChunkWant[]): Promise<Buffer> {
+  private async verifiedSpan(s: Range, first: Promise<Fetched>, inSpan: readonly ChunkWant[]): Promise<Fetched> {
     let pending = first;
     for (let attempt = 1; ; attempt++) {
       let reason: 'fetch' | 'verify';
       let message: string;
       let cause: unknown;
       try {
-        const buf = await pending;
-        const failed = await this.deps.loader.ingest(s.offset, buf, inSpan, 'background');
-        if (failed === 0) return buf;
+        const got = await pending;
+        const failed = await this.deps.loader.ingest(s.offset, got.data, inSpan, 'background');
+        if (failed === 0) return got;
         reason = 'verify';
         message = `${failed} chunk(s) in blob range [${s.offset}, ${s.end}) failed verification`;
       } catch (err) {
@@ -254,7 +263,7 @@ export class BackgroundFetch {
     // Blob sha256, gunzip and diff_id sha256 run in a worker: on the main thread they stalled FUSE replies.
     const hash = new LayerDigest();
     try {
-      const window: Promise<Buffer>[] = [];
+      const window: Promise<Fetched>[] = [];
       let next = 0;
       const fill = (): void => {
         while (window.length < Math.max(1, this.opts.concurrency) && next < spans.length) {
@@ -273,7 +282,9 @@ export class BackgroundFetch {
           if (chunks[c]!.chunk.blobEnd <= s.end) inSpan.push(chunks[c]!);
           c++;
         }
-        await hash.push(await this.verifiedSpan(s, first, inSpan));
+        const got = await this.verifiedSpan(s, first, inSpan);
+        // ingest() is done with the bytes: one that is this fetch's alone goes to the digest worker without a copy.
+        await hash.push(got.data, got.exclusive);
       }
       const digests = await hash.finish();
       this.checkWhole(digests.blob, digests.diff);

@@ -2,7 +2,8 @@ import { createHash, type Hash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { EstargzError } from '../estargz/errors.js';
 import { logger } from '../log/logger.js';
-import { fetchDuration, registryBytes, registryRequests, verificationFailures } from '../metrics/registry.js';
+import { verificationFailures } from '../metrics/registry.js';
+import { InFlight } from '../util/in-flight.js';
 import type { BlobFetcher } from './chunk-loader.js';
 
 export interface BlobReaderOptions {
@@ -31,7 +32,8 @@ const MAX_PENDING_HASH_BLOCKS = 32;
  */
 export class BlobReader {
   private readonly blocks: LRUCache<number, Buffer>;
-  private readonly inflight = new Map<number, Promise<Buffer>>();
+  /** Blocks being fetched, by index. */
+  private readonly inflight = new InFlight<number, Buffer>();
   private readonly blockCount: number;
   private readonly requested = new Set<number>();
   private hash: Hash | null = createHash('sha256');
@@ -73,6 +75,7 @@ export class BlobReader {
     const wanted: Promise<Buffer>[] = [];
     for (let i = first; i <= last; i++) wanted.push(this.block(i));
     if (sequential) {
+      // Read-ahead nobody waits for yet: a failure is dropped here and met again by the read that needs the block.
       for (let i = last + 1; i <= Math.min(this.blockCount - 1, last + this.opts.readaheadBlocks); i++) void this.block(i).catch(() => {});
     }
     const blocks = await Promise.all(wanted);
@@ -85,24 +88,18 @@ export class BlobReader {
   private block(i: number): Promise<Buffer> {
     const hit = this.blocks.get(i);
     if (hit) return Promise.resolve(hit);
-    let p = this.inflight.get(i);
-    if (p) return p;
-    const offset = i * this.opts.blockBytes;
-    const length = Math.min(this.opts.blockBytes, this.size - offset);
-    this.requested.add(i);
-    const started = performance.now();
-    p = this.fetcher.readRanges([{ offset, length }]).then(([data]) => {
-      fetchDuration.observe({ operation: 'blob' }, (performance.now() - started) / 1000);
-      registryRequests.inc({ operation: 'blob' });
-      registryBytes.inc({ operation: 'blob' }, length);
-      this.onFetched(offset, offset + length);
-      this.blocks.set(i, data!);
-      this.hashBlock(i, data!);
-      return data!;
+    return this.inflight.share(i, () => {
+      const offset = i * this.opts.blockBytes;
+      const length = Math.min(this.opts.blockBytes, this.size - offset);
+      this.requested.add(i);
+      // The registry client counts the request (its traffic hook) as a 'blob' one.
+      return this.fetcher.readRanges([{ offset, length }], undefined, 'blob').then(([data]) => {
+        this.onFetched(offset, offset + length);
+        this.blocks.set(i, data!);
+        this.hashBlock(i, data!);
+        return data!;
+      });
     });
-    this.inflight.set(i, p);
-    void p.finally(() => this.inflight.delete(i)).catch(() => {});
-    return p;
   }
 
   /** Hashes blocks in order; an out-of-order block waits (bounded) for the ones before it. */
@@ -143,7 +140,7 @@ export class BlobReader {
       await new Promise<void>((resolve) => {
         this.verdictWaiters.push(resolve);
         // Blocks still in flight settle it; if one of them failed, nothing will.
-        void Promise.allSettled([...this.inflight.values()]).then(() => resolve());
+        void Promise.allSettled(this.inflight.pending()).then(() => resolve());
       });
     }
     if (this.verdict && !this.verdict.ok) {

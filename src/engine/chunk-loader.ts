@@ -1,8 +1,10 @@
-import { setTimeout as sleep } from 'node:timers/promises';
+import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
 import { EstargzError, type EstargzErrorCode } from '../estargz/errors.js';
 import type { Chunk } from '../estargz/layer-index.js';
 import { logger } from '../log/logger.js';
-import { fetchDuration, registryBytes, registryRequests, verificationFailures, type FetchOperation } from '../metrics/registry.js';
+import { verificationFailures, type FetchOperation } from '../metrics/registry.js';
+import { InFlight } from '../util/in-flight.js';
+import type { DecodeFailure } from '../../workers/decode-types.js';
 import type { DiskChunkCache } from './cache/disk-cache.js';
 import type { MemoryChunkCache } from './cache/memory-cache.js';
 import type { DecodeItem, DecodeOutput, DecodePool, Priority } from './decode-pool.js';
@@ -12,7 +14,15 @@ import { groupRequests, planSpans, type Span } from './plan.js';
 /** What the engine needs of a blob in a registry (RemoteBlob has it). */
 export interface BlobFetcher {
   readonly size: number;
-  readRanges(ranges: readonly { offset: number; length: number }[], signal?: AbortSignal): Promise<Buffer[]>;
+  /** `operation` labels the requests in the registry traffic metrics. */
+  readRanges(ranges: readonly { offset: number; length: number }[], signal?: AbortSignal, operation?: FetchOperation): Promise<Buffer[]>;
+  /**
+   * The same, saying of each buffer whether it is the caller's alone (its
+   * whole ArrayBuffer, held by no one else): such a buffer goes to a decode
+   * worker as it is, with no copy on the main thread. Optional: without it
+   * every buffer counts as shared.
+   */
+  readOwned?(ranges: readonly { offset: number; length: number }[], opts: { signal?: AbortSignal; operation?: FetchOperation }): Promise<{ data: Buffer; exclusive: boolean }[]>;
 }
 
 export interface FetchTuning {
@@ -40,16 +50,16 @@ export interface FetchTuning {
   verifyRetryWaitMs: number;
 }
 
-export const DEFAULT_TUNING: FetchTuning = {
-  mergeGapBytes: 32 << 10,
+/** The tuning the daemon's config sets (`[blob] chunk_size` as the merge gap, `fetching_timeout_sec`, `read_ahead_bytes`, `read_ahead_max_bytes`): no default here, the config table has them. */
+export type FetchSettings = Pick<FetchTuning, 'mergeGapBytes' | 'fetchTimeoutMs' | 'readAheadBytes' | 'readAheadMaxBytes'>;
+
+/** Defaults of the tuning no config key sets. */
+export const DEFAULT_TUNING: Omit<FetchTuning, keyof FetchSettings> = {
   maxSpanBytes: 16 << 20,
   maxRanges: 64,
   maxRequestBytes: 32 << 20,
   taskBytes: 1 << 20,
-  fetchTimeoutMs: 300_000,
   readAheadChunks: 2,
-  readAheadBytes: 1 << 20,
-  readAheadMaxBytes: 8 << 20,
   verifyRetries: 3,
   verifyRetryWaitMs: 100,
 };
@@ -72,11 +82,15 @@ export interface LoaderDeps {
   layer: string;
 }
 
+/** A chunk this loader is loading: its readers wait on the promise InFlight gave out for its digest. */
 interface Deferred {
   want: ChunkWant;
   resolve: (b: Buffer) => void;
   reject: (e: unknown) => void;
 }
+
+/** Copies made for decode tasks are spread: after this many bytes, the next copy waits a turn of the event loop. */
+const COPY_SLICE_BYTES = 1 << 20;
 
 const OPERATION_PRIORITY: Record<FetchOperation, Priority> = {
   on_demand: 'foreground', prefetch: 'foreground', background: 'background',
@@ -95,8 +109,14 @@ function ownArrayBuffer(buf: Buffer, start: number, end: number): ArrayBuffer {
   return copy.buffer as ArrayBuffer;
 }
 
-function failureError(out: { code: string; message: string }): EstargzError {
-  return new EstargzError(out.code as EstargzErrorCode, out.message);
+/** A worker's failure as the engine reports it: the layer, the file, the chunk's offset in it and the compressed range, then the cause. */
+function failureError(out: DecodeFailure, layer: string): EstargzError {
+  const { offset, length } = out.compressed;
+  return new EstargzError(
+    out.code as EstargzErrorCode,
+    `layer ${out.layer ?? layer}: ${JSON.stringify(out.path)} at file offset ${out.chunkOffset}, compressed bytes [${offset}, ${offset + length}) of the blob: ${out.message}`,
+    { path: out.path, chunkOffset: out.chunkOffset, blobOffset: offset },
+  );
 }
 
 /**
@@ -122,7 +142,8 @@ function sizeMismatch(want: ChunkWant, actual: number, layer: string): EngineErr
  * fetched once more before its readers get the error.
  */
 export class ChunkLoader {
-  private readonly inflight = new Map<string, Promise<Buffer>>();
+  /** Chunks being loaded, by digest. */
+  private readonly inflight = new InFlight<string, Buffer>();
 
   constructor(private readonly deps: LoaderDeps) {}
 
@@ -137,15 +158,11 @@ export class ChunkLoader {
       const digest = want.chunk.digest;
       const hit = this.deps.memory.get(digest);
       if (hit) return hit.length === want.chunk.size ? Promise.resolve(hit) : this.refuse(want, hit.length);
-      const pending = this.inflight.get(digest);
+      const pending = this.inflight.join(digest);
       if (pending) return this.checked(pending, want);
-      let d!: Deferred;
-      const p = new Promise<Buffer>((resolve, reject) => { d = { want, resolve, reject }; });
-      p.catch(() => {}); // the caller gets the rejection; this only silences the bookkeeping copy
-      this.inflight.set(digest, p);
-      void p.finally(() => this.inflight.get(digest) === p && this.inflight.delete(digest)).catch(() => {});
-      owned.push(d);
-      return p;
+      const d = this.inflight.defer(digest);
+      owned.push({ want, resolve: d.resolve, reject: d.reject });
+      return d.promise;
     });
     // Whatever goes wrong reaches the readers (rejecting a settled promise is a no-op), never the process.
     if (owned.length) this.resolveOwned(owned, op).catch((err: unknown) => { for (const d of owned) d.reject(err); });
@@ -182,13 +199,9 @@ export class ChunkLoader {
     for (const want of wants) {
       const digest = want.chunk.digest;
       if (this.isCached(digest) || this.inflight.has(digest)) continue;
-      let d!: Deferred;
-      const p = new Promise<Buffer>((resolve, reject) => { d = { want, resolve, reject }; });
-      p.catch(() => {});
-      this.inflight.set(digest, p);
-      void p.finally(() => this.inflight.get(digest) === p && this.inflight.delete(digest)).catch(() => {});
-      owned.push(d);
-      done.push(p);
+      const d = this.inflight.defer(digest);
+      owned.push({ want, resolve: d.resolve, reject: d.reject });
+      done.push(d.promise);
     }
     if (!owned.length) return 0;
     const byMember = new Map<number, Deferred[]>();
@@ -196,7 +209,8 @@ export class ChunkLoader {
     const members = [...new Map(owned.map((d) => [d.want.chunk.blobOffset, { offset: d.want.chunk.blobOffset, end: d.want.chunk.blobEnd }])).values()]
       .sort((a, b) => a.offset - b.offset);
     const failed: { d: Deferred; error: EstargzError }[] = [];
-    await this.decodeSpan({ offset, end: offset + buf.length, members }, buf, byMember, op, failed);
+    // Never transferred: the caller goes on with `buf` (background fetch hashes it next).
+    await this.decodeSpan({ offset, end: offset + buf.length, members }, buf, false, byMember, op, failed);
     if (failed.length) {
       verificationFailures.inc({ what: 'chunk' }, failed.length);
       await this.fetchAndDecode(failed.map((f) => f.d), op, 1);
@@ -244,20 +258,21 @@ export class ChunkLoader {
     const requests = groupRequests(spans, tuning);
     const failed: { d: Deferred; error: EstargzError }[] = [];
     await Promise.all(requests.map(async (request) => {
-      let buffers: Buffer[];
-      const started = performance.now();
+      let fetched: { data: Buffer; exclusive: boolean }[];
+      const ranges = request.map((s) => ({ offset: s.offset, length: s.end - s.offset }));
+      const signal = AbortSignal.timeout(tuning.fetchTimeoutMs);
       try {
-        buffers = await fetcher.readRanges(request.map((s) => ({ offset: s.offset, length: s.end - s.offset })), AbortSignal.timeout(tuning.fetchTimeoutMs));
+        // The registry client counts the requests (its traffic hook); `op` labels them.
+        fetched = fetcher.readOwned
+          ? await fetcher.readOwned(ranges, { signal, operation: op })
+          : (await fetcher.readRanges(ranges, signal, op)).map((data) => ({ data, exclusive: false }));
       } catch (err) {
         for (const span of request) for (const m of span.members) for (const d of byMember.get(m.offset) ?? []) d.reject(err);
         return;
       }
-      fetchDuration.observe({ operation: op }, (performance.now() - started) / 1000);
-      registryRequests.inc({ operation: op });
       for (const [i, span] of request.entries()) {
-        registryBytes.inc({ operation: op }, span.end - span.offset);
         this.deps.onFetched(span.offset, span.end, op);
-        await this.decodeSpan(span, buffers[i]!, byMember, op, failed);
+        await this.decodeSpan(span, fetched[i]!.data, fetched[i]!.exclusive, byMember, op, failed);
       }
     }));
     if (failed.length === 0) return;
@@ -276,9 +291,18 @@ export class ChunkLoader {
     }
   }
 
-  /** Decodes every wanted chunk of a fetched span, in tasks of about `taskBytes` compressed bytes. */
-  private async decodeSpan(span: Span, buf: Buffer, byMember: Map<number, Deferred[]>, op: FetchOperation, failed: { d: Deferred; error: EstargzError }[]): Promise<void> {
-    const groups: { start: number; end: number; members: { offset: number; end: number; wants: Deferred[] }[] }[] = [];
+  /**
+   * Decodes every wanted chunk of a fetched span, in tasks of about
+   * `taskBytes` compressed bytes. Shared memory goes to the workers as it
+   * is. Otherwise each task needs an ArrayBuffer of its own (it is
+   * transferred to a worker): a buffer that is the caller's alone and makes
+   * one task goes as it is; otherwise each task's bytes are copied,
+   * a turn of the event loop between copies of more than COPY_SLICE_BYTES,
+   * so that a large span does not hold the main thread (FUSE replies) for
+   * one long copy.
+   */
+  private async decodeSpan(span: Span, buf: Buffer, exclusive: boolean, byMember: Map<number, Deferred[]>, op: FetchOperation, failed: { d: Deferred; error: EstargzError }[]): Promise<void> {
+    const groups: Group[] = [];
     for (const m of span.members) {
       const wants = byMember.get(m.offset);
       if (!wants?.length) continue;
@@ -291,43 +315,77 @@ export class ChunkLoader {
         groups.push({ start: rel.offset, end: rel.end, members: [rel] });
       }
     }
-    const priority = OPERATION_PRIORITY[op];
-    await Promise.all(groups.map(async (g) => {
-      const items: DecodeItem[] = g.members.map((m) => ({
-        offset: m.offset - g.start,
-        length: m.end - m.offset,
-        refs: m.wants.map((d) => ({
-          path: d.want.path,
-          fileOffset: d.want.chunk.fileOffset,
-          innerOffset: d.want.chunk.innerOffset,
-          size: d.want.chunk.size,
-          digest: d.want.chunk.digest,
-          blobOffset: d.want.chunk.blobOffset,
-        })),
-      }));
-      let outputs: DecodeOutput[];
-      try {
-        outputs = await this.deps.pool.run(ownArrayBuffer(buf, g.start, g.end), items, priority);
-      } catch (err) {
-        for (const m of g.members) for (const d of m.wants) d.reject(err);
-        return;
+    // Shared memory (RemoteBlob's answers) is read by the workers where it is: no copy, no transfer.
+    const shared = buf.buffer instanceof SharedArrayBuffer ? buf.buffer : undefined;
+    const whole = exclusive && groups.length === 1 && groups[0]!.start === 0 && groups[0]!.end === buf.length
+      && buf.byteOffset === 0 && buf.buffer.byteLength === buf.length;
+    const runs: Promise<void>[] = [];
+    let copied = 0;
+    for (const g of groups) {
+      let task: ArrayBuffer | SharedArrayBuffer;
+      let base = 0;
+      if (shared) {
+        task = shared;
+        base = buf.byteOffset + g.start;
+      } else if (whole) {
+        task = buf.buffer as ArrayBuffer;
+      } else {
+        if (copied >= COPY_SLICE_BYTES) {
+          await nextTurn();
+          copied = 0;
+        }
+        task = ownArrayBuffer(buf, g.start, g.end);
+        copied += g.end - g.start;
       }
-      let k = 0;
-      for (const m of g.members) {
-        for (const d of m.wants) {
-          const out = outputs[k++]!;
-          if (Buffer.isBuffer(out)) {
-            const bytes = out;
-            const digest = d.want.chunk.digest;
-            // Background work would churn the memory cache: it goes to disk, unless there is no disk.
-            if (op !== 'background' || !this.deps.disk?.enabled) this.deps.memory.put(digest, bytes);
-            void this.deps.disk?.put(digest, bytes);
-            d.resolve(bytes);
-          } else {
-            failed.push({ d, error: failureError(out) });
-          }
+      runs.push(this.decodeGroup(g, task, base, op, failed));
+    }
+    await Promise.all(runs);
+  }
+
+  /** One decode task: its chunks resolved (and cached) or listed as failed. The group's bytes start at `base` in `task`. */
+  private async decodeGroup(g: Group, task: ArrayBuffer | SharedArrayBuffer, base: number, op: FetchOperation, failed: { d: Deferred; error: EstargzError }[]): Promise<void> {
+    const items: DecodeItem[] = g.members.map((m) => ({
+      offset: base + m.offset - g.start,
+      length: m.end - m.offset,
+      refs: m.wants.map((d) => ({
+        path: d.want.path,
+        fileOffset: d.want.chunk.fileOffset,
+        innerOffset: d.want.chunk.innerOffset,
+        size: d.want.chunk.size,
+        digest: d.want.chunk.digest,
+        blobOffset: d.want.chunk.blobOffset,
+      })),
+    }));
+    let outputs: DecodeOutput[];
+    try {
+      outputs = await this.deps.pool.run(task, items, OPERATION_PRIORITY[op], this.deps.layer);
+    } catch (err) {
+      for (const m of g.members) for (const d of m.wants) d.reject(err);
+      return;
+    }
+    let k = 0;
+    for (const m of g.members) {
+      for (const d of m.wants) {
+        const out = outputs[k++]!;
+        if (Buffer.isBuffer(out)) {
+          const bytes = out;
+          const digest = d.want.chunk.digest;
+          // Background work would churn the memory cache: it goes to disk, unless there is no disk.
+          if (op !== 'background' || !this.deps.disk?.enabled) this.deps.memory.put(digest, bytes);
+          // Resolves once written (or given up); the disk cache handles its own errors, and no reader waits for it.
+          void this.deps.disk?.put(digest, bytes);
+          d.resolve(bytes);
+        } else {
+          failed.push({ d, error: failureError(out, this.deps.layer) });
         }
       }
-    }));
+    }
   }
+}
+
+/** Members of a span decoded as one task; offsets relative to the span. */
+interface Group {
+  start: number;
+  end: number;
+  members: { offset: number; end: number; wants: Deferred[] }[];
 }

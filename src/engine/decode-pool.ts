@@ -68,9 +68,14 @@ export class DecodePool {
     this.piscina?.on('error', (err: Error) => logger.error({ err: err.message }, 'decode worker error'));
   }
 
-  /** Decodes and verifies the chunks of `items`, whose members are in `buffer` (transferred: the caller must not use it afterwards). */
-  run(buffer: ArrayBuffer, items: DecodeItem[], priority: Priority): Promise<DecodeOutput[]> {
-    const task: DecodeTask = { decoder: this.decoder, buffer, items };
+  /**
+   * Decodes and verifies the chunks of `items`, whose members are in `buffer`
+   * (an ArrayBuffer is transferred: the caller must not use it afterwards; a
+   * SharedArrayBuffer is shared, and must not change until the task is
+   * done). `layer` names the layer in the failures that come back.
+   */
+  run(buffer: ArrayBuffer | SharedArrayBuffer, items: DecodeItem[], priority: Priority, layer?: string): Promise<DecodeOutput[]> {
+    const task: DecodeTask = { decoder: this.decoder, buffer, items, ...(layer !== undefined && { layer }) };
     if (!this.piscina) return Promise.resolve(outputsOf(decodeBatch(task)));
     return new Promise((resolve, reject) => {
       this.queues[priority].push({ task, priority, queuedAt: performance.now(), resolve, reject });
@@ -87,7 +92,8 @@ export class DecodePool {
       const next = this.queues.foreground.shift() ?? this.queues.background.shift();
       if (!next) break;
       this.inFlight++;
-      this.piscina!.run(next.task, { transferList: [next.task.buffer] }).then(
+      const buffer = next.task.buffer;
+      this.piscina!.run(next.task, { transferList: buffer instanceof ArrayBuffer ? [buffer] : [] }).then(
         (result: DecodeResult) => {
           this.noteBusy(result.busyMs);
           next.resolve(outputsOf(result));

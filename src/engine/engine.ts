@@ -1,33 +1,36 @@
 import type { Decoder } from '../estargz/chunk.js';
 import { ActivityClock } from './activity.js';
-import { DEFAULT_BACKGROUND_FETCH, type BackgroundFetchOptions } from './background-fetch.js';
+import { DEFAULT_BACKGROUND_FETCH, type BackgroundFetchOptions, type BackgroundSettings } from './background-fetch.js';
 import { DEFAULT_BLOB_READER, type BlobReaderOptions } from './blob-reader.js';
 import { DiskChunkCache } from './cache/disk-cache.js';
 import { MemoryChunkCache } from './cache/memory-cache.js';
-import { ChunkLoader, DEFAULT_TUNING, type FetchTuning } from './chunk-loader.js';
+import { ChunkLoader, DEFAULT_TUNING, type FetchSettings, type FetchTuning } from './chunk-loader.js';
 import { DecodePool } from './decode-pool.js';
 import { EngineLayer, type LayerFetchOptions, type LayerParams } from './layer.js';
 
+/**
+ * What the engine is given. Everything the daemon's config sets is required
+ * here, with no default of the engine's own: the config table
+ * (src/daemon/config.ts, `engineOptions`) is the one source of those
+ * defaults. Only what no config key sets has a default below.
+ */
 export interface EngineOptions {
   /** Directory of the disk chunk cache; none = memory only. */
   cacheDir?: string;
   /** Disk cache bound (config `[cache] max_bytes`). */
-  diskCacheBytes?: number;
+  diskCacheBytes: number;
   /** Memory cache bound (config `[cache] memory_bytes`). */
-  memoryCacheBytes?: number;
-  /** Decode workers (config `[pool] workers`); 0 decodes on the main thread. */
+  memoryCacheBytes: number;
+  /** Decode workers (config `[pool] workers`, where 0 means this default: the machine's cores); 0 here decodes on the main thread. */
   poolThreads?: number;
-  decoder?: Decoder;
-  tuning?: Partial<FetchTuning>;
-  fetch?: Partial<Omit<LayerFetchOptions, 'blobReader' | 'background'>> & { blobReader?: Partial<BlobReaderOptions>; background?: Partial<BackgroundFetchOptions> };
+  /** Config `[pool] decoder`. */
+  decoder: Decoder;
+  tuning: FetchSettings & Partial<FetchTuning>;
+  fetch: LayerFetchSettings & { blobReader?: Partial<BlobReaderOptions>; background: BackgroundSettings & Partial<BackgroundFetchOptions> };
 }
 
-export const DEFAULT_FETCH: Omit<LayerFetchOptions, 'blobReader' | 'background'> = {
-  noPrefetch: false,
-  prefetchSize: 0,
-  prefetchTimeoutMs: 10_000,
-  noBackgroundFetch: false,
-};
+/** The layer options the config sets (`noprefetch`, `prefetch_size`, `prefetch_timeout_sec`, `no_background_fetch`). */
+export type LayerFetchSettings = Omit<LayerFetchOptions, 'blobReader' | 'background'>;
 
 /**
  * The chunk engine: one decode pool and one pair of verified-chunk caches
@@ -45,20 +48,19 @@ export class Engine {
     private readonly fetch: LayerFetchOptions,
   ) {}
 
-  static async create(opts: EngineOptions = {}): Promise<Engine> {
+  static async create(opts: EngineOptions): Promise<Engine> {
     const activity = new ActivityClock();
-    const disk = opts.cacheDir ? await DiskChunkCache.open(opts.cacheDir, opts.diskCacheBytes ?? 10 * 2 ** 30, activity) : null;
+    const disk = opts.cacheDir ? await DiskChunkCache.open(opts.cacheDir, opts.diskCacheBytes, activity) : null;
     return new Engine(
       activity,
-      new DecodePool({ ...(opts.poolThreads !== undefined && { threads: opts.poolThreads }), ...(opts.decoder && { decoder: opts.decoder }) }),
-      new MemoryChunkCache(opts.memoryCacheBytes ?? 256 << 20),
+      new DecodePool({ ...(opts.poolThreads !== undefined && { threads: opts.poolThreads }), decoder: opts.decoder }),
+      new MemoryChunkCache(opts.memoryCacheBytes),
       disk,
       { ...DEFAULT_TUNING, ...opts.tuning },
       {
-        ...DEFAULT_FETCH,
         ...opts.fetch,
-        blobReader: { ...DEFAULT_BLOB_READER, ...opts.fetch?.blobReader },
-        background: { ...DEFAULT_BACKGROUND_FETCH, ...opts.fetch?.background },
+        blobReader: { ...DEFAULT_BLOB_READER, ...opts.fetch.blobReader },
+        background: { ...DEFAULT_BACKGROUND_FETCH, ...opts.fetch.background },
       },
     );
   }

@@ -143,6 +143,7 @@ export class EngineLayer {
     // Read-ahead goes in a request of its own, so that this read waits only for its own bytes;
     // it is not waited for, and its failures are not this read's.
     const extra = this.readAhead(node, next, path, wants[0]!.chunk.blobOffset, wants.at(-1)!.chunk.blobEnd);
+    // Dropped on purpose: a read-ahead failure is met again, and reported, by the read that needs that chunk.
     if (extra.length) for (const p of this.loader.load(extra, 'on_demand')) p.catch(() => {});
     const datas = await Promise.all(loads);
     const parts = wants.map(({ chunk }, i) => datas[i]!.subarray(Math.max(offset, chunk.fileOffset) - chunk.fileOffset, Math.min(end, chunk.fileOffset + chunk.size) - chunk.fileOffset));

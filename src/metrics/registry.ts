@@ -25,15 +25,29 @@ export const fetchDuration = new Histogram({
 
 export const registryRequests = new Counter({
   name: `${PREFIX}registry_requests_total`,
-  help: 'Range requests sent to registries, by operation.',
+  help: 'HTTP requests sent to registries (each attempt: a retry counts again), by operation.',
   labelNames: ['operation'] as const,
   registers: [registry],
 });
 
 export const registryBytes = new Counter({
   name: `${PREFIX}registry_bytes_total`,
-  help: 'Compressed bytes fetched from registries, by operation.',
+  help: 'Body bytes of successful registry answers (their Content-Length), by operation.',
   labelNames: ['operation'] as const,
+  registers: [registry],
+});
+
+export const registryRetries = new Counter({
+  name: `${PREFIX}registry_retries_total`,
+  help: 'Registry requests sent again, by operation and reason (status, network, body, auth, missing_range).',
+  labelNames: ['operation', 'reason'] as const,
+  registers: [registry],
+});
+
+export const registryRangeSplits = new Counter({
+  name: `${PREFIX}registry_range_splits_total`,
+  help: 'Reads of several ranges that went out as several requests instead of one, by operation and reason (single_range_mode, refused, partial_answer).',
+  labelNames: ['operation', 'reason'] as const,
   registers: [registry],
 });
 

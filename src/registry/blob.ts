@@ -4,10 +4,30 @@ import type { RangedSource } from '../estargz/source.js';
 import { statusError, type CallContext, type RegistryClient, type RepoRef } from './client.js';
 import { RegistryError, safeUrl } from './errors.js';
 import { RetryableError, type HttpResponse } from './transport.js';
+import type { RangeSplitReason, RegistryOperation } from './traffic.js';
+import { InFlight } from '../util/in-flight.js';
 
 export interface ByteRange {
   offset: number;
   length: number;
+}
+
+/** A range as read: its bytes, and whether they are the caller's alone. */
+export interface OwnedRange {
+  data: Buffer;
+  /**
+   * The buffer is the whole of an ArrayBuffer no one else holds (not a part
+   * of a multi-range answer, not handed to another caller that asked for the
+   * same range): the caller may transfer it to a worker without a copy.
+   */
+  exclusive: boolean;
+}
+
+/** Options of one read. */
+export interface ReadOptions {
+  signal?: AbortSignal;
+  /** What the read is for, as the traffic hook reports its requests. */
+  operation?: RegistryOperation;
 }
 
 /** A part of the blob the registry sent: bytes [start, start + data.length). */
@@ -58,13 +78,15 @@ async function followRedirect<T>(
   what: string,
   handle: (res: HttpResponse, target: string) => Promise<T>,
   signal?: AbortSignal,
+  operation?: RegistryOperation,
 ): Promise<T> {
   const location = header(res, 'location');
   await res.body.dump();
   if (!location) throw new RegistryError('PROTOCOL', `${what}: redirect without a Location`);
   const target = new URL(location, ctx.url).toString();
   const auth = sameOrigin(target, ctx.url) ? ctx.authHeaders : {};
-  return client.transport.send({ method: 'GET', url: target, headers: { ...headers, ...auth }, timeoutMs: ctx.endpoint.timeoutMs, ...(signal && { signal }) }, async (r) => {
+  const call = { method: 'GET' as const, url: target, headers: { ...headers, ...auth }, timeoutMs: ctx.endpoint.timeoutMs, traffic: client.traffic, ...(signal && { signal }), ...(operation && { operation }) };
+  return client.transport.send(call, async (r) => {
     if (isRedirect(r.statusCode)) {
       await r.body.dump();
       throw new RegistryError('PROTOCOL', `${what}: redirected twice (${safeUrl(target)})`);
@@ -126,7 +148,8 @@ export function parseMultipart(body: Buffer, boundary: string): Part[] {
  */
 export class RemoteBlob implements RangedSource {
   private redirect: { url: string; until: number } | undefined;
-  private readonly inflight = new Map<string, Promise<Buffer>>();
+  /** Ranges being fetched, keyed `offset+length`: a range asked for again meanwhile shares the request. */
+  private readonly inflight = new InFlight<string, Buffer>();
 
   private constructor(
     private readonly client: RegistryClient,
@@ -151,57 +174,89 @@ export class RemoteBlob implements RangedSource {
     return `blob ${this.digest} of ${this.repo.registry}/${this.repo.repository}`;
   }
 
-  async read(offset: number, length: number, signal?: AbortSignal): Promise<Buffer> {
-    const [data] = await this.readRanges([{ offset, length }], signal);
+  async read(offset: number, length: number, signal?: AbortSignal, operation?: RegistryOperation): Promise<Buffer> {
+    const [data] = await this.readRanges([{ offset, length }], signal, operation);
     return data!;
   }
 
   /** Reads several ranges, in as few requests as the registry allows. Results are in the order asked. */
-  async readRanges(ranges: readonly ByteRange[], signal?: AbortSignal): Promise<Buffer[]> {
+  async readRanges(ranges: readonly ByteRange[], signal?: AbortSignal, operation?: RegistryOperation): Promise<Buffer[]> {
+    return (await this.readOwned(ranges, { ...(signal && { signal }), ...(operation && { operation }) })).map((r) => r.data);
+  }
+
+  /**
+   * readRanges, saying of each buffer whether it is the caller's alone (see
+   * OwnedRange): the engine then hands it to a decode worker as it is
+   * instead of copying it on the main thread.
+   */
+  async readOwned(ranges: readonly ByteRange[], opts: ReadOptions = {}): Promise<OwnedRange[]> {
     for (const r of ranges) {
       if (!Number.isSafeInteger(r.offset) || !Number.isSafeInteger(r.length) || r.offset < 0 || r.length < 0 || r.offset + r.length > this.size) {
         throw new RangeError(`range [${r.offset}, ${r.offset + r.length}) is outside ${this.describe} (${this.size} bytes)`);
       }
     }
     const key = (r: ByteRange) => `${r.offset}+${r.length}`;
-    const wanted = ranges.filter((r) => r.length > 0 && !this.inflight.has(key(r)));
-    const unique = [...new Map(wanted.map((r) => [key(r), r])).values()];
-    if (unique.length > 0) {
-      const fetched = this.fetchRanges(unique, signal);
+    const asked = new Map<string, number>();
+    for (const r of ranges) asked.set(key(r), (asked.get(key(r)) ?? 0) + 1);
+    // Each range: joined to a fetch in flight, or started here (then the caller may own its bytes).
+    const mine = new Map<string, { ticket: { shared: boolean }; range: ByteRange }>();
+    const pending = new Map<string, Promise<Buffer>>();
+    for (const r of ranges) {
+      const k = key(r);
+      if (r.length === 0 || pending.has(k)) continue;
+      const joined = this.inflight.join(k);
+      if (joined) pending.set(k, joined);
+      else mine.set(k, { ticket: { shared: false }, range: r });
+    }
+    if (mine.size > 0) {
+      const unique = [...mine.values()].map((m) => m.range);
+      const fetched = this.fetchRanges(unique, opts);
       for (const [i, r] of unique.entries()) {
         const k = key(r);
-        const p = fetched.then((parts) => parts[i]!);
-        p.catch(() => {});
-        this.inflight.set(k, p);
-        void p.finally(() => this.inflight.get(k) === p && this.inflight.delete(k)).catch(() => {});
+        const ticket = this.inflight.track(k, fetched.then((parts) => parts[i]!));
+        mine.get(k)!.ticket = ticket;
+        pending.set(k, ticket.promise);
       }
     }
-    return Promise.all(ranges.map((r) => (r.length === 0 ? Buffer.alloc(0) : this.inflight.get(key(r))!)));
+    const keys = [...pending.keys()];
+    const datas = await Promise.all(keys.map((k) => pending.get(k)!));
+    const got = new Map(keys.map((k, i) => [k, datas[i]!]));
+    return ranges.map((r) => {
+      if (r.length === 0) return { data: Buffer.alloc(0), exclusive: true };
+      const k = key(r);
+      const data = got.get(k)!;
+      const m = mine.get(k);
+      // Read after the fetch settled: no one can join it any more.
+      const exclusive = m !== undefined && !m.ticket.shared && asked.get(k) === 1
+        && data.byteOffset === 0 && data.buffer.byteLength === data.length && !(data.buffer instanceof SharedArrayBuffer);
+      return { data, exclusive };
+    });
   }
 
   private get singleRange(): boolean {
     return this.opts.singleRangeOnly === true || this.client.singleRangeHosts.has(this.repo.registry);
   }
 
-  private async fetchRanges(ranges: ByteRange[], signal?: AbortSignal): Promise<Buffer[]> {
+  private async fetchRanges(ranges: ByteRange[], opts: ReadOptions): Promise<Buffer[]> {
     const sorted = [...ranges].sort((a, b) => a.offset - b.offset);
     let parts: Part[];
     if (sorted.length === 1 || !this.singleRange) {
-      parts = await this.get(sorted, signal);
+      parts = await this.get(sorted, opts);
     } else {
-      parts = await this.getSingleRanges(sorted, signal);
+      parts = await this.getSingleRanges(sorted, opts, 'single_range_mode');
     }
     let missing = ranges.filter((r) => !covering(parts, r));
     if (missing.length > 0 && sorted.length > 1 && !this.singleRange) {
       // The registry answered only part of a multi-range request: single ranges for a while.
       this.client.singleRangeHosts.add(this.repo.registry);
-      parts = parts.concat(await this.getSingleRanges(missing, signal));
+      parts = parts.concat(await this.getSingleRanges(missing, opts, 'partial_answer'));
       missing = ranges.filter((r) => !covering(parts, r));
     }
     // A wrong Content-Range or a part left out is a fault of that answer, like a 5xx: asked again, with back-off.
     for (let retry = 0; missing.length > 0 && retry < MISSING_RANGE_RETRIES; retry++) {
-      await sleep(MISSING_RANGE_WAIT_MS * 2 ** retry, undefined, signal ? { signal } : {});
-      parts = parts.concat(await this.getSingleRanges(missing, signal));
+      this.client.traffic.retry({ operation: opts.operation, reason: 'missing_range' });
+      await sleep(MISSING_RANGE_WAIT_MS * 2 ** retry, undefined, opts.signal ? { signal: opts.signal } : {});
+      parts = parts.concat(await this.getSingleRanges(missing, opts));
       missing = ranges.filter((r) => !covering(parts, r));
     }
     if (missing.length > 0) {
@@ -210,8 +265,12 @@ export class RemoteBlob implements RangedSource {
     return ranges.map((r) => covering(parts, r)!);
   }
 
-  /** Single-range mode: nearby ranges as one range, the rest one request each. */
-  private async getSingleRanges(sorted: ByteRange[], signal?: AbortSignal): Promise<Part[]> {
+  /**
+   * Single-range mode: nearby ranges as one range, the rest one request
+   * each. `split` says why ranges meant for one request go as several (a
+   * re-request of missing ranges is a retry, not a split, and says none).
+   */
+  private async getSingleRanges(sorted: ByteRange[], opts: ReadOptions, split?: RangeSplitReason): Promise<Part[]> {
     const groups: ByteRange[][] = [];
     for (const r of sorted) {
       const g = groups.at(-1);
@@ -224,16 +283,19 @@ export class RemoteBlob implements RangedSource {
       const end = Math.max(...g.map((r) => r.offset + r.length));
       return { offset: start, length: end - start };
     });
-    const results = await Promise.all(spans.map((s) => this.get([s], signal)));
+    if (split && spans.length > 1) this.client.traffic.rangeSplit({ operation: opts.operation, reason: split, ranges: sorted.length, requests: spans.length });
+    const results = await Promise.all(spans.map((s) => this.get([s], opts)));
     return results.flat();
   }
 
   /** One GET with a Range header for `ranges`, via a remembered redirect when there is one. */
-  private async get(ranges: ByteRange[], signal?: AbortSignal): Promise<Part[]> {
+  private async get(ranges: ByteRange[], opts: ReadOptions): Promise<Part[]> {
+    const { signal, operation } = opts;
     const headers = { range: rangeHeader(ranges), 'accept-encoding': 'identity' };
     const redirect = this.redirect;
     if (redirect && redirect.until > Date.now()) {
-      const parts = await this.client.transport.send({ method: 'GET', url: redirect.url, headers, timeoutMs: 0, ...(signal && { signal }) }, async (res) => {
+      const call = { method: 'GET' as const, url: redirect.url, headers, timeoutMs: 0, traffic: this.client.traffic, ...(signal && { signal }), ...(operation && { operation }) };
+      const parts = await this.client.transport.send(call, async (res) => {
         if (res.statusCode === 401 || res.statusCode === 403 || res.statusCode === 404 || res.statusCode === 410) {
           await res.body.dump();
           return undefined; // expired signature: ask the registry again
@@ -243,20 +305,21 @@ export class RemoteBlob implements RangedSource {
       if (parts) return parts;
       this.redirect = undefined;
     }
-    return this.client.call(this.repo, { method: 'GET', path: `blobs/${this.digest}`, headers, ...(signal && { signal }) }, (res, ctx) => this.onRegistryResponse(res, ctx, ranges, headers, signal));
+    const req = { method: 'GET' as const, path: `blobs/${this.digest}`, headers, ...(signal && { signal }), ...(operation && { operation }) };
+    return this.client.call(this.repo, req, (res, ctx) => this.onRegistryResponse(res, ctx, ranges, headers, opts));
   }
 
-  private async onRegistryResponse(res: HttpResponse, ctx: CallContext, ranges: ByteRange[], headers: Record<string, string>, signal?: AbortSignal): Promise<Part[]> {
+  private async onRegistryResponse(res: HttpResponse, ctx: CallContext, ranges: ByteRange[], headers: Record<string, string>, opts: ReadOptions): Promise<Part[]> {
     if (isRedirect(res.statusCode)) {
       return followRedirect(this.client, res, ctx, headers, this.describe, (r, target) => {
         this.redirect = { url: target, until: Date.now() + REDIRECT_TTL_MS };
         return this.parseResponse(r, ranges, target);
-      }, signal);
+      }, opts.signal, opts.operation);
     }
     if (res.statusCode === 400 && ranges.length > 1) {
       await res.body.dump();
       this.client.singleRangeHosts.add(this.repo.registry); // e.g. GCS rejects multi-range requests
-      return this.getSingleRanges(ranges, signal);
+      return this.getSingleRanges(ranges, opts, 'refused');
     }
     return this.parseResponse(res, ranges, ctx.url);
   }
@@ -297,23 +360,72 @@ function covering(parts: Part[], r: ByteRange): Buffer | undefined {
 }
 
 /**
+ * Bytes a body reader handles before it gives the event loop a turn.
+ * Iterated with `for await`, a body that undici has already buffered comes
+ * out as one chunk (the stream concatenates what it holds) in microtasks
+ * with no turn in between: copying a 32 MiB answer that way was one
+ * main-thread stretch of 100-280 ms on a loaded machine, with every FUSE
+ * request waiting behind it.
+ */
+const TURN_BYTES = 1 << 20;
+
+/**
+ * Hands each chunk of a body to `take` as the stream emits it (flowing mode:
+ * chunks as they arrived, never concatenated), pausing for a turn of the
+ * event loop after every TURN_BYTES. `take` may throw to stop: the body is
+ * destroyed and the promise rejects with that error.
+ */
+function eachChunk(body: HttpResponse['body'], take: (chunk: Buffer) => void): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    let sinceTurn = 0;
+    let failed = false;
+    const fail = (err: unknown): void => {
+      if (failed) return;
+      failed = true;
+      body.destroy();
+      reject(err);
+    };
+    body.on('data', (c: Buffer) => {
+      if (failed) return;
+      try {
+        take(c);
+      } catch (err) {
+        fail(err);
+        return;
+      }
+      if ((sinceTurn += c.length) >= TURN_BYTES) {
+        sinceTurn = 0;
+        body.pause();
+        setImmediate(() => body.resume());
+      }
+    });
+    body.once('end', () => { if (!failed) resolve(); });
+    body.once('error', (err) => fail(err));
+    // Closed without an end (aborted, reset): the error event says why when there is one.
+    body.once('close', () => { if (!body.readableEnded) fail(new Error('body closed before its end')); });
+  });
+}
+
+/**
  * Reads a body, refusing one larger than `limit`; a body cut short is
  * retryable. With a Content-Length, the body is copied piece by piece into
  * one buffer allocated up front: concatenating a 32 MiB response at the end
  * was one main-thread task of up to ~200 ms under load (every FUSE reply
- * waited behind it), and the buffer is the response's own.
+ * waited behind it). That buffer is a SharedArrayBuffer: the engine hands
+ * its parts (a multi-range answer's, a span's decode tasks) to worker
+ * threads as they are, where an ArrayBuffer would have to be copied for
+ * each task on the main thread (only a whole ArrayBuffer can be transferred).
  */
 async function readBody(res: HttpResponse, limit: number, what: string): Promise<Buffer> {
   const declared = Number(header(res, 'content-length'));
   const sized = Number.isSafeInteger(declared) && declared >= 0 && declared <= limit;
-  const out = sized ? Buffer.allocUnsafeSlow(declared) : undefined;
+  // Shared memory: the decode workers read their parts of it where it is, with no copy on the main thread.
+  const out = sized ? Buffer.from(new SharedArrayBuffer(declared)) : undefined;
   const chunks: Buffer[] = [];
   let total = 0;
   try {
-    for await (const c of res.body) {
-      const chunk = c as Buffer;
+    await eachChunk(res.body, (chunk) => {
       if (total + chunk.length > (out ? out.length : limit)) {
-        res.body.destroy();
         throw new RegistryError('PROTOCOL', out
           ? `${what}: response is longer than its Content-Length of ${out.length} bytes`
           : `${what}: response is larger than the ${limit} bytes asked for`);
@@ -321,7 +433,7 @@ async function readBody(res: HttpResponse, limit: number, what: string): Promise
       if (out) chunk.copy(out, total);
       else chunks.push(chunk);
       total += chunk.length;
-    }
+    });
   } catch (err) {
     if (err instanceof RegistryError) throw err;
     throw new RetryableError(`${what}: body interrupted: ${(err as Error).message}`);
@@ -335,8 +447,7 @@ async function keepRanges(res: HttpResponse, ranges: ByteRange[], size: number, 
   const out = ranges.map((r) => ({ start: r.offset, data: Buffer.alloc(r.length), got: 0 }));
   let pos = 0;
   try {
-    for await (const c of res.body) {
-      const chunk = c as Buffer;
+    await eachChunk(res.body, (chunk) => {
       for (const o of out) {
         const from = Math.max(o.start, pos);
         const to = Math.min(o.start + o.data.length, pos + chunk.length);
@@ -346,7 +457,7 @@ async function keepRanges(res: HttpResponse, ranges: ByteRange[], size: number, 
         }
       }
       pos += chunk.length;
-    }
+    });
   } catch (err) {
     throw new RetryableError(`${what}: body interrupted: ${(err as Error).message}`);
   }
@@ -383,14 +494,14 @@ export async function blobSize(client: RegistryClient, repo: RepoRef, digest: st
 }
 
 /** GETs a whole small blob (a config) and checks its digest. */
-export async function fetchBlobBytes(client: RegistryClient, repo: RepoRef, digest: string, maxBytes: number, signal?: AbortSignal): Promise<Buffer> {
+export async function fetchBlobBytes(client: RegistryClient, repo: RepoRef, digest: string, maxBytes: number, signal?: AbortSignal, operation?: RegistryOperation): Promise<Buffer> {
   const what = `blob ${digest} of ${repo.registry}/${repo.repository}`;
   const whole = async (r: HttpResponse, url: string): Promise<Buffer> => {
     if (r.statusCode !== 200) throw await statusError(r, `GET ${what} (${safeUrl(url)})`);
     return readBody(r, maxBytes, `GET ${what}`);
   };
-  const bytes = await client.call(repo, { method: 'GET', path: `blobs/${digest}`, ...(signal && { signal }) }, async (res, ctx) =>
-    (isRedirect(res.statusCode) ? followRedirect(client, res, ctx, {}, what, whole, signal) : whole(res, ctx.url)));
+  const bytes = await client.call(repo, { method: 'GET', path: `blobs/${digest}`, ...(signal && { signal }), ...(operation && { operation }) }, async (res, ctx) =>
+    (isRedirect(res.statusCode) ? followRedirect(client, res, ctx, {}, what, whole, signal, operation) : whole(res, ctx.url)));
   const actual = 'sha256:' + createHash('sha256').update(bytes).digest('hex');
   if (digest.startsWith('sha256:') && actual !== digest) {
     throw new RegistryError('DIGEST_MISMATCH', `${what}: content hashes to ${actual}`);

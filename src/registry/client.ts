@@ -6,6 +6,7 @@ import { logger } from '../log/logger.js';
 import { EndpointHealth, type BackoffPolicy, type Verdict } from './endpoint-health.js';
 import { RegistryError, isRegistryError } from './errors.js';
 import { endpointKey, endpointUrl, endpointsFor, type Endpoint, type ResolverConfig } from './hosts.js';
+import { NO_TRAFFIC, type RegistryOperation, type RegistryTraffic } from './traffic.js';
 import { DEFAULT_RETRY, Transport, isRetryableStatus, type HttpCall, type HttpResponse, type RetryPolicy } from './transport.js';
 
 /** A repository on a registry. */
@@ -25,6 +26,8 @@ export interface RepoRequest {
   /** Extra token scopes, e.g. pull access to the source repository of a cross-repository mount. */
   extraScopes?: string[];
   signal?: AbortSignal;
+  /** What the request is for, as the traffic hook reports it; unlabelled requests are reported without one. */
+  operation?: RegistryOperation;
 }
 
 export interface CallContext {
@@ -43,6 +46,8 @@ export interface RegistryClientOptions {
   mirrorBackoff?: BackoffPolicy;
   /** Clock for the mirror back-off (tests). */
   now?: () => number;
+  /** Told of every request, retry and range split (the daemon's feeds the metrics); none by default. */
+  traffic?: RegistryTraffic;
 }
 
 const UNAUTHORIZED = Symbol('unauthorized');
@@ -68,8 +73,11 @@ export class RegistryClient {
   private readonly endpointCache = new Map<string, Endpoint[]>();
   /** Mirrors that failed lately, skipped for a while; the origin is never skipped. */
   readonly mirrorHealth: EndpointHealth;
+  /** Where this client's requests, retries and range splits are reported (RemoteBlob reports through it too). */
+  readonly traffic: RegistryTraffic;
 
   constructor(private readonly opts: RegistryClientOptions = {}) {
+    this.traffic = opts.traffic ?? NO_TRAFFIC;
     this.transport = opts.transport ?? new Transport(opts.retry ?? DEFAULT_RETRY);
     this.mirrorHealth = new EndpointHealth(opts.mirrorBackoff, opts.now);
     const credentials = opts.credentials ?? new CredentialChain([this.runtimeCredentials, ...defaultAuthFiles()]);
@@ -140,6 +148,8 @@ export class RegistryClient {
         timeoutMs: ep.timeoutMs,
         ...(req.signal && { signal: req.signal }),
         failover,
+        traffic: this.traffic,
+        ...(req.operation && { operation: req.operation }),
       }, async (res) => {
         if (failover && isRetryableStatus(res.statusCode)) {
           await res.body.dump();
@@ -157,6 +167,7 @@ export class RegistryClient {
       if (attempt >= 1 || !challenge) {
         throw new RegistryError('UNAUTHORIZED', `${ep.host} refused ${req.method} ${repo.repository}/${req.path.split('?')[0]} (401 Unauthorized${auth ? ', credentials were sent' : ', no credentials were found'})`, 401);
       }
+      this.traffic.retry({ operation: req.operation, reason: 'auth' });
     }
   }
 

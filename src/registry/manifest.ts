@@ -1,5 +1,4 @@
 import { createHash } from 'node:crypto';
-import { fetchDuration, registryBytes, registryRequests } from '../metrics/registry.js';
 import { fetchBlobBytes } from './blob.js';
 import { statusError, type RegistryClient, type RepoRef } from './client.js';
 import { RegistryError } from './errors.js';
@@ -40,8 +39,7 @@ function sha256(b: Buffer): string {
  */
 export async function fetchManifest(client: RegistryClient, repo: RepoRef, reference: string, signal?: AbortSignal): Promise<FetchedManifest> {
   const what = `manifest ${repo.registry}/${repo.repository}:${reference}`;
-  const started = performance.now();
-  const fetched = await client.call(repo, { method: 'GET', path: `manifests/${reference}`, headers: { accept: MANIFEST_ACCEPT }, ...(signal && { signal }) }, async (res) => {
+  const fetched = await client.call(repo, { method: 'GET', path: `manifests/${reference}`, headers: { accept: MANIFEST_ACCEPT }, operation: 'manifest', ...(signal && { signal }) }, async (res) => {
     if (res.statusCode !== 200) throw await statusError(res, `GET ${what}`);
     const declared = Number(res.headers['content-length'] ?? 0);
     if (declared > MAX_MANIFEST_BYTES) {
@@ -68,15 +66,7 @@ export async function fetchManifest(client: RegistryClient, repo: RepoRef, refer
     }
     return { bytes, digest, mediaType, doc };
   });
-  countManifestFetch(started, fetched.bytes.length);
   return fetched;
-}
-
-/** Manifests and configs count as the "manifest" operation in the fetch metrics. */
-function countManifestFetch(started: number, bytes: number): void {
-  fetchDuration.observe({ operation: 'manifest' }, (performance.now() - started) / 1000);
-  registryRequests.inc({ operation: 'manifest' });
-  registryBytes.inc({ operation: 'manifest' }, bytes);
 }
 
 export interface ResolvedImage {
@@ -104,9 +94,8 @@ export function selectPlatform(index: ImageIndex, platform: Platform, what: stri
 
 /** Fetches and checks an image's config blob. */
 export async function fetchConfig(client: RegistryClient, repo: RepoRef, manifest: ImageManifest, signal?: AbortSignal): Promise<{ config: ImageConfig; bytes: Buffer }> {
-  const started = performance.now();
-  const bytes = await fetchBlobBytes(client, repo, manifest.config.digest, MAX_CONFIG_BYTES, signal);
-  countManifestFetch(started, bytes.length);
+  // Configs count as the "manifest" operation in the traffic metrics, as manifests do.
+  const bytes = await fetchBlobBytes(client, repo, manifest.config.digest, MAX_CONFIG_BYTES, signal, 'manifest');
   let config: ImageConfig;
   try {
     config = JSON.parse(bytes.toString('utf8')) as ImageConfig;

@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, type Dispatcher, request } from 'undici';
 import { RegistryError, safeUrl } from './errors.js';
+import type { RegistryOperation, RegistryTraffic, RetryReason } from './traffic.js';
 
 export interface RetryPolicy {
   /** Retries after the first attempt. */
@@ -31,6 +32,10 @@ export interface HttpCall {
    * retried, once.
    */
   failover?: boolean;
+  /** Where each attempt, and each retry, is reported (the registry client's hook)… */
+  traffic?: RegistryTraffic;
+  /** …under this label. */
+  operation?: RegistryOperation;
 }
 
 export type HttpResponse = Dispatcher.ResponseData;
@@ -51,6 +56,17 @@ function isRetryableNetworkError(err: unknown): boolean {
 
 /** Failures of one connection rather than of the server: worth one retry even when another host could answer. */
 const CONNECTION_FLUKE_CODES = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED']);
+
+function retryReason(err: unknown): RetryReason {
+  return err instanceof RetryableError ? 'body' : 'network';
+}
+
+/** Body bytes of an answer the handler took: a 2xx GET's Content-Length (a HEAD's describes a body never sent). */
+function bodyBytes(call: HttpCall, res: HttpResponse): number {
+  if (call.method === 'HEAD' || res.statusCode < 200 || res.statusCode > 299) return 0;
+  const n = Number(Array.isArray(res.headers['content-length']) ? res.headers['content-length'][0] : res.headers['content-length']);
+  return Number.isSafeInteger(n) && n > 0 ? n : 0;
+}
 
 function isConnectionFluke(err: unknown): boolean {
   if (err instanceof RetryableError) return true;
@@ -94,6 +110,10 @@ export class Transport {
     for (let attempt = 0; attempt <= maxRetries; attempt++) {
       call.signal?.throwIfAborted();
       let waitMs: number | undefined;
+      let reason: RetryReason = 'network';
+      const started = performance.now();
+      let status: number | undefined;
+      let bytes = 0;
       try {
         const res = await request(call.url, {
           method: call.method,
@@ -104,20 +124,29 @@ export class Transport {
           bodyTimeout: call.timeoutMs,
           signal: call.signal,
         });
+        status = res.statusCode;
         if (isRetryableStatus(res.statusCode) && attempt < maxRetries && !call.failover) {
           await res.body.dump();
           waitMs = retryAfterMs(res.headers['retry-after']);
+          reason = 'status';
           lastError = new RegistryError('HTTP_STATUS', `${call.method} ${safeUrl(call.url)}: ${res.statusCode}`, res.statusCode);
         } else {
-          return await handle(res);
+          const out = await handle(res);
+          bytes = bodyBytes(call, res);
+          return out;
         }
       } catch (err) {
         if (call.signal?.aborted) throw timeoutError(call, call.signal.reason);
         const giveUp = !isRetryableNetworkError(err) || attempt === maxRetries || (call.failover === true && !isConnectionFluke(err));
         if (giveUp) throw networkError(call, err);
+        reason = retryReason(err);
         lastError = err;
+      } finally {
+        call.traffic?.request({ operation: call.operation, method: call.method, status, bytes, seconds: (performance.now() - started) / 1000 });
       }
+      call.traffic?.retry({ operation: call.operation, reason });
       await sleep(this.backoffMs(attempt, waitMs), undefined, call.signal ? { signal: call.signal } : undefined)
+        // The wait is cut short only by the caller's signal: that is the caller's timeout, reported as one.
         .catch(() => { throw timeoutError(call, call.signal?.reason); });
     }
     throw networkError(call, lastError);

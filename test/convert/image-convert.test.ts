@@ -95,6 +95,49 @@ describe('image convert', () => {
     assert.deepEqual(againResult.manifests[0]!.layers.map((l) => [l.digest, l.converted]), manifest.layers.map((l) => [l.digest, false]));
   });
 
+  test('progress: with stderr not a terminal, one JSON line per layer event, counts matching the result', async () => {
+    const big = Buffer.alloc(3 << 20);
+    for (let i = 0; i < big.length; i += 4) big.writeUInt32LE((i * 2654435761) >>> 0, i); // little redundancy: the blob stays MBs
+    const src = await pushTestImage(reg.host, 'conv/progress', 'gzip', {
+      layers: [
+        [{ name: 'a/', type: 'directory' }, { name: 'a/big.bin', type: 'file', content: big }],
+        [{ name: 'b.txt', type: 'file', content: Buffer.from('b\n') }],
+      ],
+    });
+    const r = await cli(['image', 'convert', src.ref, `${reg.host}/conv/progress:esgz`, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const result = JSON.parse(r.stdout) as ImageConvertResult;
+    const events = r.stderr.trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown> & { event: string; id: string });
+    for (const [i, layer] of result.manifests[0]!.layers.entries()) {
+      const mine = events.filter((e) => e.id === `linux/amd64/${i + 1}`);
+      assert.equal(mine[0]!.event, 'layer-start');
+      assert.equal(mine.at(-1)!.event, 'layer-done');
+      assert.equal(mine.filter((e) => e.event === 'layer-done').length, 1);
+      assert.ok(mine.slice(1, -1).every((e) => e.event === 'layer-progress'), JSON.stringify(mine));
+      // Stages move forward, counts never go back.
+      const order = ['download', 'convert', 'push', 'done'];
+      const stages = mine.map((e) => order.indexOf(e.stage as string));
+      assert.deepEqual(stages, [...stages].sort((a, b) => a - b));
+      for (const key of ['downloaded', 'read', 'written', 'pushed']) {
+        const values = mine.map((e) => e[key]).filter((v): v is number => typeof v === 'number');
+        assert.deepEqual(values, [...values].sort((a, b) => a - b), key);
+      }
+      const done = mine.at(-1)!;
+      assert.equal(done.stage, 'done');
+      assert.equal(done.size, src.layers[i]!.gz.length);
+      assert.equal(done.downloaded, src.layers[i]!.gz.length);
+      assert.equal(done.written, layer.size);
+      assert.equal(done.pushed, layer.size);
+      assert.equal(done.read, layer.uncompressedSize);
+      assert.equal(done.tarBytes, layer.uncompressedSize);
+    }
+    assert.equal(events.length, events.filter((e) => e.id.startsWith('linux/amd64/')).length);
+
+    const quiet = await cli(['image', 'convert', src.ref, `${reg.host}/conv/progress:quiet`, '--progress', 'none']);
+    assert.equal(quiet.code, 0, quiet.stderr);
+    assert.equal(quiet.stderr, '');
+  });
+
   test('an index: one platform by default or --platform, every platform with --all-platforms', async () => {
     const amd = await pushTestImage(reg.host, 'conv/multi', 'amd64', { layers: [[{ name: 'arch', type: 'file', content: Buffer.from('amd64') }]] });
     const arm = await pushTestImage(reg.host, 'conv/multi', 'arm64', { architecture: 'arm64', layers: [[{ name: 'arch', type: 'file', content: Buffer.from('arm64') }]] });

@@ -4,6 +4,7 @@ import { gzipSync } from 'node:zlib';
 import { describe, test } from 'node:test';
 import { warmUp } from '../../src/daemon/warm-up.js';
 import { Engine } from '../../src/engine/engine.js';
+import { DEFAULT_CONFIG, engineOptions } from '../../src/daemon/config.js';
 import { decodeChunk } from '../../src/estargz/chunk.js';
 import { openEstargz } from '../../src/estargz/open.js';
 import { BufferSource } from '../../src/estargz/source.js';
@@ -29,7 +30,7 @@ describe('start-up warm-up', () => {
   });
 
   test('warmUp runs every step, and the engine decodes afterwards', async () => {
-    const engine = await Engine.create({ poolThreads: 2 });
+    const engine = await Engine.create(engineOptions(DEFAULT_CONFIG, { poolThreads: 2 }));
     try {
       await warmUp(engine);
       const plain = Buffer.from('after the warm-up');

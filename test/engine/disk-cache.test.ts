@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
+import { ActivityClock } from '../../src/engine/activity.js';
 import { DiskChunkCache } from '../../src/engine/cache/disk-cache.js';
 import { logger } from '../../src/log/logger.js';
 import { verificationFailures } from '../../src/metrics/registry.js';
@@ -83,6 +84,32 @@ async function diskCacheFailures(): Promise<number> {
   const metric = await verificationFailures.get();
   return metric.values.find((v) => v.labels.what === 'disk_cache')?.value ?? 0;
 }
+
+describe('disk chunk cache: the write-behind queue is bounded in bytes', () => {
+  const newDir = tempDirs();
+
+  test('a busy store still writes once more than maxPendingBytes wait, down to half of it, oldest first', async () => {
+    const dir = await newDir();
+    const activity = new ActivityClock();
+    const busy = setInterval(() => activity.note(), 20);
+    try {
+      activity.note();
+      const cache = await DiskChunkCache.open(dir, 64 << 20, activity, { maxPendingBytes: 100 << 10 });
+      const chunks = Array.from({ length: 5 }, () => randomBytes(30 << 10));
+      const puts = chunks.map((b) => cache.put(digestOf(b), b));
+      // 150 KiB queued against a 100 KiB bound: the oldest go to disk until 50 KiB or less wait, while the store stays busy.
+      await Promise.all(puts.slice(0, 4));
+      for (const b of chunks.slice(0, 4)) assert.equal(await exists(fileOf(dir, digestOf(b))), true);
+      assert.equal(await exists(fileOf(dir, digestOf(chunks[4]!))), false, 'the newest waits for a quiet moment');
+      assert.deepEqual(await cache.get(digestOf(chunks[4]!)), chunks[4], 'served from the queue meanwhile');
+      await cache.flush();
+      await puts[4];
+      assert.equal(await exists(fileOf(dir, digestOf(chunks[4]!))), true);
+    } finally {
+      clearInterval(busy);
+    }
+  });
+});
 
 describe('disk chunk cache: damaged files are never served', () => {
   const newDir = tempDirs();

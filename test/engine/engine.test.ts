@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
-import { Engine, type EngineOptions } from '../../src/engine/engine.js';
+import { DEFAULT_CONFIG, engineOptions, type EngineOverrides } from '../../src/daemon/config.js';
+import { Engine } from '../../src/engine/engine.js';
 import type { EngineLayer } from '../../src/engine/layer.js';
 import { isEstargzError } from '../../src/estargz/errors.js';
 import { openEstargz, type EstargzBlob } from '../../src/estargz/open.js';
@@ -90,8 +91,8 @@ describe('chunk engine against a real registry', () => {
 
   const blobGets = (digest: string) => proxy.requests.filter((r) => r.method === 'GET' && r.path.endsWith(digest));
 
-  async function withEngine<T>(opts: EngineOptions, fn: (e: Engine) => Promise<T>): Promise<T> {
-    const engine = await Engine.create({ fetch: { noBackgroundFetch: true }, ...opts });
+  async function withEngine<T>(opts: EngineOverrides, fn: (e: Engine) => Promise<T>): Promise<T> {
+    const engine = await Engine.create(engineOptions(DEFAULT_CONFIG, { ...opts, fetch: { noBackgroundFetch: true, ...opts.fetch } }));
     try {
       return await fn(engine);
     } finally {

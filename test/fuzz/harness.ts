@@ -3,6 +3,7 @@ import { Readable, Writable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
 import fc from 'fast-check';
 import type { BlobFetcher } from '../../src/engine/chunk-loader.js';
+import { DEFAULT_CONFIG, engineOptions } from '../../src/daemon/config.js';
 import { Engine } from '../../src/engine/engine.js';
 import type { EngineLayer } from '../../src/engine/layer.js';
 import type { Decoder } from '../../src/estargz/chunk.js';
@@ -525,7 +526,7 @@ export interface RunContext {
 }
 
 export async function createPoolEngine(): Promise<Engine> {
-  return Engine.create({ poolThreads: 1, memoryCacheBytes: 0, tuning: FUZZ_TUNING, fetch: { noBackgroundFetch: false, background: { idleMs: 0, runRetryWaitMs: 1, spanRetryWaitMs: 1, maxRuns: 1 } } });
+  return Engine.create(engineOptions(DEFAULT_CONFIG, { poolThreads: 1, memoryCacheBytes: 0, tuning: FUZZ_TUNING, fetch: { noBackgroundFetch: false, background: { idleMs: 0, runRetryWaitMs: 1, spanRetryWaitMs: 1, maxRuns: 1 } } }));
 }
 
 function openLayer(engine: Engine, es: EstargzBlob, blob: Buffer, base: Base, tag: string): EngineLayer {
@@ -628,7 +629,7 @@ async function runCaseInner(ctx: RunContext, c: FuzzCase): Promise<void> {
     if (allOk) stats.openedAllOk++;
     return;
   }
-  const cached = await Engine.create({ poolThreads: 0, tuning: FUZZ_TUNING, fetch: { noBackgroundFetch: false, background: { idleMs: 0, runRetryWaitMs: 1, spanRetryWaitMs: 1, maxRuns: 1 } } });
+  const cached = await Engine.create(engineOptions(DEFAULT_CONFIG, { poolThreads: 0, tuning: FUZZ_TUNING, fetch: { noBackgroundFetch: false, background: { idleMs: 0, runRetryWaitMs: 1, spanRetryWaitMs: 1, maxRuns: 1 } } }));
   try {
     const genuineEs = await openEstargz(new BufferSource(base.blob));
     const good = openLayer(cached, genuineEs, base.blob, base, 'genuine');

@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { after, describe, test } from 'node:test';
-import { Engine, type EngineOptions } from '../../src/engine/engine.js';
+import { DEFAULT_CONFIG, engineOptions, type EngineOverrides } from '../../src/daemon/config.js';
+import { Engine } from '../../src/engine/engine.js';
 import { isEstargzError } from '../../src/estargz/errors.js';
 import { encodeFooter } from '../../src/estargz/footer.js';
 import { readFileChunks } from '../../src/estargz/file-chunks.js';
@@ -58,8 +59,8 @@ async function settles<T>(p: Promise<T>, what: string, ms = 10_000): Promise<T> 
   }
 }
 
-async function withEngine<T>(opts: EngineOptions, fn: (e: Engine) => Promise<T>): Promise<T> {
-  const engine = await Engine.create({ poolThreads: 0, tuning: FUZZ_TUNING, ...opts, fetch: { noBackgroundFetch: false, background: { idleMs: 0, runRetryWaitMs: 1, spanRetryWaitMs: 1, maxRuns: 1 }, ...opts.fetch } });
+async function withEngine<T>(opts: EngineOverrides, fn: (e: Engine) => Promise<T>): Promise<T> {
+  const engine = await Engine.create(engineOptions(DEFAULT_CONFIG, { poolThreads: 0, tuning: FUZZ_TUNING, ...opts, fetch: { noBackgroundFetch: false, background: { idleMs: 0, runRetryWaitMs: 1, spanRetryWaitMs: 1, maxRuns: 1 }, ...opts.fetch } }));
   try {
     return await fn(engine);
   } finally {

@@ -16,9 +16,25 @@ const HEX_DIGEST = /^[0-9a-f]{64}$/;
 const DISK_UNUSABLE = new Set(['ENOSPC', 'EDQUOT', 'EACCES', 'EPERM', 'EROFS', 'EIO', 'ENOTDIR', 'ENOENT']);
 /** Writes wait until the store has been idle (no requests, no chunks arriving) for this long… */
 const WRITE_DELAY_MS = 2000;
-/** …unless more than this is waiting, or a write has waited this long: then they are written one at a time at once. */
-const MAX_PENDING_BYTES = 128 << 20;
+/**
+ * …unless more than this many bytes wait (then the oldest are written at
+ * once, down to half of it), or a write has waited MAX_WAIT_MS (then the
+ * old ones are written, a slice at a time). The bound is also the memory
+ * the queue holds: at 128 MiB, the cold pass of the soak kept that much in
+ * young buffers, and the forced flush that followed (with the GC of it) was
+ * a 135 ms stall.
+ */
+const DEFAULT_MAX_PENDING_BYTES = 32 << 20;
 const MAX_WAIT_MS = 30_000;
+/** A busy store's writes go in slices of this many bytes… */
+const SLICE_BYTES = 2 << 20;
+/** …with a turn of the event loop between slices, and this long between slices of writes that are only old (not over the bound). */
+const SLICE_PAUSE_MS = 50;
+
+export interface DiskCacheOptions {
+  /** Bytes queued for writing before writes start regardless of activity (default 32 MiB). */
+  maxPendingBytes?: number;
+}
 
 interface PendingWrite {
   bytes: Buffer;
@@ -49,8 +65,8 @@ interface PendingWrite {
  * memory and the registry. No disk error is thrown to callers.
  *
  * Writes are behind: a put is queued and written once the store has been
- * idle for WRITE_DELAY_MS (or at once, one at a time, while more than
- * MAX_PENDING_BYTES wait, or one has waited MAX_WAIT_MS). Creating a file
+ * idle for WRITE_DELAY_MS (or at once, in small slices, while more than
+ * `maxPendingBytes` wait, or one has waited MAX_WAIT_MS; see drain()). Creating a file
  * took about 1 ms on the benchmark VM's disk; made during a burst of reads,
  * the cache files took half the time of reading every file of a layer cold
  * (0.75 s without them against 1.6 s), on two cores shared with FUSE and the
@@ -69,12 +85,16 @@ export class DiskChunkCache {
   private flushing = false;
   private readonly hasher = new Sha256Hasher();
 
-  private constructor(readonly dir: string, readonly maxBytes: number, private readonly activity: ActivityClock) {
+  private readonly maxPendingBytes: number;
+
+  private constructor(readonly dir: string, readonly maxBytes: number, private readonly activity: ActivityClock, opts: DiskCacheOptions) {
+    this.maxPendingBytes = opts.maxPendingBytes ?? DEFAULT_MAX_PENDING_BYTES;
     this.index = new LRUCache<string, number>({
       maxSize: Math.max(1, maxBytes),
       sizeCalculation: (n) => Math.max(1, n),
       maxEntrySize: Math.max(1, maxBytes),
       dispose: (_size, hex, reason) => {
+        // Already gone (removed by hand, or by drop()) is the outcome wanted; any other failure leaves a file the next open indexes again.
         if (reason === 'evict' || reason === 'delete') void unlink(this.pathOf(hex)).catch(() => {});
         this.report();
       },
@@ -82,11 +102,11 @@ export class DiskChunkCache {
   }
 
   /** Opens (and indexes) the cache directory; files already there count, oldest first out. */
-  static async open(dir: string, maxBytes: number, activity = new ActivityClock()): Promise<DiskChunkCache> {
-    const cache = new DiskChunkCache(dir, maxBytes, activity);
+  static async open(dir: string, maxBytes: number, activity = new ActivityClock(), opts: DiskCacheOptions = {}): Promise<DiskChunkCache> {
+    const cache = new DiskChunkCache(dir, maxBytes, activity, opts);
     try {
       // Writes a crash cut short: never renamed into place, so never indexed.
-      const unfinished = await readdir(join(dir, 'tmp')).catch(() => []);
+      const unfinished = await readdir(join(dir, 'tmp')).catch(() => []); // no tmp/ yet: a new cache, nothing unfinished
       if (unfinished.length) logger.info({ dir, files: unfinished.length }, 'disk cache: removing writes left unfinished by the last run');
       await rm(join(dir, 'tmp'), { recursive: true, force: true });
       await mkdir(join(dir, 'tmp'), { recursive: true });
@@ -97,7 +117,7 @@ export class DiskChunkCache {
         if (!/^[0-9a-f]{2}$/.test(sub)) continue;
         for (const name of await readdir(join(dir, sub))) {
           if (!HEX_DIGEST.test(name) || name.slice(0, 2) !== sub) continue;
-          const st = await stat(join(dir, sub, name)).catch(() => undefined);
+          const st = await stat(join(dir, sub, name)).catch(() => undefined); // vanished since readdir: not indexed
           if (st?.isFile()) found.push({ hex: name, size: st.size, mtime: st.mtimeMs });
         }
       }
@@ -172,7 +192,7 @@ export class DiskChunkCache {
     logger.warn({ digest, path, problem }, 'disk cache file is damaged; dropped, the chunk is fetched again');
     this.index.delete(hex);
     // The index's dispose unlinks too, without waiting; this one is awaited, so the file is gone once get() answers.
-    await unlink(path).catch(() => {});
+    await unlink(path).catch(() => {}); // already gone is as good; a file that stays is out of the index and checked again if re-indexed
     return undefined;
   }
 
@@ -218,7 +238,7 @@ export class DiskChunkCache {
 
   private schedule(): void {
     if (this.draining) return;
-    if (this.pendingBytes > MAX_PENDING_BYTES) {
+    if (this.pendingBytes > this.maxPendingBytes) {
       this.startDrain();
       return;
     }
@@ -239,12 +259,32 @@ export class DiskChunkCache {
     });
   }
 
-  /** Writes queued chunks one at a time, oldest first; stops when the store is busy again and the backlog is within bounds. */
+  /**
+   * Writes queued chunks one at a time, oldest first. Idle (or flushing),
+   * everything goes; busy, only what is over the bound (down to half of it)
+   * or has waited too long, in slices of SLICE_BYTES: a turn of the event
+   * loop between slices when over the bound (memory must come down), a
+   * pause of SLICE_PAUSE_MS when the writes are only old. So a forced flush
+   * is many small steps among the reads, not one long burst.
+   */
   private async drain(): Promise<void> {
+    let over = false;
+    let slice = 0;
     for (const [hex, w] of this.pending) {
+      const idle = this.flushing || this.activity.idleMs() >= WRITE_DELAY_MS;
+      if (this.pendingBytes > this.maxPendingBytes) over = true;
+      else if (this.pendingBytes <= this.maxPendingBytes / 2) over = false;
       const waitedTooLong = performance.now() - w.queuedAt > MAX_WAIT_MS;
-      if (!this.flushing && !waitedTooLong && this.pendingBytes <= MAX_PENDING_BYTES && this.activity.idleMs() < WRITE_DELAY_MS) return;
+      if (!idle && !over && !waitedTooLong) return;
+      if (slice >= SLICE_BYTES) {
+        slice = 0;
+        if (idle || over) await new Promise<void>((resolve) => setImmediate(resolve));
+        else await new Promise<void>((resolve) => setTimeout(resolve, SLICE_PAUSE_MS));
+        // The entry may have been settled meanwhile (a flush that timed out, the cache turned off).
+        if (this.pending.get(hex) !== w) continue;
+      }
       if (this.enabled) await this.write(hex, w.bytes);
+      slice += w.bytes.length;
       this.settle(hex, w);
     }
   }
@@ -264,7 +304,7 @@ export class DiskChunkCache {
       await rename(tmp, this.pathOf(hex));
       this.index.set(hex, bytes.length);
     } catch (err) {
-      await unlink(tmp).catch(() => {});
+      await unlink(tmp).catch(() => {}); // may not exist (writeFile failed to create it); the next open clears tmp/ anyway
       const code = (err as NodeJS.ErrnoException).code ?? '';
       if (DISK_UNUSABLE.has(code)) this.disable(err);
       else logger.warn({ err: (err as Error).message, hex }, 'disk cache write failed');

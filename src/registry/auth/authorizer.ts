@@ -55,7 +55,7 @@ export class Authorizer {
     const key = `${ep.host}|${scope}`;
     let pending = this.tokens.get(key);
     if (pending) {
-      const cached = await pending.catch(() => undefined);
+      const cached = await pending.catch(() => undefined); // a token fetch that failed is not reused: a new one is fetched below
       if (cached && cached.expiresAt - EXPIRY_MARGIN_MS > Date.now()) return cached.header;
       if (this.tokens.get(key) === pending) this.tokens.delete(key);
     }
@@ -103,6 +103,7 @@ export class Authorizer {
         await res.body.dump();
         throw new RegistryError('HTTP_STATUS', `token server ${safeUrl(url)} answered ${res.statusCode} for ${scope}`, res.statusCode);
       }
+      // Not JSON: treated below as an answer without a token, which is an error naming the token server.
       const doc = (await res.body.json().catch(() => ({}))) as { token?: string; access_token?: string; expires_in?: number };
       const token = doc.token ?? doc.access_token;
       if (!token) throw new RegistryError('PROTOCOL', `token server ${safeUrl(url)} answered without a token`);

@@ -1,0 +1,54 @@
+import { cleanEntryName, entryNameProblem } from '../toc.js';
+import { invalid } from './invalid.js';
+import type { TocLimits } from './limits.js';
+
+/** Moves UTF-16 surrogates above the rest of the BMP, so unit order becomes code-point order. */
+function codePointRank(unit: number): number {
+  if (unit >= 0xd800 && unit <= 0xdfff) return unit + 0x2000;
+  if (unit >= 0xe000) return unit - 0x800;
+  return unit;
+}
+
+/**
+ * Compares names in code-point order, which is UTF-8 byte order (what tar and
+ * Go sort by), not JavaScript's UTF-16 order. Allocation-free: index building
+ * sorts every directory with it.
+ */
+export function compareNames(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x !== y) return codePointRank(x) - codePointRank(y);
+  }
+  return a.length - b.length;
+}
+
+/**
+ * Normalizes a name from the TOC (entry name or hardlink target) to a path
+ * inside the layer, refusing one that escapes it, holds a NUL, or is longer
+ * or deeper than a filesystem allows. `what` says which name it is, `at`
+ * which entry, for the error.
+ */
+export function layerPath(name: string, what: string, at: string, limits: TocLimits): string {
+  const problem = entryNameProblem(name);
+  if (problem) throw invalid(`TOC entry ${JSON.stringify(at.slice(0, 300))}: ${what} ${problem}`, at);
+  const path = cleanEntryName(name);
+  if (path === '') return path;
+  if (Buffer.byteLength(path) > limits.maxPathBytes) throw invalid(`TOC entry ${JSON.stringify(path.slice(0, 300))}…: ${what} is over ${limits.maxPathBytes} bytes`, path);
+  let depth = 0;
+  for (const part of path.split('/')) {
+    depth++;
+    if (Buffer.byteLength(part) > limits.maxComponentBytes) {
+      throw invalid(`TOC entry ${JSON.stringify(path)}: ${what} has a component over ${limits.maxComponentBytes} bytes`, path);
+    }
+  }
+  if (depth > limits.maxDepth) throw invalid(`TOC entry ${JSON.stringify(path.slice(0, 300))}…: ${what} is ${depth} levels deep, over the limit of ${limits.maxDepth}`, path);
+  return path;
+}
+
+/** Splits a non-root path into its parent directory's path ("" for the root) and its last component. */
+export function splitPath(path: string): { parent: string; name: string } {
+  const slash = path.lastIndexOf('/');
+  return { parent: slash < 0 ? '' : path.slice(0, slash), name: path.slice(slash + 1) };
+}

@@ -1,0 +1,26 @@
+import type { RegistryTraffic } from '../registry/traffic.js';
+import { fetchDuration, registryBytes, registryRangeSplits, registryRequests, registryRetries } from './registry.js';
+
+/**
+ * The registry traffic hook that feeds the Prometheus metrics (the daemon
+ * passes it to its registry client). Only labelled traffic is counted:
+ * auth-token requests, a blob's HEAD for its size and pushes carry no
+ * operation, and the footer and TOC reads of a layer resolution are still
+ * counted by the resolver itself (it reads without a label).
+ */
+export function trafficMetrics(): RegistryTraffic {
+  return {
+    request(r) {
+      if (!r.operation) return;
+      registryRequests.inc({ operation: r.operation });
+      fetchDuration.observe({ operation: r.operation }, r.seconds);
+      if (r.bytes > 0) registryBytes.inc({ operation: r.operation }, r.bytes);
+    },
+    retry(r) {
+      if (r.operation) registryRetries.inc({ operation: r.operation, reason: r.reason });
+    },
+    rangeSplit(r) {
+      if (r.operation) registryRangeSplits.inc({ operation: r.operation, reason: r.reason });
+    },
+  };
+}
