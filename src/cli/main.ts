@@ -12,7 +12,7 @@ const GROUPS: { names: readonly string[]; load: () => Promise<Command[]> }[] = [
   { names: ['layer'], load: async () => [(await import('./layer.js')).layerCommand()] },
   { names: ['image'], load: async () => [(await import('./image.js')).imageCommand()] },
   { names: ['mount'], load: async () => [(await import('./mount.js')).mountCommand()] },
-  { names: ['auth-helper', 'status', 'config'], load: async () => (await import('./control.js')).controlCommands() },
+  { names: ['auth-helper', 'status', 'restart', 'config'], load: async () => (await import('./control.js')).controlCommands() },
   { names: ['demo'], load: async () => [(await import('./demo.js')).demoCommand()] },
 ];
 

@@ -7,18 +7,21 @@ import { logger } from '../log/logger.js';
 
 export { DEFAULT_ROOT };
 
+const LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'];
+
 export function mountCommand(): Command {
   return new Command('mount')
-    .description('mount the additional layer store at MOUNTPOINT and serve until SIGINT/SIGTERM')
+    .description('mount the additional layer store at MOUNTPOINT and serve until SIGINT/SIGTERM (this process keeps the mount; the store runs in a child process that `restart` replaces)')
     .argument('<mountpoint>', 'where to mount (containers/storage: additionallayerstores = ["MOUNTPOINT:ref"])')
     .option('--config <file>', 'config file (default /etc/estargz-store/config.toml; a missing default is fine)')
     .option('--root <dir>', 'state directory: disk cache, control socket', DEFAULT_ROOT)
     .option('--log-level <level>', 'trace, debug, info, warn, error, fatal')
     .action(async (mountpoint: string, opts: { config?: string; root: string; logLevel?: string }) => {
+      // Read here to refuse a bad file at once; each store process reads it again (a restart applies an edited file).
       const { config, warnings, source } = await loadConfig(opts.config);
       const level = opts.logLevel ?? (process.env.ESTARGZ_LOG_LEVEL ? undefined : config.log_level);
       if (level) {
-        if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal'].includes(level)) throw new ConfigError(`--log-level ${level}: expected trace, debug, info, warn, error or fatal`);
+        if (!LEVELS.includes(level)) throw new ConfigError(`--log-level ${level}: expected ${LEVELS.join(', ')}`);
         logger.level = level;
       }
       for (const w of warnings) logger.warn(w);
@@ -29,12 +32,12 @@ export function mountCommand(): Command {
       const received = new Promise<string>((resolve) => { signalled = resolve; });
       process.once('SIGINT', () => signalled('SIGINT'));
       process.once('SIGTERM', () => signalled('SIGTERM'));
-      const daemon = await startDaemon({ config, root: opts.root, mountpoint });
+      const daemon = await startDaemon({ root: opts.root, mountpoint, ...(opts.config && { configPath: opts.config }), ...(opts.logLevel && { logLevel: opts.logLevel }) });
       const signal = await received;
       logger.info({ signal }, 'signal received');
       await daemon.stop().catch((err: Error) => logger.error({ err: err.message }, 'stop failed'));
       logger.flush();
-      // Worker threads and keep-alive sockets are closed; exit now rather than wait for stragglers.
+      // The store processes are gone and the socket closed; exit now rather than wait for stragglers.
       setTimeout(() => process.exit(0), 100).unref();
     });
 }

@@ -3,22 +3,36 @@
 // containers/image runs the helper on every pull, so its start-up time is
 // part of every pull. Keep the imports here to node built-ins and types.
 import { createConnection } from 'node:net';
+import { join } from 'node:path';
 import type { Credentials } from '../registry/auth/credentials.js';
 
 /**
  * The daemon's control socket (`<root>/store.sock`, mode 0600): one JSON
  * request line in, one JSON answer line out. It takes credentials from the
- * auth helper (kept in memory only) and answers status queries.
+ * auth helper (kept in memory only), answers status queries and restarts
+ * the store process. The keeper (`mount`) owns it: it answers `restart`
+ * itself and passes the rest to the store process serving now, which
+ * listens on a socket of its own (serverSocketPath). `flush` (write the
+ * disk cache's queue out) is what the keeper asks a store process before
+ * it replaces or stops it.
  */
 export type ControlRequest =
   | { op: 'add-credentials'; credentials: Record<string, Credentials> }
-  | { op: 'status' };
+  | { op: 'status' }
+  | { op: 'restart' }
+  | { op: 'flush' };
 
 export type ControlResponse = { ok: true; [key: string]: unknown } | { ok: false; error: string };
 
 export const SOCKET_NAME = 'store.sock';
 /** The store's state directory when neither --root nor ESTARGZ_STORE_ROOT names one. */
 export const DEFAULT_ROOT = '/var/lib/estargz-store';
+/** The store processes' own sockets, under the state directory (mode 0700). */
+export const SERVER_SOCKET_DIR = 'run';
+export const serverSocketPath = (root: string, pid: number): string => join(root, SERVER_SOCKET_DIR, `server-${pid}.sock`);
+/** How long `restart` may take: a new store process starting (30 s at most), then the old one finishing its requests (60 s at most). */
+export const RESTART_TIMEOUT_MS = 120_000;
+
 /** A request line longer than this is not a request: the server hangs up. */
 export const MAX_REQUEST_BYTES = 1 << 20;
 

@@ -12,6 +12,10 @@ export { SOCKET_NAME, controlRequest, type ControlRequest, type ControlResponse 
 export interface ControlHandlers {
   credentials: RuntimeCredentials;
   status: () => Promise<unknown>;
+  /** Stores credentials (default: into `credentials`); returns the repositories. */
+  addCredentials?: (creds: Record<string, Credentials>) => RepoRef[];
+  /** Writes the disk cache's queue out (asked before this process is replaced or stopped). */
+  flush?: () => Promise<void>;
   /**
    * Credentials for a repository were just stored; called before the helper
    * gets its answer (the daemon clears the resolver's failure memory here, as
@@ -35,19 +39,29 @@ export function addCredentials(store: RuntimeCredentials, creds: Record<string, 
   return repos;
 }
 
+/** What a store process answers on its own socket (the keeper passes requests on to it). */
+export function storeControlHandler(h: ControlHandlers): (req: ControlRequest) => Promise<ControlResponse> {
+  return (req) => handle(req, h);
+}
+
 async function handle(req: ControlRequest, h: ControlHandlers): Promise<ControlResponse> {
   if (req.op === 'add-credentials') {
-    const repos = addCredentials(h.credentials, req.credentials ?? {});
+    const repos = h.addCredentials ? h.addCredentials(req.credentials ?? {}) : addCredentials(h.credentials, req.credentials ?? {});
     // Only which repositories, never the values.
     logger.info({ refs: Object.keys(req.credentials ?? {}) }, 'credentials received from the auth helper');
     for (const repo of repos) h.credentialsAdded?.(repo);
     return { ok: true, count: repos.length };
   }
   if (req.op === 'status') return { ok: true, layers: await h.status() };
+  if (req.op === 'flush') {
+    await h.flush?.();
+    return { ok: true };
+  }
   return { ok: false, error: `unknown op ${JSON.stringify((req as { op?: unknown }).op)}` };
 }
 
-export async function startControlServer(path: string, h: ControlHandlers): Promise<Server> {
+/** Listens on `path` (mode 0600, a stale socket file replaced): one JSON request line, one answer line, per connection. */
+export async function startControlServer(path: string, handler: (req: ControlRequest) => Promise<ControlResponse>): Promise<Server> {
   await rm(path, { force: true }); // a socket file left by a previous run
   const server = createServer((sock) => {
     let buf = '';
@@ -64,7 +78,7 @@ export async function startControlServer(path: string, h: ControlHandlers): Prom
         sock.end(JSON.stringify({ ok: false, error: 'request is not JSON' }) + '\n');
         return;
       }
-      handle(req, h).then(
+      handler(req).then(
         (res) => sock.end(JSON.stringify(res) + '\n'),
         (err: Error) => sock.end(JSON.stringify({ ok: false, error: err.message }) + '\n'),
       );

@@ -38,3 +38,59 @@ export async function startMetricsServer(address: string, healthy: () => Promise
   });
   return server;
 }
+
+/**
+ * The metrics listener of a store process under a keeper. Its address is
+ * one per mount while two store processes run side by side during a
+ * restart: the new one binds it as soon as the old one lets go (the old
+ * closes it when told to hand over; a dead one has let go already), trying
+ * every RETRY_MS, so a scrape misses it for a few milliseconds at most.
+ * The first process of a mount binds at once: an address that is taken
+ * then is a configuration error, reported by `mount`.
+ */
+export class MetricsListener {
+  private server: Server | undefined;
+  private closed = false;
+  static readonly RETRY_MS = 10;
+  /** Longest a successor waits for the address before saying so (it keeps trying). */
+  static readonly WARN_AFTER_MS = 90_000;
+
+  constructor(private readonly address: string, private readonly healthy: () => Promise<boolean>) {}
+
+  async bindNow(): Promise<void> {
+    this.server = await startMetricsServer(this.address, this.healthy);
+  }
+
+  /** Binds in the background, once the address is free. */
+  bindWhenFree(log: (msg: string, extra: Record<string, unknown>) => void, bound?: (waitedMs: number) => void): void {
+    const started = Date.now();
+    let warned = false;
+    const attempt = (): void => {
+      if (this.closed) return;
+      startMetricsServer(this.address, this.healthy).then((server) => {
+        if (this.closed) server.close();
+        else {
+          this.server = server;
+          bound?.(Date.now() - started);
+        }
+      }, (err: NodeJS.ErrnoException) => {
+        if (err.code !== 'EADDRINUSE') {
+          log('the metrics listener cannot be started', { address: this.address, err: err.message });
+          return;
+        }
+        if (!warned && Date.now() - started > MetricsListener.WARN_AFTER_MS) {
+          warned = true;
+          log('the metrics address is still taken by another process; still trying', { address: this.address });
+        }
+        setTimeout(attempt, MetricsListener.RETRY_MS).unref();
+      });
+    };
+    attempt();
+  }
+
+  close(): void {
+    this.closed = true;
+    this.server?.close();
+    this.server?.closeAllConnections();
+  }
+}

@@ -1,11 +1,10 @@
 import { execFile } from 'node:child_process';
 import { mkdir, readFile, stat } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { ActivityClock } from '../engine/activity.js';
 import { loadAddon } from '../fuse/native.js';
 import { FuseError, type OpName } from '../fuse/protocol.js';
-import { FuseSession } from '../fuse/session.js';
 import type { Awaitable, FuseOperations } from '../fuse/types.js';
 import { logger } from '../log/logger.js';
 import { fuseOpDuration, fuseOpErrors, unexpectedErrors } from '../metrics/registry.js';
@@ -19,10 +18,8 @@ export const FS_NAME = 'estargz-store';
 /** umount2 flag: detach now, finish when the last user is gone. */
 const MNT_DETACH = 2;
 
-export interface MountOptions {
-  mountpoint: string;
-  /** Let other users (and containers/storage running as another user) see the mount. */
-  allowOther?: boolean;
+/** How the store's operations are bounded and noted (the mount itself is the keeper's: src/daemon/daemon.ts). */
+export interface StoreOpOptions {
   /** Longest a read may take before the kernel gets ETIMEDOUT: slow but progressing reads must not be cut. */
   readTimeoutMs?: number;
   /** Longest any other request may take (lookups resolve layers: bounded by the resolver's own timeout). */
@@ -45,12 +42,12 @@ async function mountAt(path: string): Promise<string | undefined> {
 }
 
 /**
- * Whether the mount at `path` still answers (a killed store leaves "Transport
- * endpoint is not connected"). A name that does not exist is probed: the
+ * Whether the mount at `path` still answers (a killed keeper leaves "Transport
+ * endpoint is not connected"; a request caught in flight gets ECONNABORTED). A name that does not exist is probed: the
  * mount root's own attributes may come from the kernel's cache.
  */
 export async function mountAnswers(path: string): Promise<boolean> {
-  const probe = stat(join(path, `.estargz-store-probe-${process.pid}`)).then(() => true, (err: NodeJS.ErrnoException) => err.code !== 'ENOTCONN' && err.code !== 'EIO');
+  const probe = stat(join(path, `.estargz-store-probe-${process.pid}`)).then(() => true, (err: NodeJS.ErrnoException) => err.code !== 'ENOTCONN' && err.code !== 'ECONNABORTED' && err.code !== 'EIO');
   const timeout = new Promise<boolean>((r) => setTimeout(() => r(false), 2000).unref());
   return Promise.race([probe, timeout]);
 }
@@ -103,7 +100,7 @@ const isPromise = <T>(v: Awaitable<T>): v is Promise<T> => typeof (v as Promise<
  * are ready are given synchronously; one that waits is bounded in time
  * (ETIMEDOUT), so that a request never hangs in the kernel.
  */
-export function storeOperations(fs: StoreFs, opts: Pick<MountOptions, 'activity' | 'opTimeoutMs' | 'readTimeoutMs'> = {}): FuseOperations {
+export function storeOperations(fs: StoreFs, opts: StoreOpOptions = {}): FuseOperations {
   const activity = opts.activity;
   const wrap = <A extends unknown[], T>(op: string, timeoutMs: number, describe: (args: A) => string, fn: (...args: A) => Awaitable<T>) => (...args: A): Awaitable<T> => {
     activity?.note();
@@ -165,47 +162,37 @@ export function storeOperations(fs: StoreFs, opts: Pick<MountOptions, 'activity'
   };
 }
 
-export interface MountedStore {
-  mountpoint: string;
-  session: FuseSession;
-  unmount(): Promise<void>;
-}
-
 /** A handler threw something that is not an errno: a bug in the store, logged like the last-resort handler does. */
-function onHandlerError(err: unknown, op: OpName | number): void {
+export function onHandlerError(err: unknown, op: OpName | number): void {
   if (err instanceof FuseError) return; // an EIO the store chose (and logged)
   unexpectedErrors.inc({ kind: 'fuse_handler' });
   logger.error({ op, err: err instanceof Error ? err.stack : String(err) }, 'BUG: a FUSE request failed unexpectedly; answered EIO, the store keeps serving');
 }
 
-/** Mounts the store on the FUSE binding (src/fuse/) and returns once INIT is answered. */
-export async function mountStore(fs: StoreFs, opts: MountOptions): Promise<MountedStore> {
-  const mountpoint = resolve(opts.mountpoint);
+/** A store mounted by the process that serves it (no keeper). */
+export interface InProcessMount {
+  mountpoint: string;
+  unmount(): Promise<void>;
+}
+
+/**
+ * Mounts `fs` served by this process itself, without a keeper: for short-lived
+ * private mounts such as `image optimize`'s recording store, which a restart
+ * never outlives. `estargz-store mount` goes through the keeper instead.
+ */
+export async function mountInProcess(fs: StoreFs, mountpoint: string, opts: StoreOpOptions = {}): Promise<InProcessMount> {
   await checkFuseAvailable();
   await prepareMountpoint(mountpoint);
-  const session = await FuseSession.mount(storeOperations(fs, opts), {
-    mountpoint,
-    fsname: FS_NAME,
-    subtype: FS_NAME,
-    allowOther: opts.allowOther ?? true,
-  }, {
-    readdirplus: true,
-    onError: onHandlerError,
-  });
-  logger.info({ mountpoint }, 'store mounted');
+  const { FuseSession } = await import('../fuse/session.js');
+  const session = await FuseSession.mount(storeOperations(fs, opts), { mountpoint, fsname: FS_NAME, subtype: FS_NAME, allowOther: true }, { readdirplus: true, onError: onHandlerError });
   let unmounted = false;
-  void session.ended.then((errno) => {
-    if (!unmounted && errno !== 0) logger.warn({ mountpoint, errno }, 'the FUSE connection ended (unmounted from outside, or aborted); the store no longer serves it');
-  });
   return {
     mountpoint,
-    session,
     unmount: async () => {
       if (unmounted) return;
       unmounted = true;
       await session.close();
       if (await mountAt(mountpoint)) await detach(mountpoint).catch((err: Error) => logger.warn({ mountpoint, err: err.message }, 'unmount failed'));
-      logger.info({ mountpoint }, 'store unmounted');
     },
   };
 }

@@ -100,9 +100,28 @@ export class StoreFs {
   /** Told of every read of a file under `diff` (reference, layer digest, path in the layer): `image optimize` records what a workload reads. */
   onRead: ((ref: ImageReference, digest: string, path: string) => void) | undefined;
 
+  /**
+   * Called (synchronously, before the answer that hands the id out is
+   * written) whenever the slot table or the set of served layers changes:
+   * under a keeper, the state is published then, since a process that
+   * crashes cannot export it.
+   */
+  onStateChange: (() => void) | undefined;
+  /** Layers whose failure to resolve again was logged, so a layer's many ids make one line per failure. */
+  private readonly reportedFailures = new WeakSet<object>();
+
   /** `slotBits` below 21 only for tests (collisions on purpose). */
-  constructor(private readonly resolver: LayerManager, opts: { slotBits?: number } = {}) {
+  constructor(private readonly resolver: LayerManager, opts: { slotBits?: number; onStateChange?: () => void } = {}) {
     this.ids = new NodeIdTable(opts.slotBits);
+    this.onStateChange = opts.onStateChange;
+  }
+
+  /** The key's slot (taken if new: the table changed). */
+  private slotFor(key: string): number {
+    const before = this.ids.size;
+    const slot = this.ids.slotFor(key);
+    if (this.ids.size !== before) this.onStateChange?.();
+    return slot;
   }
 
   // --- Node ids -------------------------------------------------------------------
@@ -129,6 +148,61 @@ export class StoreFs {
     }
   }
 
+  /**
+   * Merges a table while serving (a restart: the predecessor served
+   * alongside and may have handed out ids this process has not seen). Its
+   * slots win, as in importNodeTable; records whose slot now names another
+   * key are dropped, the rest (and what they serve) are kept. Reference
+   * directories new to this process are kept until unmount (their lookup
+   * counts are the predecessor's).
+   */
+  mergeNodeTable(table: NodeTableJson): void {
+    this.ids.import(table);
+    for (const [slot, key] of table.slots) {
+      const rec = this.records.get(slot);
+      if (rec && (rec.kind === 'ref' ? refKey(rec.name) : layerKey(rec.refName, rec.digest)) !== key) this.records.delete(slot);
+      if (!this.records.has(slot) && parseKey(key)?.kind === 'ref') {
+        const made = this.record(makeId(slot, Low.REF_DIR));
+        if (made?.kind === 'ref') made.lookups = undefined;
+      }
+    }
+    this.onStateChange?.();
+  }
+
+  private markServed(rec: LayerRecord, s: ServedLayer): void {
+    const fresh = rec.served === undefined;
+    rec.served = s;
+    if (fresh) this.onStateChange?.();
+  }
+
+  /** Keys of the layer directories served now (resolved and not released): what a successor resolves again at once. */
+  servedLayerKeys(): string[] {
+    const out: string[] = [];
+    for (const r of this.records.values()) if (r.kind === 'layer' && r.served) out.push(layerKey(r.refName, r.digest));
+    return out;
+  }
+
+  /**
+   * Resolves a predecessor's served layers again, one at a time, without
+   * waiting for a request: the successor's status, listings and background
+   * fetch then pick up where the predecessor was, and its first reads of a
+   * layer wait for no resolution. Requests that come meanwhile share the
+   * resolution; a layer that fails is logged (withServed) and tried again
+   * on its next request.
+   */
+  async resolveAgain(keys: readonly string[]): Promise<void> {
+    for (const key of keys) {
+      const slot = this.ids.peek(key);
+      const rec = slot === undefined ? undefined : this.record(makeId(slot, Low.LAYER_DIR));
+      if (rec?.kind !== 'layer' || rec.served) continue;
+      try {
+        await this.withServed(rec, () => undefined);
+      } catch {
+        // logged by withServed
+      }
+    }
+  }
+
   /** The record of an id's slot, made from the table's key when needed. */
   private record(id: number): SlotRecord | undefined {
     const slot = slotOf(id);
@@ -151,7 +225,7 @@ export class StoreFs {
   }
 
   private refRecord(name: string, ref: ImageReference): RefRecord {
-    const slot = this.ids.slotFor(refKey(name));
+    const slot = this.slotFor(refKey(name));
     let rec = this.records.get(slot);
     if (rec?.kind !== 'ref') {
       rec = { kind: 'ref', slot, name, ref, lookups: 0 };
@@ -161,7 +235,7 @@ export class StoreFs {
   }
 
   private layerRecord(refName: string, ref: ImageReference, digest: string): LayerRecord {
-    const slot = this.ids.slotFor(layerKey(refName, digest));
+    const slot = this.slotFor(layerKey(refName, digest));
     let rec = this.records.get(slot);
     if (rec?.kind !== 'layer') {
       rec = { kind: 'layer', slot, refName, ref, digest, key: this.keyOf(ref, digest), served: undefined };
@@ -230,12 +304,26 @@ export class StoreFs {
     });
   }
 
-  /** Runs `f` on the record's served layer: at once when served, else once resolved (again). */
+  /**
+   * Runs `f` on the record's served layer: at once when served, else once
+   * resolved (again: a layer released, or one whose ids this process took
+   * over from a predecessor). A layer that cannot be resolved again fails
+   * its requests (EIO) and is named in one log line per failed attempt;
+   * other layers are not affected.
+   */
   private withServed<T>(rec: LayerRecord, f: (s: ServedLayer) => Awaitable<T>): Awaitable<T> {
     if (rec.served) return f(rec.served);
     return this.layer(rec.key).then((s) => {
-      rec.served = s;
+      this.markServed(rec, s);
       return f(s);
+    }, (err: unknown) => {
+      // The manager answers from its failure memory with the same error for a while: one line per failure, not per request.
+      const seen = typeof err === 'object' && err !== null;
+      if (!seen || !this.reportedFailures.has(err)) {
+        if (seen) this.reportedFailures.add(err);
+        logger.error({ ref: referenceText(rec.ref), layer: rec.digest, err: (err as Error)?.message ?? String(err) }, 'a layer the kernel holds files of cannot be resolved again; its files answer EIO until it can');
+      }
+      throw err;
     });
   }
 
@@ -350,7 +438,7 @@ export class StoreFs {
     if (known?.kind === 'layer' && known.served) return this.layerDirEntry(known);
     return this.layer(this.keyOf(refRec.ref, digest)).then((s) => {
       const rec = this.layerRecord(refRec.name, refRec.ref, digest);
-      rec.served = s;
+      this.markServed(rec, s);
       return this.layerDirEntry(rec);
     });
   }
@@ -375,6 +463,7 @@ export class StoreFs {
     if (rec.lookups <= 0) {
       this.records.delete(rec.slot);
       this.ids.free(rec.slot);
+      this.onStateChange?.();
     }
   }
 
@@ -410,7 +499,7 @@ export class StoreFs {
     if (id === ROOT_ID) {
       const names = ['.', '..', ...new Set(this.resolver.status().map((l) => encodeRefDir(l.ref)))];
       const dot = dots(ROOT_ID, ROOT_ID);
-      return page(names, (i) => (i < 2 ? dot(i) : unlisted(makeId(this.ids.slotFor(refKey(names[i]!)), Low.REF_DIR), S_IFDIR)));
+      return page(names, (i) => (i < 2 ? dot(i) : unlisted(makeId(this.slotFor(refKey(names[i]!)), Low.REF_DIR), S_IFDIR)));
     }
     const rec = this.record(id);
     if (!rec) throw stale();
@@ -420,7 +509,7 @@ export class StoreFs {
       const ref = referenceText(rec.ref);
       const names = ['.', '..', ...this.resolver.status().filter((l) => l.ref === ref && l.state !== 'failed').map((l) => l.digest)];
       const dot = dots(id, ROOT_ID);
-      return page(names, (i) => (i < 2 ? dot(i) : unlisted(makeId(this.ids.slotFor(layerKey(rec.name, names[i]!)), Low.LAYER_DIR), S_IFDIR)));
+      return page(names, (i) => (i < 2 ? dot(i) : unlisted(makeId(this.slotFor(layerKey(rec.name, names[i]!)), Low.LAYER_DIR), S_IFDIR)));
     }
     if (low === Low.INFO || low === Low.BLOB) throw new FsAnswer(Errno.ENOTDIR);
     return this.withServed(rec, (s) => {
@@ -532,6 +621,7 @@ export class StoreFs {
     const text = key.toString();
     for (const r of this.records.values()) if (r.kind === 'layer' && r.key.toString() === text) r.served = undefined;
     this.generation++;
+    this.onStateChange?.();
   }
 
   mkdir(): never {

@@ -4,7 +4,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { convertImage, type ImageConvertOptions, type ImageConvertResult } from '../convert/image-convert.js';
 import { DEFAULT_CONFIG } from '../daemon/config.js';
-import type { Daemon } from '../daemon/daemon.js';
 import { CredentialChain, defaultAuthFiles } from '../registry/auth/credentials.js';
 import type { RegistryClient } from '../registry/client.js';
 import type { ResolverConfig } from '../registry/hosts.js';
@@ -63,7 +62,8 @@ export class OptimizeError extends Error {}
 /** Everything optimize started, undone in reverse order by cleanup(). */
 interface Started {
   work: string;
-  daemon?: Daemon;
+  /** The recording store: served by this process, stopped with unmount then close. */
+  daemon?: { stop(): Promise<void> };
   mnt?: string;
   podman?: PrivatePodman;
   recorder?: ReadRecorder;
@@ -159,15 +159,20 @@ async function steps(client: RegistryClient, src: ImageReference, dst: ImageRefe
   const mnt = join(started.work, 'mnt');
   await mkdir(mnt);
   started.mnt = mnt;
-  const { startDaemon } = await import('../daemon/daemon.js');
+  const { buildStore } = await import('../daemon/store.js');
+  const { mountInProcess } = await import('../fs/mount.js');
   const recorder = new ReadRecorder();
   started.recorder = recorder;
-  started.daemon = await step(startDaemon({
+  const store = await step(buildStore({
     config: { ...DEFAULT_CONFIG, no_background_fetch: true, resolver: { ...DEFAULT_CONFIG.resolver, ...opts.resolver } },
     root: join(started.work, 'store-root'),
-    mountpoint: mnt,
   }));
-  started.daemon.fs.onRead = (_ref, digest, path) => recorder.note(digest, path);
+  store.fs.onRead = (_ref, digest, path) => recorder.note(digest, path);
+  const mounted = await step(mountInProcess(store.fs, mnt, { activity: store.engine.activity })).catch(async (err: unknown) => {
+    await store.close();
+    throw err;
+  });
+  started.daemon = { stop: async () => { await mounted.unmount(); await store.close(); } };
 
   // 3. The workload, with a podman of our own on that store.
   const insecure = [...new Set([...opts.insecure, ...(isLocal(dst.registry) ? [dst.registry] : [])])];

@@ -84,6 +84,8 @@ for (const auth of ['htpasswd', 'token'] satisfies RegistryAuth[]) {
       const wrong = await authHelper(store.root, JSON.stringify({ [ref]: { username: creds.username, password: 'not-the-password' } }));
       assert.equal(wrong.code, 0, wrong.stderr);
       assert.equal(await errnoOf(stat(diff)), 'EIO');
+      // The line comes from the store process (the keeper's child) and may follow the FUSE reply.
+      await store.waitForLog(/"msg":"layer not resolved[^]*"msg":"layer not resolved/, 2000).catch(() => {});
       assert.equal(count(store.logs(), NOT_RESOLVED), 2, 'the lookup after new credentials should resolve afresh');
 
       // The right password: the lookup right after the helper succeeds and the file reads its bytes.

@@ -140,7 +140,9 @@ describe('the daemon in production', () => {
 
     const status = await cli(['status', '--root', store.root, '--json']);
     assert.equal(status.code, 0, status.stderr);
-    const layers = JSON.parse(status.stdout) as { ref: string; digest: string; state: string; fetchedPercent: number; size: number }[];
+    const { layers, pid, keeperPid } = JSON.parse(status.stdout) as { pid: number; keeperPid: number; layers: { ref: string; digest: string; state: string; fetchedPercent: number; size: number }[] };
+    assert.equal(keeperPid, store.proc.pid);
+    assert.ok(Number.isInteger(pid) && pid !== keeperPid, `the serving process ${pid} is the keeper's child`);
     const mine = layers.find((l) => l.digest === digest)!;
     assert.equal(mine.ref, ref);
     assert.ok(['lazy', 'prefetching', 'complete'].includes(mine.state), mine.state);

@@ -90,7 +90,7 @@ describe('registry faults during background fetch and reads', () => {
 
   async function status(): Promise<{ digest: string; state: string; reason?: string }[]> {
     const { stdout } = await run(process.execPath, [CLI, 'status', '--root', store.root, '--json']);
-    return JSON.parse(stdout) as { digest: string; state: string; reason?: string }[];
+    return (JSON.parse(stdout) as { layers: { digest: string; state: string; reason?: string }[] }).layers;
   }
 
   test('byte flips, resets, truncations, lying Content-Range, shifted bodies and 5xx: the daemon stays up, 0 wrong bytes, layers end complete', async () => {
@@ -165,6 +165,7 @@ describe('registry faults during background fetch and reads', () => {
       }
     }
     assert.equal(store.proc.exitCode, null, 'the daemon is alive');
+    assert.equal((await store.status()).crashes, 0, 'no store process died');
     assert.doesNotMatch(store.logs(), /BUG:/, 'nothing reached the last-resort handler');
     assert.match(store.logs(), /background range failed; fetching it again|chunks failed verification; fetching them again/);
   });

@@ -272,8 +272,11 @@ describe('the store over FUSE', () => {
     const first = await startStore();
     const live = await run(process.execPath, [CLI, 'mount', '--root', join(work, 'r2'), first.mnt]).then(() => 'started', (e: { stderr: string }) => e.stderr);
     assert.match(live, /already mounted .* answering: another store is serving it/);
+    // The keeper killed: its store process exits with it, and the connection ends with the last of them.
+    const { pid } = await first.status();
     first.proc.kill('SIGKILL');
     await new Promise((r) => first.proc.once('exit', r));
+    for (let i = 0; i < 200 && pid !== undefined && (() => { try { process.kill(pid, 0); return true; } catch { return false; } })(); i++) await new Promise((r) => setTimeout(r, 10));
     await assert.rejects(stat(join(first.mnt, 'x')), { code: 'ENOTCONN' });
     // A new store on the killed one's mountpoint cleans the stale mount and serves it.
     const again = spawn(process.execPath, [CLI, 'mount', '--root', join(work, 'r3'), first.mnt], { stdio: 'ignore' });

@@ -242,4 +242,37 @@ describe('the store tree by node id', () => {
     told.forget(refId, 1);
     assert.ok(!held(told), 'all forgotten: freed');
   });
+  test('the table is published on every change; a merge while serving keeps what is served and adds the predecessor\'s ids', async () => {
+    const { blob, bytes } = await layerBlob(SPEC);
+    const ref = encodeRefDir(REF);
+    let changes = 0;
+    const old = new StoreFs(stubResolver(blob, bytes), { onStateChange: () => { changes++; } });
+    const a = await walk(old, ref, DIGEST_A, 'diff', 'bin', 'tool');
+    assert.equal(changes, 3, 'a reference and a layer directory: two new slots; a layer served');
+    await walk(old, ref, DIGEST_A, 'diff', 'etc');
+    assert.equal(changes, 3, 'nothing new');
+    assert.deepEqual(old.servedLayerKeys(), [layerKey(ref, DIGEST_A)]);
+    // A restart: the new process starts from the old one's snapshot and serves layer B; then the old one's final table is merged in.
+    const resolver = stubResolver(blob, bytes);
+    const next = new StoreFs(resolver, { onStateChange: () => { changes++; } });
+    next.mergeNodeTable(JSON.parse(JSON.stringify(old.exportNodeTable())));
+    const b = await walk(next, ref, DIGEST_B, 'diff', 'etc', 'os-release');
+    const resolutions = resolver.resolutions;
+    const before = changes;
+    next.mergeNodeTable(JSON.parse(JSON.stringify(old.exportNodeTable())));
+    assert.equal(changes, before + 1, 'a merge publishes');
+    assert.equal(Buffer.from(await next.read(b.at(-1)!.nodeid, 0, 64)).toString(), 'ID=test\n');
+    assert.equal(resolver.resolutions, resolutions, 'layer B stayed served through the merge');
+    assert.equal(Buffer.from(await next.read(a.at(-1)!.nodeid, 0, 64)).toString(), '#!/bin/sh\necho tool\n', 'the predecessor\'s ids answer');
+    // The predecessor's served layers are resolved again without a request; a released one is no longer listed.
+    const third = new StoreFs(stubResolver(blob, bytes));
+    third.mergeNodeTable(next.exportNodeTable());
+    await third.resolveAgain(next.servedLayerKeys());
+    assert.deepEqual(third.servedLayerKeys().sort(), [layerKey(ref, DIGEST_A), layerKey(ref, DIGEST_B)].sort());
+    await errnoOf(() => third.rmdir(a[0]!.nodeid, DIGEST_B));
+    assert.deepEqual(third.servedLayerKeys(), [layerKey(ref, DIGEST_A)]);
+    // Reference directories taken over are kept (their lookups were counted elsewhere).
+    next.forget(a[0]!.nodeid, 100);
+    assert.ok(next.exportNodeTable().slots.some(([, k]) => k === refKey(ref)));
+  });
 });

@@ -4,14 +4,26 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { SOCKET_NAME, controlRequest } from '../../src/daemon/control-protocol.js';
+import type { ServingStatus } from '../../src/daemon/daemon.js';
+import type { LayerStatus } from '../../src/layers/status.js';
 
 const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 
-/** A store daemon (`estargz-store mount`) in its own process, on a temporary mountpoint. */
+export type StoreStatus = ServingStatus & { layers: LayerStatus[] };
+
+/**
+ * A store daemon (`estargz-store mount`) in its own process, on a temporary
+ * mountpoint. `proc` is the keeper (it holds the mount; SIGTERM unmounts,
+ * SIGKILL leaves a stale mount); the store itself runs in its child, whose
+ * pid `status()` gives.
+ */
 export interface RunningStore {
   mnt: string;
   root: string;
   proc: ChildProcess;
+  /** What `status --json` prints: the serving process's pid, the keeper's, restarts, crashes, layers. */
+  status(): Promise<StoreStatus>;
   /** Everything the daemon logged so far (JSON lines). */
   logs(): string;
   /** Resolves once the logs match `re` (the daemon logs asynchronously: a line may follow the FUSE reply it concerns); rejects after `ms`. */
@@ -51,11 +63,27 @@ export async function startStore(config = '', extraArgs: string[] = [], env: Nod
     }
     await sleep(50);
   }
+  // Mounted by the keeper; serving once its control socket answers (the first store process is then up).
+  const status = async (): Promise<StoreStatus> => {
+    const res = await controlRequest(join(root, SOCKET_NAME), { op: 'status' });
+    if (!res.ok) throw new Error(`status: ${res.error}`);
+    return res as unknown as StoreStatus;
+  };
+  for (;;) {
+    const ok = await status().then(() => true, () => false);
+    if (ok) break;
+    if (proc.exitCode !== null || Date.now() > deadline + 15_000) {
+      proc.kill('SIGKILL');
+      throw new Error(`store mounted at ${mnt} but did not serve (exit ${proc.exitCode}):\n${out.slice(-3000)}`);
+    }
+    await sleep(50);
+  }
   return {
     mnt,
     root,
     proc,
     logs: () => out,
+    status,
     waitForLog: async (re, ms = 5000) => {
       const deadline = Date.now() + ms;
       while (!re.test(out)) {
