@@ -19,7 +19,10 @@ export interface BenchStore {
   mnt: string;
   root: string;
   proc: ChildProcess;
+  /** The store process serving the mount (the keeper's child). */
   pid: number;
+  /** The `mount` process itself: the keeper, which holds the FUSE connection. */
+  keeperPid: number;
   metricsUrl: string;
   /** Seconds from spawn to the mount answering. */
   startSeconds: number;
@@ -83,12 +86,14 @@ export async function startBenchStore(opts: StoreStartOptions = {}): Promise<Ben
     await sleep(10);
   }
   const startSeconds = (performance.now() - started) / 1000;
+  const servingPid = await childOf(proc.pid!, deadline);
   let stopping: Promise<number | null> | undefined;
   return {
     mnt,
     root,
     proc,
-    pid: proc.pid!,
+    pid: servingPid,
+    keeperPid: proc.pid!,
     metricsUrl: `http://127.0.0.1:${port}/metrics`,
     startSeconds,
     logs: () => out,
@@ -101,6 +106,21 @@ export async function startBenchStore(opts: StoreStartOptions = {}): Promise<Ben
       return code;
     })()),
   };
+}
+
+/**
+ * The store process serving the mount: `mount` is a keeper that runs the
+ * store in its one child, and that child's memory, fds and event loop are
+ * what the benchmarks measure (the keeper's RSS is reported apart).
+ */
+async function childOf(keeperPid: number, deadline: number): Promise<number> {
+  for (;;) {
+    const children = await readFile(`/proc/${keeperPid}/task/${keeperPid}/children`, 'utf8').catch(() => '');
+    const first = Number(children.trim().split(/\s+/)[0]);
+    if (first > 0) return first;
+    if (Date.now() > deadline) throw new Error(`the keeper (pid ${keeperPid}) has no store process`);
+    await sleep(10);
+  }
 }
 
 /** The store's peak resident set (VmHWM), bytes. */

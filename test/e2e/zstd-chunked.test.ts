@@ -151,7 +151,7 @@ describe('zstd:chunked layers through the store', () => {
 
   async function status(): Promise<{ ref: string; digest: string; state: string; reason?: string }[]> {
     const { stdout } = await run(process.execPath, [CLI, 'status', '--root', store.root, '--json']);
-    return JSON.parse(stdout) as { ref: string; digest: string; state: string; reason?: string }[];
+    return (JSON.parse(stdout) as { layers: { ref: string; digest: string; state: string; reason?: string }[] }).layers;
   }
 
   test("podman 5.4's layer, looked up by its manifest checksum (as podman ≥ 5.1 does) and by its digest: diff is `zstd -dc blob | tar -x`", async () => {
