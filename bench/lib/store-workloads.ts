@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort, type Registry } from '../../test/helpers/registry.js';
 import { CLI } from './e2e-images.js';
+import { SOCKET_NAME, controlRequest } from '../../src/daemon/control-protocol.js';
 
 // ---------------------------------------------------------------------------
 // The store daemon
@@ -85,14 +86,15 @@ export async function startBenchStore(opts: StoreStartOptions = {}): Promise<Ben
     }
     await sleep(10);
   }
+  const pid = await servingPid(root, proc.pid!, deadline + 15_000);
+  // Until the store serves, not just until the keeper has mounted.
   const startSeconds = (performance.now() - started) / 1000;
-  const servingPid = await childOf(proc.pid!, deadline);
   let stopping: Promise<number | null> | undefined;
   return {
     mnt,
     root,
     proc,
-    pid: servingPid,
+    pid,
     keeperPid: proc.pid!,
     metricsUrl: `http://127.0.0.1:${port}/metrics`,
     startSeconds,
@@ -109,16 +111,18 @@ export async function startBenchStore(opts: StoreStartOptions = {}): Promise<Ben
 }
 
 /**
- * The store process serving the mount: `mount` is a keeper that runs the
- * store in its one child, and that child's memory, fds and event loop are
- * what the benchmarks measure (the keeper's RSS is reported apart).
+ * Waits until the store serves (the keeper mounts first and answers the
+ * control socket once its first store process is up, as systemd's READY
+ * does) and returns that process's pid: `mount` runs the store in its one
+ * child, whose memory, fds and event loop the benchmarks measure (the
+ * keeper's are apart). Timing starts after this, as a deployment's does.
  */
-async function childOf(keeperPid: number, deadline: number): Promise<number> {
+async function servingPid(root: string, keeperPid: number, deadline: number): Promise<number> {
   for (;;) {
-    const children = await readFile(`/proc/${keeperPid}/task/${keeperPid}/children`, 'utf8').catch(() => '');
-    const first = Number(children.trim().split(/\s+/)[0]);
-    if (first > 0) return first;
-    if (Date.now() > deadline) throw new Error(`the keeper (pid ${keeperPid}) has no store process`);
+    const res = await controlRequest(join(root, SOCKET_NAME), { op: 'status' }, 2000).catch(() => undefined);
+    const pid = res?.ok ? Number((res as { pid?: unknown }).pid) : NaN;
+    if (pid > 0) return pid;
+    if (Date.now() > deadline) throw new Error(`the store (keeper pid ${keeperPid}) mounted but did not serve`);
     await sleep(10);
   }
 }
