@@ -8,12 +8,13 @@
  * to whichever store process serves.
  */
 import assert from 'node:assert/strict';
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { startPassReader, type PassReader } from '../helpers/pass-reader.js';
 import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -117,39 +118,10 @@ interface Pass {
   end: number;
 }
 
-interface Reader {
-  passes: Pass[];
-  waitPasses(n: number, ms?: number): Promise<void>;
-  stop(): Promise<Pass[]>;
-}
+type Reader = PassReader<Pass>;
 
 function startReader(dir: string, manifest: string, mnt: string): Reader {
-  const child: ChildProcess = spawn('python3', ['-c', READER_PY, dir, manifest, mnt], { stdio: ['pipe', 'pipe', 'inherit'] });
-  const passes: Pass[] = [];
-  const waiters: (() => void)[] = [];
-  createInterface({ input: child.stdout! }).on('line', (l) => {
-    passes.push(JSON.parse(l) as Pass);
-    for (const w of waiters.splice(0)) w();
-  });
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  return {
-    passes,
-    waitPasses: async (n, ms = 60_000) => {
-      const deadline = Date.now() + ms;
-      while (passes.length < n) {
-        const left = deadline - Date.now();
-        if (left <= 0 || child.exitCode !== null) throw new Error(`reader: ${passes.length} of ${n} passes after ${ms} ms (a read hanging?)`);
-        await new Promise<void>((r) => { const t = setTimeout(r, Math.min(left, 1000)); waiters.push(() => { clearTimeout(t); r(); }); });
-      }
-    },
-    stop: async () => {
-      child.stdin!.end();
-      const t = setTimeout(() => child.kill('SIGKILL'), 60_000);
-      await exited;
-      clearTimeout(t);
-      return passes;
-    },
-  };
+  return startPassReader<Pass>(READER_PY, [dir, manifest, mnt]);
 }
 
 /** Every pass read every file right, with the mount present. */

@@ -6,11 +6,11 @@
  * threads, and reports each pass as a JSON line. Nothing here touches the
  * mount from the test process's own thread.
  */
-import { execFile, fork, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, fork, type ChildProcess } from 'node:child_process';
+import { startPassReader, type PassReader } from '../helpers/pass-reader.js';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { KeeperStatus, RestartResult } from '../../src/fuse/keeper.js';
@@ -156,40 +156,10 @@ export interface Pass {
   end: number;
 }
 
-export interface Reader {
-  passes: Pass[];
-  /** Resolves once `n` passes in all have completed. */
-  waitPasses(n: number, ms: number): Promise<void>;
-  stop(): Promise<Pass[]>;
-}
+export type Reader = PassReader<Pass>;
 
 export function startReader(mnt: string, threads: number, dirs: number, files: number): Reader {
-  const child = spawn('python3', ['-c', READER_PY, mnt, String(threads), String(dirs), String(files)], { stdio: ['pipe', 'pipe', 'inherit'] });
-  const passes: Pass[] = [];
-  const waiters: (() => void)[] = [];
-  createInterface({ input: child.stdout! }).on('line', (l) => {
-    passes.push(JSON.parse(l) as Pass);
-    for (const w of waiters.splice(0)) w();
-  });
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  return {
-    passes,
-    waitPasses: async (n, ms) => {
-      const deadline = Date.now() + ms;
-      while (passes.length < n) {
-        const left = deadline - Date.now();
-        if (left <= 0 || child.exitCode !== null) throw new Error(`reader: ${passes.length} of ${n} passes after ${ms} ms (a read hanging?)`);
-        await new Promise<void>((r) => { const t = setTimeout(r, Math.min(left, 1000)); waiters.push(() => { clearTimeout(t); r(); }); });
-      }
-    },
-    stop: async () => {
-      child.stdin!.end();
-      const t = setTimeout(() => child.kill('SIGKILL'), 30_000);
-      await exited;
-      clearTimeout(t);
-      return passes;
-    },
-  };
+  return startPassReader<Pass>(READER_PY, [mnt, String(threads), String(dirs), String(files)], 30_000);
 }
 
 /** Polls `check` until true (fails after `ms`). */
