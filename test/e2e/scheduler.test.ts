@@ -109,6 +109,20 @@ describe('whole-layer check: no byte fetched twice, a passed check remembered', 
     return { layer, index: content.index };
   }
 
+  /** Opens the layer on a new engine over `cacheDir`, runs its background fetch to `complete` (the whole-layer check passed) and closes both. */
+  async function fetchWhole(cacheDir: string, p: Pushed): Promise<void> {
+    const engine = await engineWith(cacheDir);
+    try {
+      const { layer } = await open(engine, p);
+      layer.startBackgroundFetch();
+      await layer.backgroundDone();
+      assert.equal(layer.state, 'complete', layer.failureReason);
+      await layer.close();
+    } finally {
+      await engine.close();
+    }
+  }
+
   async function readAll(layer: EngineLayer, index: LayerIndex, p: Pushed, filter: (name: string, i: number) => boolean = () => true): Promise<void> {
     let i = 0;
     for (const [name, content] of p.contents) {
@@ -188,16 +202,8 @@ describe('whole-layer check: no byte fetched twice, a passed check remembered', 
   test('a damaged or cut verdict file is ignored: the layer is fetched and checked again, and the verdict written anew', async () => {
     const p = layers.get('estargz')!;
     const cacheDir = await tempDir();
-    let engine = await engineWith(cacheDir);
-    try {
-      const { layer } = await open(engine, p);
-      layer.startBackgroundFetch();
-      await layer.backgroundDone();
-      assert.equal(layer.state, 'complete', layer.failureReason);
-      await layer.close();
-    } finally {
-      await engine.close();
-    }
+    await fetchWhole(cacheDir, p);
+    let engine: Engine;
     const [name] = await readdir(join(cacheDir, 'verdicts'));
     const path = join(cacheDir, 'verdicts', name!);
     const good = await readFile(path);
@@ -222,16 +228,8 @@ describe('whole-layer check: no byte fetched twice, a passed check remembered', 
   test('a verdict without its chunks in the cache is not enough: the layer is fetched again', async () => {
     const p = layers.get('zstd:chunked')!;
     const cacheDir = await tempDir();
-    let engine = await engineWith(cacheDir);
-    try {
-      const { layer } = await open(engine, p);
-      layer.startBackgroundFetch();
-      await layer.backgroundDone();
-      assert.equal(layer.state, 'complete', layer.failureReason);
-      await layer.close();
-    } finally {
-      await engine.close();
-    }
+    await fetchWhole(cacheDir, p);
+    let engine: Engine;
     // One chunk file gone from the cache.
     let removed = false;
     for (const d of (await readdir(cacheDir)).filter((x) => /^[0-9a-f]{2}$/.test(x))) {
