@@ -25,7 +25,7 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { startRegistry } from '../test/helpers/registry.js';
+import { startRegistry } from '../testkit/registry.js';
 import { formatProfile, summarizeProfiles } from './lib/cpuprofile.js';
 import {
   ALL_WORKLOADS, MB, parseSelection, TARGET_WARM_DD_MBPS, TARGET_WARM_STAT_US,

@@ -22,8 +22,8 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { parseArgs } from 'node:util';
-import { startPodman, type Podman } from '../test/helpers/podman.js';
-import { startRegistry, type Registry } from '../test/helpers/registry.js';
+import { startPodman, type Podman } from '../testkit/podman.js';
+import { startRegistry, type Registry } from '../testkit/registry.js';
 import { convertImage, esgzRef, gzipRef, prepareImages, type BenchImage } from './lib/e2e-images.js';
 import { buildGoref, gorefConfig, startGorefStore, type GorefStore } from './lib/goref.js';
 import { describeMachine, loadNow, machineInfo, writeResult, writeTables } from './lib/machine.js';
@@ -229,7 +229,7 @@ function report(machine: ReturnType<typeof machineInfo>, img: BenchImage, sample
   out.push(`Machine: ${describeMachine(machine)}`, '');
   out.push(`\`podman pull IMG\` then \`podman run --rm --network none IMG ${COMMAND.slice(0, 2).join(' ')} '${COMMAND[2]}'\`, ${runs} runs per variant, interleaved; ` +
     'fresh podman storage (graphroot, runroot) every run, and for the lazy variants a fresh store process and cache root. ' +
-    `podman with private configs (test/helpers/podman.ts), runc. Store config: ${STORE_CONFIG.trim() ? `\`${STORE_CONFIG.trim()}\`` : 'defaults'}. Load average at the end ${loadNow().join(' ')}.`, '');
+    `podman with private configs (testkit/podman.ts), runc. Store config: ${STORE_CONFIG.trim() ? `\`${STORE_CONFIG.trim()}\`` : 'defaults'}. Load average at the end ${loadNow().join(' ')}.`, '');
   const l = img.layers;
   out.push(`Image: the python test image (${l.map((x) => `layer ${x.index}: ${x.files} files, ${(x.fileBytes / MB).toFixed(1)} MB, gzip ${(x.gz.size / MB).toFixed(1)} MB, eStargz ${(x.esgz.size / MB).toFixed(1)} MB`).join('; ')}). ` +
     (!samples.some((s) => isGo(s.variant)) ? 'The Go reference store was not measured in this run (no go- variants).' :

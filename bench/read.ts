@@ -30,7 +30,7 @@ import type { LayerNode } from '../src/estargz/layer-index.js';
 import { openEstargz, type EstargzBlob } from '../src/estargz/open.js';
 import { RemoteBlob } from '../src/registry/blob.js';
 import { RegistryClient } from '../src/registry/client.js';
-import { pushBlob, startRegistry, type Registry } from '../test/helpers/registry.js';
+import { pushBlob, startRegistry, type Registry } from '../testkit/registry.js';
 import { describeMachine, loadNow, machineInfo, writeResult, writeTables } from './lib/machine.js';
 import { runMeasured, runQuiet } from './lib/proc.js';
 import { MiB, formatSummary, summarize } from './lib/stats.js';

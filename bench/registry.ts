@@ -36,8 +36,8 @@ import { convertImage, type ProgressEvent } from '../src/convert/image-convert.j
 import { RemoteBlob, type ByteRange } from '../src/registry/blob.js';
 import { RegistryClient } from '../src/registry/client.js';
 import { parseReference } from '../src/registry/reference.js';
-import { startFaultProxy, type FaultProxy } from '../test/helpers/fault-proxy.js';
-import { pushBlob, putManifest, startRegistry, type Registry } from '../test/helpers/registry.js';
+import { startFaultProxy, type FaultProxy } from '../testkit/fault-proxy.js';
+import { pushBlob, putManifest, startRegistry, type Registry } from '../testkit/registry.js';
 import { ensureLayerInput, type LayerInput, type LayerInputSpec } from './lib/layer-input.js';
 import { describeMachine, loadNow, machineInfo, writeResult, writeTables } from './lib/machine.js';
 import { runMeasured, runQuiet, type ProcSample } from './lib/proc.js';
@@ -644,7 +644,7 @@ async function main(): Promise<void> {
         md.push('multi-range: one `readRanges` call (one GET, multipart/byteranges answer). single-range-mode: `readRanges` on a blob opened with ' +
           '`singleRangeOnly` (ranges within 64 KiB merged, the rest one GET each, all at once). sequential: one `read` after another. ' +
           'concurrent: all `read`s at once (Promise.all); the client\'s Agent allows 16 connections per origin, so they go in waves of 16. ' +
-          'proxy: test/helpers/fault-proxy.ts between client and registry, with a `delay` fault (times: Infinity) holding every blob GET ' +
+          'proxy: testkit/fault-proxy.ts between client and registry, with a `delay` fault (times: Infinity) holding every blob GET ' +
           'for that long before forwarding it: a stand-in for a round trip, not a bandwidth limit. GETs and bytes are counted by the proxy. ' +
           'S3-like: the proxy drops the Range header of multi-range GETs, so the registry answers 200 with the whole blob, as S3 does for ' +
           `multi-range requests (${Math.min(3, scatterRuns)} runs, each on new ranges, on the same RemoteBlob).`, '');

@@ -14,7 +14,7 @@
  */
 import { mkdir } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { startRegistry } from '../test/helpers/registry.js';
+import { startRegistry } from '../testkit/registry.js';
 import { formatLongTasks, formatProfile, longTasksOf, summarizeProfiles } from './lib/cpuprofile.js';
 import { describeMachine, loadNow, machineInfo, writeResult, writeTables, type MachineInfo } from './lib/machine.js';
 import { prepareSoakImage } from './lib/soak-image.js';

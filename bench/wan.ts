@@ -14,7 +14,7 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { startRegistry } from '../test/helpers/registry.js';
+import { startRegistry } from '../testkit/registry.js';
 import { ALL_WORKLOADS, MB, buildCases, parseSelection, busyNote, layersTable, runCases, summarizeCases, type CaseSummary } from './lib/e2e-cases.js';
 import { prepareImages } from './lib/e2e-images.js';
 import { describeMachine, loadNow, machineInfo, writeResult, writeTables } from './lib/machine.js';

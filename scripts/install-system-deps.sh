@@ -38,7 +38,7 @@ PKGS=(
   python3
   python3.11
   # the podman 5 tests run Debian 13's podman 5.4 in a chroot that their set-up
-  # builds once with debootstrap (test/helpers/podman5.ts, scripts/podman5/)
+  # builds once with debootstrap (testkit/podman5.ts, scripts/podman5/)
   debootstrap
   # the benchmarks compare against `curl | gunzip` and read peak RSS and CPU
   # time of child processes from GNU time

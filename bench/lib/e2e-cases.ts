@@ -8,7 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stat } from 'node:fs/promises';
-import type { Registry } from '../../test/helpers/registry.js';
+import type { Registry } from '../../testkit/registry.js';
 import { esgzRef, gzipRef, smallFileOf, type BenchImage, type ImageName, type LayerFacts } from './e2e-images.js';
 import { startGorefStore } from './goref.js';
 import { waitQuiet } from './quiet.js';

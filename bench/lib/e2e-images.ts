@@ -4,7 +4,7 @@
  * the test helpers' own small client, then converted to eStargz with our
  * `image convert` CLI (as a user would).
  *
- *  - `python`: the test image of test/helpers/python-image.ts (layer 1:
+ *  - `python`: the test image of testkit/python-image.ts (layer 1:
  *    busybox and the shared libraries python needs; layer 2: python3.11 and
  *    its standard library).
  *  - `bookworm-like`: a bigger image shaped like the published reference
@@ -19,9 +19,9 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { gzip as gzipCb } from 'node:zlib';
 import tar from 'tar-stream';
-import { makeLayerTar } from '../../test/helpers/layer-tar.js';
-import { pythonImageLayers } from '../../test/helpers/python-image.js';
-import { pushBlob, putManifest } from '../../test/helpers/registry.js';
+import { makeLayerTar } from '../../testkit/layer-tar.js';
+import { pythonImageLayers } from '../../testkit/python-image.js';
+import { pushBlob, putManifest } from '../../testkit/registry.js';
 import { ensureLayerInput } from './layer-input.js';
 import { MiB } from './stats.js';
 
@@ -176,7 +176,7 @@ export async function prepareImages(host: string, names: readonly ImageName[], l
     let description: string;
     if (name === 'python') {
       tars = pyTars;
-      description = 'test image (test/helpers/python-image.ts): layer 1 busybox + shared libraries, layer 2 python3.11 + stdlib';
+      description = 'test image (testkit/python-image.ts): layer 1 busybox + shared libraries, layer 2 python3.11 + stdlib';
     } else {
       log('building the bookworm-like base layer from /etc and /usr (cached in $TMPDIR/estargz-bench) …');
       const input = await ensureLayerInput(BOOKWORM_BASE);

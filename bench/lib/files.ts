@@ -41,7 +41,7 @@ export async function listFiles(dir: string, budget: number, maxFile = Infinity)
 }
 
 /** The benchmarks' deterministic data and offsets come from the test helpers' seeded generator. */
-export { prng } from '../../test/helpers/prng.js';
+export { prng } from '../../testkit/prng.js';
 
 /** Collects a tar-stream pack's output: `done()` resolves with the whole archive once the pack ends. */
 export function collectPack(pack: { on(event: string, fn: (arg: unknown) => void): unknown }): { done: () => Promise<Buffer> } {

@@ -5,8 +5,8 @@
  * a pure function of (layer, file) seeds: the reader process makes the same
  * bytes again to check every read without receiving hundreds of MB.
  */
-import type { SpecEntry } from '../../test/helpers/layer-tar.js';
-import { pushTestImage } from '../../test/helpers/images.js';
+import type { SpecEntry } from '../../testkit/layer-tar.js';
+import { pushTestImage } from '../../testkit/images.js';
 import { convertImage } from './e2e-images.js';
 import { prng } from './files.js';
 import { MiB } from './stats.js';

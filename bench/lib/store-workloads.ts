@@ -9,7 +9,7 @@ import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { freePort, type Registry } from '../../test/helpers/registry.js';
+import { freePort, type Registry } from '../../testkit/registry.js';
 import { CLI } from './e2e-images.js';
 import { SOCKET_NAME, controlRequest } from '../../src/daemon/control-protocol.js';
 

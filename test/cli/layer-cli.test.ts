@@ -7,8 +7,8 @@ import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { createHash } from 'node:crypto';
-import { FIXTURE_DIR, loadFixture } from '../helpers/fixtures.js';
-import { makeLayerTar } from '../helpers/layer-tar.js';
+import { FIXTURE_DIR, loadFixture } from '../../testkit/fixtures.js';
+import { makeLayerTar } from '../../testkit/layer-tar.js';
 
 const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const run = promisify(execFile);

@@ -9,7 +9,7 @@ import { gunzipSync, gzipSync } from 'node:zlib';
 import { BufferSource } from '../../src/estargz/source.js';
 import { verifyBlob } from '../../src/estargz/verify.js';
 import { convertLayer, type ConvertProgress } from '../../src/estargz/writer/convert.js';
-import { makeLayerTar, randomBytes, type SpecEntry } from '../helpers/layer-tar.js';
+import { makeLayerTar, randomBytes, type SpecEntry } from '../../testkit/layer-tar.js';
 
 function sink(): { stream: Writable; bytes: () => Buffer } {
   const parts: Buffer[] = [];

@@ -11,9 +11,9 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { pushTestImage } from '../helpers/images.js';
-import { startRegistry, type Registry, type RegistryAuth } from '../helpers/registry.js';
-import { startStore, type RunningStore } from '../helpers/store.js';
+import { pushTestImage } from '../../testkit/images.js';
+import { startRegistry, type Registry, type RegistryAuth } from '../../testkit/registry.js';
+import { startStore, type RunningStore } from '../../testkit/store.js';
 
 const run = promisify(execFile);
 const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));

@@ -8,9 +8,9 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { formatStatus } from '../../src/cli/control.js';
 import { ConfigError, buildConfig, loadConfig } from '../../src/daemon/config.js';
-import { pushTestImage } from '../helpers/images.js';
-import { DEFAULT_USERS, freePort, startRegistry, type Registry } from '../helpers/registry.js';
-import { startStore, type RunningStore } from '../helpers/store.js';
+import { pushTestImage } from '../../testkit/images.js';
+import { DEFAULT_USERS, freePort, startRegistry, type Registry } from '../../testkit/registry.js';
+import { startStore, type RunningStore } from '../../testkit/store.js';
 
 const run = promisify(execFile);
 const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));

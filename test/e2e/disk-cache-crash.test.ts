@@ -8,10 +8,10 @@ import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { pushTestImage } from '../helpers/images.js';
-import { randomBytes, type SpecEntry } from '../helpers/layer-tar.js';
-import { freePort, startRegistry, type Registry } from '../helpers/registry.js';
-import { startStore, type RunningStore } from '../helpers/store.js';
+import { pushTestImage } from '../../testkit/images.js';
+import { randomBytes, type SpecEntry } from '../../testkit/layer-tar.js';
+import { freePort, startRegistry, type Registry } from '../../testkit/registry.js';
+import { startStore, type RunningStore } from '../../testkit/store.js';
 
 const run = promisify(execFile);
 const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));

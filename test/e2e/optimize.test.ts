@@ -7,10 +7,10 @@ import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { gunzipSync } from 'node:zlib';
 import tar from 'tar-stream';
-import { busyboxLayer, pushTestImage, type TestImage } from '../helpers/images.js';
-import type { SpecEntry } from '../helpers/layer-tar.js';
-import { startPodman } from '../helpers/podman.js';
-import { registryFetch, startRegistry, type Registry } from '../helpers/registry.js';
+import { busyboxLayer, pushTestImage, type TestImage } from '../../testkit/images.js';
+import type { SpecEntry } from '../../testkit/layer-tar.js';
+import { startPodman } from '../../testkit/podman.js';
+import { registryFetch, startRegistry, type Registry } from '../../testkit/registry.js';
 
 const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 

@@ -7,11 +7,11 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { pushTestImage } from '../helpers/images.js';
-import { startPodman, type Podman } from '../helpers/podman.js';
-import { pythonImageLayers } from '../helpers/python-image.js';
-import { registryFetch, startRegistry, type Registry } from '../helpers/registry.js';
-import { startStore, type RunningStore } from '../helpers/store.js';
+import { pushTestImage } from '../../testkit/images.js';
+import { startPodman, type Podman } from '../../testkit/podman.js';
+import { pythonImageLayers } from '../../testkit/python-image.js';
+import { registryFetch, startRegistry, type Registry } from '../../testkit/registry.js';
+import { startStore, type RunningStore } from '../../testkit/store.js';
 
 const run = promisify(execFile);
 const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));

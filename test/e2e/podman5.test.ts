@@ -1,4 +1,4 @@
-// podman 5.4 (Debian 13's, in a chroot: test/helpers/podman5.ts) with the
+// podman 5.4 (Debian 13's, in a chroot: testkit/podman5.ts) with the
 // store as its additional layer store, through the store's real FUSE mount and
 // a real Distribution registry. podman ≥ 5.1 looks an eStargz layer up by its
 // TOC digest (`<base64 ref>/<toc digest>/`); podman ≥ 5.2 hands pull
@@ -25,8 +25,8 @@ import { RegistryClient } from '../../src/registry/client.js';
 import { BufferSource } from '../../src/estargz/source.js';
 import { openZstdChunked } from '../../src/zstdchunked/open.js';
 import { validateTarSplit } from '../../src/zstdchunked/tar-split-check.js';
-import { busyboxLayer, pushTestImage } from '../helpers/images.js';
-import { ensurePodman5Chroot, startPodman5, type Podman5 } from '../helpers/podman5.js';
+import { busyboxLayer, pushTestImage } from '../../testkit/images.js';
+import { ensurePodman5Chroot, startPodman5, type Podman5 } from '../../testkit/podman5.js';
 import {
   assertNoPodmanLayerGets,
   assertPushPullsBack,
@@ -43,10 +43,10 @@ import {
   zstdChunkedFlow,
   type ManifestLayer,
   type Podman5Suite,
-} from '../helpers/podman5-flows.js';
-import { pythonImageLayers } from '../helpers/python-image.js';
-import { basicAuth, startRegistry, type Registry } from '../helpers/registry.js';
-import { startStore, type RunningStore } from '../helpers/store.js';
+} from '../../testkit/podman5-flows.js';
+import { pythonImageLayers } from '../../testkit/python-image.js';
+import { basicAuth, startRegistry, type Registry } from '../../testkit/registry.js';
+import { startStore, type RunningStore } from '../../testkit/store.js';
 
 const run = promisify(execFile);
 const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));

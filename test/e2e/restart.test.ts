@@ -10,7 +10,7 @@
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { startPassReader, type PassReader } from '../helpers/pass-reader.js';
+import { startPassReader, type PassReader } from '../../testkit/pass-reader.js';
 import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -19,11 +19,11 @@ import { after, before, describe, test, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { RESTART_TIMEOUT_MS, SOCKET_NAME, controlRequest } from '../../src/daemon/control-protocol.js';
-import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';
-import { pushTestImage } from '../helpers/images.js';
-import { randomBytes, type SpecEntry } from '../helpers/layer-tar.js';
-import { freePort, startRegistry, type Registry } from '../helpers/registry.js';
-import { isMounted, startStore, type RunningStore } from '../helpers/store.js';
+import { startFaultProxy, type FaultProxy } from '../../testkit/fault-proxy.js';
+import { pushTestImage } from '../../testkit/images.js';
+import { randomBytes, type SpecEntry } from '../../testkit/layer-tar.js';
+import { freePort, startRegistry, type Registry } from '../../testkit/registry.js';
+import { isMounted, startStore, type RunningStore } from '../../testkit/store.js';
 
 const run = promisify(execFile);
 const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));

@@ -16,9 +16,9 @@ import { RemoteBlob } from '../../src/registry/blob.js';
 import { RegistryClient } from '../../src/registry/client.js';
 import type { RegistryTraffic, RequestReport } from '../../src/registry/traffic.js';
 import { openZstdChunked } from '../../src/zstdchunked/open.js';
-import { makeLayerTar, randomBytes, type SpecEntry } from '../helpers/layer-tar.js';
-import { startFaultProxy } from '../helpers/fault-proxy.js';
-import { pushBlob, startRegistry, type Registry } from '../helpers/registry.js';
+import { makeLayerTar, randomBytes, type SpecEntry } from '../../testkit/layer-tar.js';
+import { startFaultProxy } from '../../testkit/fault-proxy.js';
+import { pushBlob, startRegistry, type Registry } from '../../testkit/registry.js';
 import { writeZstdChunked } from '../zstdchunked/writer.js';
 
 const sha = (b: Uint8Array): string => 'sha256:' + createHash('sha256').update(b).digest('hex');

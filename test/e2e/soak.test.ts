@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { prepareSoakImage } from '../../bench/lib/soak-image.js';
 import { phasesTable, runSoak } from '../../bench/lib/soak.js';
-import { startRegistry, type Registry } from '../helpers/registry.js';
+import { startRegistry, type Registry } from '../../testkit/registry.js';
 
 const MiB = 1024 * 1024;
 

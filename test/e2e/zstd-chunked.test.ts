@@ -11,10 +11,10 @@ import { TOC_DIGEST_ANNOTATION } from '../../src/estargz/toc.js';
 import { BufferSource } from '../../src/estargz/source.js';
 import { MANIFEST_CHECKSUM_ANNOTATION } from '../../src/zstdchunked/annotations.js';
 import { openZstdChunked } from '../../src/zstdchunked/open.js';
-import { makeLayerTar, randomBytes, type SpecEntry } from '../helpers/layer-tar.js';
-import { pushBlob, putManifest, sha256Digest, startRegistry, type Registry } from '../helpers/registry.js';
-import { startStore, type RunningStore } from '../helpers/store.js';
-import { dumpTree, normalizeLinks, overlayView } from '../helpers/tree-view.js';
+import { makeLayerTar, randomBytes, type SpecEntry } from '../../testkit/layer-tar.js';
+import { pushBlob, putManifest, sha256Digest, startRegistry, type Registry } from '../../testkit/registry.js';
+import { startStore, type RunningStore } from '../../testkit/store.js';
+import { dumpTree, normalizeLinks, overlayView } from '../../testkit/tree-view.js';
 import { FIXTURE_DIR } from '../zstdchunked/fixture.js';
 import { writeZstdChunked } from '../zstdchunked/writer.js';
 

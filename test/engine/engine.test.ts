@@ -16,10 +16,10 @@ import { convertLayer } from '../../src/estargz/writer/convert.js';
 import { registry as metrics } from '../../src/metrics/registry.js';
 import { RemoteBlob } from '../../src/registry/blob.js';
 import { RegistryClient } from '../../src/registry/client.js';
-import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';
-import { loadFixture, type TreeEntry } from '../helpers/fixtures.js';
-import { makeLayerTar } from '../helpers/layer-tar.js';
-import { pushBlob, startRegistry, type Registry } from '../helpers/registry.js';
+import { startFaultProxy, type FaultProxy } from '../../testkit/fault-proxy.js';
+import { loadFixture, type TreeEntry } from '../../testkit/fixtures.js';
+import { makeLayerTar } from '../../testkit/layer-tar.js';
+import { pushBlob, startRegistry, type Registry } from '../../testkit/registry.js';
 
 const hex = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 

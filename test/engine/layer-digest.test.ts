@@ -7,7 +7,7 @@ import type { Chunk } from '../../src/estargz/layer-index.js';
 import { BufferSource } from '../../src/estargz/source.js';
 import { openZstdChunked } from '../../src/zstdchunked/open.js';
 import type { ZstdRebuildPlan } from '../../workers/layer-digest.js';
-import { makeLayerTar, randomBytes } from '../helpers/layer-tar.js';
+import { makeLayerTar, randomBytes } from '../../testkit/layer-tar.js';
 import { writeZstdChunked } from '../zstdchunked/writer.js';
 
 const sha = (b: Uint8Array): string => 'sha256:' + createHash('sha256').update(b).digest('hex');

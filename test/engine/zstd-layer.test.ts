@@ -9,7 +9,7 @@ import { checkTarSplitInWorker } from '../../src/engine/tarsplit-check.js';
 import { BufferSource } from '../../src/estargz/source.js';
 import { isZstdChunkedError } from '../../src/zstdchunked/errors.js';
 import { openZstdChunked, type ZstdChunkedBlob } from '../../src/zstdchunked/open.js';
-import { makeLayerTar, randomBytes, type SpecEntry } from '../helpers/layer-tar.js';
+import { makeLayerTar, randomBytes, type SpecEntry } from '../../testkit/layer-tar.js';
 import { loadZstdFixture, zstdCliDecode } from '../zstdchunked/fixture.js';
 import { writeZstdChunked } from '../zstdchunked/writer.js';
 

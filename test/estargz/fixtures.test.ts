@@ -5,7 +5,7 @@ import { hashFile, listEntries } from '../../src/estargz/listing.js';
 import { openEstargz } from '../../src/estargz/open.js';
 import { BufferSource } from '../../src/estargz/source.js';
 import { verifyBlob } from '../../src/estargz/verify.js';
-import { fixtureNames, loadFixture } from '../helpers/fixtures.js';
+import { fixtureNames, loadFixture } from '../../testkit/fixtures.js';
 
 const names = await fixtureNames();
 

@@ -8,7 +8,7 @@ import { openEstargz } from '../../src/estargz/open.js';
 import { BufferSource } from '../../src/estargz/source.js';
 import { verifyBlob } from '../../src/estargz/verify.js';
 import { convertLayer, type ConvertOptions, type ConvertResult } from '../../src/estargz/writer/convert.js';
-import { expectedTree, makeLayerTar, randomBytes, type SpecEntry } from '../helpers/layer-tar.js';
+import { expectedTree, makeLayerTar, randomBytes, type SpecEntry } from '../../testkit/layer-tar.js';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';

@@ -7,7 +7,7 @@ import { convertLayer } from '../../src/estargz/writer/convert.js';
 import { DiffView } from '../../src/fs/diff-view.js';
 import { WHITEOUT_BIT } from '../../src/fs/node-ids.js';
 import { BadNameError, checkDigestDir, decodeRefDir, encodeRefDir } from '../../src/fs/names.js';
-import { makeLayerTar, type SpecEntry } from '../helpers/layer-tar.js';
+import { makeLayerTar, type SpecEntry } from '../../testkit/layer-tar.js';
 
 async function viewOf(spec: SpecEntry[], prioritized: string[] = []): Promise<DiffView> {
   const parts: Buffer[] = [];

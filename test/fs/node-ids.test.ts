@@ -14,7 +14,7 @@ import { encodeRefDir } from '../../src/fs/names.js';
 import { Low, NodeIdTable, ROOT_ID, SlotTableFull, WHITEOUT_BIT, layerKey, lowOf, makeId, refKey, slotOf } from '../../src/fs/node-ids.js';
 import { StoreFs } from '../../src/fs/store-fs.js';
 import type { Entry } from '../../src/fuse/types.js';
-import { makeLayerTar, type SpecEntry } from '../helpers/layer-tar.js';
+import { makeLayerTar, type SpecEntry } from '../../testkit/layer-tar.js';
 
 const ESTALE = -116;
 const ENOENT = -2;

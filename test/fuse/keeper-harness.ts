@@ -7,7 +7,7 @@
  * mount from the test process's own thread.
  */
 import { execFile, fork, type ChildProcess } from 'node:child_process';
-import { startPassReader, type PassReader } from '../helpers/pass-reader.js';
+import { startPassReader, type PassReader } from '../../testkit/pass-reader.js';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';

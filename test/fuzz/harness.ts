@@ -17,8 +17,8 @@ import { BufferSource } from '../../src/estargz/source.js';
 import { headerCodec } from '../../src/estargz/tar/header-codec.js';
 import { TOC_TAR_NAME, sha256Digest, type TocJson } from '../../src/estargz/toc.js';
 import { convertLayer } from '../../src/estargz/writer/convert.js';
-import { loadFixture } from '../helpers/fixtures.js';
-import { expectedTree, makeLayerTar, randomBytes, type SpecEntry } from '../helpers/layer-tar.js';
+import { loadFixture } from '../../testkit/fixtures.js';
+import { expectedTree, makeLayerTar, randomBytes, type SpecEntry } from '../../testkit/layer-tar.js';
 
 /**
  * The fuzz harness shared by test/fuzz/format.test.ts (a few hundred cases,

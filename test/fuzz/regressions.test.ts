@@ -14,8 +14,8 @@ import { openEstargz, type EstargzBlob } from '../../src/estargz/open.js';
 import { BufferSource } from '../../src/estargz/source.js';
 import { sha256Digest, type TocJson } from '../../src/estargz/toc.js';
 import { logger } from '../../src/log/logger.js';
-import { loadFixture } from '../helpers/fixtures.js';
-import { randomBytes } from '../helpers/layer-tar.js';
+import { loadFixture } from '../../testkit/fixtures.js';
+import { randomBytes } from '../../testkit/layer-tar.js';
 import { FUZZ_TUNING, bufferFetcher, createPoolEngine, loadBases, newStats, runCase, sha, tocMember, type FuzzCase } from './harness.js';
 
 /**

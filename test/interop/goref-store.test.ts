@@ -19,10 +19,10 @@ import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { buildGoref, GOREF_USER_AGENT, gorefConfig, startGorefStore, type GorefStore } from '../../bench/lib/goref.js';
-import { pushTestImage } from '../helpers/images.js';
-import { randomBytes, type SpecEntry } from '../helpers/layer-tar.js';
-import { registryFetch, sha256Digest, startRegistry, type Registry } from '../helpers/registry.js';
-import { isMounted } from '../helpers/store.js';
+import { pushTestImage } from '../../testkit/images.js';
+import { randomBytes, type SpecEntry } from '../../testkit/layer-tar.js';
+import { registryFetch, sha256Digest, startRegistry, type Registry } from '../../testkit/registry.js';
+import { isMounted } from '../../testkit/store.js';
 
 const execFile = promisify(execFileCb);
 const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));

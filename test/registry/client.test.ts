@@ -11,10 +11,10 @@ import type { ResolverConfig } from '../../src/registry/hosts.js';
 import { ImageResolver, fetchManifest, resolveImage } from '../../src/registry/manifest.js';
 import { pushBlob, pushManifest } from '../../src/registry/push.js';
 import { parseReference } from '../../src/registry/reference.js';
-import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';
-import { pushTestImage, pushTestIndex } from '../helpers/images.js';
-import { randomBytes } from '../helpers/layer-tar.js';
-import { DEFAULT_USERS, pushBlob as seedBlob, registryFetch, sha256Digest, startRegistry, type Registry } from '../helpers/registry.js';
+import { startFaultProxy, type FaultProxy } from '../../testkit/fault-proxy.js';
+import { pushTestImage, pushTestIndex } from '../../testkit/images.js';
+import { randomBytes } from '../../testkit/layer-tar.js';
+import { DEFAULT_USERS, pushBlob as seedBlob, registryFetch, sha256Digest, startRegistry, type Registry } from '../../testkit/registry.js';
 
 const FAST_RETRY = { maxRetries: 3, minWaitMs: 5, maxWaitMs: 2000 };
 const USER = 'testuser';

@@ -9,10 +9,10 @@ import type { MirrorConfig } from '../../src/registry/hosts.js';
 import { fetchManifest } from '../../src/registry/manifest.js';
 import { pushBlob as clientPush } from '../../src/registry/push.js';
 import { DEFAULT_RETRY, Transport } from '../../src/registry/transport.js';
-import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';
-import { pushTestImage } from '../helpers/images.js';
-import { randomBytes } from '../helpers/layer-tar.js';
-import { freePort, pushBlob, sha256Digest, startRegistry, type Registry } from '../helpers/registry.js';
+import { startFaultProxy, type FaultProxy } from '../../testkit/fault-proxy.js';
+import { pushTestImage } from '../../testkit/images.js';
+import { randomBytes } from '../../testkit/layer-tar.js';
+import { freePort, pushBlob, sha256Digest, startRegistry, type Registry } from '../../testkit/registry.js';
 
 /** An undici Agent that counts the requests it is given, per origin (refused connections included). */
 class CountingAgent extends Agent {

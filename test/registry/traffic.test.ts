@@ -6,10 +6,10 @@ import { RemoteBlob } from '../../src/registry/blob.js';
 import { RegistryClient } from '../../src/registry/client.js';
 import { fetchManifest } from '../../src/registry/manifest.js';
 import type { RangeSplitReport, RegistryTraffic, RequestReport, RetryReport } from '../../src/registry/traffic.js';
-import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';
-import { pushTestImage } from '../helpers/images.js';
-import { randomBytes } from '../helpers/layer-tar.js';
-import { pushBlob, startRegistry, type Registry } from '../helpers/registry.js';
+import { startFaultProxy, type FaultProxy } from '../../testkit/fault-proxy.js';
+import { pushTestImage } from '../../testkit/images.js';
+import { randomBytes } from '../../testkit/layer-tar.js';
+import { pushBlob, startRegistry, type Registry } from '../../testkit/registry.js';
 
 const BLOB = randomBytes(300_000, 16);
 

@@ -7,7 +7,7 @@ import { MANIFEST_CHECKSUM_ANNOTATION, MANIFEST_POSITION_ANNOTATION } from '../.
 import type { ManifestEntry, ManifestJson } from '../../src/zstdchunked/manifest.js';
 import { openZstdChunked } from '../../src/zstdchunked/open.js';
 import { decodeBatch } from '../../workers/decode-batch.js';
-import { prng } from '../helpers/prng.js';
+import { prng } from '../../testkit/prng.js';
 import { loadZstdFixture } from './fixture.js';
 import { remake } from './remake.js';
 

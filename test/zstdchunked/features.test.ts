@@ -9,7 +9,7 @@ import type { CodedChunk } from '../../src/zstdchunked/layer-index.js';
 import type { ManifestEntry } from '../../src/zstdchunked/manifest.js';
 import { openZstdChunked } from '../../src/zstdchunked/open.js';
 import { verifyZstdChunkedBlob } from '../../src/zstdchunked/verify.js';
-import { makeLayerTar, type SpecEntry } from '../helpers/layer-tar.js';
+import { makeLayerTar, type SpecEntry } from '../../testkit/layer-tar.js';
 import { writeZstdChunked } from './writer.js';
 
 const sha = (b: Uint8Array): string => 'sha256:' + createHash('sha256').update(b).digest('hex');

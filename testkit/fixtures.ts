@@ -1,8 +1,8 @@
 import { readFile } from 'node:fs/promises';
-import type { ListedEntry } from '../../src/estargz/listing.js';
+import type { ListedEntry } from '../src/estargz/listing.js';
 
 /** Reference-made eStargz fixtures, copied into the project (see test/fixtures/estargz/README.md). */
-export const FIXTURE_DIR = new URL('../../../test/fixtures/estargz/', import.meta.url);
+export const FIXTURE_DIR = new URL('../../test/fixtures/estargz/', import.meta.url);
 
 export interface PatchOp {
   op: 'xor' | 'truncate' | 'write' | 'append';

@@ -17,8 +17,8 @@ import {
   sha256Digest,
   startRegistry,
   type Registry,
-} from './registry.js';
-import { startFaultProxy, type FaultProxy } from './fault-proxy.js';
+} from '../../testkit/registry.js';
+import { startFaultProxy, type FaultProxy } from '../../testkit/fault-proxy.js';
 
 const REPO = 'infra/blob';
 

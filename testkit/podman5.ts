@@ -22,8 +22,8 @@ import { promisify } from 'node:util';
 
 const execFile = promisify(execFileCb);
 
-const SCRIPTS = fileURLToPath(new URL('../../../scripts/podman5/', import.meta.url));
-const PROJECT = fileURLToPath(new URL('../../../', import.meta.url));
+const SCRIPTS = fileURLToPath(new URL('../../scripts/podman5/', import.meta.url));
+const PROJECT = fileURLToPath(new URL('../../', import.meta.url));
 const CACHE = process.env['PODMAN5_CACHE'] ?? '/var/cache/estargz-store/podman5';
 const INSTALL_HINT = 'it needs root, debootstrap (scripts/install-system-deps.sh) and the Debian mirror http://deb.debian.org (PODMAN5_MIRROR)';
 

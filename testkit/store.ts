@@ -4,11 +4,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { SOCKET_NAME, controlRequest } from '../../src/daemon/control-protocol.js';
-import type { ServingStatus } from '../../src/daemon/daemon.js';
-import type { LayerStatus } from '../../src/layers/status.js';
+import { SOCKET_NAME, controlRequest } from '../src/daemon/control-protocol.js';
+import type { ServingStatus } from '../src/daemon/daemon.js';
+import type { LayerStatus } from '../src/layers/status.js';
 
-const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 
 export type StoreStatus = ServingStatus & { layers: LayerStatus[] };
 

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import tar from 'tar-stream';
-import { LANDMARK_CONTENTS, cleanEntryName } from '../../src/estargz/toc.js';
+import { LANDMARK_CONTENTS, cleanEntryName } from '../src/estargz/toc.js';
 import type { TreeEntry } from './fixtures.js';
 
 /** One entry of a generated test layer. */

@@ -3,7 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { writePodmanConfig } from '../../src/sandbox/podman.js';
+import { writePodmanConfig } from '../src/sandbox/podman.js';
 
 const run = promisify(execFile);
 

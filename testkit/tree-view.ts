@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
-const TREE_DUMP = fileURLToPath(new URL('../../../test/helpers/tree-dump.py', import.meta.url));
+const TREE_DUMP = fileURLToPath(new URL('../../testkit/tree-dump.py', import.meta.url));
 
 /** One entry of tree-dump.py's listing: what `lstat`, `readlink`, the xattrs and the contents say. */
 export interface DumpEntry {
