@@ -43,6 +43,20 @@ interface StoreState {
   credentials: LedgerEntry[];
 }
 
+/** How long a restart's successor resolves the served layers before it takes requests. */
+const RESOLVE_BEFORE_SERVING_MS = 10_000;
+
+/** Waits for `work`, at most `ms`; never rejects (resolveAgain logs its own failures). */
+async function boundedWait(work: Promise<void>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<void>((resolve) => { timer = setTimeout(resolve, ms); });
+  try {
+    await Promise.race([work.catch(() => undefined), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 const isState = (s: unknown): s is StoreState => typeof s === 'object' && s !== null && (s as StoreState).version === 1;
 
 /** Sockets of store processes that are gone (killed: nothing removed them). */
@@ -121,8 +135,14 @@ void serveKept(async (ctx) => {
       // Credentials first: resolving the served layers again may need them.
       ledger.merge(s.credentials);
       fs.mergeNodeTable(s.nodes);
-      void fs.resolveAgain(s.served);
       logger.info({ slots: s.nodes.slots.length, layers: s.served.length, credentials: s.credentials.length }, 'took over the node-id table, the served layers and credentials');
+      const resolving = fs.resolveAgain(s.served);
+      // A planned restart: the predecessor serves until this one reads
+      // requests, so resolve first and no reader waits for a manifest and a
+      // TOC (bounded: a registry that is slow now only delays those layers'
+      // first reads). After a crash nobody serves: take requests at once.
+      if (ctx.reason !== 'restart') return;
+      return boundedWait(resolving, RESOLVE_BEFORE_SERVING_MS);
     },
   };
 }).catch((err: unknown) => {

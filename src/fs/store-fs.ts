@@ -34,6 +34,8 @@ const TYPE_BITS = { dir: S_IFDIR, reg: S_IFREG, symlink: S_IFLNK, char: S_IFCHR,
  * containers/storage released it.
  */
 const DAY = 86_400;
+/** Layers a successor resolves again at once (see resolveAgain). */
+const RESOLVE_AGAIN_CONCURRENCY = 4;
 
 /** The kernel's 32-bit device number encoding (new_encode_dev). */
 function makeDev(major: number, minor: number): number {
@@ -183,7 +185,7 @@ export class StoreFs {
   }
 
   /**
-   * Resolves a predecessor's served layers again, one at a time, without
+   * Resolves a predecessor's served layers again (a few at a time) without
    * waiting for a request: the successor's status, listings and background
    * fetch then pick up where the predecessor was, and its first reads of a
    * layer wait for no resolution. Requests that come meanwhile share the
@@ -191,16 +193,22 @@ export class StoreFs {
    * on its next request.
    */
   async resolveAgain(keys: readonly string[]): Promise<void> {
-    for (const key of keys) {
-      const slot = this.ids.peek(key);
-      const rec = slot === undefined ? undefined : this.record(makeId(slot, Low.LAYER_DIR));
-      if (rec?.kind !== 'layer' || rec.served) continue;
-      try {
-        await this.withServed(rec, () => undefined);
-      } catch {
-        // logged by withServed
+    const queue = [...keys];
+    // A few at a time: a node serving many layers hands over sooner, without
+    // a burst of manifest and TOC requests at the registry.
+    const worker = async (): Promise<void> => {
+      for (let key = queue.shift(); key !== undefined; key = queue.shift()) {
+        const slot = this.ids.peek(key);
+        const rec = slot === undefined ? undefined : this.record(makeId(slot, Low.LAYER_DIR));
+        if (rec?.kind !== 'layer' || rec.served) continue;
+        try {
+          await this.withServed(rec, () => undefined);
+        } catch {
+          // logged by withServed; tried again on the layer's next request
+        }
       }
-    }
+    };
+    await Promise.all(Array.from({ length: RESOLVE_AGAIN_CONCURRENCY }, worker));
   }
 
   /** The record of an id's slot, made from the table's key when needed. */

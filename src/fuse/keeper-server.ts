@@ -27,9 +27,11 @@ export interface KeptServer {
    * State from a predecessor: once before serving (the state it exported,
    * or the last one it published before crashing) and, after a restart,
    * once more with its final state. It must merge, not replace: the second
-   * call comes while this process already serves.
+   * call comes while this process already serves. A promise returned by the
+   * first call is awaited before this process reads its first request (the
+   * predecessor serves meanwhile on a restart); the second call's is not.
    */
-  importState?(state: unknown): void;
+  importState?(state: unknown): void | Promise<void>;
 }
 
 export interface KeptContext {
@@ -93,7 +95,7 @@ export async function serveKept(build: (ctx: KeptContext) => KeptServer | Promis
       mountpoint: start.mountpoint,
       publishState: (state) => { void send({ t: 'state', state }); },
     });
-    if (start.state !== undefined && start.state !== null) server.importState?.(start.state);
+    if (start.state !== undefined && start.state !== null) await server.importState?.(start.state);
     session = FuseSession.serveKept(FUSE_FD, server.ops, start.negotiated, JOURNAL_FD, [], server.session);
     replayed = adopt(session, start.orphans);
   } catch (err) {
@@ -115,7 +117,7 @@ export async function serveKept(build: (ctx: KeptContext) => KeptServer | Promis
         void send({ t: 'exported', state: server.exportState?.() ?? null });
         return;
       case 'merge':
-        server.importState?.(m.state);
+        void server.importState?.(m.state);
         publish();
         return;
       case 'detach': {
