@@ -152,7 +152,7 @@ async function oneRun(reg: Registry, img: BenchImage, variant: Variant, runIndex
       podmanLayerGets: 0,
     };
     // Did podman fetch any layer itself? (With the store it should fetch only the manifest and config.)
-    const layerDigests = new Set(img.layers.flatMap((l) => [l.gz.digest, l.esgz.digest]));
+    const layerDigests = new Set(img.layers.flatMap((l) => [l.gz.digest, l.lazy.digest]));
     const lines = (await reg.logLines()).slice(m0);
     sample.podmanLayerGets = lines.filter((l) => /useragent="?containers\//.test(l) && /http\.request\.method=GET/.test(l) && [...layerDigests].some((d) => l.includes(d)) && l.includes('response completed')).length;
     if (store) {
@@ -231,7 +231,7 @@ function report(machine: ReturnType<typeof machineInfo>, img: BenchImage, sample
     'fresh podman storage (graphroot, runroot) every run, and for the lazy variants a fresh store process and cache root. ' +
     `podman with private configs (testkit/podman.ts), runc. Store config: ${STORE_CONFIG.trim() ? `\`${STORE_CONFIG.trim()}\`` : 'defaults'}. Load average at the end ${loadNow().join(' ')}.`, '');
   const l = img.layers;
-  out.push(`Image: the python test image (${l.map((x) => `layer ${x.index}: ${x.files} files, ${(x.fileBytes / MB).toFixed(1)} MB, gzip ${(x.gz.size / MB).toFixed(1)} MB, eStargz ${(x.esgz.size / MB).toFixed(1)} MB`).join('; ')}). ` +
+  out.push(`Image: the python test image (${l.map((x) => `layer ${x.index}: ${x.files} files, ${(x.fileBytes / MB).toFixed(1)} MB, gzip ${(x.gz.size / MB).toFixed(1)} MB, eStargz ${(x.lazy.size / MB).toFixed(1)} MB`).join('; ')}). ` +
     (!samples.some((s) => isGo(s.variant)) ? 'The Go reference store was not measured in this run (no go- variants).' :
     'The go- variants run the same images through the Go reference store (containerd/stargz-snapshotter `store` package v0.12.0 from Debian\'s ' +
     'golang-github-containerd-stargz-snapshotter-dev, behind our own main in bench/goref; in-memory metadata; config: defaults plus a plain-HTTP mirror entry for the registry' +
@@ -271,7 +271,7 @@ function report(machine: ReturnType<typeof machineInfo>, img: BenchImage, sample
   }
   out.push(markdownTable(['variant', 'pull s median (min–max)', 'run s', 'pull + run s', 'Go store, same image, measured: pull + run s', 'target', 'verdict', 'podman MB from registry', 'store MB from registry', 'store MB pull / run', 'store requests', 'layer GETs by podman (max)', 'store peak RSS MiB'], rows), '');
   const layerBytes = l.reduce((n, x) => n + x.gz.size, 0);
-  out.push(`Layer bytes of the gzip image: ${(layerBytes / MB).toFixed(2)} MB; of the eStargz image: ${(l.reduce((n, x) => n + x.esgz.size, 0) / MB).toFixed(2)} MB. ` +
+  out.push(`Layer bytes of the gzip image: ${(layerBytes / MB).toFixed(2)} MB; of the eStargz image: ${(l.reduce((n, x) => n + x.lazy.size, 0) / MB).toFixed(2)} MB. ` +
     'Columns: pull and run are the wall times of the two podman commands; registry bytes are what Distribution\'s access log says it sent, by user agent ' +
     '(`containers/…` = podman, `estargz-store` or `gorefstore` = the store; "pull / run" splits the store\'s bytes by phase, prefetch lands in the pull phase); ' +
     '"layer GETs by podman" must be 0 for the lazy variants (podman took every layer from the store).', '');
