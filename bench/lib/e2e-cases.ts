@@ -621,7 +621,7 @@ export { gzipRef };
  * -x` of the zstd:chunked blob). Empty when the run did not have both images.
  */
 export function formatsTable(sums: readonly CaseSummary[], esgzImage = 'python', zstdImage = 'python-zstd'): { header: string[]; rows: string[][] } {
-  const header = ['workload', 'what', 'eStargz s', 'zstd:chunked s', 'zstd / eStargz', 'full pull s: gzip | zstd', 'registry MB: eStargz | zstd', 'peak RSS MiB: eStargz | zstd'];
+  const header = ['workload', 'what', 'eStargz s', 'zstd:chunked s', 'zstd / eStargz', 'full pull s: gzip / zstd', 'registry MB: eStargz / zstd', 'peak RSS MiB: eStargz / zstd'];
   const rows: string[][] = [];
   for (const e of sums.filter((s) => s.image === esgzImage)) {
     const z = sums.find((s) => s.image === zstdImage && s.workload === e.workload);
@@ -630,7 +630,7 @@ export function formatsTable(sums: readonly CaseSummary[], esgzImage = 'python',
     const reg = (s: CaseSummary): string => (s.storeBytes === null ? '—' : (s.storeBytes / MB).toFixed(2));
     rows.push([
       e.workload, e.label.replace(/ \([^)]*MB\)$/, ''), formatSummary(e.seconds, 3), formatSummary(z.seconds, 3), `${(z.seconds.median / e.seconds.median).toFixed(2)}×`,
-      `${fp(e)} | ${fp(z)}`, `${reg(e)} | ${reg(z)}`, `${e.peakRssMiB.median.toFixed(0)} | ${z.peakRssMiB.median.toFixed(0)}`,
+      `${fp(e)} / ${fp(z)}`, `${reg(e)} / ${reg(z)}`, `${e.peakRssMiB.median.toFixed(0)} / ${z.peakRssMiB.median.toFixed(0)}`,
     ]);
   }
   return { header, rows };
