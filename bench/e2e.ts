@@ -1,8 +1,10 @@
 /**
  * End-to-end benchmark of the store daemon on loopback: a local Distribution
- * registry, two images built from this machine's files (pushed as gzip and
- * converted with our `image convert`), and the store mounted as a real FUSE
- * filesystem, measured with ordinary tools (stat, dd, find, cat, sha256sum).
+ * registry, images built from this machine's files (pushed as gzip and
+ * converted with our `image convert`; the python one also written as
+ * zstd:chunked, as podman 5 pushes it, and looked up by manifest checksum),
+ * and the store mounted as a real FUSE filesystem, measured with ordinary
+ * tools (stat, dd, find, cat, sha256sum).
  *
  *   W1  lookup of layer 1's diff (resolves the layer) + read a small file
  *   W2  one large file, cold (dd bs=1M); then warm dd through FUSE
@@ -14,13 +16,15 @@
  *
  * Every session is cold: a new store process with a new cache root and a
  * new mount. Sessions are interleaved (the order rotates each run), and the
- * full-pull reference (curl | gunzip | tar -x of the gzip layer) of each
+ * full-pull reference (curl | gunzip | tar -x of the gzip layer; for the
+ * zstd:chunked image curl | zstd -dc | tar -x of its blob) of each
  * layer touched runs in the same rotation, as does every store session again
  * on the Go reference store (bench/lib/goref.ts: containerd/stargz-snapshotter's
- * store package, Debian's v0.12.0, behind our own small main). Writes
+ * store package, Debian's v0.12.0, behind our own small main; it reads no
+ * zstd:chunked of podman's layout, so the zstd image runs on ours only). Writes
  * bench/results/e2e.md, bench/results/e2e.svg and bench/results/e2e-<timestamp>.json.
  *
- *   node dist/bench/e2e.js [--runs 5] [--images python,bookworm-like] [--workloads W1,W2,...] [--no-goref]
+ *   node dist/bench/e2e.js [--runs 5] [--images python,bookworm-like,python-zstd] [--workloads W1,W2,...] [--no-goref]
  */
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -29,7 +33,7 @@ import { startRegistry } from '../testkit/registry.js';
 import { formatProfile, summarizeProfiles } from './lib/cpuprofile.js';
 import {
   ALL_WORKLOADS, MB, parseSelection, TARGET_WARM_DD_MBPS, TARGET_WARM_STAT_US,
-  buildCases, busyNote, casesTable, gorefTable, layersTable, runCases, summarizeCases, type CaseSummary, type Workload,
+  buildCases, busyNote, casesTable, formatsTable, gorefTable, layersTable, runCases, summarizeCases, type CaseSummary, type Workload,
 } from './lib/e2e-cases.js';
 import { prepareImages } from './lib/e2e-images.js';
 import { buildGoref, gorefConfig } from './lib/goref.js';
@@ -41,11 +45,13 @@ import { markdownTable } from './lib/table.js';
 
 const USAGE = `usage: node dist/bench/e2e.js [options]
   --runs N               cold runs of every workload (default 5)
-  --images LIST          python, bookworm-like (default both)
+  --images LIST          python, bookworm-like, python-zstd (default all three; python-zstd = the
+                         python image's layers as zstd:chunked, the store asked by manifest checksum)
   --workloads LIST       W1,W2,W3,W3p,W4,W5,W6 (default all)
   --parallel-readers N   readers of W3p (default 8)
   --stat-passes N        warm stat passes over the layer's files after W5 (default 3)
   --chunk-size BYTES     image convert --chunk-size (default: the converter's, 4 MiB)
+  --zstd-chunk-size B    chunk size of the zstd:chunked writer (default 65536, about c/storage's average)
   --store-config TOML    extra config lines for the store (e.g. 'noprefetch = true')
   --store-log-level L    the store's log level (default info)
   --keep-logs DIR        save every store's log there
@@ -63,12 +69,13 @@ const USAGE = `usage: node dist/bench/e2e.js [options]
 const { values: args } = parseArgs({
   options: {
     runs: { type: 'string', default: '5' },
-    images: { type: 'string', default: 'python,bookworm-like' },
+    images: { type: 'string', default: 'python,bookworm-like,python-zstd' },
     workloads: { type: 'string', default: ALL_WORKLOADS.join(',') },
     'parallel-readers': { type: 'string', default: '8' },
     'stat-passes': { type: 'string', default: '3' },
     'store-config': { type: 'string', default: '' },
     'chunk-size': { type: 'string' },
+    'zstd-chunk-size': { type: 'string' },
     'store-log-level': { type: 'string', default: 'info' },
     'keep-logs': { type: 'string' },
     'cpu-prof': { type: 'string' },
@@ -118,7 +125,10 @@ async function main(): Promise<void> {
   const reg = await startRegistry();
   try {
     const prepStarted = performance.now();
-    const imgs = await prepareImages(reg.host, images, log, args['chunk-size'] ? { chunkSize: Number(args['chunk-size']) } : {});
+    const imgs = await prepareImages(reg.host, images, log, {
+      ...(args['chunk-size'] && { chunkSize: Number(args['chunk-size']) }),
+      ...(args['zstd-chunk-size'] && { zstdChunkSize: Number(args['zstd-chunk-size']) }),
+    });
     log(`images ready in ${((performance.now() - prepStarted) / 1000).toFixed(1)} s`);
     const cases = buildCases(imgs, workloads);
     const goBin = await gorefBinary();
@@ -203,14 +213,15 @@ interface FloorRow {
 async function floorRows(imgs: Awaited<ReturnType<typeof prepareImages>>, cases: ReturnType<typeof buildCases>, passes: number): Promise<FloorRow[]> {
   if (passes <= 0) return [];
   const rows: FloorRow[] = [];
-  const seen = new Set<string>();
+  // By tar: python-zstd serves the python image's very tars, whose floor is the same.
+  const seen = new Set<Buffer>();
   for (const c of cases) {
     if (!['W2', 'W3', 'W5', 'W6'].includes(c.workload)) continue;
-    const id = `${c.image.name}/${c.layer.index}`;
-    if (seen.has(id)) continue;
-    seen.add(id);
+    const tar = c.image.tars[c.layer.index - 1]!;
+    if (seen.has(tar)) continue;
+    seen.add(tar);
     log(`FUSE floor on ${c.image.name} layer ${c.layer.index} …`);
-    rows.push({ image: c.image.name, layer: c.layer.index, passes: await fuseFloor(c.image.tars[c.layer.index - 1]!, passes) });
+    rows.push({ image: c.image.name, layer: c.layer.index, passes: await fuseFloor(tar, passes) });
   }
   return rows;
 }
@@ -266,13 +277,22 @@ function report(machine: ReturnType<typeof machineInfo>, imgs: Awaited<ReturnTyp
     `Store config: ${meta.storeConfig.trim() ? `\`${meta.storeConfig.trim()}\`` : 'defaults'} (+ metrics_address), log level ${meta.logLevel}. ` +
     `Measured in ${(wallSeconds / 60).toFixed(1)} min; load average at the end ${meta.loadEnd.join(' ')}. ${busy}`, '');
   out.push('## Images', '');
-  for (const img of imgs) out.push(`- \`${img.name}\`: ${img.description}; \`image convert\` took ${img.convertSeconds.toFixed(1)} s.`);
+  for (const img of imgs) out.push(`- \`${img.name}\`: ${img.description}; ${img.format === 'zstd:chunked' ? 'writing its layers' : '`image convert`'} took ${img.convertSeconds.toFixed(1)} s.`);
   out.push('');
   const lt = layersTable(imgs);
   out.push(markdownTable(lt.header, lt.rows), '');
   out.push('## Workloads: ours vs the full pull of the same layer vs the Go reference store, all measured in this run', '');
   const t = casesTable(sums, { goColumn: true });
   out.push(markdownTable(t.header, t.rows), '');
+  const ft = formatsTable(sums);
+  if (ft.rows.length) {
+    out.push('## The same image as eStargz and as zstd:chunked', '');
+    out.push('The python image\'s two layer tars served lazily in both formats, in the same run: eStargz (our `image convert`, looked up by layer digest) and zstd:chunked ' +
+      '(podman 5\'s layout, looked up by manifest checksum as podman ≥ 5.1 asks); each beside its own full pull (`curl | gunzip | tar -x` of the gzip layer, ' +
+      '`curl | zstd -dc | tar -x` of the zstd:chunked blob). Medians (min–max) of the cold runs; registry MB as the store fetched them (access log). ' +
+      'The Go store has no reader for podman\'s zstd:chunked (its `zstdchunked` package is an older, incompatible layout), so it has no column here.', '');
+    out.push(markdownTable(ft.header, ft.rows), '');
+  }
   const go = meta.goref;
   const goBullet = go === undefined
     ? '- **Go store, measured**: this result predates the side-by-side Go store; its Go column is empty.'
@@ -289,7 +309,7 @@ function report(machine: ReturnType<typeof machineInfo>, imgs: Awaited<ReturnTyp
     'How to read it:',
     '',
     '- **ours**: seconds, median (min–max) of the cold runs. Everything but W1 starts after an untimed `stat <layer>/diff` (the layer resolved: manifest, config, footer, TOC); W1 is that resolution plus the small read. W2 and the warm dd are dd\'s own time (`copied, X s`, process start excluded); W3–W6 are the wall time of the command. MB = 10^6 bytes.',
-    '- **full-pull reference**: `curl -s <gzip blob> | gunzip | tar -x -C <new dir>` of the layer the workload touches (the plain gzip layer, what a normal pull fetches), same run, same registry; with the bytes curl fetched.',
+    '- **full-pull reference**: `curl -s <gzip blob> | gunzip | tar -x -C <new dir>` of the layer the workload touches (the plain gzip layer, what a normal pull fetches; for `python-zstd` `curl -s <zstd:chunked blob> | zstd -dc | tar -x`), same run, same registry; with the bytes curl fetched.',
     goBullet,
     '- **target**: from the issue (set from the reference store\'s published figures for a similar image); verdict against the absolute target (W4 also needs the blob fetched about once: ≤ 1.05× its size, TOC and manifest included).',
     '- **registry bytes (store)**: what Distribution\'s access log says it sent to user agent `estargz-store` from the store\'s start to the end of the workload (resolution included; W5: during W5 only).',
@@ -344,9 +364,11 @@ const SHORT: Record<Exclude<Workload, 'W3p'>, string> = {
 function chart(sums: CaseSummary[], date: string): string {
   const ws: Exclude<Workload, 'W3p'>[] = ['W1', 'W2', 'W3', 'W4', 'W5', 'W6'];
   const find = (img: string, w: string) => sums.find((s) => s.image === img && s.workload === w);
+  const withZstd = sums.some((s) => s.image === 'python-zstd');
   const groups = ws.filter((w) => sums.some((s) => s.workload === w)).map((w) => {
     const py = find('python', w);
     const bw = find('bookworm-like', w);
+    const zs = find('python-zstd', w);
     const r = (s: CaseSummary | undefined): [number, number] | null => (s ? [s.seconds.min, s.seconds.max] : null);
     const fpr = (s: CaseSummary | undefined): [number, number] | null => (s?.fullPull && w !== 'W5' ? [s.fullPull.seconds.min, s.fullPull.seconds.max] : null);
     const gor = (s: CaseSummary | undefined): [number, number] | null => (s?.goref ? [s.goref.seconds.min, s.goref.seconds.max] : null);
@@ -359,8 +381,9 @@ function chart(sums: CaseSummary[], date: string): string {
         bw?.seconds.median ?? null,
         bw?.goref?.seconds.median ?? null,
         bw?.fullPull && w !== 'W5' ? bw.fullPull.seconds.median : null,
+        ...(withZstd ? [zs?.seconds.median ?? null, zs?.fullPull && w !== 'W5' ? zs.fullPull.seconds.median : null] : []),
       ],
-      ranges: [r(py), gor(py), fpr(py), r(bw), gor(bw), fpr(bw)],
+      ranges: [r(py), gor(py), fpr(py), r(bw), gor(bw), fpr(bw), ...(withZstd ? [r(zs), fpr(zs)] : [])],
     };
   });
   const targetSeconds: Record<string, number | null> = { W1: 0.058, W2: null, W3: 1.0, W4: 0.4, W5: 0.1, W6: 0.1 };
@@ -375,6 +398,10 @@ function chart(sums: CaseSummary[], date: string): string {
       { name: 'ours, bookworm-like image', color: '#2ca02c' },
       { name: 'Go store, bookworm-like image', color: '#d62728', hatched: true },
       { name: 'full pull of that layer, bookworm-like', color: '#a1d99b' },
+      ...(withZstd ? [
+        { name: 'ours, python image as zstd:chunked', color: '#9467bd' },
+        { name: 'full pull (zstd -dc) of that layer, zstd:chunked', color: '#c5b0d5' },
+      ] : []),
     ],
     groups,
     targets: groups.map((_, i) => targetSeconds[ws.filter((w) => sums.some((s) => s.workload === w))[i]!] ?? null),

@@ -9,7 +9,14 @@
  *    prefetches them when it resolves the layers;
  *  - go-lazy, go-lazy+prio: the same two images through the Go reference
  *    store (bench/lib/goref.ts: containerd/stargz-snapshotter's store package,
- *    Debian's v0.12.0, behind our own small main) instead of ours.
+ *    Debian's v0.12.0, behind our own small main) instead of ours;
+ *  - p5-gzip, p5-lazy, p5-zstd, p5-zstd-own: podman 5.4 (Debian 13's, in the
+ *    chroot of testkit/podman5.ts): the gzip image pulled in full; the
+ *    eStargz image through our store; the same layers as zstd:chunked
+ *    (bench/lib/zstd-chunked-layer.ts, podman 5's layout) through our store,
+ *    looked up by manifest checksum; and that zstd:chunked image pulled by
+ *    podman 5 itself with no store (its own chunked pull). podman 4.3.1 asks
+ *    no layer store for zstd:chunked, hence podman 5 for these.
  *
  * Every run uses fresh podman storage (startPodman + cleanup) and, for the
  * lazy variants, a fresh store process with a fresh cache root. Variants are
@@ -17,14 +24,18 @@
  * agent (`containers/` = podman, `estargz-store` = the store). Writes
  * bench/results/podman.md and bench/results/podman-<timestamp>.json.
  *
- *   node dist/bench/podman.js [--runs 5] [--variants gzip,lazy,lazy+prio,go-lazy,go-lazy+prio]
+ *   node dist/bench/podman.js [--runs 5] [--variants gzip,lazy,lazy+prio,go-lazy,go-lazy+prio,p5-gzip,p5-lazy,p5-zstd,p5-zstd-own]
  */
 import { execFile } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { parseArgs } from 'node:util';
-import { startPodman, type Podman } from '../testkit/podman.js';
+import { startPodman } from '../testkit/podman.js';
+import { ensurePodman5Chroot, startPodman5 } from '../testkit/podman5.js';
 import { startRegistry, type Registry } from '../testkit/registry.js';
-import { convertImage, esgzRef, gzipRef, prepareImages, type BenchImage } from './lib/e2e-images.js';
+import { convertImage, esgzRef, gzipRef, lazyRef, prepareImages, type BenchImage } from './lib/e2e-images.js';
 import { buildGoref, gorefConfig, startGorefStore, type GorefStore } from './lib/goref.js';
 import { describeMachine, loadNow, machineInfo, writeResult, writeTables } from './lib/machine.js';
 import { formatSummary, summarize } from './lib/stats.js';
@@ -36,8 +47,9 @@ const run = promisify(execFile);
 
 const USAGE = `usage: node dist/bench/podman.js [options]
   --runs N           runs of every variant (default 5)
-  --variants LIST    gzip, lazy, lazy+prio, go-lazy, go-lazy+prio (default all; the go- ones are
-                     left out with a warning when the Go store cannot be built)
+  --variants LIST    gzip, lazy, lazy+prio, go-lazy, go-lazy+prio, p5-gzip, p5-lazy, p5-zstd, p5-zstd-own
+                     (default all; the go- ones are left out with a warning when the Go store cannot
+                     be built, the p5- ones when podman 5's chroot (testkit/podman5.ts) cannot)
   --store-config TOML extra config lines for the store
   --goref-bin BIN    a gorefstore binary to use instead of building one
   --goref-config TOML extra config lines for the Go store
@@ -62,9 +74,17 @@ if (args.help) {
   console.log(USAGE);
   process.exit(0);
 }
-const ALL_VARIANTS = ['gzip', 'lazy', 'lazy+prio', 'go-lazy', 'go-lazy+prio'] as const;
+const ALL_VARIANTS = ['gzip', 'lazy', 'lazy+prio', 'go-lazy', 'go-lazy+prio', 'p5-gzip', 'p5-lazy', 'p5-zstd', 'p5-zstd-own'] as const;
 type Variant = (typeof ALL_VARIANTS)[number];
 const isGo = (v: Variant): boolean => v.startsWith('go-');
+/** Run with podman 5.4 in its chroot rather than the machine's podman 4.3.1. */
+const isP5 = (v: Variant): boolean => v.startsWith('p5-');
+/** The variant pulls the zstd:chunked image. */
+const isZstd = (v: Variant): boolean => v.startsWith('p5-zstd');
+/** No store: podman pulls every layer itself. */
+const isFull = (v: Variant): boolean => v === 'gzip' || v === 'p5-gzip' || v === 'p5-zstd-own';
+/** Ours, through the store (the issue's W7 target applies). */
+const isOurs = (v: Variant): boolean => !isGo(v) && !isFull(v);
 /** The variant's image: the eStargz image, or the one converted with the prioritized files. */
 const isPrio = (v: Variant): boolean => v.endsWith('+prio');
 const runs = Number(args.runs);
@@ -122,17 +142,51 @@ interface RunSample {
   before?: { busyCores: number; quiet: boolean; waitedMs: number };
 }
 
-async function oneRun(reg: Registry, img: BenchImage, variant: Variant, runIndex: number, goBin: string | null): Promise<RunSample> {
-  const ref = variant === 'gzip' ? gzipRef(reg.host, img) : esgzRef(reg.host, img, isPrio(variant) ? 'esgz-prio' : 'esgz');
-  let store: BenchStore | GorefStore | undefined;
-  let podman: Podman | undefined;
-  try {
-    if (isGo(variant)) store = await startGorefStore({ bin: goBin!, config: gorefConfig([reg.host], GOREF_EXTRA) });
-    else if (variant !== 'gzip') store = await startBenchStore({ config: STORE_CONFIG });
-    podman = await startPodman({
-      additionalLayerStores: store ? [`${store.mnt}:ref`] : [],
+/** What a run needs of either podman: podman 4.3.1 (testkit/podman.ts) or podman 5.4 in its chroot (testkit/podman5.ts). */
+interface AnyPodman {
+  run(args: string[], opts?: { timeoutMs?: number }): Promise<{ stdout: string; stderr: string }>;
+  close(): Promise<void>;
+}
+
+async function startAnyPodman(reg: Registry, variant: Variant, storeMnt: string | undefined): Promise<AnyPodman> {
+  if (!isP5(variant)) {
+    const p = await startPodman({
+      additionalLayerStores: storeMnt ? [`${storeMnt}:ref`] : [],
       registriesExtra: `[[registry]]\nlocation = "${reg.host}"\ninsecure = true\n`,
     });
+    return { run: (a, o) => p.run(a, o), close: () => p.cleanup() };
+  }
+  // podman 5's session always names a layer store; with no store it gets an empty directory, where every lookup misses at once.
+  const empty = storeMnt ? undefined : await mkdtemp(join(tmpdir(), 'estargz-bench-nostore-'));
+  try {
+    const p = await startPodman5({ storeMnt: storeMnt ?? empty!, insecureRegistries: [reg.host] });
+    return {
+      run: (a, o) => p.run(a, o),
+      close: async () => {
+        await p.stop();
+        if (empty) await rm(empty, { recursive: true, force: true });
+      },
+    };
+  } catch (err) {
+    if (empty) await rm(empty, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+function refOf(reg: Registry, img: BenchImage, zimg: BenchImage | undefined, variant: Variant): string {
+  if (isZstd(variant)) return lazyRef(reg.host, zimg!);
+  if (variant === 'gzip' || variant === 'p5-gzip') return gzipRef(reg.host, img);
+  return esgzRef(reg.host, img, isPrio(variant) ? 'esgz-prio' : 'esgz');
+}
+
+async function oneRun(reg: Registry, img: BenchImage, zimg: BenchImage | undefined, variant: Variant, runIndex: number, goBin: string | null): Promise<RunSample> {
+  const ref = refOf(reg, img, zimg, variant);
+  let store: BenchStore | GorefStore | undefined;
+  let podman: AnyPodman | undefined;
+  try {
+    if (isGo(variant)) store = await startGorefStore({ bin: goBin!, config: gorefConfig([reg.host], GOREF_EXTRA) });
+    else if (!isFull(variant)) store = await startBenchStore({ config: STORE_CONFIG });
+    podman = await startAnyPodman(reg, variant, store?.mnt);
     const m0 = await logMark(reg);
     const t0 = performance.now();
     await podman.run(['pull', '-q', ref], { timeoutMs: 300_000 });
@@ -152,7 +206,7 @@ async function oneRun(reg: Registry, img: BenchImage, variant: Variant, runIndex
       podmanLayerGets: 0,
     };
     // Did podman fetch any layer itself? (With the store it should fetch only the manifest and config.)
-    const layerDigests = new Set(img.layers.flatMap((l) => [l.gz.digest, l.esgz.digest]));
+    const layerDigests = new Set((isZstd(variant) ? zimg! : img).layers.flatMap((l) => [l.gz.digest, l.lazy.digest]));
     const lines = (await reg.logLines()).slice(m0);
     sample.podmanLayerGets = lines.filter((l) => /useragent="?containers\//.test(l) && /http\.request\.method=GET/.test(l) && [...layerDigests].some((d) => l.includes(d)) && l.includes('response completed')).length;
     if (store) {
@@ -162,7 +216,7 @@ async function oneRun(reg: Registry, img: BenchImage, variant: Variant, runIndex
     }
     return sample;
   } finally {
-    await podman?.cleanup();
+    await podman?.close();
     await store?.stop();
   }
 }
@@ -186,9 +240,19 @@ async function main(): Promise<void> {
       log(`Go reference store: ${b.path} (${b.cached ? 'cached build' : 'built'})`);
     }
   }
+  if (variants.some(isP5)) {
+    try {
+      const c = await ensurePodman5Chroot();
+      log(`podman 5: ${c.description}`);
+    } catch (err) {
+      if (args.variants) throw new Error(`podman 5 variants were asked for but its chroot cannot be had: ${(err as Error).message}`);
+      log(`WARNING: measuring without podman 5: ${(err as Error).message.split('\n')[0]}`);
+      variants = variants.filter((v) => !isP5(v));
+    }
+  }
   const reg = await startRegistry();
   try {
-    const [img] = await prepareImages(reg.host, ['python'], log);
+    const [img, zimg] = await prepareImages(reg.host, variants.some(isZstd) ? ['python', 'python-zstd'] : ['python'], log);
     let prioritized: string[] = [];
     if (variants.some(isPrio)) {
       prioritized = await filesTouched(img!);
@@ -201,14 +265,14 @@ async function main(): Promise<void> {
       for (const v of order) {
         const maxOther = Number(args['max-other']);
         const before = maxOther > 0 ? await waitQuiet(maxOther, Number(args['quiet-wait']) * 1000) : undefined;
-        const s = await oneRun(reg, img!, v, r, goBin);
+        const s = await oneRun(reg, img!, zimg, v, r, goBin);
         if (before) s.before = before;
         samples.push(s);
         log(`  run ${r + 1}/${runs} ${v}: pull ${s.pullSeconds.toFixed(2)} s + run ${s.runSeconds.toFixed(2)} s = ${s.totalSeconds.toFixed(2)} s; ` +
           `podman ${((s.pullTraffic.podman.bytes + s.runTraffic.podman.bytes) / MB).toFixed(2)} MB, store ${((s.pullTraffic.store.bytes + s.runTraffic.store.bytes) / MB).toFixed(2)} MB`);
       }
     }
-    const md = report(machine, img!, samples, prioritized);
+    const md = report(machine, img!, zimg, samples, prioritized);
     console.log(md);
     const path = await writeResult('podman', {
       machine, args, storeConfig: STORE_CONFIG, runs, command: COMMAND, prioritized, samples,
@@ -223,7 +287,7 @@ async function main(): Promise<void> {
   }
 }
 
-function report(machine: ReturnType<typeof machineInfo>, img: BenchImage, samples: RunSample[], prioritized: string[]): string {
+function report(machine: ReturnType<typeof machineInfo>, img: BenchImage, zimg: BenchImage | undefined, samples: RunSample[], prioritized: string[]): string {
   const out: string[] = [];
   out.push('# podman benchmark (HelloBench-style): pull + run python', '');
   out.push(`Machine: ${describeMachine(machine)}`, '');
@@ -231,7 +295,7 @@ function report(machine: ReturnType<typeof machineInfo>, img: BenchImage, sample
     'fresh podman storage (graphroot, runroot) every run, and for the lazy variants a fresh store process and cache root. ' +
     `podman with private configs (testkit/podman.ts), runc. Store config: ${STORE_CONFIG.trim() ? `\`${STORE_CONFIG.trim()}\`` : 'defaults'}. Load average at the end ${loadNow().join(' ')}.`, '');
   const l = img.layers;
-  out.push(`Image: the python test image (${l.map((x) => `layer ${x.index}: ${x.files} files, ${(x.fileBytes / MB).toFixed(1)} MB, gzip ${(x.gz.size / MB).toFixed(1)} MB, eStargz ${(x.esgz.size / MB).toFixed(1)} MB`).join('; ')}). ` +
+  out.push(`Image: the python test image (${l.map((x) => `layer ${x.index}: ${x.files} files, ${(x.fileBytes / MB).toFixed(1)} MB, gzip ${(x.gz.size / MB).toFixed(1)} MB, eStargz ${(x.lazy.size / MB).toFixed(1)} MB`).join('; ')}). ` +
     (!samples.some((s) => isGo(s.variant)) ? 'The Go reference store was not measured in this run (no go- variants).' :
     'The go- variants run the same images through the Go reference store (containerd/stargz-snapshotter `store` package v0.12.0 from Debian\'s ' +
     'golang-github-containerd-stargz-snapshotter-dev, behind our own main in bench/goref; in-memory metadata; config: defaults plus a plain-HTTP mirror entry for the registry' +
@@ -251,7 +315,7 @@ function report(machine: ReturnType<typeof machineInfo>, img: BenchImage, sample
     // Ours beside the Go store on the same image: lazy ↔ go-lazy, lazy+prio ↔ go-lazy+prio.
     const goTotal = v === 'lazy' || v === 'lazy+prio' ? median(`go-${v}`) : null;
     const vsGo = goTotal === null ? '—' : `${goTotal.toFixed(2)} s; ours ${goTotal >= total ? `${(goTotal / total).toFixed(2)}× faster` : `${(total / goTotal).toFixed(2)}× slower`}`;
-    const ours = v === 'lazy' || v === 'lazy+prio';
+    const ours = isOurs(v);
     const verdict = ours ? (total <= TARGET_SECONDS ? 'met' : 'missed') : '—';
     rows.push([
       v,
@@ -264,17 +328,24 @@ function report(machine: ReturnType<typeof machineInfo>, img: BenchImage, sample
       medBytes((s) => s.pullTraffic.podman.bytes + s.runTraffic.podman.bytes),
       medBytes((s) => s.pullTraffic.store.bytes + s.runTraffic.store.bytes),
       `${medBytes((s) => s.pullTraffic.store.bytes)} / ${medBytes((s) => s.runTraffic.store.bytes)}`,
-      v === 'gzip' ? '—' : String(summarize(ss.map((s) => s.pullTraffic.store.requests + s.runTraffic.store.requests)).median),
+      isFull(v) ? '—' : String(summarize(ss.map((s) => s.pullTraffic.store.requests + s.runTraffic.store.requests)).median),
       String(Math.max(...ss.map((s) => s.podmanLayerGets))),
       ss[0]!.storePeakRssBytes ? (summarize(ss.map((s) => s.storePeakRssBytes ?? 0)).median / 2 ** 20).toFixed(0) : '—',
     ]);
   }
   out.push(markdownTable(['variant', 'pull s median (min–max)', 'run s', 'pull + run s', 'Go store, same image, measured: pull + run s', 'target', 'verdict', 'podman MB from registry', 'store MB from registry', 'store MB pull / run', 'store requests', 'layer GETs by podman (max)', 'store peak RSS MiB'], rows), '');
   const layerBytes = l.reduce((n, x) => n + x.gz.size, 0);
-  out.push(`Layer bytes of the gzip image: ${(layerBytes / MB).toFixed(2)} MB; of the eStargz image: ${(l.reduce((n, x) => n + x.esgz.size, 0) / MB).toFixed(2)} MB. ` +
+  out.push(`Layer bytes of the gzip image: ${(layerBytes / MB).toFixed(2)} MB; of the eStargz image: ${(l.reduce((n, x) => n + x.lazy.size, 0) / MB).toFixed(2)} MB. ` +
     'Columns: pull and run are the wall times of the two podman commands; registry bytes are what Distribution\'s access log says it sent, by user agent ' +
     '(`containers/…` = podman, `estargz-store` or `gorefstore` = the store; "pull / run" splits the store\'s bytes by phase, prefetch lands in the pull phase); ' +
     '"layer GETs by podman" must be 0 for the lazy variants (podman took every layer from the store).', '');
+  if (samples.some((s) => isP5(s.variant))) {
+    out.push('The p5- variants run podman 5.4 (Debian 13\'s, c/image 5.34, c/storage 1.57) in the chroot of testkit/podman5.ts, with its own private config and storage every run ' +
+      '(the session start is not timed): p5-gzip pulls the gzip image in full (its layer store an empty directory), p5-lazy the eStargz image through our store, ' +
+      `p5-zstd the same layer tars as zstd:chunked${zimg ? ` (${zimg.layers.map((x) => `${(x.lazy.size / MB).toFixed(1)} MB`).join(' + ')}; bench/lib/zstd-chunked-layer.ts, podman 5's layout)` : ''} ` +
+      'through our store, which podman asks by manifest checksum; p5-zstd-own is that zstd:chunked image pulled by podman 5 itself with no store ' +
+      '(c/storage\'s own chunked pull, or a full pull where it declines one).', '');
+  }
   const befores = samples.map((s) => s.before).filter((b): b is NonNullable<RunSample['before']> => b !== undefined);
   if (befores.length) out.push(`Before each run the benchmark waited (up to --quiet-wait) for a quiet 250 ms; ${befores.filter((b) => !b.quiet).length} of ${befores.length} runs started with other processes using more than ${args['max-other']} cores.`, '');
   if (prioritized.length) out.push(`lazy+prio: converted with \`--prioritized-files\` listing the ${prioritized.length} image files the command touches (interpreter, shared objects, modules and their .pyc), found by running it on this machine.`, '');

@@ -9,12 +9,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stat } from 'node:fs/promises';
 import type { Registry } from '../../testkit/registry.js';
-import { esgzRef, gzipRef, smallFileOf, type BenchImage, type ImageName, type LayerFacts } from './e2e-images.js';
+import { IMAGE_NAMES, fullPullBlob, gzipRef, lazyOf, lazyRef, smallFileOf, type BenchImage, type ImageName, type LayerFacts } from './e2e-images.js';
 import { startGorefStore } from './goref.js';
 import { waitQuiet } from './quiet.js';
 import { formatSummary, summarize, type Summary } from './stats.js';
 import {
-  fullPull, logMark, peakRss, resetPeakRss, scrapeMetrics, startBenchStore, statLoop, summarizeMetrics, trafficSince,
+  logMark, peakRss, q, timeBash, resetPeakRss, scrapeMetrics, startBenchStore, statLoop, summarizeMetrics, trafficSince,
   w1ResolveAndRead, w2LargeFile, w3AllFiles, w3Parallel, w4BlobSha, w6MetadataWalk, warmDd,
   type BenchStore, type MetricsSnapshot, type Traffic, type WorkloadResult,
 } from './store-workloads.js';
@@ -26,7 +26,7 @@ export const ALL_WORKLOADS: readonly Workload[] = ['W1', 'W2', 'W3', 'W3p', 'W4'
 export function parseSelection(images: string, workloads: string): { images: ImageName[]; workloads: Workload[] } | null {
   const imgs = images.split(',').filter(Boolean);
   const wls = workloads.split(',').filter(Boolean);
-  if (imgs.some((i) => i !== 'python' && i !== 'bookworm-like') || wls.some((w) => !ALL_WORKLOADS.includes(w as Workload))) return null;
+  if (imgs.some((i) => !IMAGE_NAMES.includes(i as ImageName)) || wls.some((w) => !ALL_WORKLOADS.includes(w as Workload))) return null;
   return { images: imgs as ImageName[], workloads: wls as Workload[] };
 }
 
@@ -114,7 +114,7 @@ export interface RunContext {
  * images in `parallelOn` only (by default the python image: on the big
  * image it costs ~10 s a run and says the same).
  */
-export function buildCases(images: readonly BenchImage[], workloads: readonly Workload[], parallelOn: readonly string[] = ['python']): Case[] {
+export function buildCases(images: readonly BenchImage[], workloads: readonly Workload[], parallelOn: readonly string[] = ['python', 'python-zstd']): Case[] {
   const cases: Case[] = [];
   for (const img of images) {
     const [l1, l2] = [img.layers[0]!, img.layers[1] ?? img.layers[0]!];
@@ -144,7 +144,7 @@ export function buildCases(images: readonly BenchImage[], workloads: readonly Wo
           cases.push({ key, image: img, workload: w, layer: readLayer, label: `W3 with parallel readers (layer ${readLayer.index})` });
           break;
         case 'W4':
-          cases.push({ key, image: img, workload: w, layer: l1, label: `sha256sum blob of layer 1 (${(l1.esgz.size / MB).toFixed(1)} MB)` });
+          cases.push({ key, image: img, workload: w, layer: l1, label: `sha256sum blob of layer 1 (${(l1.lazy.size / MB).toFixed(1)} MB)` });
           break;
         case 'W5':
           cases.push({ key, image: img, workload: w, layer: readLayer, label: `W3 warm (layer ${readLayer.index})` });
@@ -237,7 +237,8 @@ export async function runCases(cases: readonly Case[], runs: number, ctx: RunCon
   if (ctx.goref) {
     for (let i = sessions.length - 1; i >= 0; i--) {
       const s = sessions[i]!;
-      if (s.kind === 'store') sessions.splice(i + 1, 0, { kind: 'goref', cases: s.cases });
+      // The Go store has no reader for podman's zstd:chunked (its zstdchunked package is an older layout): our sessions only.
+      if (s.kind === 'store' && s.cases[0]!.image.format !== 'zstd:chunked') sessions.splice(i + 1, 0, { kind: 'goref', cases: s.cases });
     }
   }
   const layersSeen = new Set<string>();
@@ -256,7 +257,7 @@ export async function runCases(cases: readonly Case[], runs: number, ctx: RunCon
         if (s.kind === 'full') {
           const key = `${s.image.name}/L${s.layer.index}`;
           const mark = await logMark(ctx.reg);
-          const r = await fullPull(`http://${ctx.refHost}/v2/${s.image.repo}/blobs/${s.layer.gz.digest}`, work);
+          const r = await fullPullOf(ctx.refHost, s.image, s.layer, work);
           const t = await trafficSince(ctx.reg, mark);
           fullPulls.push({ key, run, seconds: r.seconds, bytes: t.curl.bytes, requests: t.curl.requests, ...(before && { before }) });
           ctx.log(`  run ${run + 1}/${runs} full pull ${key}: ${r.seconds.toFixed(3)} s`);
@@ -272,6 +273,22 @@ export async function runCases(cases: readonly Case[], runs: number, ctx: RunCon
     await rm(work, { recursive: true, force: true });
   }
   return { samples, fullPulls, gorefSamples };
+}
+
+/**
+ * The full-pull reference of a layer: `curl | gunzip | tar -x` of the gzip
+ * layer for the eStargz images, `curl | zstd -dc | tar -x` of the
+ * zstd:chunked blob for the zstd image (what podman pulls without the store).
+ */
+async function fullPullOf(host: string, img: BenchImage, l: LayerFacts, workDir: string): Promise<WorkloadResult> {
+  const b = fullPullBlob(img, l);
+  const dir = await mkdtemp(join(workDir, 'pull-'));
+  try {
+    const r = await timeBash(`curl -sf ${q(`http://${host}/v2/${img.repo}/blobs/${b.digest}`)} | ${b.decompress} | tar -x -C ${q(dir)}`);
+    return { seconds: r.seconds, bytes: 0 };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }
 
 /** What a session needs of a store: ours (BenchStore) or the Go one, which has no /metrics (metricsUrl null). */
@@ -296,14 +313,15 @@ const noMetrics = async (): Promise<MetricsSnapshot> => ({});
 
 async function runSession(cases: Case[], run: number, ctx: RunContext, which: 'ours' | 'goref' = 'ours'): Promise<Sample[]> {
   const first = cases[0]!;
-  const ref = esgzRef(ctx.refHost, first.image);
+  const ref = lazyRef(ctx.refHost, first.image);
   const mark = await logMark(ctx.reg);
   const logFile = ctx.logDir ? join(ctx.logDir, `${which === 'goref' ? 'goref-' : ''}${first.key.replace('/', '-')}-run${run + 1}.log`) : undefined;
   const store = await startSessionStore(which, logFile, ctx);
   const scrape = (): Promise<MetricsSnapshot> => (store.metricsUrl === null ? noMetrics() : scrapeMetrics(store.metricsUrl));
   const out: Sample[] = [];
   try {
-    const dirOf = (c: Case): string => store.layerDir(ref, c.layer.esgz.digest);
+    // eStargz layers by layer digest; zstd:chunked ones by manifest checksum, as podman ≥ 5.1 asks.
+    const dirOf = (c: Case): string => store.layerDir(ref, c.layer.lazy.key);
     let resolveSeconds: number | undefined;
     if (first.workload !== 'W1') {
       const t = performance.now();
@@ -377,7 +395,7 @@ async function runWorkload(c: Case, dir: string, ctx: RunContext): Promise<Workl
     case 'W3p':
       return w3Parallel(dir, c.layer.filePaths, c.layer.fileBytes, ctx.parallelReaders);
     case 'W4':
-      return w4BlobSha(dir, c.layer.esgz.digest, c.layer.esgz.size);
+      return w4BlobSha(dir, c.layer.lazy.digest, c.layer.lazy.size);
     case 'W6':
       return w6MetadataWalk(dir);
   }
@@ -390,6 +408,8 @@ export interface CaseSummary {
   key: string;
   label: string;
   image: string;
+  /** How the store served the image (absent in older results: eStargz). */
+  format?: 'estargz' | 'zstd:chunked';
   workload: Workload;
   seconds: Summary;
   mbps: number | null;
@@ -433,7 +453,7 @@ function summarizeGoref(c: Case, ss: readonly Sample[]): GorefCaseSummary | null
     mbps: bytes > 0 && c.workload !== 'W1' ? bytes / MB / seconds.median : null,
     storeBytes,
     storeRequests: withTraffic.length ? med(withTraffic.map((s) => s.traffic!.store.requests)) : null,
-    blobBytesRatio: c.workload === 'W4' && storeBytes !== null ? storeBytes / c.layer.esgz.size : null,
+    blobBytesRatio: c.workload === 'W4' && storeBytes !== null ? storeBytes / c.layer.lazy.size : null,
     peakRssMiB: summarize(ss.map((s) => s.peakRssBytes / 2 ** 20)),
     resolveSeconds: rs.length ? summarize(rs) : null,
   };
@@ -481,12 +501,13 @@ export function summarizeCases(cases: readonly Case[], samples: readonly Sample[
       const e = ss.map((s) => s.extra?.entries as number | undefined).find((x) => x !== undefined);
       if (e !== undefined) extra.entriesListed = e;
     }
-    const blobBytesRatio = c.workload === 'W4' && storeBytes !== null ? storeBytes / c.layer.esgz.size : null;
+    const blobBytesRatio = c.workload === 'W4' && storeBytes !== null ? storeBytes / c.layer.lazy.size : null;
     const rs = ss.map((s) => s.resolveSeconds).filter((x): x is number => x !== undefined);
     return {
       key: c.key,
       label: c.label,
       image: c.image.name,
+      format: c.image.format ?? 'estargz',
       workload: c.workload,
       seconds: secs,
       mbps,
@@ -531,7 +552,7 @@ const fmtMB = (b: number | null): string => (b === null ? '—' : `${(b / MB).to
 /** "0.123 (0.1–0.2) · 1.5× ours": the Go store's time on a case and how it compares with ours. */
 function gorefCell(s: CaseSummary): string {
   const g = s.goref;
-  if (!g) return '—';
+  if (!g) return s.format === 'zstd:chunked' ? 'not served: the Go store has no reader for podman\'s zstd:chunked' : '—';
   const ratio = g.seconds.median / s.seconds.median;
   return `${formatSummary(g.seconds, 3)} · ${ratio >= 1 ? `${ratio.toFixed(2)}× ours` : `${(1 / ratio).toFixed(2)}× faster than ours`}`;
 }
@@ -580,14 +601,37 @@ export function gorefTable(sums: readonly CaseSummary[]): { header: string[]; ro
 }
 
 export function layersTable(images: readonly BenchImage[]): { header: string[]; rows: string[][] } {
-  const header = ['image', 'layer', 'entries', 'files', 'file MB', 'tar MB', 'gzip blob MB', 'eStargz blob MB', 'largest file'];
+  const header = ['image', 'layer', 'entries', 'files', 'file MB', 'tar MB', 'gzip blob MB', 'served lazily: format, blob MB', 'largest file'];
   const rows: string[][] = [];
   for (const img of images) {
     for (const l of img.layers) {
-      rows.push([img.name, String(l.index), String(l.entries), String(l.files), (l.fileBytes / MB).toFixed(1), (l.tarBytes / MB).toFixed(1), (l.gz.size / MB).toFixed(1), (l.esgz.size / MB).toFixed(1), `${l.largest.path} (${(l.largest.size / MB).toFixed(1)} MB)`]);
+      const lazy = lazyOf(l);
+      rows.push([img.name, String(l.index), String(l.entries), String(l.files), (l.fileBytes / MB).toFixed(1), (l.tarBytes / MB).toFixed(1), (l.gz.size / MB).toFixed(1), `${lazy.format} ${(lazy.size / MB).toFixed(1)}`, `${l.largest.path} (${(l.largest.size / MB).toFixed(1)} MB)`]);
     }
   }
   return { header, rows };
 }
 
 export { gzipRef };
+
+/**
+ * Issue 15's side-by-side: each workload on the python image served as
+ * eStargz and as zstd:chunked (the same layer tars), with the full pull of
+ * each (`curl | gunzip | tar -x` of the gzip layer; `curl | zstd -dc | tar
+ * -x` of the zstd:chunked blob). Empty when the run did not have both images.
+ */
+export function formatsTable(sums: readonly CaseSummary[], esgzImage = 'python', zstdImage = 'python-zstd'): { header: string[]; rows: string[][] } {
+  const header = ['workload', 'what', 'eStargz s', 'zstd:chunked s', 'zstd / eStargz', 'full pull s: gzip / zstd', 'registry MB: eStargz / zstd', 'peak RSS MiB: eStargz / zstd'];
+  const rows: string[][] = [];
+  for (const e of sums.filter((s) => s.image === esgzImage)) {
+    const z = sums.find((s) => s.image === zstdImage && s.workload === e.workload);
+    if (!z) continue;
+    const fp = (s: CaseSummary): string => (s.fullPull && s.workload !== 'W5' ? s.fullPull.seconds.median.toFixed(3) : '—');
+    const reg = (s: CaseSummary): string => (s.storeBytes === null ? '—' : (s.storeBytes / MB).toFixed(2));
+    rows.push([
+      e.workload, e.label.replace(/ \([^)]*MB\)$/, ''), formatSummary(e.seconds, 3), formatSummary(z.seconds, 3), `${(z.seconds.median / e.seconds.median).toFixed(2)}×`,
+      `${fp(e)} / ${fp(z)}`, `${reg(e)} / ${reg(z)}`, `${e.peakRssMiB.median.toFixed(0)} / ${z.peakRssMiB.median.toFixed(0)}`,
+    ]);
+  }
+  return { header, rows };
+}

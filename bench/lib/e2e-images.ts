@@ -11,6 +11,11 @@
  *    image (Debian bookworm minbase + python3): layer 1 is ~120 MB and
  *    ~6,000 entries of /etc and /usr (binaries, libraries, docs, zoneinfo,
  *    perl, locales), layer 2 is the same python layer as above.
+ *  - `python-zstd`: the python image's two layer tars again, written as
+ *    zstd:chunked (bench/lib/zstd-chunked-layer.ts, laid out as podman 5's
+ *    `push --compression-format zstd:chunked` writes them) and pushed as an
+ *    OCI image with podman's layer annotations; the store looks its layers
+ *    up by manifest checksum, as podman ≥ 5.1 does.
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -24,12 +29,17 @@ import { pythonImageLayers } from '../../testkit/python-image.js';
 import { pushBlob, putManifest } from '../../testkit/registry.js';
 import { ensureLayerInput } from './layer-input.js';
 import { MiB } from './stats.js';
+import { writeZstdChunkedLayer, ZSTD_LAYER_MEDIA_TYPE } from './zstd-chunked-layer.js';
 
 const run = promisify(execFile);
 const gzip = promisify(gzipCb);
 export const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 
-export type ImageName = 'python' | 'bookworm-like';
+export type ImageName = 'python' | 'bookworm-like' | 'python-zstd';
+export const IMAGE_NAMES: readonly ImageName[] = ['python', 'bookworm-like', 'python-zstd'];
+
+/** How an image's layers are served lazily. */
+export type LazyFormat = 'estargz' | 'zstd:chunked';
 
 /** What a layer holds, from its tar. */
 export interface LayerFacts {
@@ -47,9 +57,33 @@ export interface LayerFacts {
   filePaths: string[];
   /** The plain gzip layer (what a normal pull fetches). */
   gz: { digest: string; size: number };
-  /** The eStargz layer our converter produced. */
-  esgz: { digest: string; size: number };
+  /** The eStargz layer our converter produced (eStargz images only). */
+  esgz?: { digest: string; size: number };
+  /** The zstd:chunked layer (zstd:chunked images only): its manifest checksum is the store's lookup key. */
+  zstd?: { digest: string; size: number; manifestChecksum: string; frames: number };
+  /**
+   * The blob the store serves lazily (the eStargz or the zstd:chunked one),
+   * and `key`: the digest the store is asked for it by (`<ref>/<key>/`):
+   * the layer digest for eStargz, the manifest checksum for zstd:chunked.
+   * Absent in results from before zstd:chunked was measured (read them with lazyOf).
+   */
+  lazy: { format: LazyFormat; digest: string; size: number; key: string };
   diffID: string;
+}
+
+/** A layer's lazily served blob, also for results written before `lazy` existed (eStargz then). */
+export function lazyOf(l: Omit<LayerFacts, 'lazy'> & { lazy?: LayerFacts['lazy'] }): LayerFacts['lazy'] {
+  if (l.lazy) return l.lazy;
+  return { format: 'estargz', digest: l.esgz!.digest, size: l.esgz!.size, key: l.esgz!.digest };
+}
+
+/**
+ * The blob a full pull of the layer fetches, and the command that
+ * decompresses it: the gzip layer for the eStargz images (what podman pulls
+ * without the store), the zstd:chunked blob itself for the zstd image.
+ */
+export function fullPullBlob(img: BenchImage, l: LayerFacts): { digest: string; size: number; decompress: 'gunzip' | 'zstd -dc' } {
+  return img.format === 'zstd:chunked' ? { digest: l.zstd!.digest, size: l.zstd!.size, decompress: 'zstd -dc' } : { digest: l.gz.digest, size: l.gz.size, decompress: 'gunzip' };
 }
 
 export interface BenchImage {
@@ -60,8 +94,12 @@ export interface BenchImage {
   layers: LayerFacts[];
   /** The tars themselves, for baselines (extracted trees). */
   tars: Buffer[];
-  /** Seconds `image convert` took. */
+  /** Seconds `image convert` took (eStargz), or writing the zstd:chunked layers took. */
   convertSeconds: number;
+  /** How the store serves the layers (absent in older results: eStargz). */
+  format?: LazyFormat;
+  /** The tag of the lazily served image on the registry: `esgz` or `zstd`. */
+  lazyTag?: string;
 }
 
 export function gzipRef(host: string, img: BenchImage): string {
@@ -70,6 +108,11 @@ export function gzipRef(host: string, img: BenchImage): string {
 
 export function esgzRef(host: string, img: BenchImage, tag = 'esgz'): string {
   return `${host}/${img.repo}:${tag}`;
+}
+
+/** The reference the store resolves the image's lazily served layers under. */
+export function lazyRef(host: string, img: BenchImage): string {
+  return `${host}/${img.repo}:${img.lazyTag ?? 'esgz'}`;
 }
 
 /** A minbase-like layer: Debian bookworm's is ~117 MB and ~6,600 entries, mostly binaries, libraries and /usr/share data. */
@@ -88,7 +131,7 @@ const BOOKWORM_BASE = {
   ],
 };
 
-async function listTar(buf: Buffer): Promise<Omit<LayerFacts, 'index' | 'gz' | 'esgz' | 'diffID'>> {
+async function listTar(buf: Buffer): Promise<Omit<LayerFacts, 'index' | 'gz' | 'esgz' | 'zstd' | 'lazy' | 'diffID'>> {
   const facts = { tarBytes: buf.length, entries: 0, files: 0, dirs: 0, symlinks: 0, fileBytes: 0, largest: { path: '', size: -1 }, filePaths: [] as string[] };
   const ex = tar.extract();
   const done = new Promise<void>((resolve, reject) => {
@@ -156,8 +199,40 @@ export async function convertImage(src: string, dst: string, prioritized: string
   return { layers: result.manifests[0]!.layers.map((l) => ({ digest: l.digest, size: l.size })), seconds };
 }
 
-/** Builds, pushes (gzip) and converts (eStargz, tag `esgz`) the images on the registry at `host`. */
-export async function prepareImages(host: string, names: readonly ImageName[], log: (s: string) => void, opts: { chunkSize?: number } = {}): Promise<BenchImage[]> {
+/** Pushes an OCI image of zstd:chunked layers with podman's layer annotations, as tag `zstd`. */
+async function pushZstdImage(host: string, repo: string, tars: Buffer[], layers: { blob: Buffer; digest: string; annotations: Record<string, string> }[]): Promise<void> {
+  const base = `http://${host}`;
+  for (const l of layers) await pushBlob(base, repo, l.blob);
+  const config = Buffer.from(JSON.stringify({
+    architecture: 'amd64',
+    os: 'linux',
+    config: { Env: ['PATH=/usr/local/bin:/usr/bin:/bin'], Cmd: ['/bin/sh'] },
+    rootfs: { type: 'layers', diff_ids: tars.map(sha256) },
+    history: tars.map(() => ({ created_by: 'estargz-store bench' })),
+  }));
+  const configDigest = await pushBlob(base, repo, config);
+  const manifest = {
+    schemaVersion: 2,
+    mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: configDigest, size: config.length },
+    layers: layers.map((l) => ({ mediaType: ZSTD_LAYER_MEDIA_TYPE, digest: l.digest, size: l.blob.length, annotations: l.annotations })),
+  };
+  await putManifest(base, repo, 'zstd', JSON.stringify(manifest), manifest.mediaType);
+}
+
+export interface PrepareOptions {
+  /** image convert --chunk-size (eStargz). */
+  chunkSize?: number;
+  /** Chunk size of the zstd:chunked writer (default 64 KiB, about c/storage's average). */
+  zstdChunkSize?: number;
+}
+
+/**
+ * Builds, pushes and converts the images on the registry at `host`: the
+ * eStargz ones as gzip (tag `gzip`) converted with `image convert` (tag
+ * `esgz`); the zstd:chunked one written by the benchmark's writer (tag `zstd`).
+ */
+export async function prepareImages(host: string, names: readonly ImageName[], log: (s: string) => void, opts: PrepareOptions = {}): Promise<BenchImage[]> {
   log('building the python image layers from this machine\'s python3.11 …');
   const pySpec = await pythonImageLayers();
   const pyTars = [await makeLayerTar(pySpec[0]!), await makeLayerTar(pySpec[1]!)];
@@ -177,6 +252,9 @@ export async function prepareImages(host: string, names: readonly ImageName[], l
     if (name === 'python') {
       tars = pyTars;
       description = 'test image (testkit/python-image.ts): layer 1 busybox + shared libraries, layer 2 python3.11 + stdlib';
+    } else if (name === 'python-zstd') {
+      tars = pyTars;
+      description = `the python image's layers as zstd:chunked (bench/lib/zstd-chunked-layer.ts: podman 5's layout, zstd -3, ${((opts.zstdChunkSize ?? 64 << 10) >> 10)} KiB chunks), looked up by manifest checksum`;
     } else {
       log('building the bookworm-like base layer from /etc and /usr (cached in $TMPDIR/estargz-bench) …');
       const input = await ensureLayerInput(BOOKWORM_BASE);
@@ -185,22 +263,46 @@ export async function prepareImages(host: string, names: readonly ImageName[], l
     }
     const gzs = await Promise.all(tars.map(gz));
     const repo = `bench/${name}`;
+    const layers: LayerFacts[] = [];
+    if (name === 'python-zstd') {
+      log(`writing ${name} (zstd:chunked) …`);
+      const started = performance.now();
+      const zs = [];
+      for (const t of tars) zs.push(await writeZstdChunkedLayer(t, opts.zstdChunkSize ? { chunkSize: opts.zstdChunkSize } : {}));
+      const seconds = (performance.now() - started) / 1000;
+      log(`pushing ${name} (zstd:chunked, ${zs.map((z) => (z.blob.length / MiB).toFixed(1)).join(' + ')} MiB, ${zs.map((z) => z.frames).join(' + ')} frames) …`);
+      await pushZstdImage(host, repo, tars, zs);
+      for (const [i, t] of tars.entries()) {
+        const z = zs[i]!;
+        layers.push({
+          index: i + 1,
+          ...(await listTar(t)),
+          gz: { digest: sha256(gzs[i]!), size: gzs[i]!.length },
+          zstd: { digest: z.digest, size: z.blob.length, manifestChecksum: z.manifestChecksum, frames: z.frames },
+          lazy: { format: 'zstd:chunked', digest: z.digest, size: z.blob.length, key: z.manifestChecksum },
+          diffID: sha256(t),
+        });
+      }
+      out.push({ name, repo, description, layers, tars, convertSeconds: seconds, format: 'zstd:chunked', lazyTag: 'zstd' });
+      continue;
+    }
     log(`pushing ${name} (gzip, ${gzs.map((g) => (g.length / MiB).toFixed(1)).join(' + ')} MiB) …`);
     await pushGzipImage(host, repo, tars, gzs);
     log(`converting ${name} to eStargz with image convert …`);
     const conv = await convertImage(`${host}/${repo}:gzip`, `${host}/${repo}:esgz`, [], opts.chunkSize);
-    const layers: LayerFacts[] = [];
     for (const [i, t] of tars.entries()) {
       const facts = await listTar(t);
+      const esgz = conv.layers[i]!;
       layers.push({
         index: i + 1,
         ...facts,
         gz: { digest: sha256(gzs[i]!), size: gzs[i]!.length },
-        esgz: conv.layers[i]!,
+        esgz,
+        lazy: { format: 'estargz', digest: esgz.digest, size: esgz.size, key: esgz.digest },
         diffID: sha256(t),
       });
     }
-    out.push({ name, repo, description, layers, tars, convertSeconds: conv.seconds });
+    out.push({ name, repo, description, layers, tars, convertSeconds: conv.seconds, format: 'estargz', lazyTag: 'esgz' });
   }
   return out;
 }
