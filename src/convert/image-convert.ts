@@ -335,6 +335,7 @@ async function convertOneLayer(
 /** Runs `fn` (which writes `path`), reporting the file's size every DOWNLOAD_POLL_MS meanwhile. */
 async function withFileSizePolling<T>(path: string, onSize: (bytes: number) => void, fn: () => Promise<T>): Promise<T> {
   const timer = setInterval(() => {
+    // Dropped on purpose: the file may not exist yet; the next tick reports it.
     stat(path).then((st) => onSize(st.size), () => {});
   }, DOWNLOAD_POLL_MS);
   try {

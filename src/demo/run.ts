@@ -54,7 +54,7 @@ function mb(n: number): string {
 
 async function cleanup(s: Started, print: Print): Promise<void> {
   await s.podman?.cleanup();
-  await s.client?.close().catch(() => {});
+  await s.client?.close().catch(() => {}); // cleanup goes on whatever one step says: a client that fails to close holds nothing on disk
   if (s.store) {
     await stop(s.store.proc, 15_000);
     // The store unmounts on SIGTERM; should it have died first, the mount must not outlive the demo.
@@ -147,6 +147,7 @@ async function demoSteps(started: Started, print: Print, race: Race): Promise<vo
       { stdio: ['ignore', fd, fd], detached: true, env: { ...process.env, ESTARGZ_LOG_LEVEL: process.env.ESTARGZ_LOG_LEVEL ?? 'warn' } });
     closeSync(fd);
     started.store = { proc, mnt };
+    // A metrics endpoint that does not answer yet is a store not up yet: polled again until the deadline.
     await waitFor('the store', async () => (await isMounted(mnt)) && (await fetch(metricsUrl).then((r) => r.ok, () => false)), proc, 20_000, log);
   }, () => `${started.store!.mnt} (metrics ${metricsUrl})`);
 

@@ -65,7 +65,7 @@ export interface BackgroundFetchDeps {
   held?: HeldSpans;
   /** Ranges worth having in flight on the link (bandwidth × round trip); the window is the larger of this (at most MAX_WINDOW) and `concurrency`. */
   parallelism?: () => number;
-  /** A passed check remembered from an earlier run (and every chunk still cached): no fetch at all. */
+  /** A passed check remembered from an earlier run: with every chunk still cached, no fetch at all. */
   remembered?: () => Promise<boolean>;
   /** Remembers a passed check (in the disk cache) for the next run. */
   remember?: () => Promise<void>;
@@ -166,7 +166,7 @@ export class BackgroundFetch {
   }
 
   private async runAll(): Promise<void> {
-    if (await this.deps.remembered?.()) {
+    if ((await this.deps.remembered?.()) && this.allCached()) {
       this.setState('complete');
       logger.info({ layer: this.deps.layer }, 'layer complete: its whole-layer check passed on an earlier run and every chunk is in the disk cache');
       return;
@@ -211,6 +211,11 @@ export class BackgroundFetch {
         }
       }
     }
+  }
+
+  /** Whether every chunk is cached (a zstd:chunked zeros chunk needs no bytes). */
+  private allCached(): boolean {
+    return this.deps.chunks().every((w) => w.chunk.codec === 'zeros' || this.deps.loader.isCached(w.chunk.digest));
   }
 
   private async waitIdle(): Promise<void> {

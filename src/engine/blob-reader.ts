@@ -2,7 +2,7 @@ import { createHash, type Hash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { EstargzError } from '../estargz/errors.js';
 import { logger } from '../log/logger.js';
-import { verificationFailures } from '../metrics/registry.js';
+import { bytesServed, verificationFailures } from '../metrics/registry.js';
 import { InFlight } from '../util/in-flight.js';
 import type { BlobFetcher } from './chunk-loader.js';
 
@@ -66,7 +66,14 @@ export class BlobReader {
     return this.verdict?.ok;
   }
 
+  /** Reads raw compressed bytes [offset, offset + length) of the blob (fewer at its end). */
   async read(offset: number, length: number): Promise<Buffer> {
+    const out = await this.readBlocks(offset, length);
+    bytesServed.inc({ kind: 'blob' }, out.length);
+    return out;
+  }
+
+  private async readBlocks(offset: number, length: number): Promise<Buffer> {
     const end = Math.min(this.size, offset + length);
     if (offset >= end) return Buffer.alloc(0);
     const first = Math.floor(offset / this.opts.blockBytes);

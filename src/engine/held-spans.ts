@@ -128,6 +128,8 @@ export class HeldSpans {
     const spill = this.spill;
     this.spill = undefined;
     if (spill) {
+      // Dropped on purpose: nothing held is read any more, and a spill file left behind is in the disk
+      // cache's tmp/, which is emptied when the cache next opens.
       await (await spill)?.close().catch(() => {});
       if (this.spillPath) await rm(this.spillPath, { force: true }).catch(() => {});
     }

@@ -1,5 +1,4 @@
-import { compareNames, type LayerIndex, type LayerNode } from '../estargz/layer-index.js';
-import { NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK } from '../estargz/toc.js';
+import { compareNames, NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK, type LayerIndex, type LayerNode } from '../engine/layer-files.js';
 import { MAX_NODE_INO, WHITEOUT_BIT } from './node-ids.js';
 
 export const WHITEOUT_PREFIX = '.wh.';

@@ -2,7 +2,6 @@ import { execFile } from 'node:child_process';
 import { mkdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import type { ActivityClock } from '../engine/activity.js';
 import { loadAddon } from '../fuse/native.js';
 import { FuseError, type OpName } from '../fuse/protocol.js';
 import type { Awaitable, FuseOperations } from '../fuse/types.js';
@@ -24,8 +23,8 @@ export interface StoreOpOptions {
   readTimeoutMs?: number;
   /** Longest any other request may take (lookups resolve layers: bounded by the resolver's own timeout). */
   opTimeoutMs?: number;
-  /** Noted on every request, so that background work (disk-cache writes) waits for a quiet moment. */
-  activity?: ActivityClock;
+  /** Noted on every request, so that background work (disk-cache writes) waits for a quiet moment: the engine's clock, passed down. */
+  activity?: { note(): void };
 }
 
 /** Finds a mount at `path` in /proc/self/mountinfo: its filesystem type, or undefined. */

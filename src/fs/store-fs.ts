@@ -2,7 +2,7 @@ import { LayerKey } from '../layers/key.js';
 import { referenceText, type ImageReference } from '../layers/names.js';
 import type { LayerManager } from '../layers/manager.js';
 import type { ResolvedLayer } from '../layers/resolver.js';
-import type { LayerNode } from '../estargz/layer-index.js';
+import type { LayerNode } from '../engine/layer-files.js';
 import { MIN_DIRENTPLUS } from '../fuse/protocol.js';
 import type { Attr, AttrReply, Awaitable, DirEntryPlus, Entry, StatFs } from '../fuse/types.js';
 import { logger } from '../log/logger.js';

@@ -209,8 +209,10 @@ export class Keeper {
    */
   restart(): Promise<RestartResult> {
     if (this.stopping) return Promise.reject(new Error('the keeper is stopping'));
+    // The previous restart's failure was its caller's: this one runs after it either way.
     const p = (this.restarting ?? Promise.resolve()).catch(() => {}).then(() => this.handoff());
     this.restarting = p;
+    // p's failure goes to this caller (returned below); the bookkeeping chain must not be an unhandled rejection.
     p.then(() => {}, () => {}).finally(() => { if (this.restarting === p) this.restarting = undefined; });
     return p;
   }
@@ -376,7 +378,7 @@ export class Keeper {
   }
 
   private async shutdown(): Promise<void> {
-    await this.restarting?.catch(() => {});
+    await this.restarting?.catch(() => {}); // a restart's failure was its caller's; shutdown only waits for it to end
     // The kernel ends the connection: servers read ENODEV and exit.
     unmountConnection(this.addon, this.mountpoint);
     const all = [...this.servers];
@@ -397,7 +399,7 @@ export class Keeper {
  * live store: an error.
  */
 export async function cleanStaleMount(addon: FuseAddon, mountpoint: string, log: Logger): Promise<void> {
-  const info = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
+  const info = await readFile('/proc/self/mountinfo', 'utf8').catch(() => ''); // no mount table to read: nothing stale to clean
   const mounted = info.split('\n').some((l) => unescapeMountPath(l.split(' ')[4] ?? '') === mountpoint);
   if (!mounted) return;
   // STATFS always reaches the server (a stat may be answered from the kernel's cache).

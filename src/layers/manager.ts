@@ -73,6 +73,7 @@ export class LayerManager {
       (opened) => { entry.settled = { ok: true, at: Date.now(), opened }; },
       (err: Error) => { entry.settled = { ok: false, at: Date.now(), error: err.message }; },
     );
+    // Every caller gets entry.value's failure; a lookup that nobody awaits any more must not make it an unhandled rejection.
     entry.value.catch(() => {});
     this.entries.set(text, entry);
     return entry.value;
@@ -151,6 +152,6 @@ export class LayerManager {
 
 /** Closes an entry's engine layer once its resolution settled (a failed one has none). */
 async function closeEntry(e: Entry): Promise<void> {
-  const opened = await e.opening.catch(() => undefined);
+  const opened = await e.opening.catch(() => undefined); // a failed resolution was reported to its lookups and has no layer to close
   await opened?.handle.close();
 }

@@ -4,7 +4,6 @@ import { openEstargz, type EstargzBlob } from '../estargz/open.js';
 import { TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION } from '../estargz/toc.js';
 import { logger } from '../log/logger.js';
 import type { RangedSource } from '../estargz/source.js';
-import { fetchDuration, registryBytes, registryRequests } from '../metrics/registry.js';
 import { RemoteBlob } from '../registry/blob.js';
 import type { RegistryClient } from '../registry/client.js';
 import { RegistryError } from '../registry/errors.js';
@@ -62,21 +61,15 @@ export const DEFAULT_RESOLVER: ResolverOptions = {
   singleRangeOnly: false,
 };
 
-/** The blob as openEstargz reads it: the first read is the footer (tail), the next the TOC member. */
-function measured(blob: RangedSource): RangedSource {
+/**
+ * The blob as the format's opener reads it: the first read is the footer
+ * (tail), the next the TOC member. Each read is labelled so that the registry
+ * client's traffic hook counts its requests, like every other registry
+ * request (src/metrics/traffic.ts): nothing is counted here.
+ */
+function measured(blob: RemoteBlob): RangedSource {
   let reads = 0;
-  return {
-    size: blob.size,
-    read: async (offset, length) => {
-      const operation = reads++ === 0 ? 'footer' : 'toc';
-      const started = performance.now();
-      const bytes = await blob.read(offset, length);
-      fetchDuration.observe({ operation }, (performance.now() - started) / 1000);
-      registryRequests.inc({ operation });
-      registryBytes.inc({ operation }, length);
-      return bytes;
-    },
-  };
+  return { size: blob.size, read: (offset, length) => blob.read(offset, length, undefined, reads++ === 0 ? 'footer' : 'toc') };
 }
 
 /** The media type of a zstd layer (c/image writes zstd:chunked layers with it). */
@@ -91,7 +84,7 @@ const TOC_READ_ATTEMPTS = 3;
  * for a fault of that fetch (a flipped or shifted range) and read again;
  * only a repeat refuses the layer.
  */
-async function openTrusted(blob: RangedSource, tocDigest: string | undefined): Promise<EstargzBlob> {
+async function openTrusted(blob: RemoteBlob, tocDigest: string | undefined): Promise<EstargzBlob> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await openEstargz(measured(blob), tocDigest ? { tocDigest } : {});
@@ -110,7 +103,7 @@ async function openTrusted(blob: RangedSource, tocDigest: string | undefined): P
  * tar-split that does not check out is first taken for a fault of that
  * fetch and read again; only a repeat refuses the layer.
  */
-async function openZstdTrusted(blob: RangedSource, annotations: Readonly<Record<string, string>> | undefined): Promise<ZstdChunkedBlob> {
+async function openZstdTrusted(blob: RemoteBlob, annotations: Readonly<Record<string, string>> | undefined): Promise<ZstdChunkedBlob> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await openZstdChunked(measured(blob), annotations, { checkTarSplit: checkTarSplitInWorker });
@@ -166,6 +159,7 @@ export class LayerResolver implements LayerOpener {
     const image = await this.images.manifest(ref, signal);
     // The config (for the diff_id) arrives while the footer and TOC are read.
     const config = this.images.config(ref, signal);
+    // Awaited below once the footer and TOC are read; a failure meanwhile must not be an unhandled rejection.
     config.catch(() => {});
     const layers = image.manifest.layers;
     let index = layers.findIndex((l) => l.digest === digest);
@@ -214,7 +208,9 @@ export class LayerResolver implements LayerOpener {
   /** An engine layer with prefetch and background fetch started (both honour the engine's noprefetch / no_background_fetch settings). */
   private startLayer(descriptor: Descriptor, diffID: string, blob: RemoteBlob, content: LayerContent): EngineLayer {
     const layer = this.engine.openLayer({ id: descriptor.digest.slice(7, 19), blobDigest: descriptor.digest, diffID, fetcher: blob, content });
-    void layer.prefetch().catch(() => {});
+    // Prefetch settles each chunk's load itself and logs the outcome, so this only meets the unexpected; either
+    // way reads go on: a chunk prefetch did not get is fetched (and its failure reported) by the read that needs it.
+    void layer.prefetch().catch((err: unknown) => logger.warn({ layer: descriptor.digest, err: (err as Error).message }, 'prefetch failed; reads fetch on demand'));
     layer.startBackgroundFetch();
     return layer;
   }

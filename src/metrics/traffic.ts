@@ -5,8 +5,8 @@ import { fetchDuration, registryBytes, registryRangeSplits, registryRequests, re
  * The registry traffic hook that feeds the Prometheus metrics (the daemon
  * passes it to its registry client). Only labelled traffic is counted:
  * auth-token requests, a blob's HEAD for its size and pushes carry no
- * operation, and the footer and TOC reads of a layer resolution are still
- * counted by the resolver itself (it reads without a label).
+ * operation. Every labelled request is counted here and nowhere else (the
+ * resolver labels its footer and TOC reads 'footer' and 'toc').
  */
 export function trafficMetrics(): RegistryTraffic {
   return {

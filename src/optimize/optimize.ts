@@ -94,7 +94,7 @@ async function release(s: Started): Promise<void> {
   s.podman = undefined;
   s.daemon = undefined;
   await podman?.cleanup();
-  await daemon?.stop().catch(() => {});
+  await daemon?.stop().catch(() => {}); // release goes on whatever one step says: the mounts are cleaned up below anyway
   // Whatever is still mounted (podman's overlay of an interrupted run, a store that failed to unmount) must not outlive the command.
   await unmountUnder(s.work);
   if (s.mnt && (await isMounted(s.mnt))) throw new OptimizeError(`${s.mnt} is still mounted`);

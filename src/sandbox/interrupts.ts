@@ -26,7 +26,7 @@ export async function withCleanup<T>(body: (race: Race, signal: AbortSignal) => 
   const interruption = new Promise<never>((_, reject) => {
     wake = () => reject(new InterruptedError(`interrupted by ${interrupted}`));
   });
-  interruption.catch(() => {});
+  interruption.catch(() => {}); // met through race() by whatever is waiting; with nothing waiting, not an unhandled rejection
   const race: Race = (p) => Promise.race([p, interruption]);
 
   let failure: unknown = null;

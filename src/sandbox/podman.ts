@@ -88,7 +88,7 @@ export async function privatePodman(dir: string, opts: PrivatePodmanOptions = {}
       await execFile('podman', ['rm', '-a', '-f', '-t', '0'], { env, timeout: 60_000 }).catch(() => {});
       for (const c of running) await stop(c, 10_000, false);
       for (const args of [['rm', '-a', '-f'], ['rmi', '-a', '-f'], ['system', 'reset', '-f']]) {
-        await execFile('podman', args, { env, timeout: 60_000 }).catch(() => {});
+        await execFile('podman', args, { env, timeout: 60_000 }).catch(() => {}); // best effort: each step runs whatever the last one said
       }
     },
   };

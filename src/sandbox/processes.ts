@@ -20,7 +20,7 @@ export async function freePort(): Promise<number> {
 }
 
 export async function which(cmd: string): Promise<boolean> {
-  return execFile('sh', ['-c', `command -v ${cmd}`]).then(() => true, () => false);
+  return execFile('sh', ['-c', `command -v ${cmd}`]).then(() => true, () => false); // `command -v` fails: not installed
 }
 
 /** Polls `ok` until it holds; fails (with the tail of `log`) when `proc` exits or `timeoutMs` passes. */
@@ -28,7 +28,7 @@ export async function waitFor(what: string, ok: () => Promise<boolean>, proc: Ch
   const deadline = Date.now() + timeoutMs;
   while (!(await ok())) {
     if (proc.exitCode !== null || proc.signalCode !== null || Date.now() > deadline) {
-      const tail = log ? (await readFile(log, 'utf8').catch(() => '')).slice(-2000) : '';
+      const tail = log ? (await readFile(log, 'utf8').catch(() => '')).slice(-2000) : ''; // no log yet: the error says so without a tail
       throw new Error(`${what} did not come up${proc.exitCode !== null ? ` (exit ${proc.exitCode})` : ''}${tail ? `:\n${tail}` : ''}`);
     }
     await sleep(100);
@@ -48,7 +48,7 @@ export async function mountsUnder(dir: string): Promise<string[]> {
 
 /** Lazily unmounts whatever is still mounted under `dir` (podman's overlay of an interrupted run, say). */
 export async function unmountUnder(dir: string): Promise<void> {
-  for (const m of await mountsUnder(dir)) await execFile('umount', ['-l', m]).catch(() => {});
+  for (const m of await mountsUnder(dir)) await execFile('umount', ['-l', m]).catch(() => {}); // best effort: one that will not go must not keep the others
 }
 
 /** Stops a child (with its process group when it was started detached) and waits for it, SIGKILL after `graceMs`. */

@@ -66,7 +66,7 @@ function serialized<T>(fn: () => Promise<T>): () => Promise<T> {
   let tail: Promise<unknown> = Promise.resolve();
   return () => {
     const run = tail.then(fn, fn);
-    tail = run.catch(() => {});
+    tail = run.catch(() => {}); // the caller gets run's failure; the next call runs after it either way
     return run;
   };
 }
