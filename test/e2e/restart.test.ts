@@ -372,19 +372,19 @@ describe('restarts, upgrades and crashes under the keeper', () => {
     }
   });
 
-  test('as many restarts as fit in 60 s: each one serves; the keeper\'s fds and memory stay flat', async (t: TestContext) => {
+  test('30 restarts back to back: each one serves; the keeper\'s fds and memory stay flat', async (t: TestContext) => {
+    // A count, not a time budget: how many fit in a minute is the machine's
+    // load, not the keeper's behaviour.
     const WARMUP = 5;
-    let count = 0;
+    const RESTARTS = 30;
     let warm = await store.status();
     const t0 = Date.now();
-    while (Date.now() - t0 < 60_000) {
+    for (let count = 1; count <= RESTARTS; count++) {
       await restart();
-      count++;
       if (count === WARMUP) warm = await store.status();
     }
     const end = await store.status();
-    t.diagnostic(`${count} restarts in ${((Date.now() - t0) / 1000).toFixed(0)} s; keeper fds ${warm.keeperFds} → ${end.keeperFds}, RSS ${(warm.keeperRssBytes / 2 ** 20).toFixed(1)} → ${(end.keeperRssBytes / 2 ** 20).toFixed(1)} MiB (after ${WARMUP} and after ${count})`);
-    assert.ok(count >= 20, `${count} restarts`);
+    t.diagnostic(`${RESTARTS} restarts in ${((Date.now() - t0) / 1000).toFixed(0)} s; keeper fds ${warm.keeperFds} → ${end.keeperFds}, RSS ${(warm.keeperRssBytes / 2 ** 20).toFixed(1)} → ${(end.keeperRssBytes / 2 ** 20).toFixed(1)} MiB (after ${WARMUP} and after ${RESTARTS})`);
     // ±1: a status request's own socket and /proc/self/fd listing come and go.
     assert.ok(end.keeperFds <= warm.keeperFds + 1, `the keeper's fd count grew: ${warm.keeperFds} → ${end.keeperFds}`);
     assert.ok(end.keeperRssBytes - warm.keeperRssBytes < 24 * 2 ** 20, `the keeper's RSS grew by ${end.keeperRssBytes - warm.keeperRssBytes} bytes`);
