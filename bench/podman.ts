@@ -13,7 +13,7 @@
  *  - p5-gzip, p5-lazy, p5-zstd, p5-zstd-own: podman 5.4 (Debian 13's, in the
  *    chroot of testkit/podman5.ts): the gzip image pulled in full; the
  *    eStargz image through our store; the same layers as zstd:chunked
- *    (bench/lib/zstd-chunked-layer.ts, podman 5's layout) through our store,
+ *    (testkit/zstd-chunked-writer.ts, podman 5's layout) through our store,
  *    looked up by manifest checksum; and that zstd:chunked image pulled by
  *    podman 5 itself with no store (its own chunked pull). podman 4.3.1 asks
  *    no layer store for zstd:chunked, hence podman 5 for these.
@@ -342,7 +342,7 @@ function report(machine: ReturnType<typeof machineInfo>, img: BenchImage, zimg: 
   if (samples.some((s) => isP5(s.variant))) {
     out.push('The p5- variants run podman 5.4 (Debian 13\'s, c/image 5.34, c/storage 1.57) in the chroot of testkit/podman5.ts, with its own private config and storage every run ' +
       '(the session start is not timed): p5-gzip pulls the gzip image in full (its layer store an empty directory), p5-lazy the eStargz image through our store, ' +
-      `p5-zstd the same layer tars as zstd:chunked${zimg ? ` (${zimg.layers.map((x) => `${(x.lazy.size / MB).toFixed(1)} MB`).join(' + ')}; bench/lib/zstd-chunked-layer.ts, podman 5's layout)` : ''} ` +
+      `p5-zstd the same layer tars as zstd:chunked${zimg ? ` (${zimg.layers.map((x) => `${(x.lazy.size / MB).toFixed(1)} MB`).join(' + ')}; testkit/zstd-chunked-writer.ts, podman 5's layout)` : ''} ` +
       'through our store, which podman asks by manifest checksum; p5-zstd-own is that zstd:chunked image pulled by podman 5 itself with no store ' +
       '(c/storage\'s own chunked pull, or a full pull where it declines one).', '');
   }

@@ -12,7 +12,7 @@
  *    ~6,000 entries of /etc and /usr (binaries, libraries, docs, zoneinfo,
  *    perl, locales), layer 2 is the same python layer as above.
  *  - `python-zstd`: the python image's two layer tars again, written as
- *    zstd:chunked (bench/lib/zstd-chunked-layer.ts, laid out as podman 5's
+ *    zstd:chunked (testkit/zstd-chunked-writer.ts, laid out as podman 5's
  *    `push --compression-format zstd:chunked` writes them) and pushed as an
  *    OCI image with podman's layer annotations; the store looks its layers
  *    up by manifest checksum, as podman ≥ 5.1 does.
@@ -27,9 +27,9 @@ import tar from 'tar-stream';
 import { makeLayerTar } from '../../testkit/layer-tar.js';
 import { pythonImageLayers } from '../../testkit/python-image.js';
 import { pushBlob, putManifest } from '../../testkit/registry.js';
+import { writeZstdChunked, ZSTD_LAYER_MEDIA_TYPE } from '../../testkit/zstd-chunked-writer.js';
 import { ensureLayerInput } from './layer-input.js';
 import { MiB } from './stats.js';
-import { writeZstdChunkedLayer, ZSTD_LAYER_MEDIA_TYPE } from './zstd-chunked-layer.js';
 
 const run = promisify(execFile);
 const gzip = promisify(gzipCb);
@@ -162,15 +162,29 @@ function sha256(b: Uint8Array): string {
   return 'sha256:' + createHash('sha256').update(b).digest('hex');
 }
 
-/** Pushes a plain gzip image (Docker v2 schema 2) of the given layer tars. */
-async function pushGzipImage(host: string, repo: string, tars: Buffer[], gzs: Buffer[]): Promise<void> {
+/** A layer blob as it goes into a manifest. */
+interface PushLayer {
+  blob: Buffer;
+  mediaType: string;
+  annotations?: Record<string, string>;
+}
+
+/** The two manifest flavours the benchmark images are pushed as. */
+const MANIFEST_KINDS = {
+  docker: { manifest: 'application/vnd.docker.distribution.manifest.v2+json', config: 'application/vnd.docker.container.image.v1+json' },
+  oci: { manifest: 'application/vnd.oci.image.manifest.v1+json', config: 'application/vnd.oci.image.config.v1+json' },
+} as const;
+
+/** Pushes the layer blobs (each distinct one once), a config whose diff_ids are the tars', and the manifest as `tag`. */
+async function pushImage(host: string, repo: string, tag: string, kind: keyof typeof MANIFEST_KINDS, tars: Buffer[], layers: PushLayer[]): Promise<void> {
   const base = `http://${host}`;
+  const types = MANIFEST_KINDS[kind];
+  const digests = layers.map((l) => sha256(l.blob));
   const pushed = new Set<string>();
-  for (const gz of gzs) {
-    const d = sha256(gz);
-    if (pushed.has(d)) continue;
-    await pushBlob(base, repo, gz);
-    pushed.add(d);
+  for (const [i, l] of layers.entries()) {
+    if (pushed.has(digests[i]!)) continue;
+    await pushBlob(base, repo, l.blob);
+    pushed.add(digests[i]!);
   }
   const config = Buffer.from(JSON.stringify({
     architecture: 'amd64',
@@ -182,11 +196,11 @@ async function pushGzipImage(host: string, repo: string, tars: Buffer[], gzs: Bu
   const configDigest = await pushBlob(base, repo, config);
   const manifest = {
     schemaVersion: 2,
-    mediaType: 'application/vnd.docker.distribution.manifest.v2+json',
-    config: { mediaType: 'application/vnd.docker.container.image.v1+json', digest: configDigest, size: config.length },
-    layers: gzs.map((gz) => ({ mediaType: 'application/vnd.docker.image.rootfs.diff.tar.gzip', digest: sha256(gz), size: gz.length })),
+    mediaType: types.manifest,
+    config: { mediaType: types.config, digest: configDigest, size: config.length },
+    layers: layers.map((l, i) => ({ mediaType: l.mediaType, digest: digests[i]!, size: l.blob.length, ...(l.annotations ? { annotations: l.annotations } : {}) })),
   };
-  await putManifest(base, repo, 'gzip', JSON.stringify(manifest), manifest.mediaType);
+  await putManifest(base, repo, tag, JSON.stringify(manifest), manifest.mediaType);
 }
 
 /** `image convert SRC DST --json`: the converted layers' digests and sizes. */
@@ -197,27 +211,6 @@ export async function convertImage(src: string, dst: string, prioritized: string
   const seconds = (performance.now() - started) / 1000;
   const result = JSON.parse(stdout) as { manifests: { layers: { digest: string; size: number }[] }[] };
   return { layers: result.manifests[0]!.layers.map((l) => ({ digest: l.digest, size: l.size })), seconds };
-}
-
-/** Pushes an OCI image of zstd:chunked layers with podman's layer annotations, as tag `zstd`. */
-async function pushZstdImage(host: string, repo: string, tars: Buffer[], layers: { blob: Buffer; digest: string; annotations: Record<string, string> }[]): Promise<void> {
-  const base = `http://${host}`;
-  for (const l of layers) await pushBlob(base, repo, l.blob);
-  const config = Buffer.from(JSON.stringify({
-    architecture: 'amd64',
-    os: 'linux',
-    config: { Env: ['PATH=/usr/local/bin:/usr/bin:/bin'], Cmd: ['/bin/sh'] },
-    rootfs: { type: 'layers', diff_ids: tars.map(sha256) },
-    history: tars.map(() => ({ created_by: 'estargz-store bench' })),
-  }));
-  const configDigest = await pushBlob(base, repo, config);
-  const manifest = {
-    schemaVersion: 2,
-    mediaType: 'application/vnd.oci.image.manifest.v1+json',
-    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: configDigest, size: config.length },
-    layers: layers.map((l) => ({ mediaType: ZSTD_LAYER_MEDIA_TYPE, digest: l.digest, size: l.blob.length, annotations: l.annotations })),
-  };
-  await putManifest(base, repo, 'zstd', JSON.stringify(manifest), manifest.mediaType);
 }
 
 export interface PrepareOptions {
@@ -254,7 +247,7 @@ export async function prepareImages(host: string, names: readonly ImageName[], l
       description = 'test image (testkit/python-image.ts): layer 1 busybox + shared libraries, layer 2 python3.11 + stdlib';
     } else if (name === 'python-zstd') {
       tars = pyTars;
-      description = `the python image's layers as zstd:chunked (bench/lib/zstd-chunked-layer.ts: podman 5's layout, zstd -3, ${((opts.zstdChunkSize ?? 64 << 10) >> 10)} KiB chunks), looked up by manifest checksum`;
+      description = `the python image's layers as zstd:chunked (testkit/zstd-chunked-writer.ts: podman 5's layout, zstd -3, ${((opts.zstdChunkSize ?? 64 << 10) >> 10)} KiB chunks), looked up by manifest checksum`;
     } else {
       log('building the bookworm-like base layer from /etc and /usr (cached in $TMPDIR/estargz-bench) …');
       const input = await ensureLayerInput(BOOKWORM_BASE);
@@ -268,10 +261,10 @@ export async function prepareImages(host: string, names: readonly ImageName[], l
       log(`writing ${name} (zstd:chunked) …`);
       const started = performance.now();
       const zs = [];
-      for (const t of tars) zs.push(await writeZstdChunkedLayer(t, opts.zstdChunkSize ? { chunkSize: opts.zstdChunkSize } : {}));
+      for (const t of tars) zs.push(await writeZstdChunked(t, { readBack: true, ...(opts.zstdChunkSize ? { chunkSize: opts.zstdChunkSize } : {}) }));
       const seconds = (performance.now() - started) / 1000;
       log(`pushing ${name} (zstd:chunked, ${zs.map((z) => (z.blob.length / MiB).toFixed(1)).join(' + ')} MiB, ${zs.map((z) => z.frames).join(' + ')} frames) …`);
-      await pushZstdImage(host, repo, tars, zs);
+      await pushImage(host, repo, 'zstd', 'oci', tars, zs.map((z) => ({ blob: z.blob, mediaType: ZSTD_LAYER_MEDIA_TYPE, annotations: z.annotations })));
       for (const [i, t] of tars.entries()) {
         const z = zs[i]!;
         layers.push({
@@ -287,7 +280,7 @@ export async function prepareImages(host: string, names: readonly ImageName[], l
       continue;
     }
     log(`pushing ${name} (gzip, ${gzs.map((g) => (g.length / MiB).toFixed(1)).join(' + ')} MiB) …`);
-    await pushGzipImage(host, repo, tars, gzs);
+    await pushImage(host, repo, 'gzip', 'docker', tars, gzs.map((blob) => ({ blob, mediaType: 'application/vnd.docker.image.rootfs.diff.tar.gzip' })));
     log(`converting ${name} to eStargz with image convert …`);
     const conv = await convertImage(`${host}/${repo}:gzip`, `${host}/${repo}:esgz`, [], opts.chunkSize);
     for (const [i, t] of tars.entries()) {

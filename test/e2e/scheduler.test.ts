@@ -19,7 +19,7 @@ import { openZstdChunked } from '../../src/zstdchunked/open.js';
 import { makeLayerTar, randomBytes, type SpecEntry } from '../../testkit/layer-tar.js';
 import { startFaultProxy } from '../../testkit/fault-proxy.js';
 import { pushBlob, startRegistry, type Registry } from '../../testkit/registry.js';
-import { writeZstdChunked } from '../zstdchunked/writer.js';
+import { writeZstdChunked } from '../../testkit/zstd-chunked-writer.js';
 
 const sha = (b: Uint8Array): string => 'sha256:' + createHash('sha256').update(b).digest('hex');
 
@@ -78,7 +78,7 @@ describe('whole-layer check: no byte fetched twice, a passed check remembered', 
     const es = Buffer.concat(parts);
     await pushBlob(reg.url, 'sched/estargz', es);
     layers.set('estargz', { format: 'estargz', repo: 'sched/estargz', digest: converted.digest, size: es.length, diffID: converted.diffID, contents });
-    const z = writeZstdChunked(tar, 32 << 10);
+    const z = await writeZstdChunked(tar, { chunkSize: 32 << 10 });
     const zDigest = await pushBlob(reg.url, 'sched/zstd', z.blob);
     layers.set('zstd:chunked', { format: 'zstd:chunked', repo: 'sched/zstd', digest: zDigest, size: z.blob.length, diffID: sha(tar), annotations: z.annotations, contents });
   });

@@ -16,7 +16,7 @@ import { pushBlob, putManifest, sha256Digest, startRegistry, type Registry } fro
 import { startStore, type RunningStore } from '../../testkit/store.js';
 import { dumpTree, normalizeLinks, overlayView } from '../../testkit/tree-view.js';
 import { FIXTURE_DIR } from '../zstdchunked/fixture.js';
-import { writeZstdChunked } from '../zstdchunked/writer.js';
+import { writeZstdChunked } from '../../testkit/zstd-chunked-writer.js';
 
 const run = promisify(execFile);
 const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
@@ -75,7 +75,7 @@ interface ZLayer {
 
 async function zLayer(entries: SpecEntry[], chunkSize = 256 << 10): Promise<ZLayer> {
   const tar = await makeLayerTar(entries);
-  const { blob, annotations } = writeZstdChunked(tar, chunkSize);
+  const { blob, annotations } = await writeZstdChunked(tar, { chunkSize });
   return { blob, digest: sha256Digest(blob), annotations, diffID: sha256Digest(tar), tarSize: tar.length };
 }
 

@@ -8,7 +8,7 @@ import { BufferSource } from '../../src/estargz/source.js';
 import { openZstdChunked } from '../../src/zstdchunked/open.js';
 import type { ZstdRebuildPlan } from '../../workers/layer-digest.js';
 import { makeLayerTar, randomBytes } from '../../testkit/layer-tar.js';
-import { writeZstdChunked } from '../zstdchunked/writer.js';
+import { writeZstdChunked } from '../../testkit/zstd-chunked-writer.js';
 
 const sha = (b: Uint8Array): string => 'sha256:' + createHash('sha256').update(b).digest('hex');
 
@@ -69,7 +69,7 @@ async function zstdPlanned(): Promise<{ blob: Buffer; tar: Buffer; plan: ZstdReb
     { name: 'a/small', type: 'file', content: Buffer.from('small') },
     { name: 'a/empty', type: 'file', content: Buffer.alloc(0) },
   ]);
-  const { blob, annotations } = writeZstdChunked(tar, 16 << 10);
+  const { blob, annotations } = await writeZstdChunked(tar, { chunkSize: 16 << 10 });
   const z = await openZstdChunked(new BufferSource(blob), annotations);
   const files = new Map<string, readonly Chunk[]>();
   for (const [path, node] of z.index.byPath) if (node.type === 'reg') files.set(path, node.chunks);

@@ -11,7 +11,7 @@ import { isZstdChunkedError } from '../../src/zstdchunked/errors.js';
 import { openZstdChunked, type ZstdChunkedBlob } from '../../src/zstdchunked/open.js';
 import { makeLayerTar, randomBytes, type SpecEntry } from '../../testkit/layer-tar.js';
 import { loadZstdFixture, zstdCliDecode } from '../zstdchunked/fixture.js';
-import { writeZstdChunked } from '../zstdchunked/writer.js';
+import { writeZstdChunked } from '../../testkit/zstd-chunked-writer.js';
 
 const sha = (b: Uint8Array): string => 'sha256:' + createHash('sha256').update(b).digest('hex');
 
@@ -53,7 +53,7 @@ interface Made {
 
 async function make(entries: SpecEntry[] = spec()): Promise<Made> {
   const tar = await makeLayerTar(entries);
-  const { blob, annotations } = writeZstdChunked(tar, 32 << 10);
+  const { blob, annotations } = await writeZstdChunked(tar, { chunkSize: 32 << 10 });
   const contents = new Map(entries.filter((e) => e.type === 'file').map((e) => [e.name, e.content!]));
   return { blob, annotations, diffID: sha(tar), contents };
 }
@@ -157,8 +157,10 @@ describe('the engine serving zstd:chunked layers', () => {
   test('the tar-split check in its worker refuses what the in-thread check refuses, with the same code', async () => {
     const m = await make([{ name: 'a', type: 'file', content: Buffer.from('abc') }, { name: 'b', type: 'file', mode: 0o600, content: Buffer.from('def') }]);
     // The manifest says b is 0644, the tar-split's header 0600: c/storage would export another tar than the tree served.
-    const liar = writeZstdChunked(await makeLayerTar([{ name: 'a', type: 'file', content: Buffer.from('abc') }, { name: 'b', type: 'file', mode: 0o600, content: Buffer.from('def') }]), 32 << 10,
-      (entries) => { entries.find((e) => e.name === 'b')!.mode = 0o644; });
+    const liar = await writeZstdChunked(await makeLayerTar([{ name: 'a', type: 'file', content: Buffer.from('abc') }, { name: 'b', type: 'file', mode: 0o600, content: Buffer.from('def') }]), {
+      chunkSize: 32 << 10,
+      alter: (entries) => { entries.find((e) => e.name === 'b')!.mode = 0o644; },
+    });
     const inThread = await openZstdChunked(new BufferSource(liar.blob), liar.annotations).then(() => undefined, (err: unknown) => err);
     const inWorker = await openZstdChunked(new BufferSource(liar.blob), liar.annotations, { checkTarSplit: checkTarSplitInWorker }).then(() => undefined, (err: unknown) => err);
     assert.ok(isZstdChunkedError(inThread) && isZstdChunkedError(inWorker), `${String(inThread)} / ${String(inWorker)}`);

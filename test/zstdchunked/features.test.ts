@@ -10,7 +10,7 @@ import type { ManifestEntry } from '../../src/zstdchunked/manifest.js';
 import { openZstdChunked } from '../../src/zstdchunked/open.js';
 import { verifyZstdChunkedBlob } from '../../src/zstdchunked/verify.js';
 import { makeLayerTar, type SpecEntry } from '../../testkit/layer-tar.js';
-import { writeZstdChunked } from './writer.js';
+import { writeZstdChunked } from '../../testkit/zstd-chunked-writer.js';
 
 const sha = (b: Uint8Array): string => 'sha256:' + createHash('sha256').update(b).digest('hex');
 
@@ -34,7 +34,7 @@ const spec: SpecEntry[] = [
 describe('zstd:chunked layers with every entry kind (written by the test writer, checked with the zstd command)', () => {
   it('hardlinks, xattrs, devices, fifos, empty files, long names, zeros chunks: indexed, read and rebuilt to the same tar', async () => {
     const tar = await makeLayerTar(spec);
-    const { blob, annotations } = writeZstdChunked(tar, 8192);
+    const { blob, annotations } = await writeZstdChunked(tar, { chunkSize: 8192 });
     // The writer's blob is what c/storage's would be: a zstd stream of the tar.
     assert.ok(execFileSync('zstd', ['-q', '-d', '-c'], { input: blob, maxBuffer: 64 << 20 }).equals(tar));
 
@@ -83,7 +83,7 @@ describe('zstd:chunked layers with every entry kind (written by the test writer,
       [(es) => { es.find((e) => e.name === 'dev/pipe')!.type = 'char'; }, /"dev\/pipe" differs .*type "fifo" != "char"/],
     ];
     for (const [alter, message] of cases) {
-      const { blob, annotations } = writeZstdChunked(tar, 8192, alter);
+      const { blob, annotations } = await writeZstdChunked(tar, { chunkSize: 8192, alter });
       await assert.rejects(openZstdChunked(new BufferSource(blob), annotations), (err: unknown) => {
         assert.ok(err instanceof ZstdChunkedError, String(err));
         assert.equal(err.code, 'INVALID_TARSPLIT', err.message);

@@ -1,29 +1,12 @@
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import {
-  MANIFEST_CHECKSUM_ANNOTATION,
-  MANIFEST_POSITION_ANNOTATION,
-  TARSPLIT_POSITION_ANNOTATION,
-} from '../../src/zstdchunked/annotations.js';
-import { FOOTER_MAGIC, SKIPPABLE_MAGIC } from '../../src/zstdchunked/footer.js';
 import type { ManifestJson } from '../../src/zstdchunked/manifest.js';
+import { layerTail, zstdFrame } from '../../testkit/zstd-chunked-writer.js';
 import type { ZstdFixture } from './fixture.js';
 
 /** The fixture's frames (README): data frames end at 1048941. */
 const PAYLOAD_END = 1048941;
 const MANIFEST = { offset: 1048949, length: 2424 };
 const TARSPLIT = { offset: 1051381, length: 792 };
-
-export function zstdCompress(data: Buffer): Buffer {
-  return execFileSync('zstd', ['-q', '-c', '-3'], { input: data, maxBuffer: 64 << 20 });
-}
-
-function skippable(data: Buffer): Buffer {
-  const h = Buffer.alloc(8);
-  SKIPPABLE_MAGIC.copy(h);
-  h.writeUInt32LE(data.length, 4);
-  return Buffer.concat([h, data]);
-}
 
 export interface Remade {
   blob: Buffer;
@@ -58,24 +41,13 @@ export function remake(fx: ZstdFixture, opts: RemakeOptions = {}): Remade {
   opts.manifest?.(parsed);
   let json: Buffer = opts.manifest ? Buffer.from(JSON.stringify(parsed)) : original;
   if (opts.manifestJson) json = opts.manifestJson(json);
-  const manifest = zstdCompress(json);
+  const manifest = zstdFrame(json);
   const tarSplit = (opts.tarSplit ?? ((t) => t))(Buffer.from(fx.blob.subarray(TARSPLIT.offset, TARSPLIT.offset + TARSPLIT.length)));
   const tarSplitPlain = execFileSync('zstd', ['-q', '-d', '-c'], { input: fx.blob.subarray(TARSPLIT.offset, TARSPLIT.offset + TARSPLIT.length) });
-  const manifestOffset = payload.length + 8;
-  const tarSplitOffset = manifestOffset + manifest.length + 8;
-  const declared = opts.declaredManifestLength ?? json.length;
-  const footer = Buffer.alloc(64);
-  const tsDeclared = opts.declaredTarSplitLength ?? tarSplitPlain.length;
-  const values = [manifestOffset, manifest.length, declared, 1, tarSplitOffset, tarSplit.length, tsDeclared];
-  values.forEach((v, i) => footer.writeBigUInt64LE(BigInt(v), i * 8));
-  FOOTER_MAGIC.copy(footer, 56);
-  const blob = Buffer.concat([payload, skippable(manifest), skippable(tarSplit), skippable(footer)]);
-  return {
-    blob,
-    annotations: {
-      [MANIFEST_CHECKSUM_ANNOTATION]: 'sha256:' + createHash('sha256').update(manifest).digest('hex'),
-      [MANIFEST_POSITION_ANNOTATION]: `${manifestOffset}:${manifest.length}:${declared}:1`,
-      [TARSPLIT_POSITION_ANNOTATION]: `${tarSplitOffset}:${tarSplit.length}:${tsDeclared}`,
-    },
-  };
+  const { tail, annotations } = layerTail(
+    payload.length,
+    { z: manifest, length: opts.declaredManifestLength ?? json.length },
+    { z: tarSplit, length: opts.declaredTarSplitLength ?? tarSplitPlain.length },
+  );
+  return { blob: Buffer.concat([payload, tail]), annotations };
 }

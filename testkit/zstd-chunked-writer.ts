@@ -1,41 +1,55 @@
 /**
- * A zstd:chunked layer writer for the benchmarks: the same tar as the
- * eStargz images, laid out as podman 5's `push --compression-format
- * zstd:chunked` lays it out (src/zstdchunked/README.md describes the format
- * and the podman-written fixture it was checked against): the tar headers
- * between files in frames of their own, each chunk of a file in a zstd frame
- * of its own, runs of ≥ 1 KiB of zeros as `zeros` chunks, then the manifest,
- * the tar-split and the footer as skippable frames, and the three
- * annotations podman puts on the layer.
+ * The zstd:chunked layer writer of the tests and the benchmarks: a layer tar
+ * laid out as podman 5's `push --compression-format zstd:chunked` lays it
+ * out (src/zstdchunked/README.md describes the format and the podman-written
+ * fixture it was checked against): the tar headers (with the previous
+ * file's padding) in frames of their own, each chunk of a file in a zstd
+ * frame of its own, runs of ≥ 1 KiB of zeros as `zeros` chunks, the end of
+ * the archive in a last frame, then the manifest, the tar-split and the
+ * footer as skippable frames, and the three annotations podman puts on the
+ * layer.
  *
  * Chunks are cut at fixed `chunkSize` offsets (default 64 KiB): c/storage
  * cuts at rolling-checksum boundaries that average about that (the
- * podman-written fixture's 1.98 MB busybox has 38 chunks), so the frames
- * the store fetches and decodes are of the size podman's would be.
+ * podman-written fixture's 1.98 MB busybox has 38 chunks), so the frames the
+ * store fetches and decodes are of the size podman's would be. Tests pass
+ * small chunk sizes to exercise the reader's chunk rules.
  *
  * Every frame is compressed by the zstd command (level 3, podman's default)
  * in one process over a directory of one file per frame, not one process per
- * frame: a layer has thousands of frames. The result is checked before use:
- * `zstd -dc` of the blob gives the tar back, and the store's own reader
- * (openZstdChunked) accepts it.
+ * frame: a layer has thousands of frames. Not a reference: every blob is
+ * checked with `zstd -dc` (it must give the tar back), and with `readBack`
+ * the store's own reader must open it too. `alter` changes the manifest
+ * entries before they are written, for tests of lying manifests (bad input).
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BufferSource } from '../../src/estargz/source.js';
-import { TarParser } from '../../src/estargz/tar/parser.js';
-import { formatModtime } from '../../src/estargz/toc.js';
-import { MANIFEST_CHECKSUM_ANNOTATION, MANIFEST_POSITION_ANNOTATION, TARSPLIT_POSITION_ANNOTATION } from '../../src/zstdchunked/annotations.js';
-import { FOOTER_MAGIC, SKIPPABLE_MAGIC } from '../../src/zstdchunked/footer.js';
-import type { ManifestEntry } from '../../src/zstdchunked/manifest.js';
-import { openZstdChunked } from '../../src/zstdchunked/open.js';
+import { BufferSource } from '../src/estargz/source.js';
+import { TarParser } from '../src/estargz/tar/parser.js';
+import { formatModtime } from '../src/estargz/toc.js';
+import { MANIFEST_CHECKSUM_ANNOTATION, MANIFEST_POSITION_ANNOTATION, TARSPLIT_POSITION_ANNOTATION } from '../src/zstdchunked/annotations.js';
+import { FOOTER_MAGIC, SKIPPABLE_MAGIC } from '../src/zstdchunked/footer.js';
+import type { ManifestEntry } from '../src/zstdchunked/manifest.js';
+import { openZstdChunked } from '../src/zstdchunked/open.js';
 
 export const ZSTD_LAYER_MEDIA_TYPE = 'application/vnd.oci.image.layer.v1.tar+zstd';
 export const DEFAULT_ZSTD_CHUNK_SIZE = 64 << 10;
 /** c/storage makes a zeros chunk of a run of zeros this long or longer. */
 const MIN_ZEROS_RUN = 1024;
+
+export interface ZstdChunkedOptions {
+  /** Where file data is cut into chunks (default 64 KiB). */
+  chunkSize?: number;
+  /** zstd level (default 3, podman's). */
+  level?: number;
+  /** Changes the manifest entries (offsets already set) before they are written: a lying manifest. */
+  alter?: (entries: ManifestEntry[]) => void;
+  /** Also open the blob with the store's reader (openZstdChunked) and throw if it refuses it. */
+  readBack?: boolean;
+}
 
 export interface ZstdChunkedLayer {
   blob: Buffer;
@@ -50,12 +64,46 @@ export interface ZstdChunkedLayer {
 const TYPES: Record<string, string> = { '0': 'reg', '1': 'hardlink', '2': 'symlink', '3': 'char', '4': 'block', '5': 'dir', '6': 'fifo' };
 const sha256 = (b: Uint8Array): string => 'sha256:' + createHash('sha256').update(b).digest('hex');
 
+/** `data` as one zstd frame (zstd command, stdin to stdout). */
+export function zstdFrame(data: Buffer, level = 3): Buffer {
+  return execFileSync('zstd', ['-q', '-c', `-${level}`], { input: data, maxBuffer: 256 << 20 });
+}
+
 /** One skippable frame (magic, uint32 LE length) around `data`. */
-function skippable(data: Buffer): Buffer {
+export function skippable(data: Buffer): Buffer {
   const h = Buffer.alloc(8);
   SKIPPABLE_MAGIC.copy(h);
   h.writeUInt32LE(data.length, 4);
   return Buffer.concat([h, data]);
+}
+
+/** A compressed metadata part (manifest or tar-split) and the uncompressed length the footer and annotation declare for it. */
+export interface MetadataPart {
+  z: Buffer;
+  length: number;
+}
+
+/**
+ * What follows the data frames (`payloadLength` bytes): the manifest, the
+ * tar-split and the footer as skippable frames, and the layer annotations.
+ * Offsets in the footer and annotations are of the skippable frames'
+ * contents (past their 8-byte headers). The declared lengths are taken as
+ * given, so that bad-input tests can make them lie.
+ */
+export function layerTail(payloadLength: number, manifest: MetadataPart, tarSplit: MetadataPart): { tail: Buffer; annotations: Record<string, string> } {
+  const manifestOffset = payloadLength + 8;
+  const tarSplitOffset = manifestOffset + manifest.z.length + 8;
+  const footer = Buffer.alloc(64);
+  [manifestOffset, manifest.z.length, manifest.length, 1, tarSplitOffset, tarSplit.z.length, tarSplit.length].forEach((v, i) => footer.writeBigUInt64LE(BigInt(v), i * 8));
+  FOOTER_MAGIC.copy(footer, 56);
+  return {
+    tail: Buffer.concat([skippable(manifest.z), skippable(tarSplit.z), skippable(footer)]),
+    annotations: {
+      [MANIFEST_CHECKSUM_ANNOTATION]: sha256(manifest.z),
+      [MANIFEST_POSITION_ANNOTATION]: `${manifestOffset}:${manifest.z.length}:${manifest.length}:1`,
+      [TARSPLIT_POSITION_ANNOTATION]: `${tarSplitOffset}:${tarSplit.z.length}:${tarSplit.length}`,
+    },
+  };
 }
 
 /** Pieces of a file's data: fixed cuts at chunkSize, and runs of ≥ 1 KiB of zeros apart. */
@@ -87,9 +135,9 @@ function cutFile(data: Buffer, chunkSize: number): { start: number; end: number;
   return out;
 }
 
-/** zstd -3 of each buffer as a frame of its own: one zstd process over a directory of one file per buffer. */
+/** Each buffer as a zstd frame of its own: one zstd process over a directory of one file per buffer. */
 async function compressFrames(plain: Buffer[], level: number): Promise<Buffer[]> {
-  const dir = await mkdtemp(join(tmpdir(), 'estargz-bench-zstd-'));
+  const dir = await mkdtemp(join(tmpdir(), 'estargz-zstd-frames-'));
   try {
     const names = plain.map((_, i) => join(dir, String(i).padStart(8, '0')));
     for (const [i, p] of plain.entries()) await writeFile(names[i]!, p);
@@ -100,12 +148,8 @@ async function compressFrames(plain: Buffer[], level: number): Promise<Buffer[]>
   }
 }
 
-function zstdOne(data: Buffer, level: number): Buffer {
-  return execFileSync('zstd', ['-q', '-c', `-${level}`], { input: data, maxBuffer: 256 << 20 });
-}
-
-/** Writes `tar` (an uncompressed layer) as a zstd:chunked blob with its annotations; throws if the result does not read back. */
-export async function writeZstdChunkedLayer(tar: Buffer, opts: { chunkSize?: number; level?: number } = {}): Promise<ZstdChunkedLayer> {
+/** Writes `tar` (an uncompressed layer) as a zstd:chunked blob with its annotations; throws if the blob is not a zstd stream of the tar. */
+export async function writeZstdChunked(tar: Buffer, opts: ZstdChunkedOptions = {}): Promise<ZstdChunkedLayer> {
   const chunkSize = opts.chunkSize ?? DEFAULT_ZSTD_CHUNK_SIZE;
   const level = opts.level ?? 3;
   const entries = new TarParser().push(tar);
@@ -143,7 +187,7 @@ export async function writeZstdChunkedLayer(tar: Buffer, opts: { chunkSize?: num
     if (h.devmajor) m.devMajor = h.devmajor;
     if (h.devminor) m.devMinor = h.devminor;
     if (h.xattrs.size) m.xattrs = Object.fromEntries([...h.xattrs].map(([k, v]) => [k, v.toString('base64')]));
-    // The file's contents go where tar-split says; its payload is a CRC64 the store does not use (zeros, as the test writer has it).
+    // The file's contents go where tar-split says; its payload is a CRC64 the store does not use (zeros).
     tarSplit.push(JSON.stringify({ type: 1, name: h.name, ...(e.payloadSize ? { size: e.payloadSize } : {}), payload: e.payloadSize ? 'AAAAAAAAAAA=' : null, position: position++ }));
     manifestEntries.push(m);
     if (e.payloadSize > 0) {
@@ -179,32 +223,22 @@ export async function writeZstdChunkedLayer(tar: Buffer, opts: { chunkSize?: num
   }
   for (const [f, es] of startsOf.entries()) for (const e of es) e.offset = offsets[f]!;
   for (const p of pendingEnds) p.entry.endOffset = offsets[p.frame]!;
+  opts.alter?.(manifestEntries);
 
   const tarSplitPlain = Buffer.from(tarSplit.join('\n') + '\n');
-  const tarSplitZ = zstdOne(tarSplitPlain, level);
+  const tarSplitZ = zstdFrame(tarSplitPlain, level);
   const json = Buffer.from(JSON.stringify({ version: 1, entries: manifestEntries, tarSplitDigest: sha256(tarSplitZ) }));
-  const manifestZ = zstdOne(json, level);
-  // Offsets in the footer and annotations are of the skippable frames' contents (past their 8-byte headers).
-  const manifestOffset = at + 8;
-  const tarSplitOffset = manifestOffset + manifestZ.length + 8;
-  const footer = Buffer.alloc(64);
-  [manifestOffset, manifestZ.length, json.length, 1, tarSplitOffset, tarSplitZ.length, tarSplitPlain.length].forEach((v, i) => footer.writeBigUInt64LE(BigInt(v), i * 8));
-  FOOTER_MAGIC.copy(footer, 56);
-  const blob = Buffer.concat([...compressed, skippable(manifestZ), skippable(tarSplitZ), skippable(footer)]);
-  const manifestChecksum = sha256(manifestZ);
-  const annotations = {
-    [MANIFEST_CHECKSUM_ANNOTATION]: manifestChecksum,
-    [MANIFEST_POSITION_ANNOTATION]: `${manifestOffset}:${manifestZ.length}:${json.length}:1`,
-    [TARSPLIT_POSITION_ANNOTATION]: `${tarSplitOffset}:${tarSplitZ.length}:${tarSplitPlain.length}`,
-  };
-  await checkLayer(blob, annotations, tar);
-  return { blob, digest: sha256(blob), annotations, manifestChecksum, frames: compressed.length };
-}
-
-/** The blob is a zstd stream of exactly the tar, and the store's reader opens it (footer, annotations, manifest, tar-split all agree). */
-async function checkLayer(blob: Buffer, annotations: Record<string, string>, tar: Buffer): Promise<void> {
+  const manifestZ = zstdFrame(json, level);
+  const { tail, annotations } = layerTail(at, { z: manifestZ, length: json.length }, { z: tarSplitZ, length: tarSplitPlain.length });
+  const blob = Buffer.concat([...compressed, tail]);
   const back = execFileSync('zstd', ['-q', '-d', '-c'], { input: blob, maxBuffer: tar.length + (1 << 20) });
   if (!back.equals(tar)) throw new Error(`zstd:chunked writer: zstd -dc of the blob is not the layer tar (${back.length} vs ${tar.length} bytes)`);
+  if (opts.readBack) await readBack(blob, annotations, tar.length);
+  return { blob, digest: sha256(blob), annotations, manifestChecksum: sha256(manifestZ), frames: compressed.length };
+}
+
+/** The store's reader opens the blob (footer, annotations, manifest, tar-split all agree) and sees the tar's size. */
+async function readBack(blob: Buffer, annotations: Record<string, string>, tarSize: number): Promise<void> {
   const z = await openZstdChunked(new BufferSource(blob), annotations);
-  if (z.tarSize !== tar.length) throw new Error(`zstd:chunked writer: the store's reader sees a ${z.tarSize}-byte tar, the layer is ${tar.length}`);
+  if (z.tarSize !== tarSize) throw new Error(`zstd:chunked writer: the store's reader sees a ${z.tarSize}-byte tar, the layer is ${tarSize}`);
 }
