@@ -147,6 +147,7 @@ export function storeOperations(fs: StoreFs, opts: StoreOpOptions = {}): FuseOpe
   return {
     lookup: wrap('lookup', opMs, under, (parent: number, name: string) => fs.lookup(parent, name)),
     forget: (nodeid, nlookup) => fs.forget(nodeid, nlookup),
+    attach: (notifier) => fs.attach(notifier),
     getattr: wrap('getattr', opMs, at, (id: number) => fs.getattr(id)),
     readdirplus: wrap('readdirplus', opMs, at, (id: number, offset: number, size: number) => fs.readdirplus(id, offset, size)),
     read: wrap('read', readMs, at, (id: number, offset: number, size: number) => fs.read(id, offset, size)),

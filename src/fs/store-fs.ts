@@ -4,7 +4,7 @@ import type { LayerManager } from '../layers/manager.js';
 import type { ResolvedLayer } from '../layers/resolver.js';
 import type { LayerNode } from '../estargz/layer-index.js';
 import { MIN_DIRENTPLUS } from '../fuse/protocol.js';
-import type { Attr, AttrReply, Awaitable, DirEntryPlus, Entry, StatFs } from '../fuse/types.js';
+import type { Attr, AttrReply, Awaitable, DirEntryPlus, Entry, Notifier, StatFs } from '../fuse/types.js';
 import { logger } from '../log/logger.js';
 import { DiffView, type ViewEntry } from './diff-view.js';
 import { Errno, FsAnswer, notFound, readOnly } from './errno.js';
@@ -26,14 +26,19 @@ const TYPE_BITS = { dir: S_IFDIR, reg: S_IFREG, symlink: S_IFLNK, char: S_IFCHR,
  * How long the kernel may keep names and attributes. A layer's content never
  * changes (it is addressed by digest), so everything under `diff`, and
  * `diff`, `info` and `blob` themselves, are kept for a day, absent names
- * included. The store's own directories change: the root and reference
- * directories list what has been resolved (attributes not kept, so that
- * their mtime, which moves with every change, resets the kernel's listing
- * cache), and the layer directory is looked up afresh on every path walk
- * (entry not kept), because its lookup is what resolves a layer again after
- * containers/storage released it.
+ * included. The store's own directories that exist are kept for a day too
+ * (a path walk `<ref>/<digest>/diff/…` then asks nothing): their node ids
+ * are a function of their names, and a released layer's directory is
+ * dropped from the kernel's cache explicitly (Notifier.invalEntry), so that
+ * its next lookup resolves it again. Absent names in the root and reference
+ * directories are never kept: a lookup of a new name is what resolves a
+ * layer. The root's and reference directories' attributes (their mtime
+ * moves with every change of what they list, which resets the kernel's
+ * cached listing) are kept a second, and invalidated at once when the store
+ * changes what they list (Notifier.invalInode).
  */
 const DAY = 86_400;
+const STORE_DIR_ATTR = 1;
 
 /** The kernel's 32-bit device number encoding (new_encode_dev). */
 function makeDev(major: number, minor: number): number {
@@ -97,6 +102,8 @@ export class StoreFs {
   private generation = 0;
   private readonly mountedAt = Date.now() / 1000;
   private warnedDigestAtTop = false;
+  /** The serving session's cache invalidations (the latest session to attach: a successor replaces it). */
+  private notifier: Notifier | undefined;
   /** Told of every read of a file under `diff` (reference, layer digest, path in the layer): `image optimize` records what a workload reads. */
   onRead: ((ref: ImageReference, digest: string, path: string) => void) | undefined;
 
@@ -295,11 +302,11 @@ export class StoreFs {
       if (!s) {
         s = { resolved, view: new DiffView(resolved.content.index), info: layerInfo(resolved) };
         this.views.set(resolved, s);
-        this.generation++;
+        this.listingsChanged();
       }
       return s;
     }, (err: unknown) => {
-      this.generation++;
+      this.listingsChanged();
       throw err;
     });
   }
@@ -359,7 +366,7 @@ export class StoreFs {
 
   private layerDirEntry(rec: LayerRecord): Entry {
     const id = makeId(rec.slot, Low.LAYER_DIR);
-    return { nodeid: id, attr: baseAttr(S_IFDIR | 0o500, id, 4096, 3, this.mountedAt), entryTimeout: 0, attrTimeout: DAY };
+    return { nodeid: id, attr: baseAttr(S_IFDIR | 0o500, id, 4096, 3, this.mountedAt), entryTimeout: DAY, attrTimeout: DAY };
   }
 
   private fileEntry(rec: LayerRecord, s: ServedLayer, low: number): Entry {
@@ -370,7 +377,7 @@ export class StoreFs {
 
   private refEntry(rec: RefRecord): Entry {
     const id = makeId(rec.slot, Low.REF_DIR);
-    return { nodeid: id, attr: baseAttr(S_IFDIR | 0o500, id, 4096, 2, this.storeMtime()), entryTimeout: 0, attrTimeout: 0 };
+    return { nodeid: id, attr: baseAttr(S_IFDIR | 0o500, id, 4096, 2, this.storeMtime()), entryTimeout: DAY, attrTimeout: STORE_DIR_ATTR };
   }
 
   private rootAttr(): Attr {
@@ -468,14 +475,14 @@ export class StoreFs {
   }
 
   getattr(id: number): Awaitable<AttrReply> {
-    if (id === ROOT_ID) return { attr: this.rootAttr(), attrTimeout: 0 };
+    if (id === ROOT_ID) return { attr: this.rootAttr(), attrTimeout: STORE_DIR_ATTR };
     const rec = this.record(id);
     if (!rec) throw stale();
     const low = lowOf(id);
     if (rec.kind === 'ref') {
       if (low !== Low.REF_DIR) throw stale();
       const e = this.refEntry(rec);
-      return { attr: e.attr, attrTimeout: 0 };
+      return { attr: e.attr, attrTimeout: e.attrTimeout! };
     }
     return this.withServed(rec, (s) => {
       const e = low === Low.LAYER_DIR ? this.layerDirEntry(rec)
@@ -616,12 +623,39 @@ export class StoreFs {
     });
   }
 
-  /** A released layer: its next request resolves it again (its node ids stay: they are its slot's). */
+  /**
+   * A released layer: its next request resolves it again (its node ids stay:
+   * they are its slot's), and the kernel forgets its directory's name, so
+   * that the next path walk through it is a lookup, which resolves it.
+   */
   private dropLayer(key: LayerKey): void {
     const text = key.toString();
-    for (const r of this.records.values()) if (r.kind === 'layer' && r.key.toString() === text) r.served = undefined;
-    this.generation++;
+    for (const r of this.records.values()) {
+      if (r.kind !== 'layer' || r.key.toString() !== text) continue;
+      r.served = undefined;
+      const refSlot = this.ids.peek(refKey(r.refName));
+      if (refSlot !== undefined) void this.notifier?.invalEntry(makeId(refSlot, Low.REF_DIR), r.digest);
+    }
+    this.listingsChanged();
     this.onStateChange?.();
+  }
+
+  /** The session's way to the kernel's caches. */
+  attach(notifier: Notifier): void {
+    this.notifier = notifier;
+  }
+
+  /**
+   * The set of resolved layers changed: the root's and reference
+   * directories' mtime moves, and the kernel drops their attributes and
+   * cached listings now rather than when their attribute timeout ends.
+   */
+  private listingsChanged(): void {
+    this.generation++;
+    const n = this.notifier;
+    if (!n) return;
+    n.invalInode(ROOT_ID, 0, 0);
+    for (const r of this.records.values()) if (r.kind === 'ref') n.invalInode(makeId(r.slot, Low.REF_DIR), 0, 0);
   }
 
   mkdir(): never {
