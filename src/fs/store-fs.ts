@@ -39,6 +39,7 @@ const TYPE_BITS = { dir: S_IFDIR, reg: S_IFREG, symlink: S_IFLNK, char: S_IFCHR,
  */
 const DAY = 86_400;
 const STORE_DIR_ATTR = 1;
+const LAYER_DIR_NAMES: readonly string[] = ['diff', 'info', 'blob'];
 
 /** The kernel's 32-bit device number encoding (new_encode_dev). */
 function makeDev(major: number, minor: number): number {
@@ -495,18 +496,20 @@ export class StoreFs {
   /** Entries from `offset` on (offset = index in the listing, `.` and `..` first), as many as can fit in `size`. */
   readdirplus(id: number, offset: number, size: number): Awaitable<DirEntryPlus[]> {
     const room = Math.ceil(size / MIN_DIRENTPLUS);
-    const page = (names: string[], entry: (i: number) => Entry): DirEntryPlus[] => {
+    // Entries `offset` … of `.`, `..` and then `names`, built only for what is sent (the kernel's last call of a listing, past its end, builds nothing).
+    const page = (names: readonly string[], entry: (i: number) => Entry): DirEntryPlus[] => {
       const out: DirEntryPlus[] = [];
-      for (let i = offset; i < names.length && out.length < room; i++) out.push({ name: names[i]!, offset: i + 1, entry: entry(i) });
+      const end = names.length + 2;
+      for (let i = offset; i < end && out.length < room; i++) out.push({ name: i === 0 ? '.' : i === 1 ? '..' : names[i - 2]!, offset: i + 1, entry: entry(i) });
       return out;
     };
     const dots = (self: number, parent: number) => (i: number): Entry => ({ nodeid: 0, attr: { ino: i === 0 ? self : parent, mode: S_IFDIR } });
     // The store's own directories are listed without entries (node id 0): the kernel looks each name up when used.
     const unlisted = (ino: number, mode: number): Entry => ({ nodeid: 0, attr: { ino, mode } });
     if (id === ROOT_ID) {
-      const names = ['.', '..', ...new Set(this.resolver.status().map((l) => encodeRefDir(l.ref)))];
+      const names = [...new Set(this.resolver.status().map((l) => encodeRefDir(l.ref)))];
       const dot = dots(ROOT_ID, ROOT_ID);
-      return page(names, (i) => (i < 2 ? dot(i) : unlisted(makeId(this.slotFor(refKey(names[i]!)), Low.REF_DIR), S_IFDIR)));
+      return page(names, (i) => (i < 2 ? dot(i) : unlisted(makeId(this.slotFor(refKey(names[i - 2]!)), Low.REF_DIR), S_IFDIR)));
     }
     const rec = this.record(id);
     if (!rec) throw stale();
@@ -514,24 +517,24 @@ export class StoreFs {
     if (rec.kind === 'ref') {
       if (low !== Low.REF_DIR) throw stale();
       const ref = referenceText(rec.ref);
-      const names = ['.', '..', ...this.resolver.status().filter((l) => l.ref === ref && l.state !== 'failed').map((l) => l.digest)];
+      const names = this.resolver.status().filter((l) => l.ref === ref && l.state !== 'failed').map((l) => l.digest);
       const dot = dots(id, ROOT_ID);
-      return page(names, (i) => (i < 2 ? dot(i) : unlisted(makeId(this.slotFor(layerKey(rec.name, names[i]!)), Low.LAYER_DIR), S_IFDIR)));
+      return page(names, (i) => (i < 2 ? dot(i) : unlisted(makeId(this.slotFor(layerKey(rec.name, names[i - 2]!)), Low.LAYER_DIR), S_IFDIR)));
     }
     if (low === Low.INFO || low === Low.BLOB) throw new FsAnswer(Errno.ENOTDIR);
     return this.withServed(rec, (s) => {
       if (low === Low.LAYER_DIR) {
         const refSlot = this.ids.peek(refKey(rec.refName));
         const dot = dots(id, refSlot === undefined ? ROOT_ID : makeId(refSlot, Low.REF_DIR));
-        const names = ['.', '..', 'diff', 'info', 'blob'];
-        return page(names, (i) => (i < 2 ? dot(i) : i === 2 ? this.contentEntry(rec.slot, s.view.root()) : this.fileEntry(rec, s, i === 3 ? Low.INFO : Low.BLOB)));
+        return page(LAYER_DIR_NAMES, (i) => (i < 2 ? dot(i) : i === 2 ? this.contentEntry(rec.slot, s.view.root()) : this.fileEntry(rec, s, i === 3 ? Low.INFO : Low.BLOB)));
       }
       const dir = this.viewEntry(s, id);
       if (dir.kind !== 'node' || dir.node.type !== 'dir') throw new FsAnswer(Errno.ENOTDIR);
       const listing = s.view.list(dir.node);
+      if (offset >= listing.names.length + 2) return [];
       const parentId = dir.node === s.view.index.root ? makeId(rec.slot, Low.LAYER_DIR) : makeId(rec.slot, s.view.parentOf(dir.node).ino);
       const dot = dots(id, parentId);
-      return page(['.', '..', ...listing.names], (i) => (i < 2 ? dot(i) : this.contentEntry(rec.slot, listing.entries[i - 2]!)));
+      return page(listing.names, (i) => (i < 2 ? dot(i) : this.contentEntry(rec.slot, listing.entries[i - 2]!)));
     });
   }
 
