@@ -259,9 +259,9 @@ function floorTable(floors: FloorRow[], sums: CaseSummary[]): string[] {
   return [
     '## The FUSE binding\'s floor',
     '',
-    'The same commands on a trivial filesystem on the same FUSE binding (bench/lib/fuse-floor.ts) serving the same tree from memory with the store\'s mount options ' +
-      '(use_ino, max_readahead=1 MiB, kernel cache, 60 s entry/attr timeouts) and answering every request at once: the cost of the binding itself ' +
-      '(kernel → libfuse 2 thread → uv_async → JS → reply, per request), which no change inside the store removes. ' +
+    'The same commands on a trivial filesystem on the same FUSE binding (bench/lib/fuse-floor.ts) serving the same tree from memory as the store mounts it ' +
+      '(READDIRPLUS, no OPEN/OPENDIR, 1 MiB reads, a day of entry/attr caching) and answering every request at once: the cost of the binding itself ' +
+      '(kernel → /dev/fuse reader thread → JS main thread → reply, per request), which no change inside the store removes. ' +
       `Median of ${floors[0]!.passes.length} passes, each on a new mount, after the store runs.`,
     '',
     markdownTable(['workload', 'image', 'layer', 'command', 'floor s', 'ours s (median)', 'floor / ours'], rows),

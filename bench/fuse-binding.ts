@@ -10,8 +10,10 @@
  *     kernel invalidating atime after each read and listing (one GETATTR per
  *     file re-read on a writable mount).
  * Every pass mounts each anew and runs, in order: W6 `find -printf` (cold
- * kernel caches), warm stat (µs per stat of 2,000 files, 3 rounds), W3 cold
- * read of every file, W5 warm re-read, then `dd bs=1M` of the 256 MiB file
+ * kernel caches), warm stat (µs per stat of 2,000 files, 3 rounds), one
+ * GETATTR round trip (statx with AT_STATX_FORCE_SYNC, which always asks the
+ * filesystem: what a stat costs once the kernel's copy is stale, e.g. the
+ * atime after a read on a writable mount), W3 cold read of every file, W5 warm re-read, then `dd bs=1M` of the 256 MiB file
  * with its page cache dropped (so every byte crosses the binding). Passes
  * alternate the order of the bindings. Whatever the store takes above these
  * figures is the store's own work.
@@ -179,6 +181,7 @@ interface Sample {
   findWarmSeconds: number;
   statUs: number;
   statPyUs: number;
+  getattrUs: number;
   readColdSeconds: number;
   readWarmSeconds: number;
   ddSeconds: number;
@@ -216,6 +219,32 @@ print((time.perf_counter()-t)*1e6/(${passes}*len(paths)))`;
   });
 }
 
+/**
+ * µs per statx(AT_STATX_FORCE_SYNC) in a python loop (ctypes): each call is
+ * one GETATTR through the binding, whatever the kernel has cached.
+ */
+async function pyGetattrLoop(dir: string, files: readonly string[]): Promise<number> {
+  const script = `import ctypes,os,sys,time
+libc=ctypes.CDLL(None,use_errno=True)
+buf=ctypes.create_string_buffer(256)
+paths=[os.path.join(sys.argv[1],l).encode() for l in sys.stdin.read().split('\\n') if l]
+def one(p):
+  if libc.statx(-100,p,0x2000,0x7ff,buf)!=0: raise OSError(ctypes.get_errno(),p)
+for p in paths[:50]: one(p)
+t=time.perf_counter()
+for p in paths: one(p)
+print((time.perf_counter()-t)*1e6/len(paths))`;
+  const { spawn } = await import('node:child_process');
+  return new Promise((resolve, reject) => {
+    const child = spawn('python3', ['-c', script, dir], { stdio: ['pipe', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve(Number(out.trim())) : reject(new Error(`python3 statx loop exited ${code}`))));
+    child.stdin.end(files.join('\n'));
+  });
+}
+
 async function onePass(tree: Tree, impl: Impl, pass: number): Promise<Sample> {
   const base = await mkdtemp(join(impl === 'tmpfs' ? '/dev/shm' : tmpdir(), 'estargz-bench-fuse-binding-'));
   const mnt = join(base, 'mnt');
@@ -234,6 +263,7 @@ async function onePass(tree: Tree, impl: Impl, pass: number): Promise<Sample> {
     const findWarmSeconds = phase('findWarm', (await timeBash(`find ${q(mnt)} -printf '%p %s %m\\n' > /dev/null`)).seconds);
     const { perCallUs: statUs } = phase('stat', await statLoop(mnt, tree.files.slice(0, 2000), 3));
     const statPyUs = phase('statPy', await pyStatLoop(mnt, tree.files.slice(0, 2000), 20));
+    const getattrUs = phase('getattr', await pyGetattrLoop(mnt, tree.files.slice(0, 1000)));
     const readColdSeconds = phase('readCold', (await timeBash(`cd ${q(mnt)} && find . -type f ! -name big.bin -exec cat {} + > /dev/null`)).seconds);
     const readWarmSeconds = phase('readWarm', (await timeBash(`cd ${q(mnt)} && find . -type f ! -name big.bin -exec cat {} + > /dev/null`)).seconds);
     const big = join(mnt, tree.big);
@@ -241,7 +271,7 @@ async function onePass(tree: Tree, impl: Impl, pass: number): Promise<Sample> {
     await timeBash(`dd if=${q(big)} iflag=nocache count=0 status=none`);
     phase('ddPrime', 0);
     const dd = phase('dd', await ddSeconds(big));
-    return { impl, pass, findSeconds, findWarmSeconds, statUs, statPyUs, readColdSeconds, readWarmSeconds, ddSeconds: dd, requests };
+    return { impl, pass, findSeconds, findWarmSeconds, statUs, statPyUs, getattrUs, readColdSeconds, readWarmSeconds, ddSeconds: dd, requests };
   } finally {
     await m.unmount();
     await rm(base, { recursive: true, force: true }).catch(() => {});
@@ -262,7 +292,7 @@ async function main(): Promise<void> {
       const s = await onePass(tree, impl, pass);
       samples.push(s);
       process.stderr.write(`  requests: ${JSON.stringify(s.requests)}\n`);
-      process.stderr.write(`pass ${pass} ${impl}: find ${s.findSeconds.toFixed(3)} s (warm ${s.findWarmSeconds.toFixed(3)} s), stat ${s.statUs.toFixed(1)} µs (python ${s.statPyUs.toFixed(1)} µs), read cold ${s.readColdSeconds.toFixed(3)} s, warm ${s.readWarmSeconds.toFixed(3)} s, dd ${(BIG_SIZE / s.ddSeconds / 1e6).toFixed(0)} MB/s\n`);
+      process.stderr.write(`pass ${pass} ${impl}: find ${s.findSeconds.toFixed(3)} s (warm ${s.findWarmSeconds.toFixed(3)} s), stat ${s.statUs.toFixed(1)} µs (python ${s.statPyUs.toFixed(1)} µs, GETATTR round trip ${s.getattrUs.toFixed(1)} µs), read cold ${s.readColdSeconds.toFixed(3)} s, warm ${s.readWarmSeconds.toFixed(3)} s, dd ${(BIG_SIZE / s.ddSeconds / 1e6).toFixed(0)} MB/s\n`);
     }
   }
   const of = (impl: Impl, f: (s: Sample) => number) => summarize(samples.filter((s) => s.impl === impl).map(f));
@@ -271,6 +301,7 @@ async function main(): Promise<void> {
     ['the same find again, warm (s)', '', (s) => s.findWarmSeconds, 3],
     ['warm stat, Node fs.promises.stat loop (µs)', '≤ 10', (s) => s.statUs, 1],
     ['warm stat, python os.stat loop (µs)', '≤ 10', (s) => s.statPyUs, 1],
+    ['one GETATTR round trip, python statx FORCE_SYNC loop (µs)', '', (s) => s.getattrUs, 1],
     [`W3 cold read, ${tree.files.length} files (s)`, '', (s) => s.readColdSeconds, 3],
     [`W5 warm re-read, ${tree.files.length} files (s)`, '≤ 0.10', (s) => s.readWarmSeconds, 3],
     [`dd bs=1M, ${BIG_SIZE / MiB} MiB, page cache dropped (MB/s)`, '≥ 2000', (s) => BIG_SIZE / s.ddSeconds / 1e6, 0],

@@ -4,7 +4,7 @@ import type { LayerManager } from '../layers/manager.js';
 import type { ResolvedLayer } from '../layers/resolver.js';
 import type { LayerNode } from '../engine/layer-files.js';
 import { MIN_DIRENTPLUS } from '../fuse/protocol.js';
-import type { Attr, AttrReply, Awaitable, DirEntryPlus, Entry, StatFs } from '../fuse/types.js';
+import type { Attr, AttrReply, Awaitable, DirEntryPlus, Entry, Notifier, StatFs } from '../fuse/types.js';
 import { logger } from '../log/logger.js';
 import { DiffView, type ViewEntry } from './diff-view.js';
 import { Errno, FsAnswer, notFound, readOnly } from './errno.js';
@@ -26,14 +26,20 @@ const TYPE_BITS = { dir: S_IFDIR, reg: S_IFREG, symlink: S_IFLNK, char: S_IFCHR,
  * How long the kernel may keep names and attributes. A layer's content never
  * changes (it is addressed by digest), so everything under `diff`, and
  * `diff`, `info` and `blob` themselves, are kept for a day, absent names
- * included. The store's own directories change: the root and reference
- * directories list what has been resolved (attributes not kept, so that
- * their mtime, which moves with every change, resets the kernel's listing
- * cache), and the layer directory is looked up afresh on every path walk
- * (entry not kept), because its lookup is what resolves a layer again after
- * containers/storage released it.
+ * included. The store's own directories that exist are kept for a day too
+ * (a path walk `<ref>/<digest>/diff/…` then asks nothing): their node ids
+ * are a function of their names, and a released layer's directory is
+ * dropped from the kernel's cache explicitly (Notifier.invalEntry), so that
+ * its next lookup resolves it again. Absent names in the root and reference
+ * directories are never kept: a lookup of a new name is what resolves a
+ * layer. The root's and reference directories' attributes (their mtime
+ * moves with every change of what they list, which resets the kernel's
+ * cached listing) are kept a second, and invalidated at once when the store
+ * changes what they list (Notifier.invalInode).
  */
 const DAY = 86_400;
+const STORE_DIR_ATTR = 1;
+const LAYER_DIR_NAMES: readonly string[] = ['diff', 'info', 'blob'];
 /** Layers a successor resolves again at once (see resolveAgain). */
 const RESOLVE_AGAIN_CONCURRENCY = 4;
 
@@ -99,6 +105,8 @@ export class StoreFs {
   private generation = 0;
   private readonly mountedAt = Date.now() / 1000;
   private warnedDigestAtTop = false;
+  /** The serving session's cache invalidations (the latest session to attach: a successor replaces it). */
+  private notifier: Notifier | undefined;
   /** Told of every read of a file under `diff` (reference, layer digest, path in the layer): `image optimize` records what a workload reads. */
   onRead: ((ref: ImageReference, digest: string, path: string) => void) | undefined;
 
@@ -303,11 +311,11 @@ export class StoreFs {
       if (!s) {
         s = { resolved, view: new DiffView(resolved.content.index), info: layerInfo(resolved) };
         this.views.set(resolved, s);
-        this.generation++;
+        this.listingsChanged();
       }
       return s;
     }, (err: unknown) => {
-      this.generation++;
+      this.listingsChanged();
       throw err;
     });
   }
@@ -367,7 +375,7 @@ export class StoreFs {
 
   private layerDirEntry(rec: LayerRecord): Entry {
     const id = makeId(rec.slot, Low.LAYER_DIR);
-    return { nodeid: id, attr: baseAttr(S_IFDIR | 0o500, id, 4096, 3, this.mountedAt), entryTimeout: 0, attrTimeout: DAY };
+    return { nodeid: id, attr: baseAttr(S_IFDIR | 0o500, id, 4096, 3, this.mountedAt), entryTimeout: DAY, attrTimeout: DAY };
   }
 
   private fileEntry(rec: LayerRecord, s: ServedLayer, low: number): Entry {
@@ -378,7 +386,7 @@ export class StoreFs {
 
   private refEntry(rec: RefRecord): Entry {
     const id = makeId(rec.slot, Low.REF_DIR);
-    return { nodeid: id, attr: baseAttr(S_IFDIR | 0o500, id, 4096, 2, this.storeMtime()), entryTimeout: 0, attrTimeout: 0 };
+    return { nodeid: id, attr: baseAttr(S_IFDIR | 0o500, id, 4096, 2, this.storeMtime()), entryTimeout: DAY, attrTimeout: STORE_DIR_ATTR };
   }
 
   private rootAttr(): Attr {
@@ -476,14 +484,14 @@ export class StoreFs {
   }
 
   getattr(id: number): Awaitable<AttrReply> {
-    if (id === ROOT_ID) return { attr: this.rootAttr(), attrTimeout: 0 };
+    if (id === ROOT_ID) return { attr: this.rootAttr(), attrTimeout: STORE_DIR_ATTR };
     const rec = this.record(id);
     if (!rec) throw stale();
     const low = lowOf(id);
     if (rec.kind === 'ref') {
       if (low !== Low.REF_DIR) throw stale();
       const e = this.refEntry(rec);
-      return { attr: e.attr, attrTimeout: 0 };
+      return { attr: e.attr, attrTimeout: e.attrTimeout! };
     }
     return this.withServed(rec, (s) => {
       const e = low === Low.LAYER_DIR ? this.layerDirEntry(rec)
@@ -496,18 +504,20 @@ export class StoreFs {
   /** Entries from `offset` on (offset = index in the listing, `.` and `..` first), as many as can fit in `size`. */
   readdirplus(id: number, offset: number, size: number): Awaitable<DirEntryPlus[]> {
     const room = Math.ceil(size / MIN_DIRENTPLUS);
-    const page = (names: string[], entry: (i: number) => Entry): DirEntryPlus[] => {
+    // Entries `offset` … of `.`, `..` and then `names`, built only for what is sent (the kernel's last call of a listing, past its end, builds nothing).
+    const page = (names: readonly string[], entry: (i: number) => Entry): DirEntryPlus[] => {
       const out: DirEntryPlus[] = [];
-      for (let i = offset; i < names.length && out.length < room; i++) out.push({ name: names[i]!, offset: i + 1, entry: entry(i) });
+      const end = names.length + 2;
+      for (let i = offset; i < end && out.length < room; i++) out.push({ name: i === 0 ? '.' : i === 1 ? '..' : names[i - 2]!, offset: i + 1, entry: entry(i) });
       return out;
     };
     const dots = (self: number, parent: number) => (i: number): Entry => ({ nodeid: 0, attr: { ino: i === 0 ? self : parent, mode: S_IFDIR } });
     // The store's own directories are listed without entries (node id 0): the kernel looks each name up when used.
     const unlisted = (ino: number, mode: number): Entry => ({ nodeid: 0, attr: { ino, mode } });
     if (id === ROOT_ID) {
-      const names = ['.', '..', ...new Set(this.resolver.status().map((l) => encodeRefDir(l.ref)))];
+      const names = [...new Set(this.resolver.status().map((l) => encodeRefDir(l.ref)))];
       const dot = dots(ROOT_ID, ROOT_ID);
-      return page(names, (i) => (i < 2 ? dot(i) : unlisted(makeId(this.slotFor(refKey(names[i]!)), Low.REF_DIR), S_IFDIR)));
+      return page(names, (i) => (i < 2 ? dot(i) : unlisted(makeId(this.slotFor(refKey(names[i - 2]!)), Low.REF_DIR), S_IFDIR)));
     }
     const rec = this.record(id);
     if (!rec) throw stale();
@@ -515,24 +525,24 @@ export class StoreFs {
     if (rec.kind === 'ref') {
       if (low !== Low.REF_DIR) throw stale();
       const ref = referenceText(rec.ref);
-      const names = ['.', '..', ...this.resolver.status().filter((l) => l.ref === ref && l.state !== 'failed').map((l) => l.digest)];
+      const names = this.resolver.status().filter((l) => l.ref === ref && l.state !== 'failed').map((l) => l.digest);
       const dot = dots(id, ROOT_ID);
-      return page(names, (i) => (i < 2 ? dot(i) : unlisted(makeId(this.slotFor(layerKey(rec.name, names[i]!)), Low.LAYER_DIR), S_IFDIR)));
+      return page(names, (i) => (i < 2 ? dot(i) : unlisted(makeId(this.slotFor(layerKey(rec.name, names[i - 2]!)), Low.LAYER_DIR), S_IFDIR)));
     }
     if (low === Low.INFO || low === Low.BLOB) throw new FsAnswer(Errno.ENOTDIR);
     return this.withServed(rec, (s) => {
       if (low === Low.LAYER_DIR) {
         const refSlot = this.ids.peek(refKey(rec.refName));
         const dot = dots(id, refSlot === undefined ? ROOT_ID : makeId(refSlot, Low.REF_DIR));
-        const names = ['.', '..', 'diff', 'info', 'blob'];
-        return page(names, (i) => (i < 2 ? dot(i) : i === 2 ? this.contentEntry(rec.slot, s.view.root()) : this.fileEntry(rec, s, i === 3 ? Low.INFO : Low.BLOB)));
+        return page(LAYER_DIR_NAMES, (i) => (i < 2 ? dot(i) : i === 2 ? this.contentEntry(rec.slot, s.view.root()) : this.fileEntry(rec, s, i === 3 ? Low.INFO : Low.BLOB)));
       }
       const dir = this.viewEntry(s, id);
       if (dir.kind !== 'node' || dir.node.type !== 'dir') throw new FsAnswer(Errno.ENOTDIR);
       const listing = s.view.list(dir.node);
+      if (offset >= listing.names.length + 2) return [];
       const parentId = dir.node === s.view.index.root ? makeId(rec.slot, Low.LAYER_DIR) : makeId(rec.slot, s.view.parentOf(dir.node).ino);
       const dot = dots(id, parentId);
-      return page(['.', '..', ...listing.names], (i) => (i < 2 ? dot(i) : this.contentEntry(rec.slot, listing.entries[i - 2]!)));
+      return page(listing.names, (i) => (i < 2 ? dot(i) : this.contentEntry(rec.slot, listing.entries[i - 2]!)));
     });
   }
 
@@ -624,12 +634,39 @@ export class StoreFs {
     });
   }
 
-  /** A released layer: its next request resolves it again (its node ids stay: they are its slot's). */
+  /**
+   * A released layer: its next request resolves it again (its node ids stay:
+   * they are its slot's), and the kernel forgets its directory's name, so
+   * that the next path walk through it is a lookup, which resolves it.
+   */
   private dropLayer(key: LayerKey): void {
     const text = key.toString();
-    for (const r of this.records.values()) if (r.kind === 'layer' && r.key.toString() === text) r.served = undefined;
-    this.generation++;
+    for (const r of this.records.values()) {
+      if (r.kind !== 'layer' || r.key.toString() !== text) continue;
+      r.served = undefined;
+      const refSlot = this.ids.peek(refKey(r.refName));
+      if (refSlot !== undefined) void this.notifier?.invalEntry(makeId(refSlot, Low.REF_DIR), r.digest);
+    }
+    this.listingsChanged();
     this.onStateChange?.();
+  }
+
+  /** The session's way to the kernel's caches. */
+  attach(notifier: Notifier): void {
+    this.notifier = notifier;
+  }
+
+  /**
+   * The set of resolved layers changed: the root's and reference
+   * directories' mtime moves, and the kernel drops their attributes and
+   * cached listings now rather than when their attribute timeout ends.
+   */
+  private listingsChanged(): void {
+    this.generation++;
+    const n = this.notifier;
+    if (!n) return;
+    n.invalInode(ROOT_ID, 0, 0);
+    for (const r of this.records.values()) if (r.kind === 'ref') n.invalInode(makeId(r.slot, Low.REF_DIR), 0, 0);
   }
 
   mkdir(): never {

@@ -36,6 +36,11 @@ export const InitFlag = {
 } as const;
 
 /** The protocol version whose structs the addon was written against. */
+/** Notify codes (fuse_out_header.error with unique 0): messages the filesystem sends unasked. */
+export const Notify = { INVAL_INODE: 2, INVAL_ENTRY: 3 } as const;
+/** fuse_out_header: len u32, error s32, unique u64. */
+export const OUT_HEADER = 16;
+
 export const KERNEL_MAJOR = 7;
 export const KERNEL_MINOR = 38;
 

@@ -8,16 +8,16 @@
  * and READDIRPLUS entries it took, minus forgets): a successor taking over
  * the connection needs to know them, and tests check they balance.
  */
-import { close, constants as fsConstants } from 'node:fs';
+import { close, constants as fsConstants, write, writeSync } from 'node:fs';
 import { constants } from 'node:os';
 import { resolve } from 'node:path';
 import { loadAddon, type FuseAddon, type NativeSession } from './native.js';
 import { mountConnection, raiseReadahead, unmountConnection, type MountParams } from './mount.js';
 import {
   ENTRY_STRIDE, Ent, InitFlag, KERNEL_MAJOR, KERNEL_MINOR, MAX_BATCH, MAX_PAGES, MAX_WRITE, MIN_DIRENT, MIN_DIRENTPLUS,
-  FuseError, Op, opName, REQ_STRIDE, Req, SCRATCH_ROWS, toErrno, type OpName,
+  FuseError, Notify, Op, opName, OUT_HEADER, REQ_STRIDE, Req, SCRATCH_ROWS, toErrno, type OpName,
 } from './protocol.js';
-import type { Attr, Awaitable, DirEntry, DirEntryPlus, Entry, FuseOperations, Negotiated, RequestContext } from './types.js';
+import type { Attr, Awaitable, DirEntry, DirEntryPlus, Entry, FuseOperations, Negotiated, Notifier, RequestContext } from './types.js';
 
 const E = constants.errno;
 const W_OK = fsConstants.W_OK;
@@ -87,6 +87,45 @@ export class FuseSession {
     this.ended = new Promise((r) => { this.endedResolve = r; });
     this.native = new addon.Session(fd, (count, extras, ended) => this.onBatch(count, extras, ended), this.requests, this.scratch);
     this.native.start();
+    ops.attach?.(this.notifier);
+  }
+
+  /** Cache invalidations for the filesystem (see Notifier): written straight on the connection's fd. */
+  readonly notifier: Notifier = {
+    invalInode: (nodeid, offset, length) => {
+      if (this.state !== 'serving') return E.ENOTCONN;
+      const m = Buffer.alloc(OUT_HEADER + 24);
+      m.writeUInt32LE(m.length, 0);
+      m.writeInt32LE(Notify.INVAL_INODE, 4);
+      m.writeBigUInt64LE(BigInt(nodeid), OUT_HEADER);
+      m.writeBigInt64LE(BigInt(offset), OUT_HEADER + 8);
+      m.writeBigInt64LE(BigInt(length), OUT_HEADER + 16);
+      return this.notify(m);
+    },
+    invalEntry: (parent, name) => {
+      const bytes = Buffer.from(name);
+      const m = Buffer.alloc(OUT_HEADER + 16 + bytes.length + 1);
+      m.writeUInt32LE(m.length, 0);
+      m.writeInt32LE(Notify.INVAL_ENTRY, 4);
+      m.writeBigUInt64LE(BigInt(parent), OUT_HEADER);
+      m.writeUInt32LE(bytes.length, OUT_HEADER + 8);
+      bytes.copy(m, OUT_HEADER + 16);
+      // After this turn (the answer to the request that holds the directory's lock goes first) and in the thread pool (the write waits for that lock).
+      return new Promise((done) => setImmediate(() => {
+        if (this.state !== 'serving') return done(E.ENOTCONN);
+        write(this.fd, m, (err) => done(err ? -(err.errno ?? -E.EIO) : 0));
+      }));
+    },
+  };
+
+  /** One notify message in one write(2), as /dev/fuse wants; the errno, else 0. */
+  private notify(m: Buffer): number {
+    try {
+      writeSync(this.fd, m);
+      return 0;
+    } catch (err) {
+      return -((err as NodeJS.ErrnoException).errno ?? -E.EIO);
+    }
   }
 
   /** Opens /dev/fuse, mounts it (as root) and resolves once INIT is answered. */

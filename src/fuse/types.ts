@@ -102,6 +102,33 @@ export interface FuseOperations {
   unlink?(parent: number, name: string, ctx: RequestContext): Awaitable<void>;
   /** May only refuse (throw): a successful create is not supported by this binding yet. */
   create?(parent: number, name: string, mode: number, flags: number, ctx: RequestContext): Awaitable<never>;
+  /** Called once by each session that starts serving these operations, with the way to reach the kernel's caches. */
+  attach?(notifier: Notifier): void;
+}
+
+/**
+ * Invalidations of the kernel's caches, sent as FUSE notify messages on the
+ * connection: what lets a filesystem give long timeouts to things that change
+ * rarely but must then be seen at once. Both return 0 or an errno (ENOENT:
+ * the kernel holds nothing of that, which is fine), and do nothing once the
+ * session stopped serving.
+ */
+export interface Notifier {
+  /**
+   * The node's attributes (and, with `offset` ≥ 0, its cached pages from
+   * `offset` on, `length` bytes, 0 = to the end: a directory's cached
+   * listing) are fetched again on next use. Synchronous: safe from inside a
+   * request handler, since it takes no inode lock.
+   */
+  invalInode(nodeid: number, offset: number, length: number): number;
+  /**
+   * The kernel forgets the name `name` in directory `parent` (and the parent's
+   * attributes): its next use is a LOOKUP. The kernel takes the parent's
+   * inode lock for this, which a request on that directory (rmdir, create)
+   * holds until answered: so it is written after the current turn, off the
+   * main thread.
+   */
+  invalEntry(parent: number, name: string): Promise<number>;
 }
 
 /**

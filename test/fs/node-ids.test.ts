@@ -1,20 +1,13 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { Readable, Writable } from 'node:stream';
 import { describe, test } from 'node:test';
-import type { LayerKey } from '../../src/layers/key.js';
-import type { LayerManager } from '../../src/layers/manager.js';
-import type { ResolvedLayer } from '../../src/layers/resolver.js';
-import { estargzContent } from '../../src/engine/layer.js';
-import { openEstargz, type EstargzBlob } from '../../src/estargz/open.js';
-import { BufferSource } from '../../src/estargz/source.js';
-import { convertLayer } from '../../src/estargz/writer/convert.js';
 import { FsAnswer } from '../../src/fs/errno.js';
 import { encodeRefDir } from '../../src/fs/names.js';
 import { Low, NodeIdTable, ROOT_ID, SlotTableFull, WHITEOUT_BIT, layerKey, lowOf, makeId, refKey, slotOf } from '../../src/fs/node-ids.js';
 import { StoreFs } from '../../src/fs/store-fs.js';
 import type { Entry } from '../../src/fuse/types.js';
-import { makeLayerTar, type SpecEntry } from '../../testkit/layer-tar.js';
+import type { SpecEntry } from '../../testkit/layer-tar.js';
+import { layerBlob, stubResolver } from './stub-layer.js';
 
 const ESTALE = -116;
 const ENOENT = -2;
@@ -38,36 +31,7 @@ const SPEC: SpecEntry[] = [
   { name: 'etc/os-release', type: 'file', content: Buffer.from('ID=test\n') },
 ];
 
-async function layerBlob(spec: SpecEntry[]): Promise<{ blob: EstargzBlob; bytes: Buffer }> {
-  const parts: Buffer[] = [];
-  await convertLayer(Readable.from([await makeLayerTar(spec)]), new Writable({ write(c: Buffer, _e, cb) { parts.push(c); cb(); } }), {});
-  const bytes = Buffer.concat(parts);
-  return { blob: await openEstargz(new BufferSource(bytes)), bytes };
-}
-
-/** A resolver that serves every digest as the one test layer, counting resolutions. */
-function stubResolver(blob: EstargzBlob, bytes: Buffer): LayerManager & { resolutions: number; released: number } {
-  const stub = {
-    resolutions: 0,
-    released: 0,
-    resolve: async ({ ref, digest }: LayerKey): Promise<ResolvedLayer> => {
-      stub.resolutions++;
-      const content = (node: { path: string }): Buffer => Buffer.from(node.path === 'etc/os-release' ? 'ID=test\n' : '#!/bin/sh\necho tool\n');
-      return {
-        ref, refString: 'r', dirDigest: digest, keyedBy: 'layer', descriptor: { mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest, size: bytes.length },
-        tocDigest: undefined, diffID: `sha256:${'d'.repeat(64)}`, uncompressedSize: 1000, format: 'estargz', content: estargzContent(blob), blobSize: bytes.length,
-        layer: {
-          readFile: async (node: { path: string; size: number }, offset: number, length: number) => content(node).subarray(offset, Math.min(node.size, offset + length)),
-          readBlob: async (offset: number, length: number) => bytes.subarray(offset, offset + length),
-        },
-      } as unknown as ResolvedLayer;
-    },
-    status: () => [],
-    use: () => {},
-    release: async () => { stub.released++; return true; },
-  };
-  return stub as unknown as LayerManager & { resolutions: number; released: number };
-}
+const CONTENTS = { 'etc/os-release': 'ID=test\n', 'bin/tool': '#!/bin/sh\necho tool\n' };
 
 const REF = 'registry.example/app/image:v1';
 const DIGEST_A = `sha256:${'a'.repeat(64)}`;
@@ -128,8 +92,8 @@ describe('node ids', () => {
 describe('the store tree by node id', () => {
   test('two processes give the same ids to the same names; hardlinks share one; st_ino is the node id', async () => {
     const { blob, bytes } = await layerBlob(SPEC);
-    const one = new StoreFs(stubResolver(blob, bytes));
-    const two = new StoreFs(stubResolver(blob, bytes));
+    const one = new StoreFs(stubResolver(blob, bytes, CONTENTS));
+    const two = new StoreFs(stubResolver(blob, bytes, CONTENTS));
     const ref = encodeRefDir(REF);
     // Another layer first in the second process: ids do not depend on the order layers are met in.
     await walk(two, ref, DIGEST_B, 'diff', 'etc');
@@ -155,7 +119,7 @@ describe('the store tree by node id', () => {
 
   test('an id the process never gave out answers ESTALE; a name that is not there, ENOENT (or a negative entry in a layer)', async () => {
     const { blob, bytes } = await layerBlob(SPEC);
-    const fs = new StoreFs(stubResolver(blob, bytes));
+    const fs = new StoreFs(stubResolver(blob, bytes, CONTENTS));
     const ref = encodeRefDir(REF);
     const [, , diff] = await walk(fs, ref, DIGEST_A, 'diff');
     assert.equal(await errnoOf(() => fs.getattr(makeId(12345, 1))), ESTALE);
@@ -172,11 +136,11 @@ describe('the store tree by node id', () => {
 
   test('a successor that imports the table answers for ids it never looked up, resolving their layer again', async () => {
     const { blob, bytes } = await layerBlob(SPEC);
-    const first = new StoreFs(stubResolver(blob, bytes), { slotBits: 2 }); // 3 slots: a reference and two layers collide
+    const first = new StoreFs(stubResolver(blob, bytes, CONTENTS), { slotBits: 2 }); // 3 slots: a reference and two layers collide
     const ref = encodeRefDir(REF);
     const a = await walk(first, ref, DIGEST_A, 'diff', 'bin', 'tool');
     const b = await walk(first, ref, DIGEST_B, 'diff', 'etc', 'os-release');
-    const resolver = stubResolver(blob, bytes);
+    const resolver = stubResolver(blob, bytes, CONTENTS);
     const successor = new StoreFs(resolver, { slotBits: 2 });
     successor.importNodeTable(JSON.parse(JSON.stringify(first.exportNodeTable())));
     const shape = (x: Entry['attr']) => ({ ino: x.ino, mode: x.mode, size: x.size, nlink: x.nlink }); // the store's own directories carry this process's mtime
@@ -189,7 +153,7 @@ describe('the store tree by node id', () => {
 
   test('use and rmdir answer ENOENT; every other create, mkdir, unlink or rmdir is EROFS; a released layer answers again', async () => {
     const { blob, bytes } = await layerBlob(SPEC);
-    const resolver = stubResolver(blob, bytes);
+    const resolver = stubResolver(blob, bytes, CONTENTS);
     const fs = new StoreFs(resolver);
     const ref = encodeRefDir(REF);
     const [refDir, layerDir, diff] = await walk(fs, ref, DIGEST_A, 'diff');
@@ -208,7 +172,7 @@ describe('the store tree by node id', () => {
 
   test('reads are exactly what was asked, short only at the end; reference directories leave the table once forgotten', async () => {
     const { blob, bytes } = await layerBlob(SPEC);
-    const fs = new StoreFs(stubResolver(blob, bytes));
+    const fs = new StoreFs(stubResolver(blob, bytes, CONTENTS));
     const ref = encodeRefDir(REF);
     const entries = await walk(fs, ref, DIGEST_A, 'diff', 'bin', 'tool');
     const tool = entries.at(-1)!;
@@ -230,11 +194,11 @@ describe('the store tree by node id', () => {
     // A successor knows a reference directory's lookups only if told (the session's lookupRefs); else it keeps the slot.
     await walk(fs, ref);
     const held = (t: StoreFs): boolean => t.exportNodeTable().slots.some(([, k]) => k === refKey(ref));
-    const blind = new StoreFs(stubResolver(blob, bytes));
+    const blind = new StoreFs(stubResolver(blob, bytes, CONTENTS));
     blind.importNodeTable(fs.exportNodeTable());
     blind.forget(refId, 1);
     assert.ok(held(blind), 'lookups unknown: kept');
-    const told = new StoreFs(stubResolver(blob, bytes));
+    const told = new StoreFs(stubResolver(blob, bytes, CONTENTS));
     told.importNodeTable(fs.exportNodeTable(), new Map([[refId, 2]]));
     await walk(told, ref);
     told.forget(refId, 2);
@@ -246,14 +210,14 @@ describe('the store tree by node id', () => {
     const { blob, bytes } = await layerBlob(SPEC);
     const ref = encodeRefDir(REF);
     let changes = 0;
-    const old = new StoreFs(stubResolver(blob, bytes), { onStateChange: () => { changes++; } });
+    const old = new StoreFs(stubResolver(blob, bytes, CONTENTS), { onStateChange: () => { changes++; } });
     const a = await walk(old, ref, DIGEST_A, 'diff', 'bin', 'tool');
     assert.equal(changes, 3, 'a reference and a layer directory: two new slots; a layer served');
     await walk(old, ref, DIGEST_A, 'diff', 'etc');
     assert.equal(changes, 3, 'nothing new');
     assert.deepEqual(old.servedLayerKeys(), [layerKey(ref, DIGEST_A)]);
     // A restart: the new process starts from the old one's snapshot and serves layer B; then the old one's final table is merged in.
-    const resolver = stubResolver(blob, bytes);
+    const resolver = stubResolver(blob, bytes, CONTENTS);
     const next = new StoreFs(resolver, { onStateChange: () => { changes++; } });
     next.mergeNodeTable(JSON.parse(JSON.stringify(old.exportNodeTable())));
     const b = await walk(next, ref, DIGEST_B, 'diff', 'etc', 'os-release');
@@ -265,7 +229,7 @@ describe('the store tree by node id', () => {
     assert.equal(resolver.resolutions, resolutions, 'layer B stayed served through the merge');
     assert.equal(Buffer.from(await next.read(a.at(-1)!.nodeid, 0, 64)).toString(), '#!/bin/sh\necho tool\n', 'the predecessor\'s ids answer');
     // The predecessor's served layers are resolved again without a request; a released one is no longer listed.
-    const third = new StoreFs(stubResolver(blob, bytes));
+    const third = new StoreFs(stubResolver(blob, bytes, CONTENTS));
     third.mergeNodeTable(next.exportNodeTable());
     await third.resolveAgain(next.servedLayerKeys());
     assert.deepEqual(third.servedLayerKeys().sort(), [layerKey(ref, DIGEST_A), layerKey(ref, DIGEST_B)].sort());
