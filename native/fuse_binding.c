@@ -27,6 +27,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -49,12 +50,26 @@
  * The in-flight journal (see native/README.md): a shared mapping, one slot
  * per request read and not yet answered, so that a successor can answer what
  * a dead process had read. Layout (shared with src/fuse/keeper-journal.ts):
- * a 64-byte header (magic, version, slots, slot size), then `slots` slots of
- * J_SLOT_SIZE bytes. The slots are an open-addressing table keyed by unique
- * (home slot: (unique >> 1) & (slots - 1); the kernel's uniques step by 2).
+ * a 64-byte header (magic, version, slots, slot size, flags), then `slots`
+ * slots of J_SLOT_SIZE bytes. The slots are an open-addressing table keyed by
+ * unique (home slot: (unique >> 1) & (slots - 1); the kernel's uniques step
+ * by 2).
+ *
+ * With J_F_READBUF, the read buffer itself (IN_BUF_SIZE) follows the slots
+ * at the next page boundary, and a session read()s each request straight
+ * into it: a request is in the memfd the moment the kernel has copied it
+ * out, so one whose process was killed before recording it in a slot (right
+ * after read() returned, or before read() even got back to user space) is
+ * not lost; the kernel would otherwise keep its caller waiting for good. The
+ * fuse_in_header's `len` there is zeroed once the request is in a slot (or
+ * needs none): a successor adopts a buffered request whose len is not zero
+ * (see session_adopt_journal). The memfd is sparse: only the pages requests
+ * touch are allocated (one, but for large WRITEs). Journals without the flag
+ * (made by an older keeper) still work, without this protection.
  */
 #define J_MAGIC 0x4e524a46u /* "FJRN" */
 #define J_VERSION 1u
+#define J_F_READBUF 1u
 #define J_HEADER 64
 #define J_NAME_MAX 256
 #define J_SLOT_SIZE 384
@@ -62,8 +77,8 @@
 #define J_LIVE 1u
 
 typedef struct {
-  uint32_t magic, version, slots, slot_size;
-  uint8_t reserved[48];
+  uint32_t magic, version, slots, slot_size, flags;
+  uint8_t reserved[44];
 } jheader_t;
 
 typedef struct {
@@ -94,6 +109,9 @@ typedef struct {
   uint32_t jslots;
   uint32_t jused;
   int paused; /* reading stopped because the journal is full (resumes on a reply) */
+  uint8_t *heapbuf; /* the read buffer, unless the journal has one (inbuf points to either) */
+  int jbuf;         /* inbuf is the journal's read buffer (J_F_READBUF) */
+  long test_kill_after; /* tests only: SIGKILL itself after this many requests read, before recording the last */
 } session_t;
 
 #define CHECK(call)                                                     \
@@ -167,6 +185,33 @@ static inline uint32_t j_home(uint64_t unique, uint32_t slots) {
   return (uint32_t)(unique >> 1) & (slots - 1);
 }
 
+/* Where the read buffer starts in a journal of `slots` slots, and the size of the whole journal. */
+static inline size_t j_stage_off(uint32_t slots) {
+  return (J_HEADER + (size_t)slots * J_SLOT_SIZE + 4095) & ~(size_t)4095;
+}
+static inline size_t j_size(uint32_t slots) {
+  return j_stage_off(slots) + IN_BUF_SIZE;
+}
+
+/* A journal's read buffer, or NULL if it has none. */
+static inline const struct fuse_in_header *j_readbuf(uint8_t *map, size_t len) {
+  const jheader_t *h = (const jheader_t *)map;
+  if (!(h->flags & J_F_READBUF) || len < j_size(h->slots)) return NULL;
+  return (const struct fuse_in_header *)(map + j_stage_off(h->slots));
+}
+
+/* A request read into a journal's buffer and maybe not recorded in a slot:
+   its length (0: none). */
+static inline uint32_t j_staged_len(const struct fuse_in_header *h) {
+  uint32_t len = h ? __atomic_load_n(&h->len, __ATOMIC_ACQUIRE) : 0;
+  return len >= sizeof *h && len <= IN_BUF_SIZE ? len : 0;
+}
+
+/* The request in the buffer is recorded in a slot (or needs none). */
+static inline void j_unstage(session_t *s) {
+  if (s->jbuf) __atomic_store_n(&((struct fuse_in_header *)s->inbuf)->len, 0u, __ATOMIC_RELEASE);
+}
+
 /* Maps a journal fd; returns NULL unless it is one (magic, version, sizes). */
 static uint8_t *j_map(int fd, size_t *len, uint32_t *slots) {
   struct stat st;
@@ -186,16 +231,20 @@ static uint8_t *j_map(int fd, size_t *len, uint32_t *slots) {
   return m;
 }
 
-/* The slot holding `unique`, or -1. Probes from the home slot past holes (no
-   tombstones: a live entry is always found before wrapping around). */
-static int64_t j_find(session_t *s, uint64_t unique) {
-  if (!s->jmap || s->jused == 0) return -1;
-  uint32_t n = s->jslots, i = j_home(unique, n);
+/* The slot of `map` holding `unique`, or -1. Probes from the home slot past
+   holes (no tombstones: a live entry is always found before wrapping around). */
+static int64_t j_lookup(uint8_t *map, uint32_t n, uint64_t unique) {
+  uint32_t i = j_home(unique, n);
   for (uint32_t k = 0; k < n; k++, i = (i + 1) & (n - 1)) {
-    jslot_t *e = jslot(s->jmap, i);
+    jslot_t *e = jslot(map, i);
     if (e->state == J_LIVE && e->unique == unique) return i;
   }
   return -1;
+}
+
+static int64_t j_find(session_t *s, uint64_t unique) {
+  if (!s->jmap || s->jused == 0) return -1;
+  return j_lookup(s->jmap, s->jslots, unique);
 }
 
 /* Records a request (the caller checked there is room). The slot turns live
@@ -252,11 +301,11 @@ static napi_value str_n(napi_env env, const char *p, size_t max) {
  * that carry a name (or a forget list), element `n` of `extras`. Returns 0
  * for requests that need nothing from JS (INTERRUPT: we never cancel work).
  */
-static int decode(session_t *s, int n, size_t len, napi_value extras) {
+static int decode(session_t *s, const uint8_t *buf, int n, size_t len, napi_value extras) {
   napi_env env = s->env;
   if (len < sizeof(struct fuse_in_header)) return 0;
-  struct fuse_in_header *h = (struct fuse_in_header *)s->inbuf;
-  const uint8_t *body = s->inbuf + sizeof *h;
+  const struct fuse_in_header *h = (const struct fuse_in_header *)buf;
+  const uint8_t *body = buf + sizeof *h;
   size_t blen = len - sizeof *h;
   double *r = s->reqs + (size_t)n * REQ_STRIDE;
   memset(r, 0, REQ_STRIDE * sizeof(double));
@@ -447,13 +496,20 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
     }
     ssize_t got = read(s->fd, s->inbuf, IN_BUF_SIZE);
     if (got < 0) {
+      /* A failed read hands over no request (the kernel ends one it could not copy). */
+      j_unstage(s);
       /* ENOENT: the request was interrupted between poll and read */
       if (errno == EINTR || errno == ENOENT) continue;
       if (errno == EAGAIN) break;
       ended = errno; /* ENODEV: unmounted; anything else: the connection is unusable */
       break;
     }
-    if (decode(s, n, (size_t)got, extras)) n++;
+    /* Tests: die where the request is read but in no slot (see setJournal). */
+    if (s->test_kill_after > 0 && needs_reply(((struct fuse_in_header *)s->inbuf)->opcode) && --s->test_kill_after == 0)
+      kill(getpid(), SIGKILL);
+    if (decode(s, s->inbuf, n, (size_t)got, extras)) n++;
+    /* Recorded in a slot now: the buffer no longer holds a request to adopt. */
+    j_unstage(s);
   }
   if (ended) stop_poll(s);
   if (n > 0 || ended) deliver(s, n, extras, ended);
@@ -481,7 +537,7 @@ static void session_free(napi_env env, void *data, void *hint) {
   if (s->scratch_ref) napi_delete_reference(env, s->scratch_ref);
   if (s->actx) napi_async_destroy(env, s->actx);
   if (s->jmap) munmap(s->jmap, s->jlen);
-  free(s->inbuf);
+  free(s->heapbuf);
   free(s->outbuf);
   free(s);
 }
@@ -512,7 +568,8 @@ static napi_value session_new(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "requests/scratch must be Float64Arrays of the documented sizes");
     return NULL;
   }
-  s->inbuf = malloc(IN_BUF_SIZE);
+  s->heapbuf = malloc(IN_BUF_SIZE);
+  s->inbuf = s->heapbuf;
   s->outbuf = malloc(OUT_BUF_SIZE);
   napi_create_reference(env, argv[1], 1, &s->callback);
   napi_create_reference(env, argv[2], 1, &s->reqs_ref);
@@ -571,6 +628,20 @@ static napi_value session_set_journal(napi_env env, napi_callback_info info) {
   if (!m) return throw_errno(env, "journal", errno);
   s->jmap = m; s->jlen = len; s->jslots = slots; s->jused = 0;
   for (uint32_t i = 0; i < slots; i++) if (jslot(m, i)->state == J_LIVE) s->jused++;
+  /* Read straight into the journal (see its layout): no request is ever held
+     only in this process's memory. */
+  const struct fuse_in_header *rb = j_readbuf(m, len);
+  if (rb) {
+    s->inbuf = (uint8_t *)rb;
+    s->jbuf = 1;
+    free(s->heapbuf);
+    s->heapbuf = NULL;
+  }
+  /* A test hook (the regression test for the read-to-record window): this
+     many requests needing a reply are read, then the process kills itself
+     before recording the last one. */
+  const char *k = getenv("ESTARGZ_FUSE_TEST_KILL_AFTER_READS");
+  s->test_kill_after = k ? strtol(k, NULL, 10) : 0;
   return NULL;
 }
 
@@ -592,7 +663,10 @@ static napi_value session_journal_used(napi_env env, napi_callback_info info) {
  * exactly as freshly read requests, for JS to answer. Entries this journal
  * already holds (the same unique adopted twice) are skipped. `next` is the
  * slot to continue from, or -1 when the journal is done. If this journal is
- * full, the rest are answered EIO here.
+ * full, the rest are answered EIO here. After the slots (as slot number
+ * `slots`) comes the request left in the journal's read buffer, if any: one
+ * the dead process had read but maybe not recorded (killed in between); if
+ * it had, the unique is already taken from its slot and it is skipped.
  */
 static napi_value session_adopt_journal(napi_env env, napi_callback_info info) {
   size_t argc = 3;
@@ -605,7 +679,20 @@ static napi_value session_adopt_journal(napi_env env, napi_callback_info info) {
   if (!m) return throw_errno(env, "journal", errno);
   int64_t i = (int64_t)num(env, argv[1]);
   int count = 0;
-  for (; i >= 0 && i < slots && count < MAX_BATCH; i++) {
+  for (; i >= 0 && i <= slots && count < MAX_BATCH; i++) {
+    if (i == slots) {
+      const struct fuse_in_header *h = j_readbuf(m, len);
+      uint32_t blen = j_staged_len(h);
+      if (!blen || !needs_reply(h->opcode) || j_find(s, h->unique) >= 0) continue;
+      if (s->jused >= s->jslots) {
+        struct fuse_out_header oh = { sizeof oh, -EIO, h->unique };
+        while (write(s->fd, &oh, sizeof oh) < 0 && errno == EINTR) {}
+        continue;
+      }
+      /* Decoded (and recorded in this journal) as if this process had read it. */
+      if (decode(s, (const uint8_t *)h, count, blen, argv[2])) count++;
+      continue;
+    }
     jslot_t *e = jslot(m, (uint32_t)i);
     if (__atomic_load_n(&e->state, __ATOMIC_ACQUIRE) != J_LIVE) continue;
     if (j_find(s, e->unique) >= 0) continue;
@@ -624,7 +711,7 @@ static napi_value session_adopt_journal(napi_env env, napi_callback_info info) {
   napi_value out, c, nx;
   napi_create_object(env, &out);
   napi_create_int32(env, count, &c);
-  napi_create_int64(env, i >= slots ? -1 : i, &nx);
+  napi_create_int64(env, i > slots ? -1 : i, &nx);
   napi_set_named_property(env, out, "count", c);
   napi_set_named_property(env, out, "next", nx);
   return out;
@@ -862,7 +949,8 @@ static napi_value do_mount(napi_env env, napi_callback_info info) {
 
 /* createJournal(slots): a new, empty journal (a memfd: no name in any
    filesystem, gone with its last holder) of `slots` rounded up to a power of
-   two; close-on-exec (a child gets it through spawn's stdio). */
+   two, with a read buffer (J_F_READBUF); close-on-exec (a child gets it
+   through spawn's stdio). */
 static napi_value create_journal(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -874,8 +962,8 @@ static napi_value create_journal(napi_env env, napi_callback_info info) {
   if (fd < 0) return throw_errno(env, "memfd_create", errno);
   jheader_t h;
   memset(&h, 0, sizeof h);
-  h.magic = J_MAGIC; h.version = J_VERSION; h.slots = slots; h.slot_size = J_SLOT_SIZE;
-  if (ftruncate(fd, J_HEADER + (off_t)slots * J_SLOT_SIZE) < 0 || pwrite(fd, &h, sizeof h, 0) != (ssize_t)sizeof h) {
+  h.magic = J_MAGIC; h.version = J_VERSION; h.slots = slots; h.slot_size = J_SLOT_SIZE; h.flags = J_F_READBUF;
+  if (ftruncate(fd, (off_t)j_size(slots)) < 0 || pwrite(fd, &h, sizeof h, 0) != (ssize_t)sizeof h) {
     int err = errno;
     close(fd);
     return throw_errno(env, "journal", err);
@@ -895,6 +983,10 @@ static napi_value journal_live(napi_env env, napi_callback_info info) {
   if (!m) return throw_errno(env, "journal", errno);
   uint32_t live = 0;
   for (uint32_t i = 0; i < slots; i++) if (jslot(m, i)->state == J_LIVE) live++;
+  /* A request read into the buffer and in no slot is in flight too (a
+     journal holding only that is still an orphan to adopt). */
+  const struct fuse_in_header *h = j_readbuf(m, len);
+  if (j_staged_len(h) && needs_reply(h->opcode) && j_lookup(m, slots, h->unique) < 0) live++;
   munmap(m, len);
   napi_value v;
   napi_create_uint32(env, live, &v);

@@ -41,11 +41,20 @@ export type FromServer =
   | { t: 'drained'; state: unknown }
   | { t: 'failed'; error: string };
 
-/** Journal layout: a header, then slots (an open-addressing table keyed by unique). */
+/**
+ * Journal layout: a header (magic, version, slots, slot size, flags: u32
+ * each), then slots (an open-addressing table keyed by unique), then, with
+ * READBUF in the flags, at the next 4 KiB boundary, the server's read buffer:
+ * it reads each request straight into the journal, so one read but not yet
+ * in a slot when the server died is there for the successor (a non-zero
+ * length in its fuse_in_header).
+ */
 export const Journal = {
   MAGIC: 0x4e524a46,
   VERSION: 1,
   HEADER: 64,
+  FLAGS: 16,
+  READBUF: 1,
   SLOT_SIZE: 384,
   NAME_MAX: 256,
   /** Slot fields (byte offsets): state u32 (0 free, 1 live), name_len u32, unique u64, 12 f64 (the decoded request row), name. */
