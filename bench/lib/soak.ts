@@ -103,7 +103,12 @@ export interface SoakResult {
   storeStartSeconds: number;
   droppedCaches: number;
   dropCachesError?: string;
+  /** Each phase's start and end on the monotonic clock (µs, process.hrtime.bigint() / 1000n): places a store profile's long tasks in a phase. */
+  clock: Partial<Record<Exclude<Phase, 'setup'>, { startUs: number; endUs: number }>>;
 }
+
+/** Now on the monotonic clock V8's profiles use, in µs. */
+const monotonicUs = (): number => Number(process.hrtime.bigint() / 1000n);
 
 // ---------------------------------------------------------------------------
 // Sampling the store
@@ -299,15 +304,20 @@ export async function runSoak(image: SoakImage, opts: SoakOptions): Promise<Soak
     // Cold: a fresh store and page cache; every file read once, whole.
     await dropCaches().catch((err: Error) => { dropError = err.message; });
     phase = 'cold';
+    const clock: SoakResult['clock'] = {};
+    const coldStartUs = monotonicUs();
     link.send({ type: 'cold' });
     log(`cold: every file of ${image.layers.length} layers, ${opts.readers} readers …`);
     const coldDone = await link.wait('cold-done', opts.coldMaxSeconds * 1000);
     const coldCompleted = coldDone !== null;
+    clock.cold = { startUs: coldStartUs, endUs: monotonicUs() };
+    log(`cold phase on the monotonic clock: ${clock.cold.startUs}–${clock.cold.endUs} µs`);
     log(coldCompleted ? `cold pass done in ${((performance.now() - t0) / 1000).toFixed(1)} s` : `cold pass not done after ${opts.coldMaxSeconds} s; going on warm`);
     await sample();
 
     // Warm: random files and ranges; the page cache dropped every N s so reads reach the store.
     phase = 'warm';
+    const warmStartUs = monotonicUs();
     link.send({ type: 'warm' });
     log(`warm: ${opts.warmSeconds} s of random reads${opts.dropCachesEverySec > 0 ? `, page cache dropped every ${opts.dropCachesEverySec} s` : ''} …`);
     const warmEnd = performance.now() + opts.warmSeconds * 1000;
@@ -329,6 +339,7 @@ export async function runSoak(image: SoakImage, opts: SoakOptions): Promise<Soak
     link.send({ type: 'stop' });
     const stopped = await link.wait('stopped', 120_000);
     if (!stopped) throw new Error('the readers did not stop within 120 s');
+    clock.warm = { startUs: warmStartUs, endUs: monotonicUs() };
     await sample();
     sampling = false;
     await samplerDone;
@@ -351,6 +362,7 @@ export async function runSoak(image: SoakImage, opts: SoakOptions): Promise<Soak
       storeStartSeconds: store.startSeconds,
       droppedCaches: droppedCount,
       ...(dropError && { dropCachesError: dropError }),
+      clock,
     };
   } finally {
     sampling = false;
