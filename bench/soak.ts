@@ -141,6 +141,14 @@ async function main(): Promise<void> {
     if (profDir) {
       for (const p of await summarizeProfiles(profDir)) console.log('\n```\n' + formatProfile(p, 25) + '\n```');
       for (const { file, tasks } of await longTasksOf(profDir, 40)) if (tasks.length) console.log('\n```\n' + formatLongTasks(file, tasks, 12) + '\n```');
+      // The cold phase is short: its stalls (15 ms and up) listed on their own, or the warm phase's would crowd them out.
+      const cold = r.clock.cold;
+      if (cold) {
+        for (const { file, tasks } of await longTasksOf(profDir, 15)) {
+          const inCold = tasks.filter((t) => t.atUs >= cold.startUs && t.atUs < cold.endUs);
+          if (inCold.length) console.log('\n```\ncold phase only: ' + formatLongTasks(file, inCold, 20) + '\n```');
+        }
+      }
     }
     if (!args['no-write']) {
       const path = await writeResult('soak', { machine, args, storeConfig, result: r });

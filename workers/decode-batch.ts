@@ -19,28 +19,31 @@ function decodeRef(member: Uint8Array, ref: CodedChunkRef, decoder: Decoder): Bu
 export function decodeBatch(task: DecodeTask): DecodeResult {
   const started = performance.now();
   // A verified chunk is exactly ref.size bytes, so the shared buffer for the
-  // small ones can be sized before decoding: each chunk is copied in while it
+  // tiny ones can be sized before decoding: each chunk is copied in while it
   // is still in cache, and zlib's buffer dies young instead of being held
   // (with its external-memory accounting) until the end of the task.
-  const smallRefs = task.items.flatMap((item) => item.refs).filter((ref) => ref.size < OWN_BUFFER_MIN);
+  const tinyRefs = task.items.flatMap((item) => item.refs).filter((ref) => ref.size < OWN_BUFFER_MIN);
   // Not from Node's shared pool: this ArrayBuffer is the result's alone, so it can be transferred.
-  const small = smallRefs.length > 0 ? Buffer.allocUnsafeSlow(smallRefs.reduce((n, ref) => n + ref.size, 0)) : null;
-  const buffers: ArrayBuffer[] = small ? [small.buffer as ArrayBuffer] : [];
+  const tiny = tinyRefs.length > 0 ? Buffer.allocUnsafeSlow(tinyRefs.reduce((n, ref) => n + ref.size, 0)) : null;
+  const buffers: ArrayBuffer[] = tiny ? [tiny.buffer as ArrayBuffer] : [];
+  const handedOver = new Set<ArrayBufferLike>(buffers);
   const results: DecodeResult['results'] = [];
-  let smallUsed = 0;
+  let tinyUsed = 0;
   for (const item of task.items) {
     const member = new Uint8Array(task.buffer, item.offset, item.length);
     for (const ref of item.refs) {
       try {
         const plain = decodeRef(member, ref, task.decoder);
         if (plain.length < OWN_BUFFER_MIN) {
-          plain.copy(small!, smallUsed);
-          results.push({ buffer: 0, offset: smallUsed, length: plain.length });
-          smallUsed += plain.length;
+          plain.copy(tiny!, tinyUsed);
+          results.push({ buffer: 0, offset: tinyUsed, length: plain.length });
+          tinyUsed += plain.length;
         } else {
-          // zlib's output buffer for a large chunk is its own: hand it over as it is, no copy.
-          let own = plain;
-          if (buffers.includes(plain.buffer as ArrayBuffer)) own = Buffer.from(plain);
+          // zlib's output buffer for a large chunk is its own: hand it over as it is, no copy. A
+          // smaller one may sit in Node's shared pool (never transferable), or share its memory:
+          // it gets an ArrayBuffer of its own, copied here rather than on the main thread.
+          const own = plain.length >= KEEP_ZLIB_BUFFER_MIN && !handedOver.has(plain.buffer) ? plain : copyOut(plain);
+          handedOver.add(own.buffer);
           buffers.push(own.buffer as ArrayBuffer);
           results.push({ buffer: buffers.length - 1, offset: own.byteOffset, length: own.length });
         }
@@ -59,9 +62,29 @@ export function decodeBatch(task: DecodeTask): DecodeResult {
   return { buffers, results, busyMs: performance.now() - started };
 }
 
+/** A copy of `b` in an ArrayBuffer of exactly its size (never Node's shared pool). */
+function copyOut(b: Buffer): Buffer {
+  const own = Buffer.allocUnsafeSlow(b.length);
+  b.copy(own);
+  return own;
+}
+
+/**
+ * Chunks below this size are copied back to back into one buffer per task,
+ * and copied again on the main thread if they go into the memory cache (a
+ * view would keep the whole task buffer alive): at this size that copy
+ * comes from Node's 8 KiB pool, no new ArrayBuffer. Larger chunks come back
+ * each in an ArrayBuffer of its own, so the memory cache keeps them as they
+ * are. With 64 KiB here, the main thread re-copied every chunk of 4–64 KiB
+ * (most files of a typical image), each copy a new ArrayBuffer: main-thread
+ * time, and external memory, of which V8 runs a full GC for every 64 MiB
+ * allocated.
+ */
+const OWN_BUFFER_MIN = 4 << 10;
+
 /**
  * Chunks at least this large keep the buffer zlib produced. Below it, Node
  * may have carved the buffer from its shared pool, which must not be
  * transferred.
  */
-const OWN_BUFFER_MIN = 64 << 10;
+const KEEP_ZLIB_BUFFER_MIN = 64 << 10;

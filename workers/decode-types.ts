@@ -15,6 +15,8 @@ export interface DecodeTask {
   items: DecodeItem[];
   /** The layer the chunks belong to (for failures: a worker knows no more than its task says). */
   layer?: string;
+  /** 'background': no reader waits for it, so it runs at a lower thread priority (absent: foreground). */
+  priority?: 'foreground' | 'background';
 }
 
 export interface DecodeItem {

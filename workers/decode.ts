@@ -1,9 +1,16 @@
 import { Piscina } from 'piscina';
 import { decodeBatch } from './decode-batch.js';
 import type { DecodeTask } from './decode-types.js';
+import { BACKGROUND_NICE, probeNiceSwitching, setThreadNice, startingNice } from './thread-priority.js';
+
+/** This thread's priority as started (the main thread's); background tasks run BACKGROUND_NICE below it. */
+const BASE_NICE = startingNice();
+const SWITCH_NICE = probeNiceSwitching(BASE_NICE);
 
 /** Piscina task: inflate and sha256-verify a batch of chunks; the plain bytes go back transferred. */
 export default function decode(task: DecodeTask): unknown {
+  // Background work (no reader waits for it) yields the CPU to the main thread (FUSE) and to foreground decodes.
+  if (SWITCH_NICE) setThreadNice(task.priority === 'background' ? BACKGROUND_NICE : 0, BASE_NICE);
   const result = decodeBatch(task);
   return Piscina.move({
     [Piscina.transferableSymbol]: result.buffers,

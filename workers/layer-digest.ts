@@ -6,6 +6,7 @@ import { cleanEntryName } from '../src/estargz/toc.js';
 import { decodeZstdChunk, zerosChunk } from '../src/zstdchunked/chunk.js';
 import { rebuildTar } from '../src/zstdchunked/tar-rebuild.js';
 import type { TarSplitPosition } from '../src/zstdchunked/tar-split.js';
+import { BACKGROUND_NICE, setThreadNice } from './thread-priority.js';
 
 /**
  * The whole-layer check of background fetch, off the main thread: the blob's
@@ -205,6 +206,8 @@ function runZstdRebuild(port: NonNullable<typeof parentPort>, send: Send, plan: 
 }
 
 function run(port: NonNullable<typeof parentPort>): void {
+  // Background work (hashing the whole blob; going back up is never needed): the main thread (FUSE) goes first.
+  setThreadNice(BACKGROUND_NICE);
   const send: Send = (m) => port.postMessage(m);
   const plan = workerData as ZstdRebuildPlan | undefined;
   if (plan?.kind === 'zstd:chunked') runZstdRebuild(port, send, plan);

@@ -111,6 +111,8 @@ export function formatProfile(s: ProfileSummary, top = 15): string {
 export interface LongTask {
   /** ms since the profile started. */
   atMs: number;
+  /** When it started on the monotonic clock (µs, as process.hrtime.bigint() / 1000n): to place it in a phase another process timed. */
+  atUs: number;
   ms: number;
   /** Share of the task in the garbage collector. */
   gcShare: number;
@@ -150,7 +152,7 @@ export function longTasks(p: Profile, minMs = 50, topFrames = 6): LongTask[] {
         }
       }
       const top = [...incl.entries()].sort((a, b) => b[1] - a[1]).slice(0, topFrames).map(([name, us]) => ({ name, ms: us / 1000 }));
-      out.push({ atMs: run.start / 1000, ms, gcShare: gc / (end - run.start), top });
+      out.push({ atMs: run.start / 1000, atUs: p.startTime + run.start, ms, gcShare: gc / (end - run.start), top });
     }
     run = null;
   };

@@ -69,7 +69,16 @@ export interface SoakSample extends Pick<ReaderStats, 'reads' | 'bytes' | 'ops' 
   delay: { p50: number; p99: number; max: number };
   /** The store's cumulative lag histogram: counts per bound (ms), +Inf last. */
   lag: { boundsMs: number[]; counts: number[] };
+  /** The store's garbage collections so far (main thread), from its last scrape: count and seconds, full (mark-compact) and young-generation. */
+  gc: GcCounts;
   droppedCaches: boolean;
+}
+
+export interface GcCounts {
+  major: number;
+  majorSeconds: number;
+  minor: number;
+  minorSeconds: number;
 }
 
 export interface PhaseSummary {
@@ -86,6 +95,8 @@ export interface PhaseSummary {
   /** Event-loop delay over the phase: from the lag histogram (p50, p99, share of ticks over 20 ms), max from the delay gauge. */
   delayMs: { p50: number; p99: number; max: number; over20Share: number; worst10sP99: number };
   readLatencyMs: { p99: number; max: number };
+  /** The store's garbage collections in the phase: full ones (each a pause of the main thread) and young-generation ones, with their time. */
+  gc: { major: number; majorMs: number; minor: number; minorMs: number };
   /** The warm phase: RSS and fds after warm-up, first third vs last third (medians). */
   flat?: { fromSecond: number; rssA: number; rssB: number; fdsA: number; fdsB: number; rssOk: boolean; fdsOk: boolean };
 }
@@ -103,7 +114,12 @@ export interface SoakResult {
   storeStartSeconds: number;
   droppedCaches: number;
   dropCachesError?: string;
+  /** Each phase's start and end on the monotonic clock (µs, process.hrtime.bigint() / 1000n): places a store profile's long tasks in a phase. */
+  clock: Partial<Record<Exclude<Phase, 'setup'>, { startUs: number; endUs: number }>>;
 }
+
+/** Now on the monotonic clock V8's profiles use, in µs. */
+const monotonicUs = (): number => Number(process.hrtime.bigint() / 1000n);
 
 // ---------------------------------------------------------------------------
 // Sampling the store
@@ -115,6 +131,14 @@ async function rssOf(pid: number): Promise<number> {
 
 async function fdsOf(pid: number): Promise<number> {
   return (await readdir(`/proc/${pid}/fd`)).length;
+}
+
+const GC = 'estargz_store_nodejs_gc_duration_seconds';
+
+/** prom-client's GC histogram (`kind` major = mark-compact, minor = scavenge). */
+function gcOf(m: MetricsSnapshot): GcCounts {
+  const v = (suffix: string, kind: string): number => m[`${GC}_${suffix}{kind="${kind}"}`] ?? 0;
+  return { major: v('count', 'major'), majorSeconds: v('sum', 'major'), minor: v('count', 'minor'), minorSeconds: v('sum', 'minor') };
 }
 
 function lagOf(m: MetricsSnapshot): SoakSample['lag'] {
@@ -257,11 +281,15 @@ export async function runSoak(image: SoakImage, opts: SoakOptions): Promise<Soak
     const metricsEvery = (opts.metricsEverySec ?? 5) * 1000;
     let lastScrape = -Infinity;
     let lastLag: SoakSample['lag'] = { boundsMs: [], counts: [] };
+    let lastGc: GcCounts = { major: 0, majorSeconds: 0, minor: 0, minorSeconds: 0 };
     const sample = async (forceScrape = true): Promise<void> => {
       const scrape = forceScrape || performance.now() - lastScrape >= metricsEvery - 100;
       if (scrape) lastScrape = performance.now();
       const [rssBytes, fds, metrics] = await Promise.all([rssOf(store.pid), fdsOf(store.pid), scrape ? scrapeMetrics(store.metricsUrl) : null]);
-      if (metrics) lastLag = lagOf(metrics);
+      if (metrics) {
+        lastLag = lagOf(metrics);
+        lastGc = gcOf(metrics);
+      }
       const s = link.stats;
       samples.push({
         t: (performance.now() - t0) / 1000,
@@ -282,6 +310,7 @@ export async function runSoak(image: SoakImage, opts: SoakOptions): Promise<Soak
           max: (metrics?.[`${DELAY}{quantile="1"}`] ?? NaN) * 1000,
         },
         lag: lastLag,
+        gc: lastGc,
         droppedCaches: dropped,
       });
       dropped = false;
@@ -299,15 +328,20 @@ export async function runSoak(image: SoakImage, opts: SoakOptions): Promise<Soak
     // Cold: a fresh store and page cache; every file read once, whole.
     await dropCaches().catch((err: Error) => { dropError = err.message; });
     phase = 'cold';
+    const clock: SoakResult['clock'] = {};
+    const coldStartUs = monotonicUs();
     link.send({ type: 'cold' });
     log(`cold: every file of ${image.layers.length} layers, ${opts.readers} readers …`);
     const coldDone = await link.wait('cold-done', opts.coldMaxSeconds * 1000);
     const coldCompleted = coldDone !== null;
+    clock.cold = { startUs: coldStartUs, endUs: monotonicUs() };
+    log(`cold phase on the monotonic clock: ${clock.cold.startUs}–${clock.cold.endUs} µs`);
     log(coldCompleted ? `cold pass done in ${((performance.now() - t0) / 1000).toFixed(1)} s` : `cold pass not done after ${opts.coldMaxSeconds} s; going on warm`);
     await sample();
 
     // Warm: random files and ranges; the page cache dropped every N s so reads reach the store.
     phase = 'warm';
+    const warmStartUs = monotonicUs();
     link.send({ type: 'warm' });
     log(`warm: ${opts.warmSeconds} s of random reads${opts.dropCachesEverySec > 0 ? `, page cache dropped every ${opts.dropCachesEverySec} s` : ''} …`);
     const warmEnd = performance.now() + opts.warmSeconds * 1000;
@@ -329,6 +363,7 @@ export async function runSoak(image: SoakImage, opts: SoakOptions): Promise<Soak
     link.send({ type: 'stop' });
     const stopped = await link.wait('stopped', 120_000);
     if (!stopped) throw new Error('the readers did not stop within 120 s');
+    clock.warm = { startUs: warmStartUs, endUs: monotonicUs() };
     await sample();
     sampling = false;
     await samplerDone;
@@ -351,6 +386,7 @@ export async function runSoak(image: SoakImage, opts: SoakOptions): Promise<Soak
       storeStartSeconds: store.startSeconds,
       droppedCaches: droppedCount,
       ...(dropError && { dropCachesError: dropError }),
+      clock,
     };
   } finally {
     sampling = false;
@@ -398,6 +434,10 @@ export function summarizePhase(samples: SoakSample[], phase: Exclude<Phase, 'set
       worst10sP99: worst10,
     },
     readLatencyMs: { p99: latencyQuantile(end.latency, start.latency, 0.99), max: Math.max(...window.slice(1).map((s) => s.maxReadMs)) },
+    gc: {
+      major: end.gc.major - start.gc.major, majorMs: (end.gc.majorSeconds - start.gc.majorSeconds) * 1000,
+      minor: end.gc.minor - start.gc.minor, minorMs: (end.gc.minorSeconds - start.gc.minorSeconds) * 1000,
+    },
   };
   if (phase === 'warm') {
     const post = own.filter((s) => s.t - own[0]!.t >= warmUpSeconds);
@@ -451,12 +491,13 @@ export function verdicts(r: SoakResult): { name: string; ok: boolean; detail: st
 
 export function phasesTable(r: SoakResult): string {
   return markdownTable(
-    ['phase', 's', 'reads/s', 'MB/s', 'files+ranges', 'errors', 'wrong bytes', 'RSS start → end (max) MiB', 'fds start → end (max)', 'delay p50 / p99 / max ms', 'ticks > 20 ms', 'worst 10 s p99 ms', 'pread p99 / max ms'],
+    ['phase', 's', 'reads/s', 'MB/s', 'files+ranges', 'errors', 'wrong bytes', 'RSS start → end (max) MiB', 'fds start → end (max)', 'delay p50 / p99 / max ms', 'ticks > 20 ms', 'worst 10 s p99 ms', 'pread p99 / max ms', 'full GCs (ms)', 'young GCs (ms)'],
     r.phases.map((p) => [
       p.phase, p.seconds.toFixed(p.seconds < 10 ? 1 : 0), p.readsPerSec.toFixed(0), p.mbPerSec.toFixed(1), String(p.ops), String(p.errors), String(p.wrongBytes),
       `${mb(p.rss.start)} → ${mb(p.rss.end)} (${mb(p.rss.max)})`, `${p.fds.start} → ${p.fds.end} (${p.fds.max})`,
       `${ms(p.delayMs.p50)} / ${ms(p.delayMs.p99)} / ${ms(p.delayMs.max)}`, `${(p.delayMs.over20Share * 100).toFixed(2)}%`, ms(p.delayMs.worst10sP99),
       `${ms(p.readLatencyMs.p99)} / ${ms(p.readLatencyMs.max)}`,
+      `${p.gc.major} (${p.gc.majorMs.toFixed(0)})`, `${p.gc.minor} (${p.gc.minorMs.toFixed(0)})`,
     ]),
   );
 }

@@ -75,7 +75,7 @@ export class DecodePool {
    * done). `layer` names the layer in the failures that come back.
    */
   run(buffer: ArrayBuffer | SharedArrayBuffer, items: DecodeItem[], priority: Priority, layer?: string): Promise<DecodeOutput[]> {
-    const task: DecodeTask = { decoder: this.decoder, buffer, items, ...(layer !== undefined && { layer }) };
+    const task: DecodeTask = { decoder: this.decoder, buffer, items, priority, ...(layer !== undefined && { layer }) };
     if (!this.piscina) return Promise.resolve(outputsOf(decodeBatch(task)));
     return new Promise((resolve, reject) => {
       this.queues[priority].push({ task, priority, queuedAt: performance.now(), resolve, reject });

@@ -27,12 +27,12 @@ function task(plains: Buffer[], corrupt: Set<number> = new Set()): { buffer: Arr
   return { buffer: bytes.buffer as ArrayBuffer, items };
 }
 
-test('decodeBatch: small chunks share one buffer, large ones keep their own, a bad chunk fails alone', () => {
-  const plains = [randomBytes(3000), randomBytes(200 << 10), Buffer.alloc(0), randomBytes(5000), randomBytes(70 << 10), randomBytes(100)];
+test('decodeBatch: tiny chunks share one buffer, the others each have their own, a bad chunk fails alone', () => {
+  const plains = [randomBytes(3000), randomBytes(200 << 10), Buffer.alloc(0), randomBytes(5000), randomBytes(70 << 10), randomBytes(100), randomBytes(20 << 10), randomBytes(4 << 10)];
   const { buffer, items } = task(plains, new Set([3]));
   const result = decodeBatch({ decoder: 'zlib', buffer, items });
   assert.equal(result.results.length, plains.length);
-  const small = new Set<number>();
+  const tiny = new Set<number>();
   result.results.forEach((r, i) => {
     if (i === 3) {
       assert.ok('code' in r);
@@ -43,9 +43,15 @@ test('decodeBatch: small chunks share one buffer, large ones keep their own, a b
     const slice = r as DecodeSlice;
     const bytes = Buffer.from(result.buffers[slice.buffer]!, slice.offset, slice.length);
     assert.deepEqual(bytes, plains[i]);
-    if (plains[i]!.length < 64 << 10) small.add(slice.buffer);
+    if (plains[i]!.length < 4 << 10) {
+      tiny.add(slice.buffer);
+    } else {
+      // Its own memory, no more than twice its size: the memory cache keeps it without a copy on the main thread.
+      assert.ok(result.buffers[slice.buffer]!.byteLength <= 2 * slice.length, `chunk ${i}: buffer of ${result.buffers[slice.buffer]!.byteLength} bytes for ${slice.length}`);
+      assert.equal(result.results.filter((x) => !('code' in x) && x.buffer === slice.buffer).length, 1, `chunk ${i} alone in its buffer`);
+    }
   });
-  assert.equal(small.size, 1, 'all small chunks in one buffer');
+  assert.equal(tiny.size, 1, 'all tiny chunks in one buffer');
   assert.equal(new Set(result.buffers).size, result.buffers.length, 'every buffer listed once, so each can be transferred');
 });
 
