@@ -78,7 +78,7 @@ export const DEFAULT_CONFIG: StoreConfig = {
   blob: { chunk_size: 32768, max_retries: 5, min_wait_msec: 30, max_wait_msec: 300000, fetching_timeout_sec: 300, force_single_range_mode: false, read_ahead_bytes: 1 << 20, read_ahead_max_bytes: 8 << 20 },
   resolver: { request_timeout_sec: 30, host: {} },
   metrics_address: '',
-  cache: { dir: '', max_bytes: 10 * 2 ** 30, memory_bytes: 256 * 2 ** 20 },
+  cache: { dir: '', max_bytes: 10 * 2 ** 30, memory_bytes: 32 * 2 ** 20 },
   pool: { workers: 0, decoder: 'zlib' },
   allow_unverified: false,
   resolve_timeout_sec: 30,

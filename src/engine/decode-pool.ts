@@ -20,6 +20,10 @@ export type Priority = 'foreground' | 'background';
 export interface DecodePoolOptions {
   /** Worker threads; 0 decodes on the calling thread (benchmarks' baseline). Default: the machine's cores. */
   threads?: number;
+  /** Workers kept while the pool is idle (default 1, at most `threads`); the rest start on demand. */
+  idleThreads?: number;
+  /** An extra worker without a task for this long exits (default 30 s). */
+  idleTimeoutMs?: number;
   decoder?: Decoder;
 }
 
@@ -40,7 +44,10 @@ const WORKER_FILE = fileURLToPath(new URL('../../workers/decode.js', import.meta
  * time, so a late foreground task never waits behind a long background queue.
  */
 export class DecodePool {
+  /** Workers at most. */
   readonly threads: number;
+  /** Workers kept while idle (warm-up starts these). */
+  readonly idleThreads: number;
   readonly decoder: Decoder;
   private readonly piscina: Piscina | null;
   private readonly queues: Record<Priority, Queued[]> = { foreground: [], background: [] };
@@ -54,13 +61,17 @@ export class DecodePool {
     this.threads = opts.threads ?? availableParallelism();
     this.decoder = opts.decoder ?? 'zlib';
     this.maxInFlight = Math.max(1, this.threads * 2);
+    this.idleThreads = Math.min(this.threads, opts.idleThreads ?? 1);
     this.piscina = this.threads > 0
       // recordTiming off: piscina's per-task histograms cost main-thread time; utilization is computed from the workers' own busy time.
       // execArgv: piscina loads the worker with require() first, and Node 20's require() of an ES
       // module aborts the whole process (V8 "Empty MaybeLocal") when the pool is closed while a
       // worker is still loading; without require(esm) it falls back to import(), which is safe.
+      // minThreads: each worker is an isolate of ~10 MiB; only `idleThreads` stay while nothing is
+      // decoded (one, so the first read after a quiet spell waits for no worker to start), the
+      // others start when tasks queue and leave after `idleTimeoutMs` without work.
       ? new Piscina({
-        filename: WORKER_FILE, minThreads: this.threads, maxThreads: this.threads, idleTimeout: 60_000, recordTiming: false,
+        filename: WORKER_FILE, minThreads: this.idleThreads, maxThreads: this.threads, idleTimeout: opts.idleTimeoutMs ?? 30_000, recordTiming: false,
         execArgv: ['--no-experimental-require-module'],
       })
       : null;
