@@ -36,7 +36,8 @@ const USAGE = `usage: node dist/bench/footprint.js [options]
   --variant NAME=TOML  a store configuration to measure (repeatable; default: defaults=)
   --env NAME=KEY=VALUE  environment for that variant's store processes (repeatable)
   --cli NAME=PATH    that variant runs another build's CLI (e.g. /work/main/dist/src/cli/main.js)
-  --settle-ms MS     wait this long after start / after a workload before sampling (default 1000)`;
+  --settle-ms MS     wait this long after start / after a workload before sampling (default 1000)
+  --smaps            after each W3, print the store's largest resident anonymous mappings`;
 
 const { values: args } = parseArgs({
   options: {
@@ -45,6 +46,7 @@ const { values: args } = parseArgs({
     env: { type: 'string', multiple: true, default: [] },
     cli: { type: 'string', multiple: true, default: [] },
     'settle-ms': { type: 'string', default: '1000' },
+    smaps: { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
 });
@@ -103,6 +105,34 @@ async function look(store: BenchStore): Promise<Point> {
   };
 }
 
+/** The resident anonymous mappings of a process, largest first (V8 heap pages, malloc arenas of each thread, thread stacks…), summed by size class. */
+async function largestMappings(pid: number): Promise<string> {
+  const text = await readFile(`/proc/${pid}/smaps`, 'utf8');
+  const maps: { range: string; name: string; size: number; rss: number }[] = [];
+  let cur: { range: string; name: string; size: number; rss: number } | undefined;
+  for (const line of text.split('\n')) {
+    const head = /^([0-9a-f]+-[0-9a-f]+) \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (head) {
+      cur = { range: head[1]!, name: head[2]!, size: 0, rss: 0 };
+      maps.push(cur);
+      continue;
+    }
+    const kv = /^(Size|Anonymous):\s+(\d+) kB/.exec(line);
+    if (kv && cur) cur[kv[1] === 'Size' ? 'size' : 'rss'] = Number(kv[2]) * 1024;
+  }
+  const anon = maps.filter((m) => m.rss > 0).sort((a, b) => b.rss - a.rss);
+  const bySize = new Map<string, { n: number; rss: number }>();
+  for (const m of anon) {
+    const k = `${m.name || '[anon]'} ${(m.size / MiB).toFixed(m.size < MiB ? 2 : 0)} MiB`;
+    const e = bySize.get(k) ?? { n: 0, rss: 0 };
+    e.n++;
+    e.rss += m.rss;
+    bySize.set(k, e);
+  }
+  const rows = [...bySize].sort((a, b) => b[1].rss - a[1].rss).slice(0, 15);
+  return rows.map(([k, e]) => `    ${(e.rss / MiB).toFixed(1).padStart(6)} MiB resident in ${e.n} × ${k}`).join('\n');
+}
+
 type Stage = 'idle' | 'W1' | 'W3' | 'W3+settle';
 type Samples = Record<Stage, Point[]>;
 
@@ -127,6 +157,7 @@ async function session(v: Variant, img: BenchImage, host: string, kind: 'W1' | '
     await stat(join(dir, 'diff'));
     const r = await w3AllFiles(dir, l2.fileBytes);
     into.W3.push(await look(store));
+    if (args.smaps) log(await largestMappings(store.pid));
     await sleep(settleMs);
     into['W3+settle'].push(await look(store));
     return r.seconds;

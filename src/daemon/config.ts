@@ -227,6 +227,9 @@ export async function loadConfig(path: string | undefined): Promise<{ config: St
   return { ...buildConfig(doc, file), source: file };
 }
 
+/** Compressed bytes of readers' fetches a layer holds in memory for its whole-layer check (the rest spills to disk). */
+export const STORE_HELD_MEMORY_BYTES = 8 << 20;
+
 /** Overrides of what `engineOptions` derives from a config (tests, benchmarks), merged field by field. */
 export interface EngineOverrides {
   cacheDir?: string;
@@ -272,6 +275,10 @@ export function engineOptions(config: StoreConfig = DEFAULT_CONFIG, overrides: E
         bytesPerSec: config.background_fetch_bytes_per_sec,
         concurrency: config.max_concurrency,
         runRetryWaitMs: config.background_fetch_retry_sec * 1000,
+        // Readers' compressed bytes kept for the whole-layer check, per layer: past this they go to
+        // the spill file in the cache directory. 32 MiB a layer was the largest single item of the
+        // store's resident set after reading a layer (bench/footprint.ts), and a pull reads several.
+        heldMemoryBytes: STORE_HELD_MEMORY_BYTES,
         ...overrides.fetch?.background,
       },
     },
