@@ -86,13 +86,18 @@ interface Point {
   heapTotal: number;
   external: number;
   memCache: number;
+  /** CPU seconds the store process has used so far (all its threads: main, decode workers, libuv). */
+  cpu: number;
 }
 
 async function look(store: BenchStore): Promise<Point> {
   const status = await readFile(`/proc/${store.pid}/status`, 'utf8');
   const kb = (k: string): number => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(status)?.[1] ?? NaN) * 1024;
   const m = await scrapeMetrics(store.metricsUrl);
+  // utime and stime, fields 14 and 15 of /proc/PID/stat (after the parenthesised command), in clock ticks (100 Hz on Linux).
+  const stat = (await readFile(`/proc/${store.pid}/stat`, 'utf8')).split(') ')[1]!.split(' ');
   return {
+    cpu: (Number(stat[11]) + Number(stat[12])) / 100,
     rss: kb('VmRSS'),
     hwm: kb('VmHWM'),
     anon: kb('RssAnon'),
@@ -136,7 +141,8 @@ async function largestMappings(pid: number): Promise<string> {
 type Stage = 'idle' | 'W1' | 'W3' | 'W3+settle';
 type Samples = Record<Stage, Point[]>;
 
-async function session(v: Variant, img: BenchImage, host: string, kind: 'W1' | 'W3', settleMs: number, into: Samples): Promise<number> {
+/** A workload's wall time and the CPU seconds the store spent in it (W1: since start, W3: after the untimed resolve), a figure a busy machine blurs less than wall time. */
+async function session(v: Variant, img: BenchImage, host: string, kind: 'W1' | 'W3', settleMs: number, into: Samples): Promise<{ seconds: number; cpu: number }> {
   const store = await startBenchStore({
     config: v.config,
     logLevel: 'warn',
@@ -145,22 +151,26 @@ async function session(v: Variant, img: BenchImage, host: string, kind: 'W1' | '
   });
   try {
     await sleep(settleMs);
-    into.idle.push(await look(store));
+    const idle = await look(store);
+    into.idle.push(idle);
     const ref = esgzRef(host, img);
     const [l1, l2] = [img.layers[0]!, img.layers[1] ?? img.layers[0]!];
     if (kind === 'W1') {
       const r = await w1ResolveAndRead(store.layerDir(ref, l1.esgz.digest), smallFileOf(l1));
-      into.W1.push(await look(store));
-      return r.seconds;
+      const p = await look(store);
+      into.W1.push(p);
+      return { seconds: r.seconds, cpu: p.cpu - idle.cpu };
     }
     const dir = store.layerDir(ref, l2.esgz.digest);
     await stat(join(dir, 'diff'));
+    const before = await look(store);
     const r = await w3AllFiles(dir, l2.fileBytes);
-    into.W3.push(await look(store));
+    const p = await look(store);
+    into.W3.push(p);
     if (args.smaps) log(await largestMappings(store.pid));
     await sleep(settleMs);
     into['W3+settle'].push(await look(store));
-    return r.seconds;
+    return { seconds: r.seconds, cpu: p.cpu - before.cpu };
   } finally {
     await store.stop();
   }
@@ -173,7 +183,7 @@ async function main(): Promise<void> {
   const reg = await startRegistry();
   try {
     const [img] = await prepareImages(reg.host, ['python'], log);
-    const results = new Map<string, { samples: Samples; w1: number[]; w3: number[] }>();
+    const results = new Map<string, { samples: Samples; w1: { seconds: number; cpu: number }[]; w3: { seconds: number; cpu: number }[] }>();
     for (const v of variants) results.set(v.name, { samples: { idle: [], W1: [], W3: [], 'W3+settle': [] }, w1: [], w3: [] });
     for (let run = 0; run < runs; run++) {
       // Interleaved: every variant's W1 and W3 session in each run, the order rotating.
@@ -184,7 +194,7 @@ async function main(): Promise<void> {
         const s = await session(v, img!, reg.host, k, settleMs, r.samples);
         (k === 'W1' ? r.w1 : r.w3).push(s);
         const p = r.samples[k].at(-1)!;
-        log(`  run ${run + 1}/${runs} ${v.name} ${k}: ${s.toFixed(3)} s, RSS ${(p.rss / MiB).toFixed(0)} MiB, peak ${(p.hwm / MiB).toFixed(0)} MiB`);
+        log(`  run ${run + 1}/${runs} ${v.name} ${k}: ${s.seconds.toFixed(3)} s (store CPU ${s.cpu.toFixed(2)} s), RSS ${(p.rss / MiB).toFixed(0)} MiB, peak ${(p.hwm / MiB).toFixed(0)} MiB`);
       }
     }
     const med = (xs: number[]): string => (xs.length ? (summarize(xs).median / MiB).toFixed(1) : '—');
@@ -198,14 +208,15 @@ async function main(): Promise<void> {
           v.name, stage, med(ps.map((p) => p.rss)), med(ps.map((p) => p.hwm)), med(ps.map((p) => p.anon)), med(ps.map((p) => p.file)),
           med(ps.map((p) => p.heapUsed)), med(ps.map((p) => p.heapTotal)), med(ps.map((p) => p.external)), med(ps.map((p) => p.memCache)),
           ps.length ? String(summarize(ps.map((p) => p.threads)).median) : '—',
-          secs.length ? summarize(secs).median.toFixed(3) : '',
+          secs.length ? summarize(secs.map((x) => x.seconds)).median.toFixed(3) : '',
+          secs.length ? summarize(secs.map((x) => x.cpu)).median.toFixed(2) : '',
         ]);
       }
     }
     console.log(`# Store footprint (python image), medians of ${runs} sessions per variant and kind\n`);
     for (const v of variants) console.log(`- **${v.name}**: ${v.config.trim() ? `\`${v.config.trim().replace(/\n/g, '; ')}\`` : 'defaults'}${Object.entries(v.env).map(([k, x]) => `, ${k}=\`${x}\``).join('')}${v.cli ? `, CLI ${v.cli}` : ''}`);
     console.log('');
-    console.log(markdownTable(['variant', 'point', 'RSS MiB', 'peak MiB', 'anon MiB', 'file MiB', 'heap used', 'heap total', 'external', 'mem cache', 'threads', 'workload s'], rows));
+    console.log(markdownTable(['variant', 'point', 'RSS MiB', 'peak MiB', 'anon MiB', 'file MiB', 'heap used', 'heap total', 'external', 'mem cache', 'threads', 'workload s', 'store CPU s'], rows));
   } finally {
     await reg.stop();
   }

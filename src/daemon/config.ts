@@ -24,7 +24,11 @@ export interface StoreConfig {
   prefetch_timeout_sec: number;
   /** Background ranges fetched at once per layer. */
   max_concurrency: number;
-  /** Background fetch starts after this long without reads, and pauses while reads happen. */
+  /**
+   * Background fetch starts after this long without reads. Default 0: it starts as soon as the
+   * layer resolves, since behind the host scheduler each of its requests waits behind readers'
+   * (two slots stay theirs) and its decode tasks behind theirs in the pool.
+   */
   background_fetch_idle_sec: number;
   /** Background fetch bandwidth per layer (bytes/s, 0 = unlimited). */
   background_fetch_bytes_per_sec: number;
@@ -72,7 +76,7 @@ export const DEFAULT_CONFIG: StoreConfig = {
   prefetch_size: 0,
   prefetch_timeout_sec: 10,
   max_concurrency: 2,
-  background_fetch_idle_sec: 5,
+  background_fetch_idle_sec: 0,
   background_fetch_bytes_per_sec: 0,
   background_fetch_retry_sec: 30,
   blob: { chunk_size: 32768, max_retries: 5, min_wait_msec: 30, max_wait_msec: 300000, fetching_timeout_sec: 300, force_single_range_mode: false, read_ahead_bytes: 1 << 20, read_ahead_max_bytes: 8 << 20 },
