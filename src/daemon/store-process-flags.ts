@@ -15,3 +15,9 @@
  *    code parses a few response headers per fetched range just as well.
  */
 export const STORE_PROCESS_FLAGS: readonly string[] = ['--max-semi-space-size=2', '--liftoff-only'];
+
+/** The flags to start a store process with: ESTARGZ_STORE_NODE_FLAGS (space-separated, may be empty) replaces the defaults. */
+export function storeProcessFlags(env: NodeJS.ProcessEnv = process.env): string[] {
+  const given = env.ESTARGZ_STORE_NODE_FLAGS;
+  return given === undefined ? [...STORE_PROCESS_FLAGS] : given.split(/\s+/).filter(Boolean);
+}

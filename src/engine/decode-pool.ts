@@ -52,7 +52,10 @@ export class DecodePool {
   private readonly piscina: Piscina | null;
   private readonly queues: Record<Priority, Queued[]> = { foreground: [], background: [] };
   private inFlight = 0;
+  private inFlightBackground = 0;
   private readonly maxInFlight: number;
+  /** Background tasks handed to piscina at most: all workers but one (one with a single worker). */
+  private readonly maxBackground: number;
   /** Worker busy time since the last utilization update, and when that was. */
   private busyMs = 0;
   private busySince = performance.now();
@@ -61,6 +64,7 @@ export class DecodePool {
     this.threads = opts.threads ?? availableParallelism();
     this.decoder = opts.decoder ?? 'zlib';
     this.maxInFlight = Math.max(1, this.threads * 2);
+    this.maxBackground = Math.max(1, this.threads - 1);
     this.idleThreads = Math.min(this.threads, opts.idleThreads ?? 1);
     this.piscina = this.threads > 0
       // recordTiming off: piscina's per-task histograms cost main-thread time; utilization is computed from the workers' own busy time.
@@ -100,9 +104,12 @@ export class DecodePool {
 
   private pump(): void {
     while (this.inFlight < this.maxInFlight) {
-      const next = this.queues.foreground.shift() ?? this.queues.background.shift();
+      // Background tasks (a whole background range's chunks: long) never fill every worker: a
+      // reader's task that arrives finds one free instead of waiting behind them in piscina's queue.
+      const next = this.queues.foreground.shift() ?? (this.inFlightBackground < this.maxBackground ? this.queues.background.shift() : undefined);
       if (!next) break;
       this.inFlight++;
+      if (next.priority === 'background') this.inFlightBackground++;
       const buffer = next.task.buffer;
       this.piscina!.run(next.task, { transferList: buffer instanceof ArrayBuffer ? [buffer] : [] }).then(
         (result: DecodeResult) => {
@@ -112,6 +119,7 @@ export class DecodePool {
         (err: unknown) => next.reject(err),
       ).finally(() => {
         this.inFlight--;
+        if (next.priority === 'background') this.inFlightBackground--;
         poolTaskDuration.observe({ priority: next.priority }, (performance.now() - next.queuedAt) / 1000);
         this.pump();
       });
