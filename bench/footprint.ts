@@ -86,6 +86,8 @@ interface Point {
   heapTotal: number;
   external: number;
   memCache: number;
+  /** Chunks read back from the disk cache so far (a memory cache too small for read-ahead shows here). */
+  diskHits: number;
   /** CPU seconds the store process has used so far (all its threads: main, decode workers, libuv). */
   cpu: number;
 }
@@ -107,6 +109,7 @@ async function look(store: BenchStore): Promise<Point> {
     heapTotal: metric(m, 'estargz_store_nodejs_heap_size_total_bytes'),
     external: metric(m, 'estargz_store_nodejs_external_memory_bytes'),
     memCache: metric(m, 'estargz_store_cache_bytes', { tier: 'memory' }),
+    diskHits: metric(m, 'estargz_store_cache_requests_total', { tier: 'disk', result: 'hit' }),
   };
 }
 
@@ -208,6 +211,7 @@ async function main(): Promise<void> {
           v.name, stage, med(ps.map((p) => p.rss)), med(ps.map((p) => p.hwm)), med(ps.map((p) => p.anon)), med(ps.map((p) => p.file)),
           med(ps.map((p) => p.heapUsed)), med(ps.map((p) => p.heapTotal)), med(ps.map((p) => p.external)), med(ps.map((p) => p.memCache)),
           ps.length ? String(summarize(ps.map((p) => p.threads)).median) : '—',
+          ps.length ? String(summarize(ps.map((p) => p.diskHits)).median) : '—',
           secs.length ? summarize(secs.map((x) => x.seconds)).median.toFixed(3) : '',
           secs.length ? summarize(secs.map((x) => x.cpu)).median.toFixed(2) : '',
         ]);
@@ -216,7 +220,7 @@ async function main(): Promise<void> {
     console.log(`# Store footprint (python image), medians of ${runs} sessions per variant and kind\n`);
     for (const v of variants) console.log(`- **${v.name}**: ${v.config.trim() ? `\`${v.config.trim().replace(/\n/g, '; ')}\`` : 'defaults'}${Object.entries(v.env).map(([k, x]) => `, ${k}=\`${x}\``).join('')}${v.cli ? `, CLI ${v.cli}` : ''}`);
     console.log('');
-    console.log(markdownTable(['variant', 'point', 'RSS MiB', 'peak MiB', 'anon MiB', 'file MiB', 'heap used', 'heap total', 'external', 'mem cache', 'threads', 'workload s', 'store CPU s'], rows));
+    console.log(markdownTable(['variant', 'point', 'RSS MiB', 'peak MiB', 'anon MiB', 'file MiB', 'heap used', 'heap total', 'external', 'mem cache', 'threads', 'disk cache hits', 'workload s', 'store CPU s'], rows));
   } finally {
     await reg.stop();
   }
