@@ -114,6 +114,20 @@ export async function buildGoref(cacheDir = join(tmpdir(), 'estargz-bench')): Pr
 }
 
 /**
+ * The Go store's binary for a benchmark run, or why it is left out (then the
+ * benchmark's Go column says so and the rest runs as before): `skip` leaves
+ * it out, `bin` uses a given binary, otherwise buildGoref's.
+ */
+export async function gorefBinary(opts: { skip?: boolean; bin?: string | undefined }, log: (s: string) => void): Promise<{ bin: string; key: string } | { missing: string }> {
+  if (opts.skip) return { missing: 'left out (--no-goref)' };
+  if (opts.bin) return { bin: opts.bin, key: 'given (--goref-bin)' };
+  const b = await buildGoref();
+  if ('error' in b) return { missing: b.error };
+  log(`Go reference store: ${b.path} (${b.cached ? 'cached build' : 'built'})`);
+  return { bin: b.path, key: b.key };
+}
+
+/**
  * The Go store's config.toml: `extra` (its own keys: noprefetch, [blob], …)
  * first, since top-level keys must precede tables, then for every registry
  * host a plain-HTTP mirror entry keyed by that host (the reference looks

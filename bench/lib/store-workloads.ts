@@ -43,6 +43,8 @@ export interface StoreStartOptions {
   logLevel?: string;
   /** Keep the store's log in this file when it stops. */
   logFile?: string;
+  /** Another build's CLI (e.g. the main checkout's dist/src/cli/main.js), for side-by-side runs. */
+  cli?: string;
 }
 
 async function isMounted(path: string): Promise<boolean> {
@@ -66,7 +68,7 @@ export async function startBenchStore(opts: StoreStartOptions = {}): Promise<Ben
   await writeFile(configPath, `metrics_address = "127.0.0.1:${port}"\n${opts.config ?? ''}`);
   let out = '';
   const started = performance.now();
-  const proc = spawn(process.execPath, [...(opts.nodeArgs ?? []), CLI, 'mount', '--config', configPath, '--root', root, mnt], {
+  const proc = spawn(process.execPath, [...(opts.nodeArgs ?? []), opts.cli ?? CLI, 'mount', '--config', configPath, '--root', root, mnt], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ESTARGZ_LOG_LEVEL: opts.logLevel ?? 'info', ...opts.env },
   });

@@ -24,7 +24,12 @@ export interface StoreConfig {
   prefetch_timeout_sec: number;
   /** Background ranges fetched at once per layer. */
   max_concurrency: number;
-  /** Background fetch starts after this long without reads, and pauses while reads happen. */
+  /**
+   * Background fetch starts after this long without reads. Not 0 by default: behind the host
+   * scheduler its requests wait behind readers', but started with the layer it still slowed the
+   * first reads (CPU and decode workers on a small machine) and raised the store's peak memory
+   * (bench/footprint.ts; README, background_fetch_idle_sec).
+   */
   background_fetch_idle_sec: number;
   /** Background fetch bandwidth per layer (bytes/s, 0 = unlimited). */
   background_fetch_bytes_per_sec: number;
@@ -55,8 +60,10 @@ export interface StoreConfig {
     memory_bytes: number;
   };
   pool: {
-    /** Decode workers; 0 = the machine's cores. */
+    /** Decode workers at most; 0 = the machine's cores. */
     workers: number;
+    /** Decode workers kept while nothing is decoded (the others start on demand); at most `workers`. */
+    idle_workers: number;
     decoder: 'zlib' | 'pako';
   };
   /** Serve layers without a TOC digest annotation (their TOC is not verified). */
@@ -78,8 +85,8 @@ export const DEFAULT_CONFIG: StoreConfig = {
   blob: { chunk_size: 32768, max_retries: 5, min_wait_msec: 30, max_wait_msec: 300000, fetching_timeout_sec: 300, force_single_range_mode: false, read_ahead_bytes: 1 << 20, read_ahead_max_bytes: 8 << 20 },
   resolver: { request_timeout_sec: 30, host: {} },
   metrics_address: '',
-  cache: { dir: '', max_bytes: 10 * 2 ** 30, memory_bytes: 256 * 2 ** 20 },
-  pool: { workers: 0, decoder: 'zlib' },
+  cache: { dir: '', max_bytes: 10 * 2 ** 30, memory_bytes: 32 * 2 ** 20 },
+  pool: { workers: 0, idle_workers: 1, decoder: 'zlib' },
   allow_unverified: false,
   resolve_timeout_sec: 30,
   log_level: 'info',
@@ -114,6 +121,7 @@ const SCALARS: Record<string, Kind> = {
   'cache.max_bytes': 'uint',
   'cache.memory_bytes': 'uint',
   'pool.workers': 'uint',
+  'pool.idle_workers': 'uint',
   'pool.decoder': { oneOf: ['zlib', 'pako'] },
   allow_unverified: 'bool',
   resolve_timeout_sec: 'posint',
@@ -227,12 +235,16 @@ export async function loadConfig(path: string | undefined): Promise<{ config: St
   return { ...buildConfig(doc, file), source: file };
 }
 
+/** Compressed bytes of readers' fetches a layer holds in memory for its whole-layer check (the rest spills to disk). */
+export const STORE_HELD_MEMORY_BYTES = 8 << 20;
+
 /** Overrides of what `engineOptions` derives from a config (tests, benchmarks), merged field by field. */
 export interface EngineOverrides {
   cacheDir?: string;
   diskCacheBytes?: number;
   memoryCacheBytes?: number;
   poolThreads?: number;
+  poolIdleThreads?: number;
   decoder?: EngineOptions['decoder'];
   tuning?: Partial<FetchTuning>;
   fetch?: Partial<LayerFetchSettings> & { blobReader?: Partial<BlobReaderOptions>; background?: Partial<BackgroundFetchOptions> };
@@ -252,6 +264,7 @@ export function engineOptions(config: StoreConfig = DEFAULT_CONFIG, overrides: E
     diskCacheBytes: overrides.diskCacheBytes ?? config.cache.max_bytes,
     memoryCacheBytes: overrides.memoryCacheBytes ?? config.cache.memory_bytes,
     ...(poolThreads !== undefined && { poolThreads }),
+    poolIdleThreads: overrides.poolIdleThreads ?? config.pool.idle_workers,
     decoder: overrides.decoder ?? config.pool.decoder,
     ...(overrides.hostScheduler && { hostScheduler: overrides.hostScheduler }),
     tuning: {
@@ -272,6 +285,10 @@ export function engineOptions(config: StoreConfig = DEFAULT_CONFIG, overrides: E
         bytesPerSec: config.background_fetch_bytes_per_sec,
         concurrency: config.max_concurrency,
         runRetryWaitMs: config.background_fetch_retry_sec * 1000,
+        // Readers' compressed bytes kept for the whole-layer check, per layer: past this they go to
+        // the spill file in the cache directory. 32 MiB a layer was the largest single item of the
+        // store's resident set after reading a layer (bench/footprint.ts), and a pull reads several.
+        heldMemoryBytes: STORE_HELD_MEMORY_BYTES,
         ...overrides.fetch?.background,
       },
     },

@@ -61,7 +61,8 @@ async function warmUpDecoders(pool: DecodePool): Promise<void> {
   const member = gzipSync(plain);
   const digest = `sha256:${createHash('sha256').update(plain).digest('hex')}`;
   const ref = { path: 'warm-up', fileOffset: 0, innerOffset: 0, size: plain.length, digest, blobOffset: 0 };
-  await Promise.all(Array.from({ length: Math.max(1, pool.threads) }, async () => {
+  // The workers kept while idle: tasks for more would start workers that then leave again.
+  await Promise.all(Array.from({ length: Math.max(1, pool.idleThreads) }, async () => {
     const [out] = await pool.run(new Uint8Array(member).buffer, [{ offset: 0, length: member.length, refs: [ref] }], 'background');
     if (!out || !Buffer.isBuffer(out)) throw new Error(`decode worker answered ${JSON.stringify(out)}`);
   }));

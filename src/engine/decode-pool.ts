@@ -20,6 +20,10 @@ export type Priority = 'foreground' | 'background';
 export interface DecodePoolOptions {
   /** Worker threads; 0 decodes on the calling thread (benchmarks' baseline). Default: the machine's cores. */
   threads?: number;
+  /** Workers kept while the pool is idle (default 1, at most `threads`); the rest start on demand. */
+  idleThreads?: number;
+  /** An extra worker without a task for this long exits (default 30 s). */
+  idleTimeoutMs?: number;
   decoder?: Decoder;
 }
 
@@ -40,12 +44,18 @@ const WORKER_FILE = fileURLToPath(new URL('../../workers/decode.js', import.meta
  * time, so a late foreground task never waits behind a long background queue.
  */
 export class DecodePool {
+  /** Workers at most. */
   readonly threads: number;
+  /** Workers kept while idle (warm-up starts these). */
+  readonly idleThreads: number;
   readonly decoder: Decoder;
   private readonly piscina: Piscina | null;
   private readonly queues: Record<Priority, Queued[]> = { foreground: [], background: [] };
   private inFlight = 0;
+  private inFlightBackground = 0;
   private readonly maxInFlight: number;
+  /** Background tasks handed to piscina at most: all workers but one (one with a single worker). */
+  private readonly maxBackground: number;
   /** Worker busy time since the last utilization update, and when that was. */
   private busyMs = 0;
   private busySince = performance.now();
@@ -54,13 +64,18 @@ export class DecodePool {
     this.threads = opts.threads ?? availableParallelism();
     this.decoder = opts.decoder ?? 'zlib';
     this.maxInFlight = Math.max(1, this.threads * 2);
+    this.maxBackground = Math.max(1, this.threads - 1);
+    this.idleThreads = Math.min(this.threads, opts.idleThreads ?? 1);
     this.piscina = this.threads > 0
       // recordTiming off: piscina's per-task histograms cost main-thread time; utilization is computed from the workers' own busy time.
       // execArgv: piscina loads the worker with require() first, and Node 20's require() of an ES
       // module aborts the whole process (V8 "Empty MaybeLocal") when the pool is closed while a
       // worker is still loading; without require(esm) it falls back to import(), which is safe.
+      // minThreads: each worker is an isolate of ~10 MiB; only `idleThreads` stay while nothing is
+      // decoded (one, so the first read after a quiet spell waits for no worker to start), the
+      // others start when tasks queue and leave after `idleTimeoutMs` without work.
       ? new Piscina({
-        filename: WORKER_FILE, minThreads: this.threads, maxThreads: this.threads, idleTimeout: 60_000, recordTiming: false,
+        filename: WORKER_FILE, minThreads: this.idleThreads, maxThreads: this.threads, idleTimeout: opts.idleTimeoutMs ?? 30_000, recordTiming: false,
         execArgv: ['--no-experimental-require-module'],
       })
       : null;
@@ -89,9 +104,12 @@ export class DecodePool {
 
   private pump(): void {
     while (this.inFlight < this.maxInFlight) {
-      const next = this.queues.foreground.shift() ?? this.queues.background.shift();
+      // Background tasks (a whole background range's chunks: long) never fill every worker: a
+      // reader's task that arrives finds one free instead of waiting behind them in piscina's queue.
+      const next = this.queues.foreground.shift() ?? (this.inFlightBackground < this.maxBackground ? this.queues.background.shift() : undefined);
       if (!next) break;
       this.inFlight++;
+      if (next.priority === 'background') this.inFlightBackground++;
       const buffer = next.task.buffer;
       this.piscina!.run(next.task, { transferList: buffer instanceof ArrayBuffer ? [buffer] : [] }).then(
         (result: DecodeResult) => {
@@ -101,6 +119,7 @@ export class DecodePool {
         (err: unknown) => next.reject(err),
       ).finally(() => {
         this.inFlight--;
+        if (next.priority === 'background') this.inFlightBackground--;
         poolTaskDuration.observe({ priority: next.priority }, (performance.now() - next.queuedAt) / 1000);
         this.pump();
       });

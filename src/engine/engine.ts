@@ -26,6 +26,8 @@ export interface EngineOptions {
   memoryCacheBytes: number;
   /** Decode workers (config `[pool] workers`, where 0 means this default: the machine's cores); 0 here decodes on the main thread. */
   poolThreads?: number;
+  /** Decode workers kept while idle (DecodePool's default: 1). */
+  poolIdleThreads?: number;
   /** Config `[pool] decoder`. */
   decoder: Decoder;
   tuning: FetchSettings & Partial<FetchTuning>;
@@ -73,7 +75,7 @@ export class Engine {
     const disk = opts.cacheDir ? await DiskChunkCache.open(opts.cacheDir, opts.diskCacheBytes, activity) : null;
     return new Engine(
       activity,
-      new DecodePool({ ...(opts.poolThreads !== undefined && { threads: opts.poolThreads }), decoder: opts.decoder }),
+      new DecodePool({ ...(opts.poolThreads !== undefined && { threads: opts.poolThreads }), ...(opts.poolIdleThreads !== undefined && { idleThreads: opts.poolIdleThreads }), decoder: opts.decoder }),
       new MemoryChunkCache(opts.memoryCacheBytes),
       disk,
       { ...DEFAULT_TUNING, ...opts.tuning },

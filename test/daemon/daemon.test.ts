@@ -48,7 +48,7 @@ describe('configuration', () => {
     assert.equal(config.max_concurrency, 4);
     assert.equal(config.blob.chunk_size, 65536);
     assert.equal(config.blob.max_retries, 5);
-    assert.equal(config.cache.memory_bytes, 256 * 2 ** 20);
+    assert.equal(config.cache.memory_bytes, 32 * 2 ** 20);
     assert.equal(config.pool.decoder, 'pako');
     assert.deepEqual(config.resolver.host, { 'reg.example.com': { mirrors: [{ host: 'mirror:5000', insecure: true, request_timeout_sec: 3, header: { 'x-a': 'b' } }] } });
     assert.deepEqual(warnings, ['test.toml: unknown key surprise (ignored)', 'test.toml: unknown key pool.nope (ignored)']);
