@@ -159,12 +159,12 @@ async function session(v: Variant, img: BenchImage, host: string, kind: 'W1' | '
     const ref = esgzRef(host, img);
     const [l1, l2] = [img.layers[0]!, img.layers[1] ?? img.layers[0]!];
     if (kind === 'W1') {
-      const r = await w1ResolveAndRead(store.layerDir(ref, l1.esgz.digest), smallFileOf(l1));
+      const r = await w1ResolveAndRead(store.layerDir(ref, l1.lazy.key), smallFileOf(l1));
       const p = await look(store);
       into.W1.push(p);
       return { seconds: r.seconds, cpu: p.cpu - idle.cpu };
     }
-    const dir = store.layerDir(ref, l2.esgz.digest);
+    const dir = store.layerDir(ref, l2.lazy.key);
     await stat(join(dir, 'diff'));
     const before = await look(store);
     const r = await w3AllFiles(dir, l2.fileBytes);
