@@ -156,21 +156,36 @@ async function startAnyPodman(reg: Registry, variant: Variant, storeMnt: string 
     });
     return { run: (a, o) => p.run(a, o), close: () => p.cleanup() };
   }
-  // podman 5's session always names a layer store; with no store it gets an empty directory, where every lookup misses at once.
-  const empty = storeMnt ? undefined : await mkdtemp(join(tmpdir(), 'estargz-bench-nostore-'));
+  // podman 5's session always names a layer store (and checks that something
+  // is mounted there); with no store it gets an empty tmpfs, where every
+  // lookup misses at once.
+  const empty = storeMnt ? undefined : await emptyMount();
   try {
-    const p = await startPodman5({ storeMnt: storeMnt ?? empty!, insecureRegistries: [reg.host] });
+    const p = await startPodman5({ storeMnt: storeMnt ?? empty!.dir, insecureRegistries: [reg.host] });
     return {
       run: (a, o) => p.run(a, o),
       close: async () => {
         await p.stop();
-        if (empty) await rm(empty, { recursive: true, force: true });
+        await empty?.remove();
       },
     };
   } catch (err) {
-    if (empty) await rm(empty, { recursive: true, force: true });
+    await empty?.remove();
     throw err;
   }
+}
+
+/** An empty tmpfs on a new directory: a mount point with nothing in it. */
+async function emptyMount(): Promise<{ dir: string; remove(): Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), 'estargz-bench-nostore-'));
+  await run('mount', ['-t', 'tmpfs', '-o', 'size=1m,mode=0700', 'estargz-bench-nostore', dir]);
+  return {
+    dir,
+    remove: async () => {
+      await run('umount', [dir]).catch(() => undefined); // already gone: nothing to undo
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
 }
 
 function refOf(reg: Registry, img: BenchImage, zimg: BenchImage | undefined, variant: Variant): string {
