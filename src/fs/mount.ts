@@ -29,6 +29,7 @@ export interface StoreOpOptions {
 
 /** Finds a mount at `path` in /proc/self/mountinfo: its filesystem type, or undefined. */
 async function mountAt(path: string): Promise<string | undefined> {
+  // No mountinfo (no /proc in this namespace): nothing found mounted, as the caller's fallback expects.
   const info = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
   let found: string | undefined;
   for (const line of info.split('\n')) {
