@@ -208,13 +208,18 @@ t=time.perf_counter()
 for _ in range(${passes}):
   for p in paths: os.stat(p)
 print((time.perf_counter()-t)*1e6/(${passes}*len(paths)))`;
+  return pythonNumber(script, dir, files, 'python3 stat loop');
+}
+
+/** Runs a python script with `dir` as its argument and `files` on stdin; its stdout is one number. */
+async function pythonNumber(script: string, dir: string, files: readonly string[], what: string): Promise<number> {
   const { spawn } = await import('node:child_process');
   return new Promise((resolve, reject) => {
     const child = spawn('python3', ['-c', script, dir], { stdio: ['pipe', 'pipe', 'inherit'] });
     let out = '';
     child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
     child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve(Number(out.trim())) : reject(new Error(`python3 stat loop exited ${code}`))));
+    child.on('close', (code) => (code === 0 ? resolve(Number(out.trim())) : reject(new Error(`${what} exited ${code}`))));
     child.stdin.end(files.join('\n'));
   });
 }
@@ -234,15 +239,7 @@ for p in paths[:50]: one(p)
 t=time.perf_counter()
 for p in paths: one(p)
 print((time.perf_counter()-t)*1e6/len(paths))`;
-  const { spawn } = await import('node:child_process');
-  return new Promise((resolve, reject) => {
-    const child = spawn('python3', ['-c', script, dir], { stdio: ['pipe', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
-    child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve(Number(out.trim())) : reject(new Error(`python3 statx loop exited ${code}`))));
-    child.stdin.end(files.join('\n'));
-  });
+  return pythonNumber(script, dir, files, 'python3 statx loop');
 }
 
 async function onePass(tree: Tree, impl: Impl, pass: number): Promise<Sample> {

@@ -479,3 +479,26 @@ export async function putManifest(
   await res.arrayBuffer();
   return sha256Digest(body);
 }
+
+/**
+ * Pushes an OCI image of one gzip layer (the blob, an amd64 config naming
+ * its diff_id, the manifest with the layer's annotations) as repo:tag.
+ * Returns the layer's digest.
+ */
+export async function pushOneLayerImage(
+  baseUrl: string,
+  repo: string,
+  tag: string,
+  layer: { blob: Uint8Array; diffID: string; annotations?: Record<string, string>; digest?: string },
+): Promise<string> {
+  const digest = await pushBlob(baseUrl, repo, layer.blob);
+  const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [layer.diffID] } }));
+  const configDigest = await pushBlob(baseUrl, repo, config);
+  await putManifest(baseUrl, repo, tag, JSON.stringify({
+    schemaVersion: 2,
+    mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: configDigest, size: config.length },
+    layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest, size: layer.blob.length, ...(layer.annotations && { annotations: layer.annotations }) }],
+  }));
+  return digest;
+}

@@ -11,7 +11,7 @@ import { startFaultProxy, type FaultProxy } from '../../testkit/fault-proxy.js';
 import { loadFixture } from '../../testkit/fixtures.js';
 import { pushTestImage, type TestImage } from '../../testkit/images.js';
 import { randomBytes, type SpecEntry } from '../../testkit/layer-tar.js';
-import { pushBlob, putManifest, registryFetch, sha256Digest, startRegistry, type Registry } from '../../testkit/registry.js';
+import { pushBlob, pushOneLayerImage, putManifest, registryFetch, sha256Digest, startRegistry, type Registry } from '../../testkit/registry.js';
 import { mountAnswers } from '../../src/fs/mount.js';
 import { isMounted, startStore, type RunningStore } from '../../testkit/store.js';
 import { dumpTree, normalizeLinks, overlayView } from '../../testkit/tree-view.js';
@@ -302,15 +302,7 @@ async function dumpTreeMetadata(dir: string): Promise<void> {
 /** An image whose only layer carries a TOC digest annotation but is plain gzip. */
 async function pushLyingImage(reg: Registry, image: TestImage): Promise<{ ref: string; digest: string }> {
   const layer = image.layers[0]!;
-  await pushBlob(reg.url, 'e2e/liar', layer.gz);
-  const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [layer.diffID] } }));
-  const configDigest = await pushBlob(reg.url, 'e2e/liar', config);
-  await putManifest(reg.url, 'e2e/liar', 'v1', JSON.stringify({
-    schemaVersion: 2,
-    mediaType: 'application/vnd.oci.image.manifest.v1+json',
-    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: configDigest, size: config.length },
-    layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: layer.digest, size: layer.gz.length, annotations: { 'containerd.io/snapshot/stargz/toc.digest': `sha256:${'a'.repeat(64)}` } }],
-  }));
+  await pushOneLayerImage(reg.url, 'e2e/liar', 'v1', { blob: layer.gz, diffID: layer.diffID, annotations: { 'containerd.io/snapshot/stargz/toc.digest': `sha256:${'a'.repeat(64)}` } });
   return { ref: `${reg.host}/e2e/liar:v1`, digest: layer.digest };
 }
 

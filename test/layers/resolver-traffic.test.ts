@@ -13,7 +13,7 @@ import { RegistryClient } from '../../src/registry/client.js';
 import { parseReference } from '../../src/registry/reference.js';
 import type { RequestReport } from '../../src/registry/traffic.js';
 import { loadFixture } from '../../testkit/fixtures.js';
-import { pushBlob, putManifest, startRegistry, type Registry } from '../../testkit/registry.js';
+import { pushOneLayerImage, startRegistry, type Registry } from '../../testkit/registry.js';
 
 /** The value of one series of the process's metrics (0 when absent). */
 async function metric(name: string, operation: string): Promise<number> {
@@ -29,15 +29,7 @@ describe('resolver traffic', () => {
   before(async () => {
     reg = await startRegistry();
     const { meta, blob } = await loadFixture('basic');
-    digest = await pushBlob(reg.url, 'traffic/estargz', blob);
-    const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [meta.diffID] } }));
-    const configDigest = await pushBlob(reg.url, 'traffic/estargz', config);
-    await putManifest(reg.url, 'traffic/estargz', 'v1', JSON.stringify({
-      schemaVersion: 2,
-      mediaType: 'application/vnd.oci.image.manifest.v1+json',
-      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: configDigest, size: config.length },
-      layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest, size: blob.length, annotations: { 'containerd.io/snapshot/stargz/toc.digest': meta.tocDigest } }],
-    }));
+    digest = await pushOneLayerImage(reg.url, 'traffic/estargz', 'v1', { blob, diffID: meta.diffID, annotations: { 'containerd.io/snapshot/stargz/toc.digest': meta.tocDigest } });
     ref = `${reg.host}/traffic/estargz:v1`;
   });
   after(async () => {
