@@ -109,15 +109,21 @@ describe('whole-layer check: no byte fetched twice, a passed check remembered', 
     return { layer, index: content.index };
   }
 
-  /** Opens the layer on a new engine over `cacheDir`, runs its background fetch to `complete` (the whole-layer check passed) and closes both. */
-  async function fetchWhole(cacheDir: string, p: Pushed): Promise<void> {
+  /**
+   * Opens the layer on a new engine over `cacheDir`, runs its background
+   * fetch to `complete` (the whole-layer check passed) and closes both;
+   * returns the bytes the background fetch moved.
+   */
+  async function fetchWhole(cacheDir: string, p: Pushed): Promise<number> {
     const engine = await engineWith(cacheDir);
     try {
+      traffic.reset();
       const { layer } = await open(engine, p);
       layer.startBackgroundFetch();
       await layer.backgroundDone();
       assert.equal(layer.state, 'complete', layer.failureReason);
       await layer.close();
+      return traffic.bytes(['background']);
     } finally {
       await engine.close();
     }
@@ -203,24 +209,12 @@ describe('whole-layer check: no byte fetched twice, a passed check remembered', 
     const p = layers.get('estargz')!;
     const cacheDir = await tempDir();
     await fetchWhole(cacheDir, p);
-    let engine: Engine;
     const [name] = await readdir(join(cacheDir, 'verdicts'));
     const path = join(cacheDir, 'verdicts', name!);
     const good = await readFile(path);
     for (const damaged of [Buffer.concat([good.subarray(0, 10), Buffer.from([good[10]! ^ 1]), good.subarray(11)]), good.subarray(0, good.length - 5), Buffer.alloc(0)]) {
       await writeFile(path, damaged);
-      engine = await engineWith(cacheDir);
-      try {
-        traffic.reset();
-        const { layer } = await open(engine, p);
-        layer.startBackgroundFetch();
-        await layer.backgroundDone();
-        assert.equal(layer.state, 'complete', layer.failureReason);
-        assert.equal(traffic.bytes(['background']), p.size, 'the whole blob is fetched for the check again');
-        await layer.close();
-      } finally {
-        await engine.close();
-      }
+      assert.equal(await fetchWhole(cacheDir, p), p.size, 'the whole blob is fetched for the check again');
       assert.deepEqual(await readFile(path), good, 'the verdict is written again');
     }
   });
@@ -229,7 +223,6 @@ describe('whole-layer check: no byte fetched twice, a passed check remembered', 
     const p = layers.get('zstd:chunked')!;
     const cacheDir = await tempDir();
     await fetchWhole(cacheDir, p);
-    let engine: Engine;
     // One chunk file gone from the cache.
     let removed = false;
     for (const d of (await readdir(cacheDir)).filter((x) => /^[0-9a-f]{2}$/.test(x))) {
@@ -241,18 +234,7 @@ describe('whole-layer check: no byte fetched twice, a passed check remembered', 
       }
     }
     assert.ok(removed);
-    engine = await engineWith(cacheDir);
-    try {
-      traffic.reset();
-      const { layer } = await open(engine, p);
-      layer.startBackgroundFetch();
-      await layer.backgroundDone();
-      assert.equal(layer.state, 'complete', layer.failureReason);
-      assert.equal(traffic.bytes(['background']), p.size);
-      await layer.close();
-    } finally {
-      await engine.close();
-    }
+    assert.equal(await fetchWhole(cacheDir, p), p.size, 'the whole blob is fetched for the check again');
   });
 
   test('a read that arrives during a background fetch over a slow link completes within about one round trip of its own fetch', async () => {
