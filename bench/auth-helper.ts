@@ -29,7 +29,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { SOCKET_NAME, startControlServer, storeControlHandler } from '../src/daemon/control.js';
-import { logger } from '../src/log/logger.js';
+import { createLogger } from '../src/log/logger.js';
 import { RuntimeCredentials } from '../src/registry/auth/credentials.js';
 import { formatProfile, summarizeProfiles } from './lib/cpuprofile.js';
 import { describeMachine, loadNow, machineInfo, writeResult, writeTables } from './lib/machine.js';
@@ -133,10 +133,9 @@ async function main(): Promise<void> {
   const machine = machineInfo();
   log(`machine: ${describeMachine(machine)}`);
   const root = await mkdtemp(join(tmpdir(), 'estargz-bench-helper-'));
-  logger.level = 'warn'; // the server logs every credential set it receives; progress is ours to print
   const credentials = new RuntimeCredentials();
   let received = 0;
-  const server = await startControlServer(join(root, SOCKET_NAME), storeControlHandler({ credentials, status: async () => [], credentialsAdded: () => { received++; } }));
+  const server = await startControlServer(join(root, SOCKET_NAME), storeControlHandler({ log: createLogger('warn'), credentials, status: async () => [], credentialsAdded: () => { received++; } }));
   try {
     const samples: Record<string, number[]> = Object.fromEntries(VARIANTS.map((v) => [v.name, []]));
     const cpu: Record<string, number[]> = Object.fromEntries(VARIANTS.map((v) => [v.name, []]));

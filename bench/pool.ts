@@ -35,6 +35,7 @@ import { benchCacheDir, convertTarToFile } from './lib/layer-input.js';
 import { describeMachine, loadNow, machineInfo, writeResult, writeTables } from './lib/machine.js';
 import { MiB, formatSummary, summarize } from './lib/stats.js';
 import { markdownTable } from './lib/table.js';
+import { testTelemetry } from '../testkit/telemetry.js';
 
 const USAGE = `usage: node dist/bench/pool.js [options]
   --runs N             timed runs of every configuration (default 5)
@@ -566,7 +567,7 @@ async function runBenchmark(s: Settings, writeMarkdown: boolean): Promise<void> 
     const k = `${threads}/${decoder}`;
     let p = pools.get(k);
     // zstd chunks carry their codec in their refs; the pool's gzip decoder does not matter for them.
-    if (!p) pools.set(k, (p = new DecodePool({ threads, decoder: decoder === 'zstd' ? 'zlib' : decoder })));
+    if (!p) pools.set(k, (p = new DecodePool(testTelemetry(), { threads, decoder: decoder === 'zstd' ? 'zlib' : decoder })));
     return p;
   };
   const samples = new Map<string, Sample[]>();

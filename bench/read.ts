@@ -35,6 +35,7 @@ import { describeMachine, loadNow, machineInfo, writeResult, writeTables } from 
 import { runMeasured, runQuiet } from './lib/proc.js';
 import { MiB, formatSummary, summarize } from './lib/stats.js';
 import { markdownTable } from './lib/table.js';
+import { testLog, testTelemetry } from '../testkit/telemetry.js';
 
 const USAGE = `usage: node dist/bench/read.js [options]
   --runs N          timed runs of every measurement (default 7)
@@ -306,7 +307,7 @@ async function main(): Promise<void> {
     const digest = await pushBlob(reg.url, REPO, blob);
     if (digest !== converted.digest) throw new Error(`pushed ${digest}, converted ${converted.digest}`);
     const blobUrl = `${reg.url}/v2/${REPO}/blobs/${digest}`;
-    client = new RegistryClient({ credentials: { name: 'none', lookup: async () => undefined } });
+    client = new RegistryClient({ log: testLog(), credentials: { name: 'none', lookup: async () => undefined } });
     const remote = await RemoteBlob.open(client, { registry: reg.host, repository: REPO }, digest);
     const es: EstargzBlob = await openEstargz(remote);
     const node = es.index.byPath.get(BIG) as LayerNode | undefined;
@@ -351,7 +352,7 @@ async function main(): Promise<void> {
     };
     /** Engine: fresh Engine (memory cache only), warm pool, one layer; cold read, then warm reads from the memory cache. */
     const engineRun = async (mode: 'one' | 'seq', probeStart: () => (child?: number) => Load, readAhead = true): Promise<Omit<Sample, 'redone'>> => {
-      const engine = await Engine.create(engineOptions(DEFAULT_CONFIG, { poolThreads: settings.threads, ...(!readAhead && { tuning: { readAheadChunks: 0, readAheadBytes: 0 } }) }));
+      const engine = await Engine.create(engineOptions(DEFAULT_CONFIG, { poolThreads: settings.threads, ...(!readAhead && { tuning: { readAheadChunks: 0, readAheadBytes: 0 } }) }), testTelemetry());
       try {
         await warmPool(engine, settings.threads);
         const fetcher = new CountingFetcher(remote);

@@ -43,6 +43,7 @@ import { describeMachine, loadNow, machineInfo, writeResult, writeTables } from 
 import { runMeasured, runQuiet, type ProcSample } from './lib/proc.js';
 import { MiB, formatSummary, summarize, type Summary } from './lib/stats.js';
 import { markdownTable } from './lib/table.js';
+import { testLog } from '../testkit/telemetry.js';
 
 const USAGE = `usage: node dist/bench/registry.js [options]
   --samples N        latency samples per range size and tool (default 100)
@@ -538,7 +539,7 @@ async function convertPart(registry: Registry, src: string): Promise<{ samples: 
       out.push({ how, run, dst, wallMs: sample.wallMs, proc, result: res.manifests[0]!.layers.map(({ digest, size, uncompressedSize }) => ({ digest, size, uncompressedSize })) });
       log(`  convert cli run ${run + 1}/${convertRuns}: ${(sample.wallMs / 1000).toFixed(2)} s, CPU ${((sample.userS ?? 0) + (sample.sysS ?? 0)).toFixed(1)} s, peak RSS ${(sample.peakRssBytes / MiB).toFixed(0)} MiB`);
     } else {
-      const client = new RegistryClient();
+      const client = new RegistryClient({ log: testLog() });
       const events: { at: number; e: ProgressEvent }[] = [];
       const t0 = performance.now();
       try {
@@ -579,7 +580,7 @@ async function main(): Promise<void> {
   const versions = { curl: toolVersion('curl', ['--version']), registry: toolVersion('docker-registry', ['--version']) };
   log(`machine: ${describeMachine(machine)}`);
   const registry = await startRegistry();
-  const client = new RegistryClient();
+  const client = new RegistryClient({ log: testLog() });
   const md: string[] = [];
   const failures: string[] = [];
   const result: Record<string, unknown> = {

@@ -1,7 +1,6 @@
 import { parseArgs } from 'node:util';
 import fc from 'fast-check';
-import { logger } from '../src/log/logger.js';
-import { caseArbitrary, createPoolEngine, loadBases, newStats, runCase, type FuzzCase } from '../test/fuzz/harness.js';
+import { caseArbitrary, createPoolEngine, fuzzTelemetry, loadBases, newStats, runCase, type FuzzCase } from '../test/fuzz/harness.js';
 
 /**
  * Long fuzz campaigns: `npm run fuzz -- --cases N --seed S [--path P] [--verbose] [--no-background] [--no-shared-cache]`.
@@ -27,10 +26,9 @@ if (!Number.isSafeInteger(cases) || cases <= 0 || !Number.isSafeInteger(seed)) {
   console.error('usage: npm run fuzz -- --cases N --seed S [--path P] [--verbose]');
   process.exit(2);
 }
-if (!values.verbose) logger.level = 'silent';
 
 const bases = await loadBases();
-const poolEngine = await createPoolEngine();
+const poolEngine = await createPoolEngine(fuzzTelemetry(values.verbose));
 const stats = newStats();
 const started = performance.now();
 // Unhandled rejections are findings of the case that caused them (runCase listens for them): never the end of this run.

@@ -3,6 +3,7 @@ import { convertImage, type ImageConvertResult, type ProgressEvent } from '../co
 import { tuneHeapForConversion } from '../convert/heap-tuning.js';
 import { createProgress, type ProgressMode, type ProgressReporter } from './progress.js';
 import { DEFAULT_CHUNK_SIZE } from '../estargz/writer/defaults.js';
+import { createLogger } from '../log/logger.js';
 import { RegistryClient } from '../registry/client.js';
 import type { ResolverConfig } from '../registry/hosts.js';
 import { parsePlatform, type Platform } from '../registry/media-types.js';
@@ -136,7 +137,7 @@ export function imageCommand(): Command {
       const where = arg.slice(1);
       const perLayer = list.layers.size > 0 ? (layer: { index: number; digest: string; count: number }) => filesForLayer(list, layer, where) : undefined;
       tuneHeapForConversion();
-      const client = new RegistryClient({ resolver: resolverFor(opts.insecure) });
+      const client = new RegistryClient({ log: createLogger(process.env.ESTARGZ_LOG_LEVEL), resolver: resolverFor(opts.insecure) });
       const reporter = createProgress(process.stderr, opts.progress);
       const onProgress = layerProgress(reporter);
       try {
@@ -187,12 +188,12 @@ export function imageCommand(): Command {
       const src = parseReference(srcArg);
       const dst = parseReference(dstArg);
       const { optimizeImage } = await import('../optimize/optimize.js');
-      const { logger } = await import('../log/logger.js');
+      const { createTelemetry } = await import('../metrics/telemetry.js');
       // The store runs inside this command: its routine logs would drown the command's own lines.
-      if (!process.env.ESTARGZ_LOG_LEVEL) logger.level = 'warn';
+      const telemetry = createTelemetry(createLogger(process.env.ESTARGZ_LOG_LEVEL, 'warn'));
       tuneHeapForConversion();
       const resolver = resolverFor(opts.insecure);
-      const client = new RegistryClient({ resolver });
+      const client = new RegistryClient({ log: telemetry.log, resolver });
       const reporter = createProgress(process.stderr, opts.progress);
       try {
         const result = await optimizeImage(client, src, dst, {
@@ -204,6 +205,7 @@ export function imageCommand(): Command {
           ...(opts.recordOnly && { recordOnly: opts.recordOnly }),
           resolver,
           insecure: opts.insecure,
+          telemetry,
           convert: {
             chunkSize: opts.chunkSize,
             concurrency: opts.concurrency,

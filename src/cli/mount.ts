@@ -3,11 +3,9 @@ import { ConfigError, loadConfig } from '../daemon/config.js';
 import { startDaemon } from '../daemon/daemon.js';
 import { DEFAULT_ROOT } from '../daemon/control-protocol.js';
 import { installLastResortHandlers } from '../daemon/last-resort.js';
-import { logger } from '../log/logger.js';
+import { LOG_LEVELS, createLogger } from '../log/logger.js';
 
 export { DEFAULT_ROOT };
-
-const LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'];
 
 export function mountCommand(): Command {
   return new Command('mount')
@@ -20,19 +18,19 @@ export function mountCommand(): Command {
       // Read here to refuse a bad file at once; each store process reads it again (a restart applies an edited file).
       const { config, warnings, source } = await loadConfig(opts.config);
       const level = opts.logLevel ?? (process.env.ESTARGZ_LOG_LEVEL ? undefined : config.log_level);
-      if (level) {
-        if (!LEVELS.includes(level)) throw new ConfigError(`--log-level ${level}: expected ${LEVELS.join(', ')}`);
-        logger.level = level;
-      }
+      const levels = LOG_LEVELS.filter((l) => l !== 'silent');
+      if (level && !(levels as string[]).includes(level)) throw new ConfigError(`--log-level ${level}: expected ${levels.join(', ')}`);
+      // The keeper's logger: the store processes it starts create their own.
+      const logger = createLogger(level ?? process.env.ESTARGZ_LOG_LEVEL);
       for (const w of warnings) logger.warn(w);
       logger.info({ config: source, root: opts.root }, 'starting');
-      installLastResortHandlers();
+      installLastResortHandlers({ log: logger });
       // Handlers first: a signal that arrives while mounting must still unmount, not kill the process.
       let signalled: (signal: string) => void = () => {};
       const received = new Promise<string>((resolve) => { signalled = resolve; });
       process.once('SIGINT', () => signalled('SIGINT'));
       process.once('SIGTERM', () => signalled('SIGTERM'));
-      const daemon = await startDaemon({ root: opts.root, mountpoint, ...(opts.config && { configPath: opts.config }), ...(opts.logLevel && { logLevel: opts.logLevel }) });
+      const daemon = await startDaemon({ root: opts.root, mountpoint, ...(opts.config && { configPath: opts.config }), ...(opts.logLevel && { logLevel: opts.logLevel }), log: logger });
       const signal = await received;
       logger.info({ signal }, 'signal received');
       await daemon.stop().catch((err: Error) => logger.error({ err: err.message }, 'stop failed'));

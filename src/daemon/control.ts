@@ -1,6 +1,6 @@
+import type { Logger } from '../log/logger.js';
 import { chmod, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
-import { logger } from '../log/logger.js';
 import type { Credentials, RuntimeCredentials } from '../registry/auth/credentials.js';
 import type { RepoRef } from '../registry/client.js';
 import { parseReference } from '../registry/reference.js';
@@ -10,6 +10,8 @@ import { MAX_REQUEST_BYTES, type ControlRequest, type ControlResponse } from './
 export { SOCKET_NAME, controlRequest, type ControlRequest, type ControlResponse } from './control-protocol.js';
 
 export interface ControlHandlers {
+  /** Where received credentials are noted (which repositories, never the values). */
+  log: Logger;
   credentials: RuntimeCredentials;
   status: () => Promise<unknown>;
   /** Stores credentials (default: into `credentials`); returns the repositories. */
@@ -48,7 +50,7 @@ async function handle(req: ControlRequest, h: ControlHandlers): Promise<ControlR
   if (req.op === 'add-credentials') {
     const repos = h.addCredentials ? h.addCredentials(req.credentials ?? {}) : addCredentials(h.credentials, req.credentials ?? {});
     // Only which repositories, never the values.
-    logger.info({ refs: Object.keys(req.credentials ?? {}) }, 'credentials received from the auth helper');
+    h.log.info({ refs: Object.keys(req.credentials ?? {}) }, 'credentials received from the auth helper');
     for (const repo of repos) h.credentialsAdded?.(repo);
     return { ok: true, count: repos.length };
   }

@@ -7,13 +7,13 @@
  * socket (it answers `restart` and passes the rest on to the store process
  * serving now) and the readiness notice to systemd.
  */
+import type { Logger } from '../log/logger.js';
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Server } from 'node:net';
 import { Keeper, type KeeperStatus } from '../fuse/keeper.js';
 import { FS_NAME, checkFuseAvailable, prepareMountpoint } from '../fs/mount.js';
-import { logger } from '../log/logger.js';
 import { startControlServer } from './control.js';
 import { SERVER_SOCKET_DIR, SOCKET_NAME, controlRequest, serverSocketPath, type ControlRequest, type ControlResponse } from './control-protocol.js';
 import { notifyReady } from './sd-notify.js';
@@ -33,6 +33,8 @@ export interface DaemonOptions {
   root: string;
   mountpoint: string;
   logLevel?: string;
+  /** The keeper process's logger. */
+  log: Logger;
   /** Passed to store processes (tests). */
   env?: NodeJS.ProcessEnv;
 }
@@ -68,17 +70,17 @@ async function servingStatus(keeper: Keeper): Promise<ServingStatus> {
 }
 
 /** Asks the serving store process to write its disk-cache queue out (best effort: a restart or stop goes on regardless). */
-async function flushServing(keeper: Keeper, root: string): Promise<void> {
+async function flushServing(keeper: Keeper, root: string, log: Logger): Promise<void> {
   const pid = keeper.pid;
   if (pid === undefined) return;
-  await controlRequest(serverSocketPath(root, pid), { op: 'flush' }, FLUSH_TIMEOUT_MS).catch((err: Error) => logger.warn({ pid, err: err.message }, 'the store process did not flush its disk cache'));
+  await controlRequest(serverSocketPath(root, pid), { op: 'flush' }, FLUSH_TIMEOUT_MS).catch((err: Error) => log.warn({ pid, err: err.message }, 'the store process did not flush its disk cache'));
 }
 
-function keeperHandler(keeper: Keeper, root: string): (req: ControlRequest) => Promise<ControlResponse> {
+function keeperHandler(keeper: Keeper, root: string, log: Logger): (req: ControlRequest) => Promise<ControlResponse> {
   return async (req) => {
     if (req.op === 'restart') {
-      logger.info('restart requested');
-      await flushServing(keeper, root);
+      log.info('restart requested');
+      await flushServing(keeper, root, log);
       try {
         const r = await keeper.restart();
         return { ok: true, pid: r.pid, previousPid: r.previousPid, readyMs: Math.round(r.readyMs), totalMs: Math.round(r.totalMs) };
@@ -99,13 +101,14 @@ function keeperHandler(keeper: Keeper, root: string): (req: ControlRequest) => P
  * process and the control socket; resolves once the store serves.
  */
 export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
+  const { log } = opts;
   const mountpoint = resolve(opts.mountpoint);
   // The state directory holds the control socket and the cache: owner only.
   await mkdir(opts.root, { recursive: true, mode: 0o700 });
   // Store processes' sockets left by a previous run.
   await rm(join(opts.root, SERVER_SOCKET_DIR), { recursive: true, force: true });
   await checkFuseAvailable();
-  await prepareMountpoint(mountpoint);
+  await prepareMountpoint(mountpoint, log);
   const serverArgs: ServerArgs = { root: resolve(opts.root), ...(opts.configPath && { config: resolve(opts.configPath) }), ...(opts.logLevel && { logLevel: opts.logLevel }) };
   const keeper = await Keeper.start({
     mount: { mountpoint, fsname: FS_NAME, subtype: FS_NAME, allowOther: true },
@@ -114,29 +117,29 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     execArgv: [...storeProcessFlags(opts.env ?? process.env), ...process.execArgv],
     ...(opts.env && { env: opts.env }),
     init: { readdirplus: true },
-    logger,
+    logger: log,
   });
   let control: Server;
   try {
-    control = await startControlServer(join(opts.root, SOCKET_NAME), keeperHandler(keeper, opts.root));
+    control = await startControlServer(join(opts.root, SOCKET_NAME), keeperHandler(keeper, opts.root, log));
   } catch (err) {
     await keeper.stop();
     throw err;
   }
-  logger.info({ mountpoint, pid: keeper.pid }, 'store mounted');
-  await notifyReady(`serving ${mountpoint}`);
+  log.info({ mountpoint, pid: keeper.pid }, 'store mounted');
+  await notifyReady(`serving ${mountpoint}`, log);
   let stopping: Promise<void> | undefined;
   return {
     keeper,
     control,
     stop: () => {
       stopping ??= (async () => {
-        logger.info({ mountpoint }, 'stopping');
+        log.info({ mountpoint }, 'stopping');
         control.close();
-        await flushServing(keeper, opts.root);
+        await flushServing(keeper, opts.root, log);
         await keeper.stop();
         await rm(join(opts.root, SOCKET_NAME), { force: true });
-        logger.info({ mountpoint }, 'store unmounted');
+        log.info({ mountpoint }, 'store unmounted');
       })();
       return stopping;
     },

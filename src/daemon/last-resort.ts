@@ -1,5 +1,4 @@
-import { logger } from '../log/logger.js';
-import { unexpectedErrors } from '../metrics/registry.js';
+import type { Telemetry } from '../metrics/telemetry.js';
 
 /**
  * What the daemon does with an error nothing handled. Every known failure
@@ -10,14 +9,16 @@ import { unexpectedErrors } from '../metrics/registry.js';
  * state an unhandled error can leave behind is one layer's or one request's
  * (the store keeps no cross-layer state that a failed request half-updates).
  * An operator who prefers a restart can alert on the counter.
+ *
+ * `metrics` is absent in the keeper process, which exports none (it logs only).
  */
-export function installLastResortHandlers(): void {
+export function installLastResortHandlers({ log, metrics }: Pick<Telemetry, 'log'> & Partial<Pick<Telemetry, 'metrics'>>): void {
   process.on('unhandledRejection', (reason: unknown) => {
-    unexpectedErrors.inc({ kind: 'unhandled_rejection' });
-    logger.error({ err: reason instanceof Error ? reason.stack : String(reason) }, 'BUG: unhandled promise rejection; the store keeps serving');
+    metrics?.unexpectedErrors.inc({ kind: 'unhandled_rejection' });
+    log.error({ err: reason instanceof Error ? reason.stack : String(reason) }, 'BUG: unhandled promise rejection; the store keeps serving');
   });
   process.on('uncaughtException', (err: Error) => {
-    unexpectedErrors.inc({ kind: 'uncaught_exception' });
-    logger.error({ err: err.stack ?? err.message }, 'BUG: uncaught exception; the store keeps serving');
+    metrics?.unexpectedErrors.inc({ kind: 'uncaught_exception' });
+    log.error({ err: err.stack ?? err.message }, 'BUG: uncaught exception; the store keeps serving');
   });
 }

@@ -1,14 +1,15 @@
 import { createServer, type Server } from 'node:http';
-import { enableProcessMetrics, registry } from '../metrics/registry.js';
+import type { StoreMetrics } from '../metrics/store-metrics.js';
 
 /** Serves /metrics (Prometheus text format) and /healthz on `address` ("host:port"). */
-export async function startMetricsServer(address: string, healthy: () => Promise<boolean>): Promise<Server> {
+export async function startMetricsServer(address: string, metrics: StoreMetrics, healthy: () => Promise<boolean>): Promise<Server> {
   const colon = address.lastIndexOf(':');
   // ":9590" listens on every interface, as the Go tools read it.
   const host = address.slice(0, colon).replace(/^\[|\]$/g, '') || undefined;
   const port = Number(address.slice(colon + 1));
   if (colon < 0 || !Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`metrics_address ${JSON.stringify(address)} is not host:port`);
-  enableProcessMetrics();
+  metrics.enableProcessMetrics();
+  const { registry } = metrics;
   const server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (path === '/metrics') {
@@ -55,10 +56,10 @@ export class MetricsListener {
   /** Longest a successor waits for the address before saying so (it keeps trying). */
   static readonly WARN_AFTER_MS = 90_000;
 
-  constructor(private readonly address: string, private readonly healthy: () => Promise<boolean>) {}
+  constructor(private readonly address: string, private readonly metrics: StoreMetrics, private readonly healthy: () => Promise<boolean>) {}
 
   async bindNow(): Promise<void> {
-    this.server = await startMetricsServer(this.address, this.healthy);
+    this.server = await startMetricsServer(this.address, this.metrics, this.healthy);
   }
 
   /** Binds in the background, once the address is free. */
@@ -67,7 +68,7 @@ export class MetricsListener {
     let warned = false;
     const attempt = (): void => {
       if (this.closed) return;
-      startMetricsServer(this.address, this.healthy).then((server) => {
+      startMetricsServer(this.address, this.metrics, this.healthy).then((server) => {
         if (this.closed) server.close();
         else {
           this.server = server;

@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { logger } from '../log/logger.js';
+import type { Logger } from '../log/logger.js';
 
 const run = promisify(execFile);
 
@@ -10,7 +10,7 @@ const run = promisify(execFile);
  * systemd-notify (the unit needs NotifyAccess=all, since the sender is a
  * child process), or python3 where systemd-notify is missing.
  */
-export async function notifyReady(status: string): Promise<void> {
+export async function notifyReady(status: string, log: Logger): Promise<void> {
   const socket = process.env.NOTIFY_SOCKET;
   if (!socket) return;
   const message = `READY=1\nMAINPID=${process.pid}\nSTATUS=${status}\n`;
@@ -30,6 +30,6 @@ export async function notifyReady(status: string): Promise<void> {
   try {
     await run('python3', ['-c', script, message]);
   } catch (err) {
-    logger.warn({ socket, err: (err as Error).message }, 'could not notify systemd (install systemd-notify or python3)');
+    log.warn({ socket, err: (err as Error).message }, 'could not notify systemd (install systemd-notify or python3)');
   }
 }

@@ -15,9 +15,10 @@ import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { serveKept } from '../fuse/keeper-server.js';
 import type { ToServer } from '../fuse/keeper-protocol.js';
-import { mountAnswers, onHandlerError, storeOperations } from '../fs/mount.js';
+import { handlerErrorReporter, mountAnswers, storeOperations } from '../fs/mount.js';
 import type { NodeTableJson } from '../fs/node-ids.js';
-import { logger } from '../log/logger.js';
+import { createLogger } from '../log/logger.js';
+import { createTelemetry } from '../metrics/telemetry.js';
 import { loadConfig } from './config.js';
 import { startControlServer, storeControlHandler } from './control.js';
 import { SERVER_SOCKET_DIR, serverSocketPath } from './control-protocol.js';
@@ -72,81 +73,89 @@ async function removeDeadSockets(dir: string): Promise<void> {
   }
 }
 
-installLastResortHandlers();
-// The keeper decides when the store stops (it unmounts; this process then
-// reads ENODEV and exits): a Ctrl-C that reaches the whole process group, or
-// a SIGTERM sent to every process of the service, must not end a store
-// process first, which the keeper would take for a crash.
-process.on('SIGINT', () => logger.debug('SIGINT ignored: the keeper stops the store'));
-process.on('SIGTERM', () => logger.debug('SIGTERM ignored: the keeper stops the store'));
+/** Runs the store process: its telemetry is created here and handed to every part it builds. */
+function main(): void {
+  const log = createLogger(process.env.ESTARGZ_LOG_LEVEL);
+  const telemetry = createTelemetry(log);
+  installLastResortHandlers(telemetry);
+  // The keeper decides when the store stops (it unmounts; this process then
+  // reads ENODEV and exits): a Ctrl-C that reaches the whole process group, or
+  // a SIGTERM sent to every process of the service, must not end a store
+  // process first, which the keeper would take for a crash.
+  process.on('SIGINT', () => log.debug('SIGINT ignored: the keeper stops the store'));
+  process.on('SIGTERM', () => log.debug('SIGTERM ignored: the keeper stops the store'));
 
-const args = JSON.parse(process.argv[2] ?? '{}') as ServerArgs;
+  const args = JSON.parse(process.argv[2] ?? '{}') as ServerArgs;
 
-void serveKept(async (ctx) => {
-  const { config } = await loadConfig(args.config);
-  const level = args.logLevel ?? (process.env.ESTARGZ_LOG_LEVEL ? undefined : config.log_level);
-  if (level) logger.level = level;
-  logger.info({ generation: ctx.generation, reason: ctx.reason }, 'store process starting');
-  const store = await buildStore({ config, root: args.root });
-  const { fs, engine, client, resolver } = store;
-  const ledger = new CredentialLedger(client.runtimeCredentials);
-  const state = (): StoreState => ({ version: 1, nodes: fs.exportNodeTable(), served: fs.servedLayerKeys(), credentials: ledger.export() });
-  const publish = (): void => ctx.publishState(state());
-  fs.onStateChange = publish;
+  void serveKept(async (ctx) => {
+    const { config } = await loadConfig(args.config);
+    const level = args.logLevel ?? (process.env.ESTARGZ_LOG_LEVEL ? undefined : config.log_level);
+    if (level) log.level = level;
+    log.info({ generation: ctx.generation, reason: ctx.reason }, 'store process starting');
+    const store = await buildStore({ config, root: args.root, telemetry });
+    const { fs, engine, client, resolver } = store;
+    const ledger = new CredentialLedger(client.runtimeCredentials);
+    const state = (): StoreState => ({ version: 1, nodes: fs.exportNodeTable(), served: fs.servedLayerKeys(), credentials: ledger.export() });
+    const publish = (): void => ctx.publishState(state());
+    fs.onStateChange = publish;
 
-  const sockets = join(args.root, SERVER_SOCKET_DIR);
-  await mkdir(sockets, { recursive: true, mode: 0o700 });
-  await removeDeadSockets(sockets);
-  const socket = serverSocketPath(args.root, process.pid);
-  await startControlServer(socket, storeControlHandler({
-    credentials: client.runtimeCredentials,
-    addCredentials: (creds) => {
-      const repos = ledger.add(creds);
-      publish();
-      return repos;
-    },
-    status: async () => resolver.status(),
-    flush: async () => { await engine.disk?.flush(); },
-    // A lookup that failed for want of these credentials must not be answered from memory.
-    credentialsAdded: (repo) => {
-      const layers = resolver.forgetFailures(repo.registry, repo.repository);
-      if (layers > 0) logger.info({ registry: repo.registry, repository: repo.repository, layers }, 'new credentials: failed layer lookups of this repository will be tried again');
-    },
-  }));
-  process.on('exit', () => rmSync(socket, { force: true }));
+    const sockets = join(args.root, SERVER_SOCKET_DIR);
+    await mkdir(sockets, { recursive: true, mode: 0o700 });
+    await removeDeadSockets(sockets);
+    const socket = serverSocketPath(args.root, process.pid);
+    await startControlServer(socket, storeControlHandler({
+      log,
+      credentials: client.runtimeCredentials,
+      addCredentials: (creds) => {
+        const repos = ledger.add(creds);
+        publish();
+        return repos;
+      },
+      status: async () => resolver.status(),
+      flush: async () => { await engine.disk?.flush(); },
+      // A lookup that failed for want of these credentials must not be answered from memory.
+      credentialsAdded: (repo) => {
+        const layers = resolver.forgetFailures(repo.registry, repo.repository);
+        if (layers > 0) log.info({ registry: repo.registry, repository: repo.repository, layers }, 'new credentials: failed layer lookups of this repository will be tried again');
+      },
+    }));
+    process.on('exit', () => rmSync(socket, { force: true }));
 
-  if (config.metrics_address) {
-    const metrics = new MetricsListener(config.metrics_address, () => mountAnswers(ctx.mountpoint));
-    if (ctx.reason === 'mount') await metrics.bindNow();
-    else metrics.bindWhenFree((msg, extra) => logger.warn(extra, msg), (waitedMs) => logger.debug({ address: config.metrics_address, waitedMs }, 'metrics listener bound'));
-    // Handing over: the successor binds the address as soon as this lets go.
-    process.on('message', (m: ToServer) => { if (m.t === 'detach') metrics.close(); });
-  }
+    if (config.metrics_address) {
+      const metrics = new MetricsListener(config.metrics_address, telemetry.metrics, () => mountAnswers(ctx.mountpoint));
+      if (ctx.reason === 'mount') await metrics.bindNow();
+      else metrics.bindWhenFree((msg, extra) => log.warn(extra, msg), (waitedMs) => log.debug({ address: config.metrics_address, waitedMs }, 'metrics listener bound'));
+      // Handing over: the successor binds the address as soon as this lets go.
+      process.on('message', (m: ToServer) => { if (m.t === 'detach') metrics.close(); });
+    }
 
-  return {
-    ops: storeOperations(fs, { activity: engine.activity }),
-    session: { readdirplus: true, onError: onHandlerError },
-    exportState: state,
-    importState: (s) => {
-      if (!isState(s)) {
-        logger.warn('the state handed over is not one this version reads; starting without it (node ids the kernel holds answer ESTALE)');
-        return;
-      }
-      // Credentials first: resolving the served layers again may need them.
-      ledger.merge(s.credentials);
-      fs.mergeNodeTable(s.nodes);
-      logger.info({ slots: s.nodes.slots.length, layers: s.served.length, credentials: s.credentials.length }, 'took over the node-id table, the served layers and credentials');
-      const resolving = fs.resolveAgain(s.served);
-      // A planned restart: the predecessor serves until this one reads
-      // requests, so resolve first and no reader waits for a manifest and a
-      // TOC (bounded: a registry that is slow now only delays those layers'
-      // first reads). After a crash nobody serves: take requests at once.
-      if (ctx.reason !== 'restart') return;
-      return boundedWait(resolving, RESOLVE_BEFORE_SERVING_MS);
-    },
-  };
-}).catch((err: unknown) => {
-  logger.fatal({ err: (err as Error)?.stack ?? String(err) }, 'the store process cannot run');
-  logger.flush();
-  process.exitCode = 1;
-});
+    return {
+      ops: storeOperations(fs, { telemetry, activity: engine.activity }),
+      session: { readdirplus: true, onError: handlerErrorReporter(telemetry) },
+      exportState: state,
+      importState: (s) => {
+        if (!isState(s)) {
+          log.warn('the state handed over is not one this version reads; starting without it (node ids the kernel holds answer ESTALE)');
+          return;
+        }
+        // Credentials first: resolving the served layers again may need them.
+        ledger.merge(s.credentials);
+        fs.mergeNodeTable(s.nodes);
+        log.info({ slots: s.nodes.slots.length, layers: s.served.length, credentials: s.credentials.length }, 'took over the node-id table, the served layers and credentials');
+        const resolving = fs.resolveAgain(s.served);
+        // A planned restart: the predecessor serves until this one reads
+        // requests, so resolve first and no reader waits for a manifest and a
+        // TOC (bounded: a registry that is slow now only delays those layers'
+        // first reads). After a crash nobody serves: take requests at once.
+        if (ctx.reason !== 'restart') return;
+        return boundedWait(resolving, RESOLVE_BEFORE_SERVING_MS);
+      },
+    };
+  }).catch((err: unknown) => {
+    log.fatal({ err: (err as Error)?.stack ?? String(err) }, 'the store process cannot run');
+    log.flush();
+    process.exitCode = 1;
+  });
+}
+
+main();

@@ -4,6 +4,7 @@ import { Engine } from '../engine/engine.js';
 import { LayerManager } from '../layers/manager.js';
 import { LayerResolver } from '../layers/resolver.js';
 import { StoreFs } from '../fs/store-fs.js';
+import type { Telemetry } from '../metrics/telemetry.js';
 import { trafficMetrics } from '../metrics/traffic.js';
 import { RegistryClient } from '../registry/client.js';
 import { engineOptions, retryPolicy, type StoreConfig } from './config.js';
@@ -13,6 +14,7 @@ export interface StoreOptions {
   config: StoreConfig;
   /** State directory (disk cache, sockets). */
   root: string;
+  telemetry: Telemetry;
 }
 
 /** What one store process serves a mount with: the registry client, the engine, the resolver and the FUSE tree. */
@@ -26,25 +28,27 @@ export interface Store {
 
 /** Wires the registry client, the engine, the resolver and the tree, and warms the code a first pull runs. */
 export async function buildStore(opts: StoreOptions): Promise<Store> {
-  const { config } = opts;
+  const { config, telemetry } = opts;
+  const { log } = telemetry;
   // The state directory holds the sockets and the cache: owner only.
   await mkdir(opts.root, { recursive: true, mode: 0o700 });
   const client = new RegistryClient({
+    log,
     resolver: config.resolver,
     retry: retryPolicy(config),
     // The one place registry requests, retries and range splits are counted for /metrics.
-    traffic: trafficMetrics(),
+    traffic: trafficMetrics(telemetry.metrics),
   });
-  const engine = await Engine.create(engineOptions(config, { cacheDir: config.cache.dir || join(opts.root, 'cache') }));
-  const resolver = new LayerManager(new LayerResolver(client, engine, {
+  const engine = await Engine.create(engineOptions(config, { cacheDir: config.cache.dir || join(opts.root, 'cache') }), telemetry);
+  const resolver = new LayerManager(new LayerResolver(client, engine, log, {
     timeoutMs: config.resolve_timeout_sec * 1000,
     allowUnverified: config.allow_unverified,
     manifestTtlMs: 120_000,
     singleRangeOnly: config.blob.force_single_range_mode,
   }), { failureTtlMs: 5000 });
-  const fs = new StoreFs(resolver);
+  const fs = new StoreFs(resolver, { log });
   // Before serving, so nothing it runs on the main thread delays a FUSE request.
-  await warmUp(engine);
+  await warmUp(engine, log);
   return {
     client, engine, resolver, fs,
     close: async () => {

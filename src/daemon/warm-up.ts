@@ -6,8 +6,8 @@ import { openEstargz } from '../estargz/open.js';
 import { BufferSource } from '../estargz/source.js';
 import type { TocEntryJson } from '../estargz/toc.js';
 import { tocOnlyBlob } from '../estargz/writer/toc-only-blob.js';
-import { logger } from '../log/logger.js';
 import { warmUpHttp } from '../registry/transport.js';
+import type { Logger } from '../log/logger.js';
 
 /**
  * Runs the code a first pull needs once while the daemon starts, before it
@@ -19,14 +19,14 @@ import { warmUpHttp } from '../registry/transport.js';
  * is contacted. A failure is logged and ignored: it only costs the first
  * pull that time.
  */
-export async function warmUp(engine: Engine): Promise<void> {
+export async function warmUp(engine: Engine, log: Logger): Promise<void> {
   const started = performance.now();
   const steps: [string, Promise<void>][] = [['http', warmUpHttp()], ['reader', warmUpReader()], ['decoders', warmUpDecoders(engine.pool)]];
   const results = await Promise.allSettled(steps.map(([, step]) => step));
   results.forEach((r, i) => {
-    if (r.status === 'rejected') logger.warn({ step: steps[i]![0], err: (r.reason as Error)?.message ?? String(r.reason) }, 'warm-up step failed');
+    if (r.status === 'rejected') log.warn({ step: steps[i]![0], err: (r.reason as Error)?.message ?? String(r.reason) }, 'warm-up step failed');
   });
-  logger.debug({ ms: Math.round(performance.now() - started) }, 'warm-up done');
+  log.debug({ ms: Math.round(performance.now() - started) }, 'warm-up done');
 }
 
 /** Entries in a TOC like a layer's: directories of small files, one of them chunked. */

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { convertImage } from '../convert/image-convert.js';
+import { createLogger } from '../log/logger.js';
 import { RegistryClient } from '../registry/client.js';
 import { parseReference } from '../registry/reference.js';
 import { privatePodman, type PrivatePodman } from '../sandbox/podman.js';
@@ -123,7 +124,7 @@ async function demoSteps(started: Started, print: Print, race: Race): Promise<vo
     await waitFor('docker-registry', async () => (await fetch(`http://${host}/v2/`).then((r) => r.status, () => 0)) === 200, started.registry, 10_000, log);
   }, () => `http://${host}`);
 
-  started.client = new RegistryClient();
+  started.client = new RegistryClient({ log: createLogger(process.env.ESTARGZ_LOG_LEVEL) });
   const client = started.client;
   const image = await step(() => buildDemoImage(client, host, 'demo/app', join(work, 'image')),
     (img) => `${img.ref}, layers ${img.layers.map((l) => mb(l.size)).join(' + ')}`);

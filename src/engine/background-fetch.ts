@@ -1,6 +1,6 @@
 import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
-import { logger } from '../log/logger.js';
-import { backgroundFetchFailures, verificationFailures, type FetchOperation } from '../metrics/registry.js';
+import type { FetchOperation } from '../metrics/store-metrics.js';
+import type { Telemetry } from '../metrics/telemetry.js';
 import type { BlobFetcher, ChunkLoader, ChunkWant } from './chunk-loader.js';
 import { EngineError } from './errors.js';
 import type { ZstdRebuildPlan } from '../../workers/layer-digest.js';
@@ -49,6 +49,8 @@ export const DEFAULT_BACKGROUND_FETCH: Omit<BackgroundFetchOptions, keyof Backgr
 export interface BackgroundFetchDeps {
   /** Label for logs and metrics. */
   layer: string;
+  log: Telemetry['log'];
+  metrics: Telemetry['metrics'];
   blobDigest: string;
   /** The config's diff_id, checked once the whole layer went by. */
   diffID: string | undefined;
@@ -136,7 +138,7 @@ export class BackgroundFetch {
     this.startedAt = Date.now();
     // Every failure is handled inside; this catch only keeps a bug from becoming an unhandled rejection.
     this.running ??= this.loop().catch((err: unknown) => {
-      if (!this.abort.signal.aborted) logger.error({ layer: this.deps.layer, err: (err as Error).stack }, 'background fetch ended unexpectedly');
+      if (!this.abort.signal.aborted) this.deps.log.error({ layer: this.deps.layer, err: (err as Error).stack }, 'background fetch ended unexpectedly');
     });
   }
 
@@ -168,7 +170,7 @@ export class BackgroundFetch {
   private async runAll(): Promise<void> {
     if ((await this.deps.remembered?.()) && this.allCached()) {
       this.setState('complete');
-      logger.info({ layer: this.deps.layer }, 'layer complete: its whole-layer check passed on an earlier run and every chunk is in the disk cache');
+      this.deps.log.info({ layer: this.deps.layer }, 'layer complete: its whole-layer check passed on an earlier run and every chunk is in the disk cache');
       return;
     }
     for (;;) {
@@ -179,31 +181,31 @@ export class BackgroundFetch {
         await this.runOnce();
         await this.deps.remember?.();
         this.setState('complete');
-        logger.info({ layer: this.deps.layer, bytes: this.deps.fetcher.size, runs: this.runs }, 'layer complete: blob digest and diffID verified');
+        this.deps.log.info({ layer: this.deps.layer, bytes: this.deps.fetcher.size, runs: this.runs }, 'layer complete: blob digest and diffID verified');
         return;
       } catch (err) {
         if (this.abort.signal.aborted) return;
         const stopped = err instanceof RunStopped ? err : new RunStopped('fetch', (err as Error).message, { cause: err });
-        backgroundFetchFailures.inc({ reason: stopped.reason });
+        this.deps.metrics.backgroundFetchFailures.inc({ reason: stopped.reason });
         // A registry that keeps failing is waited out, however long; a blob whose every chunk verified
         // but whose whole does not match (its gzip framing, or a lying manifest) is given a few runs.
         const whole = stopped.reason === 'blob' || stopped.reason === 'diff_id' || stopped.reason === 'inflate';
         if (whole) {
-          if (stopped.reason !== 'inflate') verificationFailures.inc({ what: stopped.reason });
+          if (stopped.reason !== 'inflate') this.deps.metrics.verificationFailures.inc({ what: stopped.reason });
           if (++this.wholeFailures >= this.opts.maxWholeFailures) {
             this.setState('failed', stopped.message);
-            logger.error({ layer: this.deps.layer, runs: this.runs, reason: stopped.reason, err: stopped.message }, 'layer failed its whole-layer check on every run; reads still fetch and verify chunks on demand');
+            this.deps.log.error({ layer: this.deps.layer, runs: this.runs, reason: stopped.reason, err: stopped.message }, 'layer failed its whole-layer check on every run; reads still fetch and verify chunks on demand');
             return;
           }
         }
         if (this.runs >= this.opts.maxRuns) {
           this.setState('incomplete', stopped.message);
-          logger.warn({ layer: this.deps.layer, runs: this.runs, reason: stopped.reason, err: stopped.message }, 'background fetch stopped for good after its last run; reads still fetch on demand');
+          this.deps.log.warn({ layer: this.deps.layer, runs: this.runs, reason: stopped.reason, err: stopped.message }, 'background fetch stopped for good after its last run; reads still fetch on demand');
           return;
         }
         const waitMs = Math.min(this.opts.maxRunRetryWaitMs, this.opts.runRetryWaitMs * 2 ** (this.runs - 1));
         this.setState('incomplete', stopped.message);
-        logger.warn({ layer: this.deps.layer, run: this.runs, reason: stopped.reason, retryInMs: waitMs, err: stopped.message }, 'background fetch stopped; reads still fetch on demand; trying again later');
+        this.deps.log.warn({ layer: this.deps.layer, run: this.runs, reason: stopped.reason, retryInMs: waitMs, err: stopped.message }, 'background fetch stopped; reads still fetch on demand; trying again later');
         try {
           await sleep(waitMs, undefined, { signal: this.abort.signal });
         } catch {
@@ -316,7 +318,7 @@ export class BackgroundFetch {
         throw new RunStopped(reason, `layer ${this.deps.layer}: ${message} (${attempt} attempts)`, { cause });
       }
       const waitMs = this.opts.spanRetryWaitMs * 2 ** (attempt - 1);
-      logger.warn({ layer: this.deps.layer, offset: s.offset, end: s.end, attempt, waitMs, reason, err: message }, 'background range failed; fetching it again');
+      this.deps.log.warn({ layer: this.deps.layer, offset: s.offset, end: s.end, attempt, waitMs, reason, err: message }, 'background range failed; fetching it again');
       await sleep(waitMs, undefined, { signal: this.abort.signal });
       pending = this.fetchSpan(s, false);
     }

@@ -1,8 +1,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { EstargzError } from '../estargz/errors.js';
-import { logger } from '../log/logger.js';
-import { bytesServed, verificationFailures } from '../metrics/registry.js';
+import type { Telemetry } from '../metrics/telemetry.js';
 import { InFlight } from '../util/in-flight.js';
 import type { BlobFetcher } from './chunk-loader.js';
 
@@ -49,6 +48,8 @@ export class BlobReader {
     private readonly opts: BlobReaderOptions,
     /** Every block fetched, with its bytes (held for the whole-layer check; never modified). */
     private readonly onFetched: (offset: number, end: number, data: Buffer) => void,
+    private readonly log: Telemetry['log'],
+    private readonly metrics: Telemetry['metrics'],
   ) {
     this.blockCount = Math.ceil(fetcher.size / opts.blockBytes);
     this.blocks = new LRUCache<number, Buffer>({
@@ -69,7 +70,7 @@ export class BlobReader {
   /** Reads raw compressed bytes [offset, offset + length) of the blob (fewer at its end). */
   async read(offset: number, length: number): Promise<Buffer> {
     const out = await this.readBlocks(offset, length);
-    bytesServed.inc({ kind: 'blob' }, out.length);
+    this.metrics.bytesServed.inc({ kind: 'blob' }, out.length);
     return out;
   }
 
@@ -152,8 +153,8 @@ export class BlobReader {
       });
     }
     if (this.verdict && !this.verdict.ok) {
-      verificationFailures.inc({ what: 'blob' });
-      logger.error({ digest: this.digest, actual: this.verdict.actual }, 'layer blob does not match its digest');
+      this.metrics.verificationFailures.inc({ what: 'blob' });
+      this.log.error({ digest: this.digest, actual: this.verdict.actual }, 'layer blob does not match its digest');
       throw new EstargzError('BLOB_DIGEST_MISMATCH', `layer blob ${this.digest} read in full hashes to ${this.verdict.actual}: the registry served wrong bytes`, {
         expected: this.digest,
         ...(this.verdict.actual && { actual: this.verdict.actual }),

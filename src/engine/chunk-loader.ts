@@ -1,8 +1,8 @@
 import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
 import { EstargzError, type EstargzErrorCode } from '../estargz/errors.js';
 import type { Chunk } from '../estargz/layer-index.js';
-import { logger } from '../log/logger.js';
-import { verificationFailures, type FetchOperation } from '../metrics/registry.js';
+import type { FetchOperation } from '../metrics/store-metrics.js';
+import type { Telemetry } from '../metrics/telemetry.js';
 import { InFlight } from '../util/in-flight.js';
 import type { DecodeFailure } from '../../workers/decode-types.js';
 import type { DiskChunkCache } from './cache/disk-cache.js';
@@ -71,6 +71,8 @@ export interface ChunkWant {
 }
 
 export interface LoaderDeps {
+  log: Telemetry['log'];
+  metrics: Telemetry['metrics'];
   fetcher: BlobFetcher;
   pool: DecodePool;
   memory: MemoryChunkCache;
@@ -177,9 +179,9 @@ export class ChunkLoader {
 
   /** Counts and logs a cached chunk whose size is not the TOC's; the error goes to its readers. */
   private refusal(want: ChunkWant, actual: number): EngineError {
-    verificationFailures.inc({ what: 'chunk' });
+    this.deps.metrics.verificationFailures.inc({ what: 'chunk' });
     const err = sizeMismatch(want, actual, this.deps.layer);
-    logger.error({ layer: this.deps.layer, path: want.path, fileOffset: want.chunk.fileOffset, err: err.message }, 'chunk refused');
+    this.deps.log.error({ layer: this.deps.layer, path: want.path, fileOffset: want.chunk.fileOffset, err: err.message }, 'chunk refused');
     return err;
   }
 
@@ -218,7 +220,7 @@ export class ChunkLoader {
     // Never transferred: the caller goes on with `buf` (background fetch hashes it next).
     await this.decodeSpan({ offset, end: offset + buf.length, members }, buf, false, byMember, op, failed);
     if (failed.length) {
-      verificationFailures.inc({ what: 'chunk' }, failed.length);
+      this.deps.metrics.verificationFailures.inc({ what: 'chunk' }, failed.length);
       await this.fetchAndDecode(failed.map((f) => f.d), op, 1);
     }
     await Promise.allSettled(done);
@@ -289,17 +291,17 @@ export class ChunkLoader {
       }
     })]);
     if (failed.length === 0) return;
-    verificationFailures.inc({ what: 'chunk' }, failed.length);
+    this.deps.metrics.verificationFailures.inc({ what: 'chunk' }, failed.length);
     const { verifyRetries, verifyRetryWaitMs } = tuning;
     if (attempt < verifyRetries) {
       // Bytes that fail their digest are a fault of that fetch (a flipped, shifted or stale range):
       // fetched again after a pause, as a 5xx would be, before any reader sees an error.
       const waitMs = verifyRetryWaitMs * 2 ** attempt;
-      logger.warn({ layer: this.deps.layer, chunks: failed.length, attempt: attempt + 1, waitMs, first: failed[0]!.error.message }, 'chunks failed verification; fetching them again');
+      this.deps.log.warn({ layer: this.deps.layer, chunks: failed.length, attempt: attempt + 1, waitMs, first: failed[0]!.error.message }, 'chunks failed verification; fetching them again');
       await sleep(waitMs);
       await this.fetchAndDecode(failed.map((f) => f.d), op, attempt + 1);
     } else {
-      logger.error({ layer: this.deps.layer, attempts: attempt + 1, err: failed[0]!.error.message }, 'chunk failed verification on every attempt; the read fails');
+      this.deps.log.error({ layer: this.deps.layer, attempts: attempt + 1, err: failed[0]!.error.message }, 'chunk failed verification on every attempt; the read fails');
       for (const f of failed) f.d.reject(f.error);
     }
   }

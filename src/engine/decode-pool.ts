@@ -2,8 +2,7 @@ import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import type { ChunkRef, Decoder } from '../estargz/chunk.js';
-import { logger } from '../log/logger.js';
-import { poolQueueDepth, poolTaskDuration, poolUtilization } from '../metrics/registry.js';
+import type { Telemetry } from '../metrics/telemetry.js';
 import { decodeBatch } from '../../workers/decode-batch.js';
 import type { DecodeFailure, DecodeItem, DecodeResult, DecodeTask } from '../../workers/decode-types.js';
 
@@ -60,7 +59,12 @@ export class DecodePool {
   private busyMs = 0;
   private busySince = performance.now();
 
-  constructor(opts: DecodePoolOptions = {}) {
+  private readonly log: Telemetry['log'];
+  private readonly metrics: Telemetry['metrics'];
+
+  constructor(telemetry: Telemetry, opts: DecodePoolOptions = {}) {
+    this.log = telemetry.log;
+    this.metrics = telemetry.metrics;
     this.threads = opts.threads ?? availableParallelism();
     this.decoder = opts.decoder ?? 'zlib';
     this.maxInFlight = Math.max(1, this.threads * 2);
@@ -80,7 +84,7 @@ export class DecodePool {
       })
       : null;
     // An 'error' event without a listener would end the process; a worker problem must not.
-    this.piscina?.on('error', (err: Error) => logger.error({ err: err.message }, 'decode worker error'));
+    this.piscina?.on('error', (err: Error) => this.log.error({ err: err.message }, 'decode worker error'));
   }
 
   /**
@@ -120,12 +124,12 @@ export class DecodePool {
       ).finally(() => {
         this.inFlight--;
         if (next.priority === 'background') this.inFlightBackground--;
-        poolTaskDuration.observe({ priority: next.priority }, (performance.now() - next.queuedAt) / 1000);
+        this.metrics.poolTaskDuration.observe({ priority: next.priority }, (performance.now() - next.queuedAt) / 1000);
         this.pump();
       });
     }
-    poolQueueDepth.set({ priority: 'foreground' }, this.queues.foreground.length);
-    poolQueueDepth.set({ priority: 'background' }, this.queues.background.length);
+    this.metrics.poolQueueDepth.set({ priority: 'foreground' }, this.queues.foreground.length);
+    this.metrics.poolQueueDepth.set({ priority: 'background' }, this.queues.background.length);
   }
 
   /** Updates the utilization gauge at most once a second: busy time / (threads × elapsed). */
@@ -134,7 +138,7 @@ export class DecodePool {
     const now = performance.now();
     const elapsed = now - this.busySince;
     if (elapsed < 1000) return;
-    poolUtilization.set(Math.min(1, this.busyMs / (this.threads * elapsed)));
+    this.metrics.poolUtilization.set(Math.min(1, this.busyMs / (this.threads * elapsed)));
     this.busyMs = 0;
     this.busySince = now;
   }

@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import type { Decoder } from '../estargz/chunk.js';
+import type { Telemetry } from '../metrics/telemetry.js';
 import { ActivityClock } from './activity.js';
 import { DEFAULT_BACKGROUND_FETCH, type BackgroundFetchOptions, type BackgroundSettings } from './background-fetch.js';
 import { DEFAULT_BLOB_READER, type BlobReaderOptions } from './blob-reader.js';
@@ -56,6 +57,7 @@ export class Engine {
     /** Passed whole-layer checks, remembered with the disk cache (none without one). */
     private readonly verdicts: LayerVerdicts | null,
     private readonly schedulerOptions: HostSchedulerOptions,
+    private readonly telemetry: Telemetry,
   ) {}
 
   /** One scheduler per registry host, shared by every layer served from it. */
@@ -70,13 +72,14 @@ export class Engine {
     return s;
   }
 
-  static async create(opts: EngineOptions): Promise<Engine> {
+  /** `telemetry`: the process's logger and metrics, handed to every part. */
+  static async create(opts: EngineOptions, telemetry: Telemetry): Promise<Engine> {
     const activity = new ActivityClock();
-    const disk = opts.cacheDir ? await DiskChunkCache.open(opts.cacheDir, opts.diskCacheBytes, activity) : null;
+    const disk = opts.cacheDir ? await DiskChunkCache.open(opts.cacheDir, opts.diskCacheBytes, telemetry, activity) : null;
     return new Engine(
       activity,
-      new DecodePool({ ...(opts.poolThreads !== undefined && { threads: opts.poolThreads }), ...(opts.poolIdleThreads !== undefined && { idleThreads: opts.poolIdleThreads }), decoder: opts.decoder }),
-      new MemoryChunkCache(opts.memoryCacheBytes),
+      new DecodePool(telemetry, { ...(opts.poolThreads !== undefined && { threads: opts.poolThreads }), ...(opts.poolIdleThreads !== undefined && { idleThreads: opts.poolIdleThreads }), decoder: opts.decoder }),
+      new MemoryChunkCache(opts.memoryCacheBytes, telemetry.metrics),
       disk,
       { ...DEFAULT_TUNING, ...opts.tuning },
       {
@@ -84,8 +87,9 @@ export class Engine {
         blobReader: { ...DEFAULT_BLOB_READER, ...opts.fetch.blobReader },
         background: { ...DEFAULT_BACKGROUND_FETCH, ...opts.fetch.background },
       },
-      disk?.enabled ? new LayerVerdicts(disk.dir) : null,
+      disk?.enabled ? new LayerVerdicts(disk.dir, telemetry.log) : null,
       { ...DEFAULT_HOST_SCHEDULER, ...opts.hostScheduler },
+      telemetry,
     );
   }
 
@@ -97,6 +101,8 @@ export class Engine {
     const params: LayerParams = { ...unscheduled, fetcher: scheduledFetcher(unscheduled.fetcher, scheduler) };
     let layer: EngineLayer | undefined;
     const loader = new ChunkLoader({
+      log: this.telemetry.log,
+      metrics: this.telemetry.metrics,
       fetcher: params.fetcher,
       pool: this.pool,
       memory: this.memory,
@@ -107,6 +113,7 @@ export class Engine {
       hold: (offset, data, op) => layer?.hold(offset, data, op) ?? false,
     });
     layer = new EngineLayer(params, loader, this.fetch, {
+      telemetry: this.telemetry,
       backgroundSlots: () => scheduler.backgroundSlots(),
       verdicts: this.verdicts,
       // The disk cache's tmp/ is emptied when the cache opens: a spill file a crash left behind goes then.

@@ -1,5 +1,5 @@
 import type { LayerNode } from '../estargz/layer-index.js';
-import { bytesServed } from '../metrics/registry.js';
+import type { StoreMetrics } from '../metrics/store-metrics.js';
 import type { ChunkLoader, ChunkWant } from './chunk-loader.js';
 import { EngineError } from './errors.js';
 import { ReadAhead } from './read-ahead.js';
@@ -18,6 +18,7 @@ export class FileReader {
     private readonly loader: Pick<ChunkLoader, 'load' | 'tuning' | 'isCached'>,
     /** Every chunk of the layer in blob order, for the read-ahead past the file. */
     chunks: () => readonly ChunkWant[],
+    private readonly metrics: StoreMetrics,
   ) {
     this.readAhead = new ReadAhead(loader, chunks);
   }
@@ -52,7 +53,7 @@ export class FileReader {
     if (out.length !== end - offset) {
       throw new EngineError('SHORT_READ', `layer ${this.layer}: ${JSON.stringify(path)} [${offset}, ${end}) has ${out.length} verified bytes, not ${end - offset}`, { layer: this.layer, path, fileOffset: offset });
     }
-    bytesServed.inc({ kind: 'diff' }, out.length);
+    this.metrics.bytesServed.inc({ kind: 'diff' }, out.length);
     return out;
   }
 }

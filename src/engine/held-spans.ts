@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { logger } from '../log/logger.js';
+import type { Logger } from '../log/logger.js';
 
 /** A held range of the blob: in memory, or written at its own offset in the spill file. */
 interface Held {
@@ -44,7 +44,7 @@ export class HeldSpans {
   private spill: Promise<FileHandle | undefined> | undefined;
   private readonly spillPath: string | undefined;
 
-  constructor(private readonly memoryBytes: number, spillDir: string | undefined, label: string) {
+  constructor(private readonly memoryBytes: number, spillDir: string | undefined, label: string, private readonly log: Logger) {
     this.spillPath = spillDir && join(spillDir, `${label.replace(/[^A-Za-z0-9_.-]/g, '_')}.${randomBytes(4).toString('hex')}`);
   }
 
@@ -161,7 +161,7 @@ export class HeldSpans {
         await mkdir(join(this.spillPath!, '..'), { recursive: true });
         return await open(this.spillPath!, 'w+');
       } catch (err) {
-        logger.warn({ path: this.spillPath, err: (err as Error).message }, 'cannot spill held blob bytes to disk; the whole-layer check fetches them again');
+        this.log.warn({ path: this.spillPath, err: (err as Error).message }, 'cannot spill held blob bytes to disk; the whole-layer check fetches them again');
         return undefined;
       }
     })();

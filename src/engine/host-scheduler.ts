@@ -1,4 +1,4 @@
-import type { FetchOperation } from '../metrics/registry.js';
+import type { FetchOperation } from '../metrics/store-metrics.js';
 import type { BlobFetcher } from './chunk-loader.js';
 
 /** Who waits for a request: a reader, a prefetch, or nobody yet (background fetch). */

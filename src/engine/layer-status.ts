@@ -1,13 +1,4 @@
-import {
-  layerFetched,
-  layerPrefetched,
-  layerSize,
-  setLayerState,
-  trackLayer,
-  untrackLayer,
-  type FetchOperation,
-  type LayerStateName,
-} from '../metrics/registry.js';
+import type { FetchOperation, LayerStateName, StoreMetrics } from '../metrics/store-metrics.js';
 import type { BackgroundState } from './background-fetch.js';
 import { RangeSet } from './plan.js';
 
@@ -24,9 +15,9 @@ export class LayerStatus {
   private failure: string | undefined;
   private readonly tracked: boolean;
 
-  constructor(private readonly layer: string, size: number) {
-    this.tracked = trackLayer(layer);
-    if (this.tracked) layerSize.set({ layer }, size);
+  constructor(private readonly layer: string, size: number, private readonly metrics: StoreMetrics) {
+    this.tracked = this.metrics.trackLayer(layer);
+    if (this.tracked) this.metrics.layerSize.set({ layer }, size);
     this.set('lazy');
   }
 
@@ -54,7 +45,7 @@ export class LayerStatus {
     this.stateName = s;
     if (reason) this.failure = reason;
     else if (s === 'complete') this.failure = undefined;
-    setLayerState(this.layer, s);
+    this.metrics.setLayerState(this.layer, s);
   }
 
   /** The layer's state follows its background fetch once that has something to say. */
@@ -70,13 +61,13 @@ export class LayerStatus {
     this.fetched.add(offset, end);
     if (op === 'prefetch') this.prefetched += end - offset;
     if (this.tracked) {
-      layerFetched.set({ layer: this.layer }, this.fetched.bytes);
-      layerPrefetched.set({ layer: this.layer }, this.prefetched);
+      this.metrics.layerFetched.set({ layer: this.layer }, this.fetched.bytes);
+      this.metrics.layerPrefetched.set({ layer: this.layer }, this.prefetched);
     }
   }
 
   /** Drops the layer's metrics series. */
   close(): void {
-    if (this.tracked) untrackLayer(this.layer);
+    if (this.tracked) this.metrics.untrackLayer(this.layer);
   }
 }

@@ -1,5 +1,6 @@
 import type { LayerNode } from '../estargz/layer-index.js';
-import type { FetchOperation, LayerStateName } from '../metrics/registry.js';
+import type { Telemetry } from '../metrics/telemetry.js';
+import type { FetchOperation, LayerStateName } from '../metrics/store-metrics.js';
 import { BackgroundFetch, type BackgroundFetchOptions } from './background-fetch.js';
 import { BlobReader, type BlobReaderOptions } from './blob-reader.js';
 import type { BlobFetcher, ChunkLoader, ChunkWant } from './chunk-loader.js';
@@ -33,6 +34,7 @@ export interface LayerParams {
 
 /** What the engine keeps for a layer beyond its chunks: remembered verdicts, and where held bytes may spill. */
 export interface LayerStore {
+  telemetry: Telemetry;
   verdicts: LayerVerdicts | null;
   spillDir?: string;
   /** Background ranges worth having in flight on the layer's link (its host scheduler's estimate). */
@@ -70,18 +72,20 @@ export class EngineLayer {
     readonly params: LayerParams,
     loader: ChunkLoader,
     private readonly opts: LayerFetchOptions,
-    store: LayerStore = { verdicts: null },
+    store: LayerStore,
   ) {
     const { id, content } = params;
+    const { log, metrics } = store.telemetry;
     const chunks = (): ChunkWant[] => (this.chunkList ??= chunksInBlobOrder(content.index));
-    if (!opts.noBackgroundFetch) this.held = new HeldSpans(opts.background.heldMemoryBytes, store.spillDir, id);
-    this.files = new FileReader(id, loader, chunks);
+    if (!opts.noBackgroundFetch) this.held = new HeldSpans(opts.background.heldMemoryBytes, store.spillDir, id, log);
+    this.files = new FileReader(id, loader, chunks, metrics);
     this.blobReader = new BlobReader(params.fetcher, params.blobDigest, opts.blobReader, (o, e, data) => {
       this.noteFetched(o, e, 'blob');
       this.held?.hold(o, data);
-    });
+    }, log, metrics);
     this.prefetcher = new Prefetch({
       layer: id,
+      log,
       hint: content.index.prefetch,
       payloadEnd: content.payloadEnd,
       loader,
@@ -100,6 +104,8 @@ export class EngineLayer {
     const verdicts = store.verdicts;
     this.background = new BackgroundFetch({
       layer: id,
+      log,
+      metrics,
       blobDigest: params.blobDigest,
       diffID: params.diffID,
       ...(content.format === 'zstd:chunked' && { rebuild: () => zstdRebuildPlan(content, id) }),
@@ -115,7 +121,7 @@ export class EngineLayer {
         remember: () => verdicts.record(identity),
       }),
     }, opts.background, (state, reason) => this.status.followBackground(state, reason));
-    this.status = new LayerStatus(id, params.fetcher.size);
+    this.status = new LayerStatus(id, params.fetcher.size, metrics);
   }
 
   get size(): number {

@@ -1,5 +1,5 @@
 import type { PrefetchHint } from '../estargz/layer-index.js';
-import { logger } from '../log/logger.js';
+import type { Logger } from '../log/logger.js';
 import type { ChunkLoader, ChunkWant } from './chunk-loader.js';
 
 /** The config's prefetch settings (`noprefetch`, `prefetch_size`, `prefetch_timeout_sec`). */
@@ -16,6 +16,7 @@ export interface PrefetchOptions {
 export interface PrefetchDeps {
   /** Label for logs. */
   layer: string;
+  log: Logger;
   /** The index's prefetch landmark, and where the chunk data ends (prefetch stays before it). */
   hint: PrefetchHint;
   payloadEnd: number;
@@ -68,10 +69,10 @@ export class Prefetch {
     const results = await Promise.race([all, new Promise<typeof timedOut>((r) => { timer = setTimeout(() => r(timedOut), this.opts.prefetchTimeoutMs); })]);
     clearTimeout(timer);
     if (results === timedOut) {
-      logger.warn({ layer: this.deps.layer, bytes: end, ms: this.opts.prefetchTimeoutMs }, 'prefetch is taking too long; no longer waiting for it (reads fetch on demand)');
+      this.deps.log.warn({ layer: this.deps.layer, bytes: end, ms: this.opts.prefetchTimeoutMs }, 'prefetch is taking too long; no longer waiting for it (reads fetch on demand)');
     } else {
       const failed = results.filter((r) => r.status === 'rejected');
-      logger.info({ layer: this.deps.layer, bytes: end, chunks: wants.length, failed: failed.length, ms: Math.round(performance.now() - started) }, 'prefetch done');
+      this.deps.log.info({ layer: this.deps.layer, bytes: end, chunks: wants.length, failed: failed.length, ms: Math.round(performance.now() - started) }, 'prefetch done');
     }
     this.deps.onEnd();
   }

@@ -1,5 +1,5 @@
+import type { Logger } from '../log/logger.js';
 import { isLayerError } from '../layers/errors.js';
-import { logger } from '../log/logger.js';
 import { BadNameError } from './names.js';
 
 /** Linux errno values, negated as FUSE answers them. */
@@ -31,18 +31,18 @@ export const readOnly = (): FsAnswer => new FsAnswer(Errno.EROFS);
  * arrive as LayerError (src/layers wraps them), so this room needs to know
  * none of those rooms' error types.
  */
-export function toErrno(err: unknown, op: string, path: string): number {
+export function toErrno(err: unknown, op: string, path: string, log: Logger): number {
   if (err instanceof FsAnswer) return err.errno;
   if (err instanceof BadNameError) {
-    logger.debug({ op, path, err: err.message }, 'bad store path');
+    log.debug({ op, path, err: err.message }, 'bad store path');
     return Errno.EINVAL;
   }
   if (isLayerError(err)) {
     // A resolution failure was logged where it happened (once per resolution, not per lookup).
-    if (err.stage === 'resolution') logger.debug({ op, path, ref: err.ref, digest: err.digest, code: err.code, err: err.message }, 'lookup of a layer that is not served');
-    else logger.error({ op, path, ref: err.ref, digest: err.digest, source: err.source, code: err.code, err: err.message }, 'FUSE request failed');
+    if (err.stage === 'resolution') log.debug({ op, path, ref: err.ref, digest: err.digest, code: err.code, err: err.message }, 'lookup of a layer that is not served');
+    else log.error({ op, path, ref: err.ref, digest: err.digest, source: err.source, code: err.code, err: err.message }, 'FUSE request failed');
     return Errno.EIO;
   }
-  logger.error({ op, path, err: (err as Error)?.stack ?? String(err) }, 'FUSE request failed unexpectedly');
+  log.error({ op, path, err: (err as Error)?.stack ?? String(err) }, 'FUSE request failed unexpectedly');
   return Errno.EIO;
 }

@@ -1,5 +1,5 @@
 import type { ResolvedLayer } from '../layers/resolver.js';
-import { logger } from '../log/logger.js';
+import type { Logger } from '../log/logger.js';
 
 /** containers/storage's compression enum (pkg/archive): 2 is gzip, 4 zstd. */
 const COMPRESSION = { estargz: 2, 'zstd:chunked': 4 } as const;
@@ -18,10 +18,10 @@ const COMPRESSION = { estargz: 2, 'zstd:chunked': 4 } as const;
  * tar-split as diff-size (no annotation needed). `compression` is what
  * c/storage decompresses the `blob` file with when it exports the layer.
  */
-export function layerInfo(l: ResolvedLayer): Buffer {
+export function layerInfo(l: ResolvedLayer, log: Logger): Buffer {
   const compression = COMPRESSION[l.format];
   if (l.uncompressedSize === undefined) {
-    logger.warn({ ref: l.refString, digest: l.descriptor.digest }, 'layer has no io.containers.estargz.uncompressed-size annotation; info has no diff-size, so exporting it may fail');
+    log.warn({ ref: l.refString, digest: l.descriptor.digest }, 'layer has no io.containers.estargz.uncompressed-size annotation; info has no diff-size, so exporting it may fail');
   }
   const info = l.keyedBy === 'layer'
     ? {

@@ -1,3 +1,5 @@
+import type { Logger } from '../log/logger.js';
+import type { Telemetry } from '../metrics/telemetry.js';
 import { execFile } from 'node:child_process';
 import { mkdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -5,8 +7,6 @@ import { promisify } from 'node:util';
 import { loadAddon } from '../fuse/native.js';
 import { FuseError, type OpName } from '../fuse/protocol.js';
 import type { Awaitable, FuseOperations } from '../fuse/types.js';
-import { logger } from '../log/logger.js';
-import { fuseOpDuration, fuseOpErrors, unexpectedErrors } from '../metrics/registry.js';
 import { Errno, FsAnswer, errnoName, toErrno } from './errno.js';
 import type { StoreFs } from './store-fs.js';
 
@@ -19,6 +19,8 @@ const MNT_DETACH = 2;
 
 /** How the store's operations are bounded and noted (the mount itself is the keeper's: src/daemon/daemon.ts). */
 export interface StoreOpOptions {
+  /** The store process's logger and metrics (fuse_op_duration_seconds, fuse_op_errors_total). */
+  telemetry: Telemetry;
   /** Longest a read may take before the kernel gets ETIMEDOUT: slow but progressing reads must not be cut. */
   readTimeoutMs?: number;
   /** Longest any other request may take (lookups resolve layers: bounded by the resolver's own timeout). */
@@ -68,13 +70,13 @@ async function detach(path: string): Promise<void> {
  * unmounted; a mountpoint that a live store (or anything else) serves is
  * refused with a message.
  */
-export async function prepareMountpoint(mountpoint: string): Promise<void> {
+export async function prepareMountpoint(mountpoint: string, log: Logger): Promise<void> {
   const fstype = await mountAt(mountpoint);
   if (fstype !== undefined) {
     if (await mountAnswers(mountpoint)) {
       throw new Error(`${mountpoint} is already mounted (${fstype}) and answering: another store is serving it; stop it first`);
     }
-    logger.warn({ mountpoint, fstype }, 'cleaning a stale mount left by a store that did not unmount');
+    log.warn({ mountpoint, fstype }, 'cleaning a stale mount left by a store that did not unmount');
     await detach(mountpoint);
   }
   await mkdir(mountpoint, { recursive: true });
@@ -100,15 +102,15 @@ const isPromise = <T>(v: Awaitable<T>): v is Promise<T> => typeof (v as Promise<
  * are ready are given synchronously; one that waits is bounded in time
  * (ETIMEDOUT), so that a request never hangs in the kernel.
  */
-export function storeOperations(fs: StoreFs, opts: StoreOpOptions = {}): FuseOperations {
-  const activity = opts.activity;
+export function storeOperations(fs: StoreFs, opts: StoreOpOptions): FuseOperations {
+  const { activity, telemetry: { log, metrics } } = opts;
   const wrap = <A extends unknown[], T>(op: string, timeoutMs: number, describe: (args: A) => string, fn: (...args: A) => Awaitable<T>) => {
     // The op's histogram child, found once: observe({ op }) would hash the labels on every request (several µs on a path that costs tens).
-    const duration = fuseOpDuration.labels({ op });
+    const duration = metrics.fuseOpDuration.labels({ op });
     const failed = (err: unknown, started: number, args: A): FuseError => {
       duration.observe((performance.now() - started) / 1000);
-      const errno = toErrno(err, op, describe(args));
-      if (errno !== Errno.ENOENT) fuseOpErrors.inc({ op, errno: errnoName(errno) });
+      const errno = toErrno(err, op, describe(args), log);
+      if (errno !== Errno.ENOENT) metrics.fuseOpErrors.inc({ op, errno: errnoName(errno) });
       return new FuseError(-errno, errnoName(errno));
     };
     return (...args: A): Awaitable<T> => {
@@ -127,7 +129,7 @@ export function storeOperations(fs: StoreFs, opts: StoreOpOptions = {}): FuseOpe
       let timer: NodeJS.Timeout | undefined;
       const timeout = new Promise<never>((_, reject) => {
         timer = setTimeout(() => {
-          logger.warn({ op, path: describe(args), ms: timeoutMs }, 'FUSE request unanswered in time; answered ETIMEDOUT');
+          log.warn({ op, path: describe(args), ms: timeoutMs }, 'FUSE request unanswered in time; answered ETIMEDOUT');
           reject(new FsAnswer(Errno.ETIMEDOUT));
         }, timeoutMs);
       });
@@ -167,11 +169,13 @@ export function storeOperations(fs: StoreFs, opts: StoreOpOptions = {}): FuseOpe
   };
 }
 
-/** A handler threw something that is not an errno: a bug in the store, logged like the last-resort handler does. */
-export function onHandlerError(err: unknown, op: OpName | number): void {
-  if (err instanceof FuseError) return; // an EIO the store chose (and logged)
-  unexpectedErrors.inc({ kind: 'fuse_handler' });
-  logger.error({ op, err: err instanceof Error ? err.stack : String(err) }, 'BUG: a FUSE request failed unexpectedly; answered EIO, the store keeps serving');
+/** What the session calls when a handler threw something that is not an errno: a bug in the store, logged like the last-resort handler does. */
+export function handlerErrorReporter({ log, metrics }: Telemetry): (err: unknown, op: OpName | number) => void {
+  return (err, op) => {
+    if (err instanceof FuseError) return; // an EIO the store chose (and logged)
+    metrics.unexpectedErrors.inc({ kind: 'fuse_handler' });
+    log.error({ op, err: err instanceof Error ? err.stack : String(err) }, 'BUG: a FUSE request failed unexpectedly; answered EIO, the store keeps serving');
+  };
 }
 
 /** A store mounted by the process that serves it (no keeper). */
@@ -185,11 +189,12 @@ export interface InProcessMount {
  * private mounts such as `image optimize`'s recording store, which a restart
  * never outlives. `estargz-store mount` goes through the keeper instead.
  */
-export async function mountInProcess(fs: StoreFs, mountpoint: string, opts: StoreOpOptions = {}): Promise<InProcessMount> {
+export async function mountInProcess(fs: StoreFs, mountpoint: string, opts: StoreOpOptions): Promise<InProcessMount> {
+  const { log } = opts.telemetry;
   await checkFuseAvailable();
-  await prepareMountpoint(mountpoint);
+  await prepareMountpoint(mountpoint, log);
   const { FuseSession } = await import('../fuse/session.js');
-  const session = await FuseSession.mount(storeOperations(fs, opts), { mountpoint, fsname: FS_NAME, subtype: FS_NAME, allowOther: true }, { readdirplus: true, onError: onHandlerError });
+  const session = await FuseSession.mount(storeOperations(fs, opts), { mountpoint, fsname: FS_NAME, subtype: FS_NAME, allowOther: true }, { readdirplus: true, onError: handlerErrorReporter(opts.telemetry) });
   let unmounted = false;
   return {
     mountpoint,
@@ -197,7 +202,7 @@ export async function mountInProcess(fs: StoreFs, mountpoint: string, opts: Stor
       if (unmounted) return;
       unmounted = true;
       await session.close();
-      if (await mountAt(mountpoint)) await detach(mountpoint).catch((err: Error) => logger.warn({ mountpoint, err: err.message }, 'unmount failed'));
+      if (await mountAt(mountpoint)) await detach(mountpoint).catch((err: Error) => log.warn({ mountpoint, err: err.message }, 'unmount failed'));
     },
   };
 }

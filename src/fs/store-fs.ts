@@ -1,3 +1,4 @@
+import type { Logger } from '../log/logger.js';
 import { LayerKey } from '../layers/key.js';
 import { referenceText, type ImageReference } from '../layers/names.js';
 import type { LayerManager } from '../layers/manager.js';
@@ -5,7 +6,6 @@ import type { ResolvedLayer } from '../layers/resolver.js';
 import type { LayerNode } from '../engine/layer-files.js';
 import { MIN_DIRENTPLUS } from '../fuse/protocol.js';
 import type { Attr, AttrReply, Awaitable, DirEntryPlus, Entry, Notifier, StatFs } from '../fuse/types.js';
-import { logger } from '../log/logger.js';
 import { DiffView, type ViewEntry } from './diff-view.js';
 import { Errno, FsAnswer, notFound, readOnly } from './errno.js';
 import { layerInfo } from './info.js';
@@ -117,11 +117,13 @@ export class StoreFs {
    * crashes cannot export it.
    */
   onStateChange: (() => void) | undefined;
+  private readonly log: Logger;
   /** Layers whose failure to resolve again was logged, so a layer's many ids make one line per failure. */
   private readonly reportedFailures = new WeakSet<object>();
 
   /** `slotBits` below 21 only for tests (collisions on purpose). */
-  constructor(private readonly resolver: LayerManager, opts: { slotBits?: number; onStateChange?: () => void } = {}) {
+  constructor(private readonly resolver: LayerManager, opts: { log: Logger; slotBits?: number; onStateChange?: () => void }) {
+    this.log = opts.log;
     this.ids = new NodeIdTable(opts.slotBits);
     this.onStateChange = opts.onStateChange;
   }
@@ -309,7 +311,7 @@ export class StoreFs {
     return this.resolver.resolve(key).then((resolved) => {
       let s = this.views.get(resolved);
       if (!s) {
-        s = { resolved, view: new DiffView(resolved.content.index), info: layerInfo(resolved) };
+        s = { resolved, view: new DiffView(resolved.content.index), info: layerInfo(resolved, this.log) };
         this.views.set(resolved, s);
         this.listingsChanged();
       }
@@ -337,7 +339,7 @@ export class StoreFs {
       const seen = typeof err === 'object' && err !== null;
       if (!seen || !this.reportedFailures.has(err)) {
         if (seen) this.reportedFailures.add(err);
-        logger.error({ ref: referenceText(rec.ref), layer: rec.digest, err: (err as Error)?.message ?? String(err) }, 'a layer the kernel holds files of cannot be resolved again; its files answer EIO until it can');
+        this.log.error({ ref: referenceText(rec.ref), layer: rec.digest, err: (err as Error)?.message ?? String(err) }, 'a layer the kernel holds files of cannot be resolved again; its files answer EIO until it can');
       }
       throw err;
     });
@@ -464,9 +466,9 @@ export class StoreFs {
     const digestAtTop = /^\/sha256:[0-9a-f]{64}$/.test(path);
     if (digestAtTop && !this.warnedDigestAtTop) {
       this.warnedDigestAtTop = true;
-      logger.warn({ path }, 'a layer digest was looked up at the top of the store: containers/storage must name the store with ":ref" (additionallayerstores = ["<mnt>:ref"])');
+      this.log.warn({ path }, 'a layer digest was looked up at the top of the store: containers/storage must name the store with ":ref" (additionallayerstores = ["<mnt>:ref"])');
     } else {
-      logger.debug({ path, err: err.message }, 'lookup of a name that cannot be in the store');
+      this.log.debug({ path, err: err.message }, 'lookup of a name that cannot be in the store');
     }
   }
 
@@ -585,7 +587,7 @@ export class StoreFs {
   private checkLength(id: number, data: Buffer, offset: number, size: number, fileSize: number): Buffer {
     const want = Math.max(0, Math.min(size, fileSize - offset));
     if (data.length !== want) {
-      logger.error({ path: this.describe(id), offset, size, fileSize, got: data.length }, 'BUG: a read came out shorter than asked before the end of the file; answered EIO');
+      this.log.error({ path: this.describe(id), offset, size, fileSize, got: data.length }, 'BUG: a read came out shorter than asked before the end of the file; answered EIO');
       throw new FsAnswer(Errno.EIO);
     }
     return data;

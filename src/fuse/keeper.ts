@@ -16,7 +16,7 @@ import { readFile, statfs } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { logger as rootLogger, type Logger } from '../log/logger.js';
+import type { Logger } from '../log/logger.js';
 import type { FromServer, OrphanRef, StartReason, ToServer } from './keeper-protocol.js';
 import { unmountConnection, type MountParams } from './mount.js';
 import { loadAddon, type FuseAddon } from './native.js';
@@ -38,7 +38,7 @@ export interface KeeperOptions {
   readyTimeoutMs?: number;
   /** A detached server still holding requests after this long is killed; its successor answers them (default 60 s). */
   drainTimeoutMs?: number;
-  logger?: Logger;
+  logger: Logger;
 }
 
 export interface KeeperStatus {
@@ -153,14 +153,14 @@ export class Keeper {
     readonly mountpoint: string,
     private readonly opts: KeeperOptions,
   ) {
-    this.log = (opts.logger ?? rootLogger).child({ mountpoint });
+    this.log = opts.logger.child({ mountpoint });
   }
 
   /** Cleans a stale mount, mounts, answers INIT and starts the first server; resolves once it serves. */
   static async start(opts: KeeperOptions): Promise<Keeper> {
     const addon = loadAddon();
     const mountpoint = resolve(opts.mount.mountpoint);
-    const log = opts.logger ?? rootLogger;
+    const log = opts.logger;
     await cleanStaleMount(addon, mountpoint, log);
     const journal = addon.createJournal(opts.journalSlots ?? 1024);
     let mounted: { fd: number; negotiated: Negotiated };

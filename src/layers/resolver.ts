@@ -1,8 +1,8 @@
+import type { Logger } from '../log/logger.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { EstargzError, isEstargzError } from '../estargz/errors.js';
 import { openEstargz, type EstargzBlob } from '../estargz/open.js';
 import { TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION } from '../estargz/toc.js';
-import { logger } from '../log/logger.js';
 import type { RangedSource } from '../estargz/source.js';
 import { RemoteBlob } from '../registry/blob.js';
 import type { RegistryClient } from '../registry/client.js';
@@ -84,14 +84,14 @@ const TOC_READ_ATTEMPTS = 3;
  * for a fault of that fetch (a flipped or shifted range) and read again;
  * only a repeat refuses the layer.
  */
-async function openTrusted(blob: RemoteBlob, tocDigest: string | undefined): Promise<EstargzBlob> {
+async function openTrusted(blob: RemoteBlob, tocDigest: string | undefined, log: Logger): Promise<EstargzBlob> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await openEstargz(measured(blob), tocDigest ? { tocDigest } : {});
     } catch (err) {
       const refetchable = tocDigest !== undefined && isEstargzError(err) && (err.code === 'TOC_DIGEST_MISMATCH' || err.code === 'INVALID_TOC' || err.code === 'NOT_ESTARGZ');
       if (!refetchable || attempt >= TOC_READ_ATTEMPTS) throw err;
-      logger.warn({ attempt, err: (err as Error).message }, 'footer or TOC did not check out; reading it again');
+      log.warn({ attempt, err: (err as Error).message }, 'footer or TOC did not check out; reading it again');
       await sleep(100 * 2 ** (attempt - 1));
     }
   }
@@ -103,14 +103,14 @@ async function openTrusted(blob: RemoteBlob, tocDigest: string | undefined): Pro
  * tar-split that does not check out is first taken for a fault of that
  * fetch and read again; only a repeat refuses the layer.
  */
-async function openZstdTrusted(blob: RemoteBlob, annotations: Readonly<Record<string, string>> | undefined): Promise<ZstdChunkedBlob> {
+async function openZstdTrusted(blob: RemoteBlob, annotations: Readonly<Record<string, string>> | undefined, log: Logger): Promise<ZstdChunkedBlob> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await openZstdChunked(measured(blob), annotations, { checkTarSplit: checkTarSplitInWorker });
     } catch (err) {
       const refetchable = isZstdChunkedError(err) && ['MANIFEST_DIGEST_MISMATCH', 'TARSPLIT_DIGEST_MISMATCH', 'INVALID_FOOTER'].includes(err.code);
       if (!refetchable || attempt >= TOC_READ_ATTEMPTS) throw err;
-      logger.warn({ attempt, err: (err as Error).message }, 'zstd:chunked manifest or tar-split did not check out; reading it again');
+      log.warn({ attempt, err: (err as Error).message }, 'zstd:chunked manifest or tar-split did not check out; reading it again');
       await sleep(100 * 2 ** (attempt - 1));
     }
   }
@@ -129,7 +129,7 @@ const GZIP_LAYER_TYPES = new Set<string>([MediaType.ociLayerGzip, MediaType.dock
 export class LayerResolver implements LayerOpener {
   private readonly images: ImageResolver;
 
-  constructor(private readonly client: RegistryClient, private readonly engine: Engine, private readonly opts: ResolverOptions = DEFAULT_RESOLVER) {
+  constructor(private readonly client: RegistryClient, private readonly engine: Engine, private readonly log: Logger, private readonly opts: ResolverOptions = DEFAULT_RESOLVER) {
     this.images = new ImageResolver(client, opts.manifestTtlMs);
   }
 
@@ -144,10 +144,10 @@ export class LayerResolver implements LayerOpener {
         this.resolveSteps(key, abort.signal),
         new Promise<never>((_, reject) => abort.signal.addEventListener('abort', () => reject(new RegistryError('TIMEOUT', `resolving ${refString} ${digest}: ${(abort.signal.reason as Error).message}`)))),
       ]);
-      logger.info({ ref: refString, digest, result: 'ok', keyedBy: result.layer.keyedBy, ms: Math.round(performance.now() - started), size: result.layer.blobSize }, 'layer resolved');
+      this.log.info({ ref: refString, digest, result: 'ok', keyedBy: result.layer.keyedBy, ms: Math.round(performance.now() - started), size: result.layer.blobSize }, 'layer resolved');
       return result;
     } catch (err) {
-      logger.warn({ ref: refString, digest, result: 'failed', ms: Math.round(performance.now() - started), err: (err as Error).message }, 'layer not resolved; containers/storage falls back to a normal pull');
+      this.log.warn({ ref: refString, digest, result: 'failed', ms: Math.round(performance.now() - started), err: (err as Error).message }, 'layer not resolved; containers/storage falls back to a normal pull');
       throw err;
     } finally {
       clearTimeout(timer);
@@ -183,7 +183,7 @@ export class LayerResolver implements LayerOpener {
     }
     const repo = { registry: ref.registry, repository: ref.repository };
     const blob = await RemoteBlob.open(this.client, repo, descriptor.digest, { expectedSize: descriptor.size, signal, singleRangeOnly: this.opts.singleRangeOnly });
-    const estargz = await openTrusted(blob, tocDigest);
+    const estargz = await openTrusted(blob, tocDigest, this.log);
     const diffIDs = (await config).config.rootfs.diff_ids;
     if (layers.length !== diffIDs.length) {
       throw new RegistryError('PROTOCOL', `${refString}: ${layers.length} layers but ${diffIDs.length} diff_ids in the config`);
@@ -210,7 +210,7 @@ export class LayerResolver implements LayerOpener {
     const layer = this.engine.openLayer({ id: descriptor.digest.slice(7, 19), blobDigest: descriptor.digest, diffID, fetcher: blob, content });
     // Prefetch settles each chunk's load itself and logs the outcome, so this only meets the unexpected; either
     // way reads go on: a chunk prefetch did not get is fetched (and its failure reported) by the read that needs it.
-    void layer.prefetch().catch((err: unknown) => logger.warn({ layer: descriptor.digest, err: (err as Error).message }, 'prefetch failed; reads fetch on demand'));
+    void layer.prefetch().catch((err: unknown) => this.log.warn({ layer: descriptor.digest, err: (err as Error).message }, 'prefetch failed; reads fetch on demand'));
     layer.startBackgroundFetch();
     return layer;
   }
@@ -237,7 +237,7 @@ export class LayerResolver implements LayerOpener {
     const blob = await RemoteBlob.open(this.client, repo, descriptor.digest, { expectedSize: descriptor.size, signal, singleRangeOnly: this.opts.singleRangeOnly });
     let zstd: ZstdChunkedBlob;
     try {
-      zstd = await openZstdTrusted(blob, descriptor.annotations);
+      zstd = await openZstdTrusted(blob, descriptor.annotations, this.log);
     } catch (err) {
       if (!isZstdChunkedError(err)) throw err;
       throw new Error(`${what} refused: ${err.message}`, { cause: err });

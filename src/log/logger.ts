@@ -1,23 +1,28 @@
 import { destination, pino, type Logger } from 'pino';
 
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+
 /**
- * Structured JSON logs for the whole process (pino). Credentials never go
- * into a log line: the paths below are redacted in case an object carrying
- * them is logged by mistake.
+ * A structured JSON logger (pino) writing to stderr (stdout carries command
+ * output). Each process creates one (the CLI, the keeper, the store process)
+ * and passes it down. Credentials never go into a log line: the paths below
+ * are redacted in case an object carrying them is logged by mistake.
+ *
+ * `level` is usually `ESTARGZ_LOG_LEVEL`; a value that is not a level is
+ * reported in a warning and `fallback` is used.
  */
-const LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
-const envLevel = process.env.ESTARGZ_LOG_LEVEL;
-const level = envLevel && LEVELS.includes(envLevel) ? envLevel : 'info';
-
-export const logger: Logger = pino({
-  level,
-  base: { pid: process.pid },
-  redact: {
-    paths: ['password', '*.password', 'authorization', '*.authorization', 'headers.authorization', 'token', '*.token', 'identityToken', '*.identityToken'],
-    censor: '[redacted]',
-  },
-}, destination({ fd: 2, sync: false })); // stderr: stdout carries command output
-
-if (envLevel && level !== envLevel) logger.warn(`ESTARGZ_LOG_LEVEL=${envLevel} is not one of ${LEVELS.join(', ')}; using info`);
+export function createLogger(level: string | undefined, fallback: Logger['level'] = 'info'): Logger {
+  const valid = level !== undefined && (LOG_LEVELS as readonly string[]).includes(level);
+  const logger = pino({
+    level: valid ? level : fallback,
+    base: { pid: process.pid },
+    redact: {
+      paths: ['password', '*.password', 'authorization', '*.authorization', 'headers.authorization', 'token', '*.token', 'identityToken', '*.identityToken'],
+      censor: '[redacted]',
+    },
+  }, destination({ fd: 2, sync: false }));
+  if (level && !valid) logger.warn(`ESTARGZ_LOG_LEVEL=${level} is not one of ${LOG_LEVELS.join(', ')}; using ${fallback}`);
+  return logger;
+}
 
 export type { Logger };

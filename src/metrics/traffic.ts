@@ -1,5 +1,5 @@
 import type { RegistryTraffic } from '../registry/traffic.js';
-import { fetchDuration, registryBytes, registryRangeSplits, registryRequests, registryRetries } from './registry.js';
+import type { StoreMetrics } from './store-metrics.js';
 
 /**
  * The registry traffic hook that feeds the Prometheus metrics (the daemon
@@ -8,19 +8,19 @@ import { fetchDuration, registryBytes, registryRangeSplits, registryRequests, re
  * operation. Every labelled request is counted here and nowhere else (the
  * resolver labels its footer and TOC reads 'footer' and 'toc').
  */
-export function trafficMetrics(): RegistryTraffic {
+export function trafficMetrics(m: StoreMetrics): RegistryTraffic {
   return {
     request(r) {
       if (!r.operation) return;
-      registryRequests.inc({ operation: r.operation });
-      fetchDuration.observe({ operation: r.operation }, r.seconds);
-      if (r.bytes > 0) registryBytes.inc({ operation: r.operation }, r.bytes);
+      m.registryRequests.inc({ operation: r.operation });
+      m.fetchDuration.observe({ operation: r.operation }, r.seconds);
+      if (r.bytes > 0) m.registryBytes.inc({ operation: r.operation }, r.bytes);
     },
     retry(r) {
-      if (r.operation) registryRetries.inc({ operation: r.operation, reason: r.reason });
+      if (r.operation) m.registryRetries.inc({ operation: r.operation, reason: r.reason });
     },
     rangeSplit(r) {
-      if (r.operation) registryRangeSplits.inc({ operation: r.operation, reason: r.reason });
+      if (r.operation) m.registryRangeSplits.inc({ operation: r.operation, reason: r.reason });
     },
   };
 }

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { convertImage, type ImageConvertOptions, type ImageConvertResult } from '../convert/image-convert.js';
 import { DEFAULT_CONFIG } from '../daemon/config.js';
+import type { Telemetry } from '../metrics/telemetry.js';
 import { CredentialChain, defaultAuthFiles } from '../registry/auth/credentials.js';
 import type { RegistryClient } from '../registry/client.js';
 import type { ResolverConfig } from '../registry/hosts.js';
@@ -15,6 +16,8 @@ import { formatList } from './list-file.js';
 import { ReadRecorder } from './recorder.js';
 
 export interface OptimizeOptions {
+  /** Logger and metrics of the recording store this command runs in-process. */
+  telemetry: Telemetry;
   /** Replaces the image's command (its entrypoint stays), like arguments after the image to `podman run`. */
   cmd?: string[];
   /** `podman run --env` values (KEY=VALUE). */
@@ -166,9 +169,10 @@ async function steps(client: RegistryClient, src: ImageReference, dst: ImageRefe
   const store = await step(buildStore({
     config: { ...DEFAULT_CONFIG, no_background_fetch: true, resolver: { ...DEFAULT_CONFIG.resolver, ...opts.resolver } },
     root: join(started.work, 'store-root'),
+    telemetry: opts.telemetry,
   }));
   store.fs.onRead = (_ref, digest, path) => recorder.note(digest, path);
-  const mounted = await step(mountInProcess(store.fs, mnt, { activity: store.engine.activity })).catch(async (err: unknown) => {
+  const mounted = await step(mountInProcess(store.fs, mnt, { telemetry: opts.telemetry, activity: store.engine.activity })).catch(async (err: unknown) => {
     await store.close();
     throw err;
   });

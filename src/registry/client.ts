@@ -1,8 +1,8 @@
+import type { Logger } from '../log/logger.js';
 import { SingleRangeHosts } from './range-mode.js';
 import { Authorizer } from './auth/authorizer.js';
 import { parseChallenge, type Challenge } from './auth/challenge.js';
 import { CredentialChain, RuntimeCredentials, defaultAuthFiles, type CredentialSource } from './auth/credentials.js';
-import { logger } from '../log/logger.js';
 import { EndpointHealth, type BackoffPolicy, type Verdict } from './endpoint-health.js';
 import { RegistryError, isRegistryError } from './errors.js';
 import { endpointKey, endpointUrl, endpointsFor, type Endpoint, type ResolverConfig } from './hosts.js';
@@ -38,6 +38,8 @@ export interface CallContext {
 }
 
 export interface RegistryClientOptions {
+  /** Where mirror outages are reported. */
+  log: Logger;
   resolver?: ResolverConfig;
   credentials?: CredentialSource;
   retry?: RetryPolicy;
@@ -70,13 +72,15 @@ export class RegistryClient {
   /** Hosts that get single-range requests for a while (see SingleRangeHosts). */
   readonly singleRangeHosts = new SingleRangeHosts();
   private readonly authorizer: Authorizer;
+  private readonly log: Logger;
   private readonly endpointCache = new Map<string, Endpoint[]>();
   /** Mirrors that failed lately, skipped for a while; the origin is never skipped. */
   readonly mirrorHealth: EndpointHealth;
   /** Where this client's requests, retries and range splits are reported (RemoteBlob reports through it too). */
   readonly traffic: RegistryTraffic;
 
-  constructor(private readonly opts: RegistryClientOptions = {}) {
+  constructor(private readonly opts: RegistryClientOptions) {
+    this.log = opts.log;
     this.traffic = opts.traffic ?? NO_TRAFFIC;
     this.transport = opts.transport ?? new Transport(opts.retry ?? DEFAULT_RETRY);
     this.mirrorHealth = new EndpointHealth(opts.mirrorBackoff, opts.now);
@@ -124,9 +128,9 @@ export class RegistryClient {
       } finally {
         const backoffMs = this.mirrorHealth.report(key, verdict);
         if (backoffMs !== undefined) {
-          logger.warn({ mirror: key, registry: repo.registry, err: (lastError as Error)?.message, skipMs: backoffMs }, 'mirror unavailable; using the next host and skipping this mirror for a while');
+          this.log.warn({ mirror: key, registry: repo.registry, err: (lastError as Error)?.message, skipMs: backoffMs }, 'mirror unavailable; using the next host and skipping this mirror for a while');
         } else if (wasDown && verdict === 'up') {
-          logger.info({ mirror: key, registry: repo.registry }, 'mirror available again');
+          this.log.info({ mirror: key, registry: repo.registry }, 'mirror available again');
         }
       }
     }

@@ -1,4 +1,4 @@
-import type { FetchOperation } from '../metrics/registry.js';
+import type { FetchOperation } from '../metrics/store-metrics.js';
 
 /** What a registry request was made for (the metrics' `operation` label). */
 export type RegistryOperation = FetchOperation;

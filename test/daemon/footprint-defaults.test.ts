@@ -3,6 +3,7 @@ import { describe, test } from 'node:test';
 import { DEFAULT_CONFIG, buildConfig, engineOptions } from '../../src/daemon/config.js';
 import { STORE_PROCESS_FLAGS, storeProcessFlags } from '../../src/daemon/store-process-flags.js';
 import { DecodePool } from '../../src/engine/decode-pool.js';
+import { testTelemetry } from '../../testkit/telemetry.js';
 
 describe('memory defaults of the store process', () => {
   test('node flags: the defaults, replaced (or emptied) by ESTARGZ_STORE_NODE_FLAGS', () => {
@@ -25,8 +26,8 @@ describe('memory defaults of the store process', () => {
   });
 
   test('decode pool: idle workers at most its threads; background tasks wait while all workers but one are busy with them, a foreground task does not', async () => {
-    assert.equal(new DecodePool({ threads: 0, idleThreads: 3 }).idleThreads, 0);
-    const pool = new DecodePool({ threads: 2, idleThreads: 1 });
+    assert.equal(new DecodePool(testTelemetry(), { threads: 0, idleThreads: 3 }).idleThreads, 0);
+    const pool = new DecodePool(testTelemetry(), { threads: 2, idleThreads: 1 });
     try {
       assert.equal(pool.idleThreads, 1);
       // Empty batches: a worker answers them at once.

@@ -9,6 +9,7 @@ import { decodeChunk } from '../../src/estargz/chunk.js';
 import { openEstargz } from '../../src/estargz/open.js';
 import { BufferSource } from '../../src/estargz/source.js';
 import { tocOnlyBlob } from '../../src/estargz/writer/toc-only-blob.js';
+import { testLog, testTelemetry } from '../../testkit/telemetry.js';
 
 const ZERO_DIGEST = `sha256:${'0'.repeat(64)}`;
 
@@ -30,9 +31,9 @@ describe('start-up warm-up', () => {
   });
 
   test('warmUp runs every step, and the engine decodes afterwards', async () => {
-    const engine = await Engine.create(engineOptions(DEFAULT_CONFIG, { poolThreads: 2 }));
+    const engine = await Engine.create(engineOptions(DEFAULT_CONFIG, { poolThreads: 2 }), testTelemetry());
     try {
-      await warmUp(engine);
+      await warmUp(engine, testLog());
       const plain = Buffer.from('after the warm-up');
       const member = gzipSync(plain);
       const digest = `sha256:${createHash('sha256').update(plain).digest('hex')}`;

@@ -47,6 +47,7 @@ import {
 import { pythonImageLayers } from '../../testkit/python-image.js';
 import { basicAuth, startRegistry, type Registry } from '../../testkit/registry.js';
 import { startStore, type RunningStore } from '../../testkit/store.js';
+import { testLog, testTelemetry } from '../../testkit/telemetry.js';
 
 const run = promisify(execFile);
 const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
@@ -191,8 +192,8 @@ describe('podman 5.4 with the store as an additional layer store', () => {
     const res = await fetch(`${reg.url}/v2/p5/zstd/manifests/python`, { headers: { accept: 'application/vnd.oci.image.manifest.v1+json' } });
     const manifest = await res.json() as { config: { digest: string }; layers: ManifestLayer[] };
     const config = await (await fetch(`${reg.url}/v2/p5/zstd/blobs/${manifest.config.digest}`)).json() as { rootfs: { diff_ids: string[] } };
-    const client = new RegistryClient({ retry: { maxRetries: 2, minWaitMs: 5, maxWaitMs: 100 }, credentials: { name: 'none', lookup: async () => undefined } });
-    const engine = await Engine.create(engineOptions(DEFAULT_CONFIG, { fetch: { noPrefetch: true, background: { idleMs: 0, maxRuns: 1, maxWholeFailures: 1 } } }));
+    const client = new RegistryClient({ log: testLog(), retry: { maxRetries: 2, minWaitMs: 5, maxWaitMs: 100 }, credentials: { name: 'none', lookup: async () => undefined } });
+    const engine = await Engine.create(engineOptions(DEFAULT_CONFIG, { fetch: { noPrefetch: true, background: { idleMs: 0, maxRuns: 1, maxWholeFailures: 1 } } }), testTelemetry());
     try {
       for (const [i, l] of manifest.layers.entries()) {
         const blob = await RemoteBlob.open(client, { registry: reg.host, repository: 'p5/zstd' }, l.digest, { expectedSize: l.size });

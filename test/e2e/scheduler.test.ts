@@ -20,6 +20,7 @@ import { makeLayerTar, randomBytes, type SpecEntry } from '../../testkit/layer-t
 import { startFaultProxy } from '../../testkit/fault-proxy.js';
 import { pushBlob, startRegistry, type Registry } from '../../testkit/registry.js';
 import { writeZstdChunked } from '../../testkit/zstd-chunked-writer.js';
+import { testLog, testTelemetry } from '../../testkit/telemetry.js';
 
 const sha = (b: Uint8Array): string => 'sha256:' + createHash('sha256').update(b).digest('hex');
 
@@ -69,7 +70,7 @@ describe('whole-layer check: no byte fetched twice, a passed check remembered', 
 
   before(async () => {
     reg = await startRegistry();
-    client = new RegistryClient({ traffic, retry: { maxRetries: 2, minWaitMs: 5, maxWaitMs: 100 }, credentials: { name: 'none', lookup: async () => undefined } });
+    client = new RegistryClient({ log: testLog(), traffic, retry: { maxRetries: 2, minWaitMs: 5, maxWaitMs: 100 }, credentials: { name: 'none', lookup: async () => undefined } });
     const files = spec(11);
     const contents = new Map(files.filter((f) => f.type === 'file').map((f) => [f.name, f.content!]));
     const tar = await makeLayerTar(files);
@@ -97,7 +98,7 @@ describe('whole-layer check: no byte fetched twice, a passed check remembered', 
   function engineWith(cacheDir: string, background: Record<string, number> = {}): Promise<Engine> {
     // No read-ahead: the foreground fetches only what it reads, so the check has gaps to fill between readers' bytes.
     const overrides: EngineOverrides = { cacheDir, tuning: { readAheadChunks: 0, readAheadBytes: 0 }, fetch: { noPrefetch: true, background: { idleMs: 0, spanBytes: 256 << 10, runRetryWaitMs: 5, maxRuns: 1, maxWholeFailures: 1, ...background } } };
-    return Engine.create(engineOptions(DEFAULT_CONFIG, overrides));
+    return Engine.create(engineOptions(DEFAULT_CONFIG, overrides), testTelemetry());
   }
 
   async function open(engine: Engine, p: Pushed, host = reg.host): Promise<{ layer: EngineLayer; index: LayerIndex }> {
@@ -246,7 +247,7 @@ describe('whole-layer check: no byte fetched twice, a passed check remembered', 
       tuning: { readAheadChunks: 0, readAheadBytes: 0 },
       hostScheduler: { maxRequests: 3, reservedForeground: 1 },
       fetch: { noPrefetch: true, background: { idleMs: 0, spanBytes: 128 << 10, concurrency: 6, maxRuns: 1 } },
-    }));
+    }), testTelemetry());
     try {
       const { layer, index } = await open(engine, p, proxy.host);
       proxy.addFault({ kind: 'delay', ms: DELAY_MS, method: 'GET', times: Infinity });

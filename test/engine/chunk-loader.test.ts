@@ -7,7 +7,8 @@ import { ChunkLoader, DEFAULT_TUNING, type BlobFetcher, type ChunkWant, type Fet
 import { DecodePool } from '../../src/engine/decode-pool.js';
 import type { Chunk } from '../../src/estargz/layer-index.js';
 import { isEstargzError } from '../../src/estargz/errors.js';
-import type { FetchOperation } from '../../src/metrics/registry.js';
+import type { FetchOperation } from '../../src/metrics/store-metrics.js';
+import { testLog, testTelemetry } from '../../testkit/telemetry.js';
 
 const digestOf = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
@@ -58,10 +59,10 @@ class FakeSource implements BlobFetcher {
 const TUNING: FetchTuning = { ...DEFAULT_TUNING, mergeGapBytes: 1024, fetchTimeoutMs: 10_000, readAheadBytes: 0, readAheadMaxBytes: 0, verifyRetries: 2, verifyRetryWaitMs: 1 };
 
 describe('ChunkLoader against an in-process source', () => {
-  const pool = new DecodePool({ threads: 1 });
+  const pool = new DecodePool(testTelemetry(), { threads: 1 });
   after(() => pool.close());
   const loader = (source: BlobFetcher, tuning: Partial<FetchTuning> = {}, fetched: [number, number, FetchOperation][] = []) => new ChunkLoader({
-    fetcher: source, pool, memory: new MemoryChunkCache(64 << 20), disk: null, tuning: { ...TUNING, ...tuning }, layer: 'testlayer',
+    log: testLog(), metrics: testTelemetry().metrics, fetcher: source, pool, memory: new MemoryChunkCache(64 << 20, testTelemetry().metrics), disk: null, tuning: { ...TUNING, ...tuning }, layer: 'testlayer',
     onFetched: (o, e, op) => fetched.push([o, e, op]),
   });
   const wants = (chunks: Chunk[]): ChunkWant[] => chunks.map((chunk, i) => ({ chunk, path: `dir/file${i}` }));

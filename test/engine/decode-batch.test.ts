@@ -6,6 +6,7 @@ import { DecodePool } from '../../src/engine/decode-pool.js';
 import type { ChunkRef } from '../../src/estargz/chunk.js';
 import { decodeBatch } from '../../workers/decode-batch.js';
 import type { DecodeItem, DecodeSlice } from '../../workers/decode-types.js';
+import { testTelemetry } from '../../testkit/telemetry.js';
 
 /** One task's members back to back, each member one chunk of `plain`. */
 function task(plains: Buffer[], corrupt: Set<number> = new Set()): { buffer: ArrayBuffer; items: DecodeItem[] } {
@@ -56,7 +57,7 @@ test('decodeBatch: tiny chunks share one buffer, the others each have their own,
 });
 
 test('DecodePool: worker results are the verified chunks, per-chunk failures included', async () => {
-  const pool = new DecodePool({ threads: 1 });
+  const pool = new DecodePool(testTelemetry(), { threads: 1 });
   try {
     const plains = [randomBytes(1000), randomBytes(300 << 10), randomBytes(2000)];
     const { buffer, items } = task(plains, new Set([2]));

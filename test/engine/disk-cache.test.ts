@@ -9,11 +9,14 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { ActivityClock } from '../../src/engine/activity.js';
 import { DiskChunkCache } from '../../src/engine/cache/disk-cache.js';
-import { logger } from '../../src/log/logger.js';
-import { verificationFailures } from '../../src/metrics/registry.js';
+import { testTelemetry } from '../../testkit/telemetry.js';
+
+/** One logger and metrics for every store part this file builds, so the tests can read the counters back. */
+const telemetry = testTelemetry();
 
 const exec = promisify(execFile);
 const DISK_CACHE_URL = new URL('../../src/engine/cache/disk-cache.js', import.meta.url).href;
+const TELEMETRY_URL = new URL('../../testkit/telemetry.js', import.meta.url).href;
 
 const digestOf = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const exists = (p: string): Promise<boolean> => access(p).then(() => true, () => false);
@@ -39,7 +42,7 @@ describe('disk chunk cache: writes behind', () => {
 
   test('a queued chunk is served from the queue, written after the pause, and found again after a reopen', async () => {
     const dir = await newDir();
-    const cache = await DiskChunkCache.open(dir, 1 << 20);
+    const cache = await DiskChunkCache.open(dir, 1 << 20, telemetry);
     const bytes = randomBytes(4096);
     const digest = digestOf(bytes);
     const written = cache.put(digest, bytes);
@@ -48,13 +51,13 @@ describe('disk chunk cache: writes behind', () => {
     assert.equal(await exists(fileOf(dir, digest)), false, 'written during the burst');
     await written;
     assert.equal(await exists(fileOf(dir, digest)), true);
-    const reopened = await DiskChunkCache.open(dir, 1 << 20);
+    const reopened = await DiskChunkCache.open(dir, 1 << 20, telemetry);
     assert.deepEqual(await reopened.get(digest), bytes);
   });
 
   test('flush writes every queued chunk at once; a second put of the same chunk writes it once', async () => {
     const dir = await newDir();
-    const cache = await DiskChunkCache.open(dir, 1 << 20);
+    const cache = await DiskChunkCache.open(dir, 1 << 20, telemetry);
     const chunks = Array.from({ length: 20 }, () => randomBytes(1000));
     const puts = chunks.map((b) => cache.put(digestOf(b), b));
     puts.push(cache.put(digestOf(chunks[0]!), chunks[0]!));
@@ -66,7 +69,7 @@ describe('disk chunk cache: writes behind', () => {
 
   test('a flush that runs out of time drops the rest, answers every put, and the chunks can be queued again', async () => {
     const dir = await newDir();
-    const cache = await DiskChunkCache.open(dir, 1 << 20);
+    const cache = await DiskChunkCache.open(dir, 1 << 20, telemetry);
     const chunks = Array.from({ length: 50 }, () => randomBytes(1000));
     const puts = chunks.map((b) => cache.put(digestOf(b), b));
     await cache.flush(0);
@@ -81,7 +84,7 @@ describe('disk chunk cache: writes behind', () => {
 
 /** Failures counted under `verification_failures_total{what="disk_cache"}` so far. */
 async function diskCacheFailures(): Promise<number> {
-  const metric = await verificationFailures.get();
+  const metric = await telemetry.metrics.verificationFailures.get();
   return metric.values.find((v) => v.labels.what === 'disk_cache')?.value ?? 0;
 }
 
@@ -94,7 +97,7 @@ describe('disk chunk cache: the write-behind queue is bounded in bytes', () => {
     const busy = setInterval(() => activity.note(), 20);
     try {
       activity.note();
-      const cache = await DiskChunkCache.open(dir, 64 << 20, activity, { maxPendingBytes: 100 << 10 });
+      const cache = await DiskChunkCache.open(dir, 64 << 20, telemetry, activity, { maxPendingBytes: 100 << 10 });
       const chunks = Array.from({ length: 5 }, () => randomBytes(30 << 10));
       const puts = chunks.map((b) => cache.put(digestOf(b), b));
       // 150 KiB queued against a 100 KiB bound: the oldest go to disk until 50 KiB or less wait, while the store stays busy.
@@ -116,10 +119,10 @@ describe('disk chunk cache: damaged files are never served', () => {
   /** A cache holding `chunks` on disk (written, then reopened so they are served from files, not the queue). */
   const cacheWith = async (chunks: Buffer[]): Promise<{ dir: string; cache: DiskChunkCache }> => {
     const dir = await newDir();
-    const first = await DiskChunkCache.open(dir, 64 << 20);
+    const first = await DiskChunkCache.open(dir, 64 << 20, telemetry);
     for (const b of chunks) void first.put(digestOf(b), b);
     await first.flush();
-    return { dir, cache: await DiskChunkCache.open(dir, 64 << 20) };
+    return { dir, cache: await DiskChunkCache.open(dir, 64 << 20, telemetry) };
   };
   /** The damaged chunk is a miss, its file is gone, one failure is counted, and the chunk can be cached again. */
   const assertDropped = async (dir: string, cache: DiskChunkCache, bytes: Buffer, failuresBefore: number): Promise<void> => {
@@ -129,7 +132,7 @@ describe('disk chunk cache: damaged files are never served', () => {
     assert.equal(await diskCacheFailures(), failuresBefore + 1);
     assert.equal(cache.has(digest), false);
     await Promise.all([cache.put(digest, bytes), cache.flush()]);
-    const again = await DiskChunkCache.open(dir, 64 << 20);
+    const again = await DiskChunkCache.open(dir, 64 << 20, telemetry);
     assert.deepEqual(await again.get(digest), bytes);
   };
 
@@ -149,10 +152,10 @@ describe('disk chunk cache: damaged files are never served', () => {
     test(`a ${size >> 10} KiB file truncated before the store started is detected (it is indexed at its short size)`, async () => {
       const bytes = randomBytes(size);
       const dir = await newDir();
-      const first = await DiskChunkCache.open(dir, 64 << 20);
+      const first = await DiskChunkCache.open(dir, 64 << 20, telemetry);
       await Promise.all([first.put(digestOf(bytes), bytes), first.flush()]);
       await truncate(fileOf(dir, digestOf(bytes)), size - 100);
-      const cache = await DiskChunkCache.open(dir, 64 << 20);
+      const cache = await DiskChunkCache.open(dir, 64 << 20, telemetry);
       assert.equal(cache.has(digestOf(bytes)), true);
       await assertDropped(dir, cache, bytes, await diskCacheFailures());
     });
@@ -164,27 +167,27 @@ describe('disk chunk cache: damaged files are never served', () => {
     await truncate(fileOf(dir, digestOf(shrunk)), 1000);
     await assertDropped(dir, cache, shrunk, await diskCacheFailures());
     await appendFile(fileOf(dir, digestOf(grown)), Buffer.from('trailing'));
-    const reopened = await DiskChunkCache.open(dir, 64 << 20);
+    const reopened = await DiskChunkCache.open(dir, 64 << 20, telemetry);
     await assertDropped(dir, reopened, grown, await diskCacheFailures());
   });
 
   test('an empty file under a digest\'s name (what a power loss can leave) is a miss', async () => {
     const bytes = randomBytes(5000);
     const dir = await newDir();
-    await DiskChunkCache.open(dir, 1 << 20);
+    await DiskChunkCache.open(dir, 1 << 20, telemetry);
     await writeFile(fileOf(dir, digestOf(bytes)), Buffer.alloc(0));
-    const cache = await DiskChunkCache.open(dir, 1 << 20);
+    const cache = await DiskChunkCache.open(dir, 1 << 20, telemetry);
     await assertDropped(dir, cache, bytes, await diskCacheFailures());
   });
 
   test('temporary files left by a crash are removed at open and never indexed', async () => {
     const bytes = randomBytes(8000);
     const dir = await newDir();
-    await DiskChunkCache.open(dir, 1 << 20);
+    await DiskChunkCache.open(dir, 1 << 20, telemetry);
     const hex = digestOf(bytes).slice(7);
     await writeFile(join(dir, 'tmp', `${hex}.0123456789ab`), bytes.subarray(0, 3000));
     await writeFile(join(dir, 'tmp', `${hex}.ba9876543210`), bytes);
-    const cache = await DiskChunkCache.open(dir, 1 << 20);
+    const cache = await DiskChunkCache.open(dir, 1 << 20, telemetry);
     assert.deepEqual(await readdir(join(dir, 'tmp')), []);
     assert.equal(cache.has(digestOf(bytes)), false);
     assert.equal(cache.size, 0);
@@ -197,7 +200,8 @@ describe('disk chunk cache: damaged files are never served', () => {
     const child = spawn(process.execPath, ['--input-type=module', '-e', `
       import { randomBytes, createHash } from 'node:crypto';
       const { DiskChunkCache } = await import(${JSON.stringify(DISK_CACHE_URL)});
-      const cache = await DiskChunkCache.open(process.argv[1], 1 << 30);
+      const { testTelemetry } = await import(${JSON.stringify(TELEMETRY_URL)});
+      const cache = await DiskChunkCache.open(process.argv[1], 1 << 30, testTelemetry());
       for (let i = 0; i < 400; i++) {
         const b = randomBytes(128 << 10);
         void cache.put('sha256:' + createHash('sha256').update(b).digest('hex'), b);
@@ -225,7 +229,7 @@ describe('disk chunk cache: damaged files are never served', () => {
     const files = await filesIn();
     assert.ok(files.length >= 10 && files.length < 400, `${files.length} files written before the kill`);
     const before = await diskCacheFailures();
-    const cache = await DiskChunkCache.open(dir, 1 << 30);
+    const cache = await DiskChunkCache.open(dir, 1 << 30, telemetry);
     assert.deepEqual(await readdir(join(dir, 'tmp')), [], 'the unfinished write is removed');
     for (const f of files) {
       const digest = `sha256:${f.slice(-64)}`;
@@ -258,8 +262,8 @@ describe('disk chunk cache: a full or read-only disk turns it off', () => {
 
   test('ENOSPC while writing: one warning, the cache is off, the queue dropped, and nothing throws', async (t) => {
     const dir = await freshDir('enospc');
-    const warn = t.mock.method(logger, 'warn');
-    const cache = await DiskChunkCache.open(dir, 64 << 20);
+    const warn = t.mock.method(telemetry.log, 'warn');
+    const cache = await DiskChunkCache.open(dir, 64 << 20, telemetry);
     assert.equal(cache.enabled, true);
     const chunks = Array.from({ length: 10 }, () => randomBytes(64 << 10)); // 640 KiB into 256 KiB
     const puts = chunks.map((b) => cache.put(digestOf(b), b));
@@ -284,7 +288,7 @@ describe('disk chunk cache: a full or read-only disk turns it off', () => {
 
   test('a disk that becomes read-only (EROFS) turns the cache off the same way', async () => {
     const dir = await freshDir('erofs');
-    const cache = await DiskChunkCache.open(dir, 64 << 20);
+    const cache = await DiskChunkCache.open(dir, 64 << 20, telemetry);
     const first = randomBytes(4000);
     await Promise.all([cache.put(digestOf(first), first), cache.flush()]);
     assert.deepEqual(await cache.get(digestOf(first)), first);
@@ -298,7 +302,7 @@ describe('disk chunk cache: a full or read-only disk turns it off', () => {
   test('a cache directory that cannot be created opens disabled', async () => {
     await freshDir('x');
     await exec('mount', ['-o', 'remount,ro', mnt]);
-    const cache = await DiskChunkCache.open(join(mnt, 'never'), 64 << 20);
+    const cache = await DiskChunkCache.open(join(mnt, 'never'), 64 << 20, telemetry);
     assert.equal(cache.enabled, false);
     const b = randomBytes(100);
     await cache.put(digestOf(b), b);

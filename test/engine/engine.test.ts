@@ -13,13 +13,16 @@ import { estargzContent } from '../../src/engine/layer.js';
 import { isEstargzError } from '../../src/estargz/errors.js';
 import { openEstargz, type EstargzBlob } from '../../src/estargz/open.js';
 import { convertLayer } from '../../src/estargz/writer/convert.js';
-import { registry as metrics } from '../../src/metrics/registry.js';
 import { RemoteBlob } from '../../src/registry/blob.js';
 import { RegistryClient } from '../../src/registry/client.js';
 import { startFaultProxy, type FaultProxy } from '../../testkit/fault-proxy.js';
 import { loadFixture, type TreeEntry } from '../../testkit/fixtures.js';
 import { makeLayerTar } from '../../testkit/layer-tar.js';
 import { pushBlob, startRegistry, type Registry } from '../../testkit/registry.js';
+import { testLog, testTelemetry } from '../../testkit/telemetry.js';
+
+/** One logger and metrics for every store part this file builds, so the tests can read the counters back. */
+const telemetry = testTelemetry();
 
 const hex = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
@@ -40,7 +43,7 @@ function rangesOf(header: string | undefined, size: number): [number, number][] 
 }
 
 async function counterValue(name: string, labels: Record<string, string>): Promise<number> {
-  const m = (await metrics.getMetricsAsJSON()).find((x) => x.name === name);
+  const m = (await telemetry.metrics.registry.getMetricsAsJSON()).find((x) => x.name === name);
   const v = (m?.values as { labels: Record<string, string>; value: number }[] | undefined)?.find((x) => Object.entries(labels).every(([k, val]) => x.labels[k] === val));
   return v?.value ?? 0;
 }
@@ -55,7 +58,7 @@ describe('chunk engine against a real registry', () => {
   before(async () => {
     reg = await startRegistry();
     proxy = await startFaultProxy(reg.url);
-    client = new RegistryClient({ retry: { maxRetries: 2, minWaitMs: 5, maxWaitMs: 100 }, credentials: { name: 'none', lookup: async () => undefined } });
+    client = new RegistryClient({ log: testLog(), retry: { maxRetries: 2, minWaitMs: 5, maxWaitMs: 100 }, credentials: { name: 'none', lookup: async () => undefined } });
     for (const name of ['chunked', 'basic', 'prefetch', 'prefetch-none', 'corrupt-chunked-chunk', 'links']) {
       const { meta, blob, tree } = await loadFixture(name);
       const digest = await pushBlob(reg.url, `fixtures/${name}`, blob);
@@ -93,7 +96,7 @@ describe('chunk engine against a real registry', () => {
   const blobGets = (digest: string) => proxy.requests.filter((r) => r.method === 'GET' && r.path.endsWith(digest));
 
   async function withEngine<T>(opts: EngineOverrides, fn: (e: Engine) => Promise<T>): Promise<T> {
-    const engine = await Engine.create(engineOptions(DEFAULT_CONFIG, { ...opts, fetch: { noBackgroundFetch: true, ...opts.fetch } }));
+    const engine = await Engine.create(engineOptions(DEFAULT_CONFIG, { ...opts, fetch: { noBackgroundFetch: true, ...opts.fetch } }), telemetry);
     try {
       return await fn(engine);
     } finally {

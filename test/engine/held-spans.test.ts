@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { HeldSpans } from '../../src/engine/held-spans.js';
+import { testLog } from '../../testkit/telemetry.js';
 
 const blob = Buffer.from(Array.from({ length: 1000 }, (_, i) => (i * 31 + 7) & 0xff));
 const piece = (offset: number, end: number): Buffer => Buffer.from(blob.subarray(offset, end));
@@ -18,7 +19,7 @@ function assemble(offset: number, end: number, t: Awaited<ReturnType<HeldSpans['
 
 describe('HeldSpans: readers\' compressed bytes kept for the whole-layer check', () => {
   test('take gives the held parts and the gaps between them; overlapping holds keep one copy', async () => {
-    const h = new HeldSpans(1 << 20, undefined, 'l');
+    const h = new HeldSpans(1 << 20, undefined, 'l', testLog());
     assert.equal(h.hold(100, piece(100, 200)), true);
     assert.equal(h.hold(150, piece(150, 300)), true);
     assert.equal(h.hold(120, piece(120, 180)), false, 'already held: no reference kept');
@@ -31,7 +32,7 @@ describe('HeldSpans: readers\' compressed bytes kept for the whole-layer check',
   });
 
   test('release lets go of what the check went past, and nothing before it is held again until a rewind', async () => {
-    const h = new HeldSpans(1 << 20, undefined, 'l');
+    const h = new HeldSpans(1 << 20, undefined, 'l', testLog());
     h.hold(0, piece(0, 100));
     h.hold(200, piece(200, 300));
     h.release(250);
@@ -49,7 +50,7 @@ describe('HeldSpans: readers\' compressed bytes kept for the whole-layer check',
   test('past the memory bound, ranges spill to a file at their blob offsets; without a directory they are not held', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'held-'));
     try {
-      const h = new HeldSpans(100, dir, 'layer/x');
+      const h = new HeldSpans(100, dir, 'layer/x', testLog());
       h.hold(0, piece(0, 80));
       h.hold(300, piece(300, 700));
       h.hold(800, piece(800, 1000));
@@ -61,7 +62,7 @@ describe('HeldSpans: readers\' compressed bytes kept for the whole-layer check',
       await h.close();
       assert.deepEqual(await readdir(dir), [], 'the spill file goes with the check');
 
-      const noDir = new HeldSpans(100, undefined, 'l');
+      const noDir = new HeldSpans(100, undefined, 'l', testLog());
       noDir.hold(0, piece(0, 80));
       assert.equal(noDir.hold(300, piece(300, 700)), false);
       assert.deepEqual((await noDir.take(0, 1000)).gaps, [{ offset: 80, end: 1000 }]);

@@ -11,7 +11,8 @@ import { LayerStatus } from '../../src/engine/layer-status.js';
 import { Prefetch } from '../../src/engine/prefetch.js';
 import { ReadAhead } from '../../src/engine/read-ahead.js';
 import type { Chunk, LayerIndex, LayerNode, PrefetchHint } from '../../src/estargz/layer-index.js';
-import type { FetchOperation } from '../../src/metrics/registry.js';
+import type { FetchOperation } from '../../src/metrics/store-metrics.js';
+import { testLog, testTelemetry } from '../../testkit/telemetry.js';
 
 /** A regular file whose chunks are `sizes` bytes each, one member per chunk, its members from `blobOffset` on, 100 compressed bytes each. */
 function file(path: string, ino: number, blobOffset: number, sizes: number[]): LayerNode {
@@ -65,7 +66,7 @@ describe('FileReader: the read path', () => {
   test('a read spanning chunks: exactly its bytes, the chunks it needs asked for on demand', async () => {
     const f = file('f', 2, 0, [4, 4, 4]);
     const loader = fakeLoader({ readAheadChunks: 0 });
-    const reader = new FileReader('l', loader, () => chunksInBlobOrder(index([f])));
+    const reader = new FileReader('l', loader, () => chunksInBlobOrder(index([f])), testTelemetry().metrics);
     assert.deepEqual(await reader.read(f, 3, 6), Buffer.from('abbbbc'));
     assert.deepEqual(loader.asked, [{ op: 'on_demand', chunks: ['sha256:f#0', 'sha256:f#1', 'sha256:f#2'] }]);
     assert.deepEqual(await reader.read(f, 10, 100), Buffer.from('cc'), 'clipped at the end of the file');
@@ -76,7 +77,7 @@ describe('FileReader: the read path', () => {
   test('the next chunks of the file are asked for in a request of their own; its failure is not the read\'s', async () => {
     const f = file('f', 2, 0, [4, 4, 4, 4]);
     const loader = fakeLoader({ readAheadChunks: 2 }, (c) => c.digest.endsWith('#2'));
-    const reader = new FileReader('l', loader, () => chunksInBlobOrder(index([f])));
+    const reader = new FileReader('l', loader, () => chunksInBlobOrder(index([f])), testTelemetry().metrics);
     assert.deepEqual(await reader.read(f, 0, 4), Buffer.from('aaaa'));
     assert.deepEqual(loader.asked, [{ op: 'on_demand', chunks: ['sha256:f#0'] }, { op: 'on_demand', chunks: ['sha256:f#1', 'sha256:f#2'] }]);
   });
@@ -85,7 +86,7 @@ describe('FileReader: the read path', () => {
     const f = file('f', 2, 0, [4, 4]);
     const loader = fakeLoader({ readAheadChunks: 0 });
     loader.load = (wants) => wants.map((w) => Promise.resolve(bytesOf(w.chunk).subarray(1)));
-    const reader = new FileReader('l', loader, () => []);
+    const reader = new FileReader('l', loader, () => [], testTelemetry().metrics);
     await assert.rejects(reader.read(f, 0, 8), (err: unknown) => isEngineError(err) && err.code === 'SHORT_READ' && /"f" \[0, 8\) has 6 verified bytes/.test(err.message));
   });
 });
@@ -139,7 +140,7 @@ describe('Prefetch', () => {
 
   function prefetch(hint: PrefetchHint, opts: Partial<{ noPrefetch: boolean; prefetchSize: number; prefetchTimeoutMs: number }> = {}, loader = fakeLoader()) {
     const events: string[] = [];
-    const p = new Prefetch({ layer: 'l', hint, payloadEnd: 400, loader, chunks, onStart: () => events.push('start'), onEnd: () => events.push('end') },
+    const p = new Prefetch({ layer: 'l', log: testLog(), hint, payloadEnd: 400, loader, chunks, onStart: () => events.push('start'), onEnd: () => events.push('end') },
       { noPrefetch: false, prefetchSize: 250, prefetchTimeoutMs: 10_000, ...opts });
     return { p, events, loader };
   }
@@ -178,7 +179,7 @@ describe('Prefetch', () => {
 
 describe('LayerStatus', () => {
   test('fetched bytes count each byte once; prefetch bytes as fetched; a reason stays until the layer completes', () => {
-    const s = new LayerStatus('status-test', 1000);
+    const s = new LayerStatus('status-test', 1000, testTelemetry().metrics);
     assert.equal(s.state, 'lazy');
     s.noteFetched(0, 100, 'prefetch');
     s.noteFetched(50, 150, 'on_demand');

@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { MemoryChunkCache } from '../../src/engine/cache/memory-cache.js';
+import { testTelemetry } from '../../testkit/telemetry.js';
 
 const bytes = (n: number, fill: number): Buffer => Buffer.alloc(n, fill);
 
 test('memory cache: bounded in bytes, least recently used out first', () => {
-  const c = new MemoryChunkCache(300);
+  const c = new MemoryChunkCache(300, testTelemetry().metrics);
   c.put('sha256:a', bytes(100, 1));
   c.put('sha256:b', bytes(100, 2));
   c.put('sha256:c', bytes(100, 3));
@@ -18,18 +19,18 @@ test('memory cache: bounded in bytes, least recently used out first', () => {
 });
 
 test('memory cache: a chunk larger than the cache is not kept; 0 bytes keeps nothing', () => {
-  const c = new MemoryChunkCache(100);
+  const c = new MemoryChunkCache(100, testTelemetry().metrics);
   c.put('sha256:big', bytes(101, 1));
   assert.equal(c.has('sha256:big'), false);
   assert.equal(c.get('sha256:big'), undefined);
-  const none = new MemoryChunkCache(0);
+  const none = new MemoryChunkCache(0, testTelemetry().metrics);
   none.put('sha256:x', bytes(1, 1));
   assert.equal(none.get('sha256:x'), undefined);
   assert.equal(none.size, 0);
 });
 
 test('memory cache: a small view into a large buffer is kept as a copy, so the large buffer can go', () => {
-  const c = new MemoryChunkCache(1 << 20);
+  const c = new MemoryChunkCache(1 << 20, testTelemetry().metrics);
   const big = Buffer.alloc(64 << 10, 7);
   const view = big.subarray(100, 200);
   c.put('sha256:v', view);

@@ -2,12 +2,13 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { describe, test } from 'node:test';
 import { Sha256Hasher } from '../../src/engine/cache/sha256.js';
+import { testLog } from '../../testkit/telemetry.js';
 
 const hexOf = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 
 describe('sha256 hasher of the disk cache', () => {
   test('small and large inputs hash as createHash does, and come back with the same bytes', async () => {
-    const hasher = new Sha256Hasher();
+    const hasher = new Sha256Hasher(testLog());
     for (const size of [0, 1, 64 << 10, (64 << 10) + 1, 1 << 20, 4 << 20]) {
       const bytes = randomBytes(size);
       const copy = Buffer.from(bytes);
@@ -18,7 +19,7 @@ describe('sha256 hasher of the disk cache', () => {
   });
 
   test('many at once, each answered with its own hash', async () => {
-    const hasher = new Sha256Hasher();
+    const hasher = new Sha256Hasher(testLog());
     const inputs = Array.from({ length: 40 }, (_, i) => randomBytes((100 << 10) + i * 4096));
     const expected = inputs.map(hexOf);
     const results = await Promise.all(inputs.map((b) => hasher.hash(b)));
@@ -26,7 +27,7 @@ describe('sha256 hasher of the disk cache', () => {
   });
 
   test('a view into a larger buffer is copied, not handed over: the larger buffer stays usable', async () => {
-    const hasher = new Sha256Hasher();
+    const hasher = new Sha256Hasher(testLog());
     const big = randomBytes(1 << 20);
     const view = big.subarray(1000, 1000 + (512 << 10));
     const hashed = await hasher.hash(view);

@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import { DecodePool, type Priority } from '../../src/engine/decode-pool.js';
 import { BACKGROUND_NICE } from '../../workers/thread-priority.js';
+import { testTelemetry } from '../../testkit/telemetry.js';
 
 /** Nice value of every thread of this process, by thread id (Linux /proc). */
 function niceByThread(): Map<number, number> {
@@ -31,7 +32,7 @@ test('a decode worker runs background tasks BACKGROUND_NICE below the main threa
   assert.equal(process.getuid?.(), 0, 'this test needs root, as the store does');
   const before = niceByThread();
   const mainNice = before.get(process.pid)!;
-  const pool = new DecodePool({ threads: 1 });
+  const pool = new DecodePool(testTelemetry(), { threads: 1 });
   try {
     const worker = (): [number, number][] => [...niceByThread()].filter(([tid]) => !before.has(tid));
     await decodeOne(pool, 'background');

@@ -12,6 +12,7 @@ import { openZstdChunked, type ZstdChunkedBlob } from '../../src/zstdchunked/ope
 import { makeLayerTar, randomBytes, type SpecEntry } from '../../testkit/layer-tar.js';
 import { loadZstdFixture, zstdCliDecode } from '../zstdchunked/fixture.js';
 import { writeZstdChunked } from '../../testkit/zstd-chunked-writer.js';
+import { testTelemetry } from '../../testkit/telemetry.js';
 
 const sha = (b: Uint8Array): string => 'sha256:' + createHash('sha256').update(b).digest('hex');
 
@@ -59,7 +60,7 @@ async function make(entries: SpecEntry[] = spec()): Promise<Made> {
 }
 
 async function withEngine<T>(opts: EngineOverrides, fn: (e: Engine) => Promise<T>): Promise<T> {
-  const engine = await Engine.create(engineOptions(DEFAULT_CONFIG, { ...opts, fetch: { noBackgroundFetch: true, noPrefetch: true, ...opts.fetch } }));
+  const engine = await Engine.create(engineOptions(DEFAULT_CONFIG, { ...opts, fetch: { noBackgroundFetch: true, noPrefetch: true, ...opts.fetch } }), testTelemetry());
   try {
     return await fn(engine);
   } finally {

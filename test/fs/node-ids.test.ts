@@ -8,6 +8,7 @@ import { StoreFs } from '../../src/fs/store-fs.js';
 import type { Entry } from '../../src/fuse/types.js';
 import type { SpecEntry } from '../../testkit/layer-tar.js';
 import { layerBlob, stubResolver } from './stub-layer.js';
+import { testLog } from '../../testkit/telemetry.js';
 
 const ESTALE = -116;
 const ENOENT = -2;
@@ -92,8 +93,8 @@ describe('node ids', () => {
 describe('the store tree by node id', () => {
   test('two processes give the same ids to the same names; hardlinks share one; st_ino is the node id', async () => {
     const { blob, bytes } = await layerBlob(SPEC);
-    const one = new StoreFs(stubResolver(blob, bytes, CONTENTS));
-    const two = new StoreFs(stubResolver(blob, bytes, CONTENTS));
+    const one = new StoreFs(stubResolver(blob, bytes, CONTENTS), { log: testLog() });
+    const two = new StoreFs(stubResolver(blob, bytes, CONTENTS), { log: testLog() });
     const ref = encodeRefDir(REF);
     // Another layer first in the second process: ids do not depend on the order layers are met in.
     await walk(two, ref, DIGEST_B, 'diff', 'etc');
@@ -119,7 +120,7 @@ describe('the store tree by node id', () => {
 
   test('an id the process never gave out answers ESTALE; a name that is not there, ENOENT (or a negative entry in a layer)', async () => {
     const { blob, bytes } = await layerBlob(SPEC);
-    const fs = new StoreFs(stubResolver(blob, bytes, CONTENTS));
+    const fs = new StoreFs(stubResolver(blob, bytes, CONTENTS), { log: testLog() });
     const ref = encodeRefDir(REF);
     const [, , diff] = await walk(fs, ref, DIGEST_A, 'diff');
     assert.equal(await errnoOf(() => fs.getattr(makeId(12345, 1))), ESTALE);
@@ -136,12 +137,12 @@ describe('the store tree by node id', () => {
 
   test('a successor that imports the table answers for ids it never looked up, resolving their layer again', async () => {
     const { blob, bytes } = await layerBlob(SPEC);
-    const first = new StoreFs(stubResolver(blob, bytes, CONTENTS), { slotBits: 2 }); // 3 slots: a reference and two layers collide
+    const first = new StoreFs(stubResolver(blob, bytes, CONTENTS), { log: testLog(), slotBits: 2 }); // 3 slots: a reference and two layers collide
     const ref = encodeRefDir(REF);
     const a = await walk(first, ref, DIGEST_A, 'diff', 'bin', 'tool');
     const b = await walk(first, ref, DIGEST_B, 'diff', 'etc', 'os-release');
     const resolver = stubResolver(blob, bytes, CONTENTS);
-    const successor = new StoreFs(resolver, { slotBits: 2 });
+    const successor = new StoreFs(resolver, { log: testLog(), slotBits: 2 });
     successor.importNodeTable(JSON.parse(JSON.stringify(first.exportNodeTable())));
     const shape = (x: Entry['attr']) => ({ ino: x.ino, mode: x.mode, size: x.size, nlink: x.nlink }); // the store's own directories carry this process's mtime
     for (const e of [...a, ...b]) assert.deepEqual(shape((await successor.getattr(e.nodeid)).attr), shape(e.attr));
@@ -154,7 +155,7 @@ describe('the store tree by node id', () => {
   test('use and rmdir answer ENOENT; every other create, mkdir, unlink or rmdir is EROFS; a released layer answers again', async () => {
     const { blob, bytes } = await layerBlob(SPEC);
     const resolver = stubResolver(blob, bytes, CONTENTS);
-    const fs = new StoreFs(resolver);
+    const fs = new StoreFs(resolver, { log: testLog() });
     const ref = encodeRefDir(REF);
     const [refDir, layerDir, diff] = await walk(fs, ref, DIGEST_A, 'diff');
     assert.equal(await errnoOf(() => fs.create(layerDir!.nodeid, 'use')), ENOENT);
@@ -172,7 +173,7 @@ describe('the store tree by node id', () => {
 
   test('reads are exactly what was asked, short only at the end; reference directories leave the table once forgotten', async () => {
     const { blob, bytes } = await layerBlob(SPEC);
-    const fs = new StoreFs(stubResolver(blob, bytes, CONTENTS));
+    const fs = new StoreFs(stubResolver(blob, bytes, CONTENTS), { log: testLog() });
     const ref = encodeRefDir(REF);
     const entries = await walk(fs, ref, DIGEST_A, 'diff', 'bin', 'tool');
     const tool = entries.at(-1)!;
@@ -194,11 +195,11 @@ describe('the store tree by node id', () => {
     // A successor knows a reference directory's lookups only if told (the session's lookupRefs); else it keeps the slot.
     await walk(fs, ref);
     const held = (t: StoreFs): boolean => t.exportNodeTable().slots.some(([, k]) => k === refKey(ref));
-    const blind = new StoreFs(stubResolver(blob, bytes, CONTENTS));
+    const blind = new StoreFs(stubResolver(blob, bytes, CONTENTS), { log: testLog() });
     blind.importNodeTable(fs.exportNodeTable());
     blind.forget(refId, 1);
     assert.ok(held(blind), 'lookups unknown: kept');
-    const told = new StoreFs(stubResolver(blob, bytes, CONTENTS));
+    const told = new StoreFs(stubResolver(blob, bytes, CONTENTS), { log: testLog() });
     told.importNodeTable(fs.exportNodeTable(), new Map([[refId, 2]]));
     await walk(told, ref);
     told.forget(refId, 2);
@@ -210,7 +211,7 @@ describe('the store tree by node id', () => {
     const { blob, bytes } = await layerBlob(SPEC);
     const ref = encodeRefDir(REF);
     let changes = 0;
-    const old = new StoreFs(stubResolver(blob, bytes, CONTENTS), { onStateChange: () => { changes++; } });
+    const old = new StoreFs(stubResolver(blob, bytes, CONTENTS), { log: testLog(), onStateChange: () => { changes++; } });
     const a = await walk(old, ref, DIGEST_A, 'diff', 'bin', 'tool');
     assert.equal(changes, 3, 'a reference and a layer directory: two new slots; a layer served');
     await walk(old, ref, DIGEST_A, 'diff', 'etc');
@@ -218,7 +219,7 @@ describe('the store tree by node id', () => {
     assert.deepEqual(old.servedLayerKeys(), [layerKey(ref, DIGEST_A)]);
     // A restart: the new process starts from the old one's snapshot and serves layer B; then the old one's final table is merged in.
     const resolver = stubResolver(blob, bytes, CONTENTS);
-    const next = new StoreFs(resolver, { onStateChange: () => { changes++; } });
+    const next = new StoreFs(resolver, { log: testLog(), onStateChange: () => { changes++; } });
     next.mergeNodeTable(JSON.parse(JSON.stringify(old.exportNodeTable())));
     const b = await walk(next, ref, DIGEST_B, 'diff', 'etc', 'os-release');
     const resolutions = resolver.resolutions;
@@ -229,7 +230,7 @@ describe('the store tree by node id', () => {
     assert.equal(resolver.resolutions, resolutions, 'layer B stayed served through the merge');
     assert.equal(Buffer.from(await next.read(a.at(-1)!.nodeid, 0, 64)).toString(), '#!/bin/sh\necho tool\n', 'the predecessor\'s ids answer');
     // The predecessor's served layers are resolved again without a request; a released one is no longer listed.
-    const third = new StoreFs(stubResolver(blob, bytes, CONTENTS));
+    const third = new StoreFs(stubResolver(blob, bytes, CONTENTS), { log: testLog() });
     third.mergeNodeTable(next.exportNodeTable());
     await third.resolveAgain(next.servedLayerKeys());
     assert.deepEqual(third.servedLayerKeys().sort(), [layerKey(ref, DIGEST_A), layerKey(ref, DIGEST_B)].sort());

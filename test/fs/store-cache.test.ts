@@ -8,11 +8,12 @@ import { mkdtemp, readdir, readFile, rm, rmdir, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { storeOperations, onHandlerError } from '../../src/fs/mount.js';
+import { handlerErrorReporter, storeOperations } from '../../src/fs/mount.js';
 import { StoreFs } from '../../src/fs/store-fs.js';
 import type { OpName } from '../../src/fuse/protocol.js';
 import { FuseSession } from '../../src/fuse/session.js';
 import { layerBlob, stubResolver, type StubResolver } from './stub-layer.js';
+import { testTelemetry } from '../../testkit/telemetry.js';
 
 const REF = 'registry.example/app/image:v1';
 const OTHER_REF = 'registry.example/app/other:v2';
@@ -34,7 +35,8 @@ describe('the store\'s kernel caching over FUSE', () => {
     blobSize = bytes.length;
     resolver = stubResolver(blob, bytes, { 'etc/os-release': 'ID=test\n' });
     mnt = await mkdtemp(join(tmpdir(), 'estargz-store-cache-'));
-    session = await FuseSession.mount(storeOperations(new StoreFs(resolver)), { mountpoint: mnt, subtype: 'estargz-store-test' }, { readdirplus: true, onError: onHandlerError });
+    const telemetry = testTelemetry();
+    session = await FuseSession.mount(storeOperations(new StoreFs(resolver, { log: telemetry.log }), { telemetry }), { mountpoint: mnt, subtype: 'estargz-store-test' }, { readdirplus: true, onError: handlerErrorReporter(telemetry) });
   });
   after(async () => {
     await session?.close();

@@ -7,6 +7,7 @@
 import { readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Keeper, type KeeperOptions, type RestartResult } from '../../src/fuse/keeper.js';
+import { testLog } from '../../testkit/telemetry.js';
 
 export interface KeeperUsage {
   fds: number;
@@ -38,6 +39,7 @@ async function main(): Promise<void> {
   if (!mountpoint || !specJson) throw new Error('usage: keeper-child MOUNTPOINT SPEC');
   const keeper = await Keeper.start({
     mount: { mountpoint, subtype: 'toy' },
+    logger: testLog(),
     entry: ENTRY,
     args: [specJson],
     readyTimeoutMs: 15_000,

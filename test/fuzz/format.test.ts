@@ -1,7 +1,6 @@
 import { after, before, test } from 'node:test';
 import fc from 'fast-check';
 import type { Engine } from '../../src/engine/engine.js';
-import { logger } from '../../src/log/logger.js';
 import { caseArbitrary, createPoolEngine, fuzzParams, loadBases, newStats, runCase, type Base, type FuzzStats } from './harness.js';
 
 /**
@@ -11,8 +10,6 @@ import { caseArbitrary, createPoolEngine, fuzzParams, loadBases, newStats, runCa
  * `npm run fuzz -- --cases N --seed S` runs long campaigns.
  */
 const { cases, seed } = fuzzParams({ cases: 300, seed: 20240611 });
-// Every refused chunk logs an error line: thousands of them hide the result (FUZZ_LOG=1 keeps them).
-if (!process.env.FUZZ_LOG) logger.level = 'silent';
 
 let bases: Base[];
 let poolEngine: Engine;

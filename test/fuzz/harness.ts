@@ -19,6 +19,8 @@ import { TOC_TAR_NAME, sha256Digest, type TocJson } from '../../src/estargz/toc.
 import { convertLayer } from '../../src/estargz/writer/convert.js';
 import { loadFixture } from '../../testkit/fixtures.js';
 import { expectedTree, makeLayerTar, randomBytes, type SpecEntry } from '../../testkit/layer-tar.js';
+import { createLogger } from '../../src/log/logger.js';
+import { createTelemetry, type Telemetry } from '../../src/metrics/telemetry.js';
 
 /**
  * The fuzz harness shared by test/fuzz/format.test.ts (a few hundred cases,
@@ -526,8 +528,17 @@ export interface RunContext {
   noSharedCache?: boolean;
 }
 
-export async function createPoolEngine(): Promise<Engine> {
-  return Engine.create(engineOptions(DEFAULT_CONFIG, { poolThreads: 1, memoryCacheBytes: 0, tuning: FUZZ_TUNING, fetch: { noBackgroundFetch: false, background: { idleMs: 0, runRetryWaitMs: 1, spanRetryWaitMs: 1, maxRuns: 1 } } }));
+/**
+ * The fuzz engines' logger and metrics. Refused chunks log errors by design:
+ * thousands of lines would hide the result, so they are off unless asked for
+ * (FUZZ_LOG=1, or `npm run fuzz -- --verbose`).
+ */
+export function fuzzTelemetry(verbose = Boolean(process.env.FUZZ_LOG)): Telemetry {
+  return createTelemetry(createLogger(verbose ? 'info' : 'silent'));
+}
+
+export async function createPoolEngine(telemetry = fuzzTelemetry()): Promise<Engine> {
+  return Engine.create(engineOptions(DEFAULT_CONFIG, { poolThreads: 1, memoryCacheBytes: 0, tuning: FUZZ_TUNING, fetch: { noBackgroundFetch: false, background: { idleMs: 0, runRetryWaitMs: 1, spanRetryWaitMs: 1, maxRuns: 1 } } }), telemetry);
 }
 
 function openLayer(engine: Engine, es: EstargzBlob, blob: Buffer, base: Base, tag: string): EngineLayer {
@@ -630,7 +641,7 @@ async function runCaseInner(ctx: RunContext, c: FuzzCase): Promise<void> {
     if (allOk) stats.openedAllOk++;
     return;
   }
-  const cached = await Engine.create(engineOptions(DEFAULT_CONFIG, { poolThreads: 0, tuning: FUZZ_TUNING, fetch: { noBackgroundFetch: false, background: { idleMs: 0, runRetryWaitMs: 1, spanRetryWaitMs: 1, maxRuns: 1 } } }));
+  const cached = await Engine.create(engineOptions(DEFAULT_CONFIG, { poolThreads: 0, tuning: FUZZ_TUNING, fetch: { noBackgroundFetch: false, background: { idleMs: 0, runRetryWaitMs: 1, spanRetryWaitMs: 1, maxRuns: 1 } } }), fuzzTelemetry());
   try {
     const genuineEs = await openEstargz(new BufferSource(base.blob));
     const good = openLayer(cached, genuineEs, base.blob, base, 'genuine');

@@ -13,10 +13,9 @@ import { readFileChunks } from '../../src/estargz/file-chunks.js';
 import { openEstargz, type EstargzBlob } from '../../src/estargz/open.js';
 import { BufferSource } from '../../src/estargz/source.js';
 import { sha256Digest, type TocJson } from '../../src/estargz/toc.js';
-import { logger } from '../../src/log/logger.js';
 import { loadFixture } from '../../testkit/fixtures.js';
 import { randomBytes } from '../../testkit/layer-tar.js';
-import { FUZZ_TUNING, bufferFetcher, createPoolEngine, loadBases, newStats, runCase, sha, tocMember, type FuzzCase } from './harness.js';
+import { FUZZ_TUNING, bufferFetcher, createPoolEngine, fuzzTelemetry, loadBases, newStats, runCase, sha, tocMember, type FuzzCase } from './harness.js';
 
 /**
  * Findings of the fuzzer (test/fuzz/format.test.ts, `npm run fuzz`), each
@@ -24,9 +23,6 @@ import { FUZZ_TUNING, bufferFetcher, createPoolEngine, loadBases, newStats, runC
  * daemon dying of an unhandled Z_DATA_ERROR, and short reads served when a
  * lying TOC's chunk digest names a chunk cached from another file.
  */
-
-// Refused chunks log errors by design; the assertions say what matters.
-if (!process.env.FUZZ_LOG) logger.level = 'silent';
 
 const dirs: string[] = [];
 after(async () => {
@@ -61,7 +57,7 @@ async function settles<T>(p: Promise<T>, what: string, ms = 10_000): Promise<T> 
 }
 
 async function withEngine<T>(opts: EngineOverrides, fn: (e: Engine) => Promise<T>): Promise<T> {
-  const engine = await Engine.create(engineOptions(DEFAULT_CONFIG, { poolThreads: 0, tuning: FUZZ_TUNING, ...opts, fetch: { noBackgroundFetch: false, background: { idleMs: 0, runRetryWaitMs: 1, spanRetryWaitMs: 1, maxRuns: 1 }, ...opts.fetch } }));
+  const engine = await Engine.create(engineOptions(DEFAULT_CONFIG, { poolThreads: 0, tuning: FUZZ_TUNING, ...opts, fetch: { noBackgroundFetch: false, background: { idleMs: 0, runRetryWaitMs: 1, spanRetryWaitMs: 1, maxRuns: 1 }, ...opts.fetch } }), fuzzTelemetry());
   try {
     return await fn(engine);
   } finally {

@@ -15,6 +15,7 @@ import { parseStoreReference, referenceText } from '../../src/layers/names.js';
 import { readerOf } from '../../src/layers/reader.js';
 import { RegistryError } from '../../src/registry/errors.js';
 import { ZstdChunkedError } from '../../src/zstdchunked/errors.js';
+import { testLog } from '../../testkit/telemetry.js';
 
 const KEY = new LayerKey(parseStoreReference('reg.example:5000/team/app@sha256:' + 'c'.repeat(64)), `sha256:${'a'.repeat(64)}`);
 
@@ -64,9 +65,9 @@ describe('LayerError', () => {
   });
 
   test('the FUSE room maps it to EIO, resolution and read failures alike', () => {
-    assert.equal(toErrno(new LayerError('resolution', KEY, new RegistryError('UNAUTHORIZED', 'no', 401)), 'lookup', '/x'), Errno.EIO);
-    assert.equal(toErrno(new LayerError('read', KEY, new EngineError('SHORT_READ', 'short'), 'a'), 'read', '/x/a'), Errno.EIO);
-    assert.equal(toErrno(new BadNameError('bad'), 'lookup', '/x'), Errno.EINVAL);
+    assert.equal(toErrno(new LayerError('resolution', KEY, new RegistryError('UNAUTHORIZED', 'no', 401)), 'lookup', '/x', testLog()), Errno.EIO);
+    assert.equal(toErrno(new LayerError('read', KEY, new EngineError('SHORT_READ', 'short'), 'a'), 'read', '/x/a', testLog()), Errno.EIO);
+    assert.equal(toErrno(new BadNameError('bad'), 'lookup', '/x', testLog()), Errno.EINVAL);
   });
 });
 

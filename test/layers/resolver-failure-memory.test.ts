@@ -12,6 +12,7 @@ import { DEFAULT_RESOLVER, LayerResolver } from '../../src/layers/resolver.js';
 import type { RegistryClient } from '../../src/registry/client.js';
 import { RegistryError } from '../../src/registry/errors.js';
 import { parseReference } from '../../src/registry/reference.js';
+import { testLog } from '../../testkit/telemetry.js';
 
 const DIGEST = `sha256:${'1'.repeat(64)}`;
 
@@ -47,7 +48,7 @@ function refusingClient(): RefusingClient {
 
 function resolver(client: RegistryClient): LayerManager {
   // A long TTL: "from memory" must not depend on how fast the test runs.
-  return new LayerManager(new LayerResolver(client, {} as Engine, DEFAULT_RESOLVER), { failureTtlMs: 60_000 });
+  return new LayerManager(new LayerResolver(client, {} as Engine, testLog(), DEFAULT_RESOLVER), { failureTtlMs: 60_000 });
 }
 
 describe('resolver failure memory', () => {

@@ -7,17 +7,20 @@ import { DEFAULT_CONFIG, engineOptions } from '../../src/daemon/config.js';
 import { Engine } from '../../src/engine/engine.js';
 import { LayerKey } from '../../src/layers/key.js';
 import { DEFAULT_RESOLVER, LayerResolver } from '../../src/layers/resolver.js';
-import { registry as metrics } from '../../src/metrics/registry.js';
 import { trafficMetrics } from '../../src/metrics/traffic.js';
 import { RegistryClient } from '../../src/registry/client.js';
 import { parseReference } from '../../src/registry/reference.js';
 import type { RequestReport } from '../../src/registry/traffic.js';
 import { loadFixture } from '../../testkit/fixtures.js';
 import { pushOneLayerImage, startRegistry, type Registry } from '../../testkit/registry.js';
+import { testLog, testTelemetry } from '../../testkit/telemetry.js';
+
+/** One logger and metrics for every store part this file builds, so the tests can read the counters back. */
+const telemetry = testTelemetry();
 
 /** The value of one series of the process's metrics (0 when absent). */
 async function metric(name: string, operation: string): Promise<number> {
-  const data = await metrics.getSingleMetric(`estargz_store_${name}`)!.get();
+  const data = await telemetry.metrics.registry.getSingleMetric(`estargz_store_${name}`)!.get();
   return data.values.find((v) => v.labels.operation === operation && !String((v as { metricName?: string }).metricName ?? '').endsWith('_bucket'))?.value ?? 0;
 }
 
@@ -38,16 +41,16 @@ describe('resolver traffic', () => {
 
   test('footer and TOC reads are labelled, reported through the hook, and counted once', async () => {
     const requests: RequestReport[] = [];
-    const toMetrics = trafficMetrics();
-    const client = new RegistryClient({
+    const toMetrics = trafficMetrics(telemetry.metrics);
+    const client = new RegistryClient({ log: testLog(),
       retry: { maxRetries: 2, minWaitMs: 5, maxWaitMs: 100 },
       credentials: { name: 'none', lookup: async () => undefined },
       traffic: { ...toMetrics, request: (r) => { requests.push(r); toMetrics.request(r); } },
     });
-    const engine = await Engine.create(engineOptions(DEFAULT_CONFIG, { fetch: { noPrefetch: true, noBackgroundFetch: true } }));
+    const engine = await Engine.create(engineOptions(DEFAULT_CONFIG, { fetch: { noPrefetch: true, noBackgroundFetch: true } }), telemetry);
     try {
       const before = { footer: await metric('registry_requests_total', 'footer'), toc: await metric('registry_requests_total', 'toc'), footerBytes: await metric('registry_bytes_total', 'footer'), tocBytes: await metric('registry_bytes_total', 'toc') };
-      const opened = await new LayerResolver(client, engine, DEFAULT_RESOLVER).open(new LayerKey(parseReference(ref), digest));
+      const opened = await new LayerResolver(client, engine, testLog(), DEFAULT_RESOLVER).open(new LayerKey(parseReference(ref), digest));
       await opened.handle.close();
       const blobReads = requests.filter((r) => r.operation === 'footer' || r.operation === 'toc');
       assert.ok(blobReads.some((r) => r.operation === 'footer'), `operations: ${requests.map((r) => r.operation).join(', ')}`);

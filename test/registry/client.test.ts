@@ -15,6 +15,7 @@ import { startFaultProxy, type FaultProxy } from '../../testkit/fault-proxy.js';
 import { pushTestImage, pushTestIndex } from '../../testkit/images.js';
 import { randomBytes } from '../../testkit/layer-tar.js';
 import { DEFAULT_USERS, pushBlob as seedBlob, registryFetch, sha256Digest, startRegistry, type Registry } from '../../testkit/registry.js';
+import { testLog } from '../../testkit/telemetry.js';
 
 const FAST_RETRY = { maxRetries: 3, minWaitMs: 5, maxWaitMs: 2000 };
 const USER = 'testuser';
@@ -23,7 +24,7 @@ const NO_CREDS: CredentialSource = { name: 'none', lookup: async () => undefined
 const BLOB = randomBytes(300_000, 42);
 
 function client(opts: { resolver?: ResolverConfig; credentials?: CredentialSource } = {}): RegistryClient {
-  return new RegistryClient({ retry: FAST_RETRY, credentials: opts.credentials ?? NO_CREDS, ...(opts.resolver && { resolver: opts.resolver }) });
+  return new RegistryClient({ log: testLog(), retry: FAST_RETRY, credentials: opts.credentials ?? NO_CREDS, ...(opts.resolver && { resolver: opts.resolver }) });
 }
 
 const staticCreds = (username: string, password: string): CredentialSource => ({ name: 'static', lookup: async () => ({ username, password }) });

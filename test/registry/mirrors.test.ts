@@ -13,6 +13,7 @@ import { startFaultProxy, type FaultProxy } from '../../testkit/fault-proxy.js';
 import { pushTestImage } from '../../testkit/images.js';
 import { randomBytes } from '../../testkit/layer-tar.js';
 import { freePort, pushBlob, sha256Digest, startRegistry, type Registry } from '../../testkit/registry.js';
+import { testLog } from '../../testkit/telemetry.js';
 
 /** An undici Agent that counts the requests it is given, per origin (refused connections included). */
 class CountingAgent extends Agent {
@@ -29,7 +30,7 @@ class CountingAgent extends Agent {
 
 /** A client with the daemon's default retry policy, so failover times are what a store would see. */
 function mirroredClient(registry: string, mirrors: MirrorConfig[], opts: { now?: () => number; agent?: CountingAgent } = {}): RegistryClient {
-  return new RegistryClient({
+  return new RegistryClient({ log: testLog(),
     resolver: { host: { [registry]: { mirrors } } },
     credentials: { name: 'none', lookup: async () => undefined },
     transport: new Transport(DEFAULT_RETRY, opts.agent ?? new Agent()),

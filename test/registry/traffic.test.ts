@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { registry as metrics } from '../../src/metrics/registry.js';
 import { trafficMetrics } from '../../src/metrics/traffic.js';
 import { RemoteBlob } from '../../src/registry/blob.js';
 import { RegistryClient } from '../../src/registry/client.js';
@@ -10,12 +9,16 @@ import { startFaultProxy, type FaultProxy } from '../../testkit/fault-proxy.js';
 import { pushTestImage } from '../../testkit/images.js';
 import { randomBytes } from '../../testkit/layer-tar.js';
 import { pushBlob, startRegistry, type Registry } from '../../testkit/registry.js';
+import { testLog, testTelemetry } from '../../testkit/telemetry.js';
+
+/** The metrics the traffic hook feeds in this file. */
+const telemetry = testTelemetry();
 
 const BLOB = randomBytes(300_000, 16);
 
 /** A hook that keeps every report, and passes each on to the metrics hook too. */
 function recorder(): RegistryTraffic & { requests: RequestReport[]; retries: RetryReport[]; splits: RangeSplitReport[] } {
-  const toMetrics = trafficMetrics();
+  const toMetrics = trafficMetrics(telemetry.metrics);
   const rec = {
     requests: [] as RequestReport[],
     retries: [] as RetryReport[],
@@ -29,7 +32,7 @@ function recorder(): RegistryTraffic & { requests: RequestReport[]; retries: Ret
 
 /** The value of one series of the process's metrics (0 when absent). */
 async function metric(name: string, labels: Record<string, string>): Promise<number> {
-  const m = metrics.getSingleMetric(`estargz_store_${name}`);
+  const m = telemetry.metrics.registry.getSingleMetric(`estargz_store_${name}`);
   const data = await m!.get();
   const v = data.values.find((x) => Object.entries(labels).every(([k, want]) => String((x.labels as Record<string, unknown>)[k]) === want) && !('metricName' in x && String(x.metricName).endsWith('_bucket')));
   return v?.value ?? 0;
@@ -51,7 +54,7 @@ describe('registry traffic: each request, retry and range split reported once, t
     await reg.stop();
   });
 
-  const client = (traffic: RegistryTraffic) => new RegistryClient({ retry: { maxRetries: 3, minWaitMs: 5, maxWaitMs: 100 }, credentials: { name: 'none', lookup: async () => undefined }, traffic });
+  const client = (traffic: RegistryTraffic) => new RegistryClient({ log: testLog(), retry: { maxRetries: 3, minWaitMs: 5, maxWaitMs: 100 }, credentials: { name: 'none', lookup: async () => undefined }, traffic });
 
   test('a range read: one request, its bytes and its operation; counted once in the metrics', async () => {
     const hook = recorder();

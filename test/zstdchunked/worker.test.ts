@@ -6,6 +6,7 @@ import type { CodedChunk } from '../../src/zstdchunked/layer-index.js';
 import { openZstdChunked } from '../../src/zstdchunked/open.js';
 import type { DecodeItem } from '../../workers/decode-types.js';
 import { loadZstdFixture, zstdCliDecode } from './fixture.js';
+import { testTelemetry } from '../../testkit/telemetry.js';
 
 /** The chunk-loader's way: a span's frames in one transferred buffer, one item per frame, refs with their codec. */
 function taskOf(blob: Buffer, chunks: CodedChunk[], path: string): { buffer: ArrayBuffer; items: DecodeItem[] } {
@@ -31,7 +32,7 @@ describe('zstd chunks in the decode pool', () => {
       const node = index.byPath.get('bin/busybox')!;
       const chunks = node.chunks as CodedChunk[];
       const tar = await zstdCliDecode(fx.blobPath);
-      const pool = new DecodePool({ threads });
+      const pool = new DecodePool(testTelemetry(), { threads });
       try {
         // Two tasks, as two spans would be.
         const half = 19;
@@ -63,7 +64,7 @@ describe('zstd chunks in the decode pool', () => {
     const view = new Uint8Array(buffer);
     const at = items[1]!.offset + 20;
     view[at] = view[at]! ^ 0xff;
-    const pool = new DecodePool({ threads: 1 });
+    const pool = new DecodePool(testTelemetry(), { threads: 1 });
     try {
       const out = await pool.run(buffer, items, 'foreground');
       assert.ok(Buffer.isBuffer(out[0]) && Buffer.isBuffer(out[2]));

@@ -2,9 +2,10 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, readdir, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LRUCache } from 'lru-cache';
-import { logger } from '../../log/logger.js';
+import type { Logger } from '../../log/logger.js';
+import type { StoreMetrics } from '../../metrics/store-metrics.js';
+import type { Telemetry } from '../../metrics/telemetry.js';
 import { ActivityClock } from '../activity.js';
-import { cacheBytes, cacheEntries, cacheRequests, verificationFailures } from '../../metrics/registry.js';
 import { Sha256Hasher } from './sha256.js';
 
 const HEX_DIGEST = /^[0-9a-f]{64}$/;
@@ -83,11 +84,16 @@ export class DiskChunkCache {
   private timer: NodeJS.Timeout | undefined;
   private draining: Promise<void> | undefined;
   private flushing = false;
-  private readonly hasher = new Sha256Hasher();
+  private readonly hasher: Sha256Hasher;
+  private readonly log: Logger;
+  private readonly metrics: StoreMetrics;
 
   private readonly maxPendingBytes: number;
 
-  private constructor(readonly dir: string, readonly maxBytes: number, private readonly activity: ActivityClock, opts: DiskCacheOptions) {
+  private constructor(readonly dir: string, readonly maxBytes: number, telemetry: Telemetry, private readonly activity: ActivityClock, opts: DiskCacheOptions) {
+    this.log = telemetry.log;
+    this.metrics = telemetry.metrics;
+    this.hasher = new Sha256Hasher(telemetry.log);
     this.maxPendingBytes = opts.maxPendingBytes ?? DEFAULT_MAX_PENDING_BYTES;
     this.index = new LRUCache<string, number>({
       maxSize: Math.max(1, maxBytes),
@@ -102,12 +108,12 @@ export class DiskChunkCache {
   }
 
   /** Opens (and indexes) the cache directory; files already there count, oldest first out. */
-  static async open(dir: string, maxBytes: number, activity = new ActivityClock(), opts: DiskCacheOptions = {}): Promise<DiskChunkCache> {
-    const cache = new DiskChunkCache(dir, maxBytes, activity, opts);
+  static async open(dir: string, maxBytes: number, telemetry: Telemetry, activity = new ActivityClock(), opts: DiskCacheOptions = {}): Promise<DiskChunkCache> {
+    const cache = new DiskChunkCache(dir, maxBytes, telemetry, activity, opts);
     try {
       // Writes a crash cut short: never renamed into place, so never indexed.
       const unfinished = await readdir(join(dir, 'tmp')).catch(() => []); // no tmp/ yet: a new cache, nothing unfinished
-      if (unfinished.length) logger.info({ dir, files: unfinished.length }, 'disk cache: removing writes left unfinished by the last run');
+      if (unfinished.length) cache.log.info({ dir, files: unfinished.length }, 'disk cache: removing writes left unfinished by the last run');
       await rm(join(dir, 'tmp'), { recursive: true, force: true });
       await mkdir(join(dir, 'tmp'), { recursive: true });
       // All 256 fan-out directories up front: a put is then write + rename, no mkdir.
@@ -152,11 +158,11 @@ export class DiskChunkCache {
     const hex = digest.slice(7);
     const queued = this.pending.get(hex);
     if (queued) {
-      cacheRequests.inc({ tier: 'disk', result: 'hit' });
+      this.metrics.cacheRequests.inc({ tier: 'disk', result: 'hit' });
       return queued.bytes;
     }
     const bytes = this.enabled ? await this.readVerified(hex, digest) : undefined;
-    cacheRequests.inc({ tier: 'disk', result: bytes ? 'hit' : 'miss' });
+    this.metrics.cacheRequests.inc({ tier: 'disk', result: bytes ? 'hit' : 'miss' });
     return bytes;
   }
 
@@ -177,7 +183,7 @@ export class DiskChunkCache {
       hashed = await this.hasher.hash(bytes);
     } catch (err) {
       // Not the file's fault: leave it, fetch the chunk this once.
-      logger.warn({ digest, err: (err as Error).message }, 'disk cache: could not hash a cached chunk; fetching it instead');
+      this.log.warn({ digest, err: (err as Error).message }, 'disk cache: could not hash a cached chunk; fetching it instead');
       return undefined;
     }
     if (hashed.hex !== hex) return this.drop(hex, digest, 'sha256 differs');
@@ -188,8 +194,8 @@ export class DiskChunkCache {
   /** A damaged cache file: counted, logged, taken out of the index and deleted before the caller hears of the miss. */
   private async drop(hex: string, digest: string, problem: string): Promise<undefined> {
     const path = this.pathOf(hex);
-    verificationFailures.inc({ what: 'disk_cache' });
-    logger.warn({ digest, path, problem }, 'disk cache file is damaged; dropped, the chunk is fetched again');
+    this.metrics.verificationFailures.inc({ what: 'disk_cache' });
+    this.log.warn({ digest, path, problem }, 'disk cache file is damaged; dropped, the chunk is fetched again');
     this.index.delete(hex);
     // The index's dispose unlinks too, without waiting; this one is awaited, so the file is gone once get() answers.
     await unlink(path).catch(() => {}); // already gone is as good; a file that stays is out of the index and checked again if re-indexed
@@ -252,7 +258,7 @@ export class DiskChunkCache {
   private startDrain(): void {
     // write() handles its own errors; this catch only keeps a bug from becoming an unhandled rejection.
     this.draining ??= this.drain().catch((err: unknown) => {
-      logger.error({ err: (err as Error).message }, 'disk cache: writing the queue failed');
+      this.log.error({ err: (err as Error).message }, 'disk cache: writing the queue failed');
     }).finally(() => {
       this.draining = undefined;
       if (this.pending.size && !this.flushing) this.schedule();
@@ -307,7 +313,7 @@ export class DiskChunkCache {
       await unlink(tmp).catch(() => {}); // may not exist (writeFile failed to create it); the next open clears tmp/ anyway
       const code = (err as NodeJS.ErrnoException).code ?? '';
       if (DISK_UNUSABLE.has(code)) this.disable(err);
-      else logger.warn({ err: (err as Error).message, hex }, 'disk cache write failed');
+      else this.log.warn({ err: (err as Error).message, hex }, 'disk cache write failed');
     }
   }
 
@@ -315,14 +321,14 @@ export class DiskChunkCache {
   private disable(err: unknown): void {
     if (this.disabled !== undefined) return;
     this.disabled = (err as Error).message ?? String(err);
-    logger.warn({ dir: this.dir, code: (err as NodeJS.ErrnoException).code, err: this.disabled }, 'disk cache unusable; continuing with the memory cache only');
+    this.log.warn({ dir: this.dir, code: (err as NodeJS.ErrnoException).code, err: this.disabled }, 'disk cache unusable; continuing with the memory cache only');
     clearTimeout(this.timer);
     this.timer = undefined;
     for (const [hex, w] of this.pending) this.settle(hex, w);
   }
 
   private report(): void {
-    cacheBytes.set({ tier: 'disk' }, this.index.calculatedSize);
-    cacheEntries.set({ tier: 'disk' }, this.index.size);
+    this.metrics.cacheBytes.set({ tier: 'disk' }, this.index.calculatedSize);
+    this.metrics.cacheEntries.set({ tier: 'disk' }, this.index.size);
   }
 }

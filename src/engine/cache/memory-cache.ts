@@ -1,11 +1,11 @@
 import { LRUCache } from 'lru-cache';
-import { cacheBytes, cacheEntries, cacheRequests } from '../../metrics/registry.js';
+import type { StoreMetrics } from '../../metrics/store-metrics.js';
 
 /** Verified plain chunks in memory, keyed by chunk digest, least recently used out first, bounded in bytes. */
 export class MemoryChunkCache {
   private readonly lru: LRUCache<string, Buffer> | null;
 
-  constructor(readonly maxBytes: number) {
+  constructor(readonly maxBytes: number, private readonly metrics: StoreMetrics) {
     this.lru = maxBytes > 0
       ? new LRUCache<string, Buffer>({
         maxSize: maxBytes,
@@ -19,7 +19,7 @@ export class MemoryChunkCache {
 
   get(digest: string): Buffer | undefined {
     const hit = this.lru?.get(digest);
-    cacheRequests.inc({ tier: 'memory', result: hit ? 'hit' : 'miss' });
+    this.metrics.cacheRequests.inc({ tier: 'memory', result: hit ? 'hit' : 'miss' });
     return hit;
   }
 
@@ -39,7 +39,7 @@ export class MemoryChunkCache {
   }
 
   private report(): void {
-    cacheBytes.set({ tier: 'memory' }, this.lru?.calculatedSize ?? 0);
-    cacheEntries.set({ tier: 'memory' }, this.lru?.size ?? 0);
+    this.metrics.cacheBytes.set({ tier: 'memory' }, this.lru?.calculatedSize ?? 0);
+    this.metrics.cacheEntries.set({ tier: 'memory' }, this.lru?.size ?? 0);
   }
 }

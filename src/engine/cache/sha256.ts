@@ -1,7 +1,7 @@
 import { createHash, webcrypto } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { logger } from '../../log/logger.js';
+import type { Logger } from '../../log/logger.js';
 
 export interface HashRequest {
   id: number;
@@ -58,6 +58,8 @@ interface Job {
  * if that thread cannot run, subtle.digest.
  */
 export class Sha256Hasher {
+  constructor(private readonly log: Logger) {}
+
   private worker: Worker | undefined;
   private broken = false;
   private readonly jobs = new Map<number, Job>();
@@ -93,7 +95,7 @@ export class Sha256Hasher {
     });
     worker.on('error', (err) => {
       this.broken = true;
-      logger.warn({ err: err.message }, 'disk cache hashing thread failed; hashing with crypto.subtle from now on');
+      this.log.warn({ err: err.message }, 'disk cache hashing thread failed; hashing with crypto.subtle from now on');
     });
     worker.on('exit', () => {
       if (this.worker === worker) this.worker = undefined;

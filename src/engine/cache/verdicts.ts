@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { logger } from '../../log/logger.js';
+import type { Logger } from '../../log/logger.js';
 
 /** What a whole-layer check vouched for: the blob, the TOC (or zstd:chunked manifest) served from it, and the diff_id of its tar. */
 export interface LayerIdentity {
@@ -33,7 +33,7 @@ function encode(id: LayerIdentity): string {
  * foreign file is no verdict (the layer is fetched and checked again).
  */
 export class LayerVerdicts {
-  constructor(private readonly cacheDir: string) {}
+  constructor(private readonly cacheDir: string, private readonly log: Logger) {}
 
   private pathOf(id: LayerIdentity): string {
     return join(this.cacheDir, 'verdicts', sha256Hex(`${id.blobDigest}\n${id.tocDigest ?? ''}\n${id.diffID ?? ''}`));
@@ -48,7 +48,7 @@ export class LayerVerdicts {
       return false; // none recorded
     }
     if (text === encode(id)) return true;
-    logger.warn({ blobDigest: id.blobDigest, path: this.pathOf(id) }, 'remembered layer verdict is damaged; ignored, the layer is checked again');
+    this.log.warn({ blobDigest: id.blobDigest, path: this.pathOf(id) }, 'remembered layer verdict is damaged; ignored, the layer is checked again');
     return false;
   }
 
@@ -64,7 +64,7 @@ export class LayerVerdicts {
       await rename(tmp, path);
     } catch (err) {
       await unlink(tmp).catch(() => {}); // may never have been created
-      logger.warn({ blobDigest: id.blobDigest, err: (err as Error).message }, 'could not remember the layer verdict; a restart checks the layer again');
+      this.log.warn({ blobDigest: id.blobDigest, err: (err as Error).message }, 'could not remember the layer verdict; a restart checks the layer again');
     }
   }
 }
