@@ -236,12 +236,38 @@ function authHelperRows(ah: Loaded): TargetRow[] {
   }];
 }
 
-/** Figures of issue 13 no benchmark writes: their tests assert them, with no result file to quote. */
-function issue13Unmeasured(): TargetRow[] {
-  return [
-    notMeasured('13', 'faulted background fetch and reads through the fault proxy: wrong bytes, daemon alive', '0 wrong bytes, alive', 'no benchmark writes it; test/e2e/faults.test.ts asserts it'),
-    notMeasured('13', 'fuzz cases of the format and the store (crashes, wrong bytes)', '0 crashes, 0 wrong bytes', 'no benchmark writes it; `npm run fuzz` and its CI test report it'),
-  ];
+/** The newest `npm run bench:reliability` summary (bench/results/reliability-<time>/summary.md), if any. */
+async function loadReliability(files: string[]): Promise<{ dir: string; text: string; commit: string } | undefined> {
+  const dir = files.filter((f) => /^reliability-/.test(f)).sort().at(-1);
+  if (!dir) return undefined;
+  const text = await readFile(join(resultsDir, dir, 'summary.md'), 'utf8').catch(() => undefined);
+  if (text === undefined) return undefined;
+  const m = /Commit `([0-9a-f]{8})[0-9a-f]*` \(work tree: (\w+)\)/.exec(text);
+  return { dir, text, commit: m ? `${m[1]}${m[2] === 'clean' ? '' : '+'}` : '?' };
+}
+
+/**
+ * Issue 13 and 14 figures the reliability run's tests print (faults, fuzz,
+ * restarts): read from its summary; a figure it does not hold is "not measured".
+ */
+function reliabilityRows(text: string, dir: string): TargetRow[] {
+  const rows: TargetRow[] = [];
+  const faults = /foreground under faults: (\d+) good reads, (\d+) EIO, (\d+) wrong/.exec(text);
+  const faultsExit = /## faults\n\n`[^`]*` → exit (\d+)/.exec(text);
+  rows.push(faults && faultsExit
+    ? { issue: '13', figure: 'faulted background fetch and reads through the fault proxy: wrong bytes, daemon alive', target: '0 wrong bytes, alive', measured: `${faults[3]} wrong of ${Number(faults[1]) + Number(faults[2])} reads (${faults[2]} EIO); test exit ${faultsExit[1]}`, verdict: ok(faults[3] === '0' && faultsExit[1] === '0') }
+    : notMeasured('13', 'faulted background fetch and reads through the fault proxy', '0 wrong bytes, alive', `${dir} has no faults line`));
+  const fuzz = /fuzz: seed (\d+), (\d+) cases[\s\S]*?findings \(crashes, hangs, short\/padded\/unverified bytes\): (\d+)/.exec(text);
+  rows.push(fuzz
+    ? { issue: '13', figure: 'fuzz cases of the format and the store (crashes, hangs, unverified bytes)', target: '0 findings', measured: `${fuzz[3]} findings in ${fuzz[2]} cases (seed ${fuzz[1]})`, verdict: ok(fuzz[3] === '0') }
+    : notMeasured('13', 'fuzz cases of the format and the store', '0 findings', `${dir} has no fuzz summary`));
+  const stall = /(\d+) passes, \d+ during the (\d+) restarts; longest read during restarts (\d+) ms, without (\d+) ms/.exec(text);
+  rows.push(stall
+    ? { issue: '14', figure: 'restart: longest read stall of a reader re-reading 300 files (caches dropped)', target: '≤ 100 ms', measured: `${stall[3]} ms over ${stall[2]} restarts (${stall[4]} ms without)`, verdict: ok(Number(stall[3]) <= 100) }
+    : notMeasured('14', 'restart: longest read stall', '≤ 100 ms', `${dir} has no restart figures`));
+  const kill = /kill → successor serving (\d+) ms/.exec(text);
+  if (kill) rows.push({ issue: '14', figure: 'SIGKILL of the store process: until a successor serves', target: 'reported', measured: `${kill[1]} ms`, verdict: '—' });
+  return rows;
 }
 
 // ---------------------------------------------------------------------------
@@ -494,13 +520,16 @@ async function main(): Promise<void> {
   add(['podman'], podmanRows);
   // Issue 13: hardening.
   add(['soak'], soakRows, none('13', 'soak: errors, wrong bytes, event-loop delay p99/max cold and warm', 'p99 ≤ 20 ms, max ≤ 100 ms', 'soak'));
-  targets.push(...issue13Unmeasured().map((r) => ({ ...r, source: '—' })));
+  const reliability = await loadReliability(files);
+  if (reliability) targets.push(...reliabilityRows(reliability.text, reliability.dir).filter((r) => r.issue === '13').map((r) => ({ ...r, source: `reliability @ ${reliability.commit}` })));
+  else targets.push({ ...notMeasured('13', 'faults and fuzz (bench:reliability)', '0 wrong bytes, 0 findings', 'no reliability run in bench/results'), source: '—' });
   add(['auth-helper'], authHelperRows, none('13', 'auth helper, time per call', '≤ 150 ms', 'auth-helper'));
   // Issue 14: the FUSE binding.
   add(['e2e'], issue14E2eRows);
   add(['podman'], issue14PodmanRows);
   add(['fuse-binding'], fuseBindingRows, none('14', 'the new binding\'s floor (do-nothing FS)', 'side by side', 'fuse-binding'));
-  targets.push({ ...notMeasured('14', 'restart: longest read stall in a container re-reading its files', '≤ 100 ms', 'no benchmark writes it; test/e2e/restart.test.ts checks for failed reads'), source: '—' });
+  if (reliability) targets.push(...reliabilityRows(reliability.text, reliability.dir).filter((r) => r.issue === '14').map((r) => ({ ...r, source: `reliability @ ${reliability.commit}` })));
+  else targets.push({ ...notMeasured('14', 'restart: longest read stall', '≤ 100 ms', 'no reliability run in bench/results'), source: '—' });
   // Issue 15: zstd:chunked.
   add(['e2e'], issue15E2eRows);
   add(['podman'], issue15PodmanRows);

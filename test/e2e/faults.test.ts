@@ -36,11 +36,22 @@ function layerFiles(seed: number): { spec: SpecEntry[]; files: Map<string, Buffe
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
 /** Reads a whole file through the mount: its bytes, or the errno code. */
+/**
+ * Reads a file to its end as `cat` does: read() until it returns 0. Not
+ * FileHandle.readFile(), which stops at the first short read: under faults the
+ * kernel may return the pages it has (a short read) when the READ of the next
+ * page failed, and only the next read() reports that page's EIO.
+ */
 async function readThrough(path: string): Promise<Buffer | string> {
   try {
     const fh = await open(path, 'r');
     try {
-      return await fh.readFile();
+      const parts: Buffer[] = [];
+      for (;;) {
+        const { bytesRead, buffer } = await fh.read({ buffer: Buffer.alloc(64 * KiB) });
+        if (bytesRead === 0) return Buffer.concat(parts);
+        parts.push(buffer.subarray(0, bytesRead));
+      }
     } finally {
       await fh.close();
     }
