@@ -107,6 +107,8 @@ export class StoreFs {
   private warnedDigestAtTop = false;
   /** The serving session's cache invalidations (the latest session to attach: a successor replaces it). */
   private notifier: Notifier | undefined;
+  /** The last listing change's invalidations while the kernel has not taken them all (see listingsChanged). */
+  private invalidating: Promise<void> | undefined;
   /** Told of every read of a file under `diff` (reference, layer digest, path in the layer): `image optimize` records what a workload reads. */
   onRead: ((ref: ImageReference, digest: string, path: string) => void) | undefined;
 
@@ -453,11 +455,15 @@ export class StoreFs {
     }
     const slot = this.ids.peek(layerKey(refRec.name, digest));
     const known = slot === undefined ? undefined : this.records.get(slot);
-    if (known?.kind === 'layer' && known.served) return this.layerDirEntry(known);
+    if (known?.kind === 'layer' && known.served) return this.listingsCurrent(this.layerDirEntry(known));
     return this.layer(this.keyOf(refRec.ref, digest)).then((s) => {
       const rec = this.layerRecord(refRec.name, refRec.ref, digest);
       this.markServed(rec, s);
-      return this.layerDirEntry(rec);
+      return this.listingsCurrent(this.layerDirEntry(rec));
+    }, (err: unknown) => {
+      const pending = this.invalidating;
+      if (!pending) throw err;
+      return pending.then((): never => { throw err; });
     });
   }
 
@@ -632,6 +638,9 @@ export class StoreFs {
     const key = this.keyOf(rec.ref, digest);
     return this.resolver.release(key).then((released) => {
       if (released) this.dropLayer(key);
+      // The listing without the layer is what the next readdir finds.
+      return this.invalidating;
+    }).then((): never => {
       throw notFound();
     });
   }
@@ -667,8 +676,26 @@ export class StoreFs {
     this.generation++;
     const n = this.notifier;
     if (!n) return;
-    n.invalInode(ROOT_ID, 0, 0);
-    for (const r of this.records.values()) if (r.kind === 'ref') n.invalInode(makeId(r.slot, Low.REF_DIR), 0, 0);
+    const sent = [n.invalInode(ROOT_ID, 0, 0)];
+    for (const r of this.records.values()) if (r.kind === 'ref') sent.push(n.invalInode(makeId(r.slot, Low.REF_DIR), 0, 0));
+    // Waiting for the last change waits for the earlier ones too.
+    const all: Promise<void> = Promise.all([this.invalidating, ...sent]).then(() => {
+      if (this.invalidating === all) this.invalidating = undefined;
+    });
+    this.invalidating = all;
+  }
+
+  /**
+   * `v` once the kernel dropped the listings the last change made stale: a
+   * lookup that made a layer (and so maybe a reference) appear, or an rmdir
+   * that made one go, is answered after that, so that a readdir its caller
+   * makes next finds the new listing. Other requests do not wait for it:
+   * the kernel may hold it up until a request in flight is answered (see
+   * Notifier.invalInode).
+   */
+  private listingsCurrent<T>(v: T): Awaitable<T> {
+    const pending = this.invalidating;
+    return pending ? pending.then(() => v) : v;
   }
 
   mkdir(): never {

@@ -8,7 +8,7 @@
  * and READDIRPLUS entries it took, minus forgets): a successor taking over
  * the connection needs to know them, and tests check they balance.
  */
-import { close, constants as fsConstants, write, writeSync } from 'node:fs';
+import { close, constants as fsConstants, write } from 'node:fs';
 import { constants } from 'node:os';
 import { resolve } from 'node:path';
 import { loadAddon, type FuseAddon, type NativeSession } from './native.js';
@@ -90,17 +90,42 @@ export class FuseSession {
     ops.attach?.(this.notifier);
   }
 
-  /** Cache invalidations for the filesystem (see Notifier): written straight on the connection's fd. */
+  /**
+   * INVAL_INODE messages go out one at a time: one that the kernel holds up
+   * (on a page lock, until a READ is answered) then keeps one thread of the
+   * pool, not all of them (the pool also serves the disk cache that the READ
+   * may need). INVAL_ENTRY messages do not queue behind them: an rmdir's
+   * answer waits for its INVAL_INODEs while its INVAL_ENTRY waits for the
+   * rmdir's lock.
+   */
+  private inodeInvalTail: Promise<unknown> = Promise.resolve();
+  private readonly queuedInodeInvals = new Map<string, Promise<number>>();
+
+  /**
+   * Cache invalidations for the filesystem (see Notifier), written on the
+   * connection's fd from the thread pool, never from this thread: the kernel
+   * may make the write wait for a request that this thread must answer.
+   */
   readonly notifier: Notifier = {
     invalInode: (nodeid, offset, length) => {
-      if (this.state !== 'serving') return E.ENOTCONN;
+      if (this.state !== 'serving') return Promise.resolve(E.ENOTCONN);
+      // One already queued and not yet written does the job: it goes out after whatever change the caller made.
+      const key = `${nodeid} ${offset} ${length}`;
+      const queued = this.queuedInodeInvals.get(key);
+      if (queued) return queued;
       const m = Buffer.alloc(OUT_HEADER + 24);
       m.writeUInt32LE(m.length, 0);
       m.writeInt32LE(Notify.INVAL_INODE, 4);
       m.writeBigUInt64LE(BigInt(nodeid), OUT_HEADER);
       m.writeBigInt64LE(BigInt(offset), OUT_HEADER + 8);
       m.writeBigInt64LE(BigInt(length), OUT_HEADER + 16);
-      return this.notify(m);
+      const sent = this.inodeInvalTail.then(() => {
+        this.queuedInodeInvals.delete(key);
+        return this.notify(m);
+      });
+      this.queuedInodeInvals.set(key, sent);
+      this.inodeInvalTail = sent;
+      return sent;
     },
     invalEntry: (parent, name) => {
       const bytes = Buffer.from(name);
@@ -111,21 +136,15 @@ export class FuseSession {
       m.writeUInt32LE(bytes.length, OUT_HEADER + 8);
       bytes.copy(m, OUT_HEADER + 16);
       // After this turn (the answer to the request that holds the directory's lock goes first) and in the thread pool (the write waits for that lock).
-      return new Promise((done) => setImmediate(() => {
-        if (this.state !== 'serving') return done(E.ENOTCONN);
-        write(this.fd, m, (err) => done(err ? -(err.errno ?? -E.EIO) : 0));
-      }));
+      return new Promise((done) => setImmediate(() => done(this.notify(m))));
     },
   };
 
-  /** One notify message in one write(2), as /dev/fuse wants; the errno, else 0. */
-  private notify(m: Buffer): number {
-    try {
-      writeSync(this.fd, m);
-      return 0;
-    } catch (err) {
-      return -((err as NodeJS.ErrnoException).errno ?? -E.EIO);
-    }
+  /** One notify message in one write(2), as /dev/fuse wants, in the thread pool; the errno, else 0. */
+  private notify(m: Buffer): Promise<number> {
+    // After close() the fd number may belong to another file: nothing may be written.
+    if (this.state !== 'serving') return Promise.resolve(E.ENOTCONN);
+    return new Promise((done) => write(this.fd, m, (err) => done(err ? -(err.errno ?? -E.EIO) : 0)));
   }
 
   /** Opens /dev/fuse, mounts it (as root) and resolves once INIT is answered. */

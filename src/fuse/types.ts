@@ -109,24 +109,29 @@ export interface FuseOperations {
 /**
  * Invalidations of the kernel's caches, sent as FUSE notify messages on the
  * connection: what lets a filesystem give long timeouts to things that change
- * rarely but must then be seen at once. Both return 0 or an errno (ENOENT:
- * the kernel holds nothing of that, which is fine), and do nothing once the
- * session stopped serving.
+ * rarely but must then be seen at once. Both resolve with 0 or an errno
+ * (ENOENT: the kernel holds nothing of that, which is fine) once the kernel
+ * took the message, and do nothing once the session stopped serving. Both
+ * are written off the JS thread: the kernel may hold a message up until a
+ * request is answered, which that thread must stay free to do.
  */
 export interface Notifier {
   /**
    * The node's attributes (and, with `offset` ≥ 0, its cached pages from
    * `offset` on, `length` bytes, 0 = to the end: a directory's cached
-   * listing) are fetched again on next use. Synchronous: safe from inside a
-   * request handler, since it takes no inode lock.
+   * listing) are fetched again on next use. The kernel takes no inode lock
+   * for this but locks each cached page it drops, so it waits for a READ
+   * (or a listing being copied out of the cache) in flight on that node. A
+   * request whose answer must find the caches already dropped (a lookup that
+   * made a new name appear in a listing) is answered once this resolved.
    */
-  invalInode(nodeid: number, offset: number, length: number): number;
+  invalInode(nodeid: number, offset: number, length: number): Promise<number>;
   /**
    * The kernel forgets the name `name` in directory `parent` (and the parent's
    * attributes): its next use is a LOOKUP. The kernel takes the parent's
-   * inode lock for this, which a request on that directory (rmdir, create)
-   * holds until answered: so it is written after the current turn, off the
-   * main thread.
+   * inode lock for this, which a request on that directory (lookup, rmdir,
+   * create) holds until answered: so it is written after the current turn,
+   * and a request on that directory must not wait for it.
    */
   invalEntry(parent: number, name: string): Promise<number>;
 }

@@ -112,4 +112,20 @@ describe('the store\'s kernel caching over FUSE', () => {
     await stat(join(layerDir('registry.example/app/third:v3', DIGEST_A), 'diff'));
     assert.ok((await readdir(mnt)).includes(refDirName('registry.example/app/third:v3')), 'the root lists the new reference');
   });
+
+  // The invalidations are written off the JS thread, and the lookup (or rmdir) that changed the listings is answered only once the kernel took them.
+  test('50 times in a row: a new reference is listed at once in the root, its layer in the reference directory, and gone at once when released', async () => {
+    for (let i = 0; i < 50; i++) {
+      const ref = `registry.example/loop/n${i}:v1`;
+      const refDir = join(mnt, refDirName(ref));
+      const layer = layerDir(ref, DIGEST_B);
+      assert.ok(!(await readdir(mnt)).includes(refDirName(ref)), 'the root listing is cached without it');
+      await stat(join(layer, 'diff'));
+      assert.ok((await readdir(mnt)).includes(refDirName(ref)), `round ${i}: the root lists the new reference at once`);
+      assert.deepEqual(await readdir(refDir), [DIGEST_B], `round ${i}: the reference directory lists its layer at once`);
+      await assert.rejects(rmdir(layer), { code: 'ENOENT' });
+      assert.deepEqual(await readdir(refDir), [], `round ${i}: the released layer is gone from the listing at once`);
+      assert.ok(!(await readdir(mnt)).includes(refDirName(ref)), `round ${i}: and so is its reference from the root`);
+    }
+  });
 });
