@@ -334,13 +334,16 @@ async function convertOneLayer(
 
 /** Runs `fn` (which writes `path`), reporting the file's size every DOWNLOAD_POLL_MS meanwhile. */
 async function withFileSizePolling<T>(path: string, onSize: (bytes: number) => void, fn: () => Promise<T>): Promise<T> {
+  let done = false;
   const timer = setInterval(() => {
-    // Dropped on purpose: the file may not exist yet; the next tick reports it.
-    stat(path).then((st) => onSize(st.size), () => {});
+    // Dropped on purpose: the file may not exist yet; the next tick reports it. A stat
+    // still pending when `fn` ends is not reported: the caller has moved to its next stage.
+    stat(path).then((st) => { if (!done) onSize(st.size); }, () => {});
   }, DOWNLOAD_POLL_MS);
   try {
     return await fn();
   } finally {
+    done = true;
     clearInterval(timer);
   }
 }
