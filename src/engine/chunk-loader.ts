@@ -230,6 +230,11 @@ export class ChunkLoader {
     return this.deps.memory.has(digest) || (this.deps.disk?.has(digest) ?? false);
   }
 
+  /** Whether a chunk is being loaded (fetched or decoded) for someone already. */
+  isLoading(digest: string): boolean {
+    return this.inflight.has(digest);
+  }
+
   private async resolveOwned(owned: Deferred[], op: FetchOperation): Promise<void> {
     const misses: Deferred[] = [];
     if (this.deps.disk) {
