@@ -70,8 +70,9 @@ class RunLedger {
  * so its window grows to the maximum, and keeps it across the files too
  * large to fetch ahead (reading those is a miss, not the end of the walk).
  *
- * Reads of members already cached or loading (read again, or brought by the
- * file read-ahead) neither start nor move a run.
+ * Reads of members already cached or loading (read again, brought by the
+ * file read-ahead, or prefetched) neither start a run nor grow one: only
+ * the blob read-ahead's own members count as its hits.
  *
  * One per layer: the window is the layer's, whichever file is read.
  */
