@@ -40,9 +40,9 @@ export interface FetchTuning {
   fetchTimeoutMs: number;
   /** On-demand reads also load this many following chunks of the same file (sequential readers). */
   readAheadChunks: number;
-  /** …and the members that follow in the blob, this many bytes ahead at first (files of a directory sit together). */
+  /** …and the members that follow in the blob, this many bytes ahead at most when a read starts a window (files of a directory sit together). */
   readAheadBytes: number;
-  /** The blob read-ahead doubles while a reader keeps consuming it in order, up to this. */
+  /** The blob read-ahead doubles while readers read what it brought, up to this (see ReadAhead). */
   readAheadMaxBytes: number;
   /** A chunk that fails verification is fetched again this many times (a flipped or shifted range is a fault of that fetch)… */
   verifyRetries: number;
@@ -230,6 +230,11 @@ export class ChunkLoader {
   /** Whether a chunk is in a cache (no I/O for memory; the disk index is in memory too). */
   isCached(digest: string): boolean {
     return this.deps.memory.has(digest) || (this.deps.disk?.has(digest) ?? false);
+  }
+
+  /** Whether a chunk is being loaded (fetched or decoded) for someone already. */
+  isLoading(digest: string): boolean {
+    return this.inflight.has(digest);
   }
 
   private async resolveOwned(owned: Deferred[], op: FetchOperation): Promise<void> {

@@ -15,7 +15,7 @@ export class FileReader {
   constructor(
     /** Label for errors. */
     private readonly layer: string,
-    private readonly loader: Pick<ChunkLoader, 'load' | 'tuning' | 'isCached'>,
+    private readonly loader: Pick<ChunkLoader, 'load' | 'tuning' | 'isCached' | 'isLoading'>,
     /** Every chunk of the layer in blob order, for the read-ahead past the file. */
     chunks: () => readonly ChunkWant[],
     private readonly metrics: StoreMetrics,
@@ -39,10 +39,12 @@ export class FileReader {
     const wants: ChunkWant[] = [];
     let next = lo;
     for (; next < chunks.length && chunks[next]!.fileOffset < end; next++) wants.push({ chunk: chunks[next]!, path });
+    // Whether this read needs a fetch no read-ahead (or earlier read) started: the read-ahead is judged by it.
+    const miss = wants.some(({ chunk }) => !this.loader.isCached(chunk.digest) && !this.loader.isLoading(chunk.digest));
     const loads = this.loader.load(wants, 'on_demand');
     // Read-ahead goes in a request of its own, so that this read waits only for its own bytes;
     // it is not waited for, and its failures are not this read's.
-    const extra = this.readAhead.after(node, next, path, wants[0]!.chunk.blobOffset, wants.at(-1)!.chunk.blobEnd);
+    const extra = this.readAhead.after(node, lo, next, path, miss);
     // Dropped on purpose: a read-ahead failure is met again, and reported, by the read that needs that chunk.
     if (extra.length) for (const p of this.loader.load(extra, 'on_demand')) p.catch(() => {});
     const datas = await Promise.all(loads);

@@ -46,6 +46,7 @@ function fakeLoader(tuning: Partial<FetchTuning> = {}, fail: (c: Chunk) => boole
     asked,
     tuning: { ...DEFAULT_TUNING, mergeGapBytes: 0, fetchTimeoutMs: 1000, readAheadBytes: 0, readAheadMaxBytes: 0, ...tuning } as FetchTuning,
     isCached: (digest: string) => cached.has(digest),
+    isLoading: () => false,
     load(wants: readonly ChunkWant[], op: FetchOperation): Promise<Buffer>[] {
       asked.push({ op, chunks: wants.map((w) => w.chunk.digest) });
       return wants.map((w) => (fail(w.chunk) ? Promise.reject(new Error(`no ${w.chunk.digest}`)) : Promise.resolve(bytesOf(w.chunk))));
@@ -91,36 +92,162 @@ describe('FileReader: the read path', () => {
   });
 });
 
+describe('FileReader: read-ahead that pays for itself', () => {
+  // 400 one-chunk files of 100 compressed bytes each, back to back.
+  const files = Array.from({ length: 400 }, (_, i) => file(`m${String(i).padStart(3, '0')}`, i + 2, i * 100, [10]));
+  const all = chunksInBlobOrder(index(files));
+
+  /** A loader that keeps what it was asked for as loading (so a read of it is no miss), and counts the members each request adds. */
+  function countingLoader(tuning: Partial<FetchTuning>) {
+    const loading = new Set<string>();
+    const requests: { readAhead: boolean; bytes: number }[] = [];
+    return {
+      requests,
+      /** Set before each read: FileReader's first load of a read is for the read's own chunks, the next one its read-ahead. */
+      readStarts: false,
+      tuning: { ...DEFAULT_TUNING, mergeGapBytes: 0, fetchTimeoutMs: 1000, readAheadChunks: 0, ...tuning } as FetchTuning,
+      isCached: () => false,
+      isLoading: (digest: string) => loading.has(digest),
+      load(wants: readonly ChunkWant[]): Promise<Buffer>[] {
+        const readAhead = !this.readStarts;
+        this.readStarts = false;
+        let bytes = 0;
+        for (const w of wants) {
+          if (loading.has(w.chunk.digest)) continue;
+          loading.add(w.chunk.digest);
+          bytes += w.chunk.blobEnd - w.chunk.blobOffset;
+        }
+        if (bytes) requests.push({ readAhead, bytes });
+        return wants.map((w) => Promise.resolve(bytesOf(w.chunk)));
+      },
+    };
+  }
+  async function readAll(loader: ReturnType<typeof countingLoader>, order: number[]): Promise<void> {
+    const reader = new FileReader('l', loader, () => all);
+    for (const i of order) {
+      loader.readStarts = true;
+      await reader.read(files[i]!, 0, files[i]!.size);
+    }
+  }
+
+  test('a reader walking every file in blob order (an unpacker, W3): one fetch of its own, then few read-ahead requests as large as the maximum', async () => {
+    const loader = countingLoader({ readAheadBytes: 1600, readAheadMaxBytes: 12800 });
+    await readAll(loader, files.map((_, i) => i));
+    const own = loader.requests.filter((r) => !r.readAhead);
+    const ahead = loader.requests.filter((r) => r.readAhead).map((r) => r.bytes);
+    assert.equal(own.length, 1, 'only the first read waited for a fetch of its own');
+    assert.equal(own[0]!.bytes + ahead.reduce((n, b) => n + b, 0), 400 * 100, 'every member fetched once, nothing more');
+    assert.ok(ahead.length <= 8, `${ahead.length} read-ahead requests: ${ahead.join(', ')}`);
+    assert.ok(Math.max(...ahead) >= 12800 / 2 && Math.max(...ahead) <= 12800, `largest read-ahead request ${Math.max(...ahead)} B`);
+  });
+
+  test('a reader opening files here and there (python importing modules): its read-ahead shrinks to a sixteenth of the first step and stays there', async () => {
+    const loader = countingLoader({ readAheadBytes: 1600, readAheadMaxBytes: 12800 });
+    // 30 files, 131 apart modulo 400: forward and back, never one a window brought.
+    await readAll(loader, Array.from({ length: 30 }, (_, k) => (k * 131) % 400));
+    const ahead = loader.requests.filter((r) => r.readAhead).map((r) => r.bytes);
+    assert.equal(ahead[0], 1600, 'the layer\'s first read: one first step');
+    assert.ok(ahead.slice(1).every((b) => b === 100), `later windows: ${ahead.slice(1).join(', ')}`);
+    assert.ok(ahead.reduce((n, b) => n + b, 0) < 2 * 1600 + 30 * 100);
+  });
+});
+
 describe('ReadAhead: the blob read-ahead window', () => {
   // 40 one-chunk files of 100 compressed bytes each, back to back.
   const files = Array.from({ length: 40 }, (_, i) => file(`f${String(i).padStart(2, '0')}`, i + 2, i * 100, [10]));
   const all = chunksInBlobOrder(index(files));
   const window = (wants: ChunkWant[]): [number, number] => [wants[0]!.chunk.blobOffset, wants.at(-1)!.chunk.blobEnd];
-  const readOf = (ra: ReadAhead, i: number): ChunkWant[] => ra.after(files[i]!, 1, files[i]!.path, i * 100, i * 100 + 100);
+  /** A read of file i: a miss unless its chunk was asked for before (by a read or a read-ahead), as FileReader tells. */
+  const reader = (ra: ReadAhead) => {
+    const asked = new Set<number>();
+    return (i: number): ChunkWant[] => {
+      const f = files[i]!;
+      const miss = !asked.has(f.chunks[0]!.blobOffset);
+      asked.add(f.chunks[0]!.blobOffset);
+      const out = ra.after(f, 0, 1, f.path, miss);
+      for (const w of out) asked.add(w.chunk.blobOffset);
+      return out;
+    };
+  };
 
   test('a first read asks for one step after it; in-order reads top it up and the step doubles to its maximum', () => {
-    const ra = new ReadAhead(fakeLoader({ readAheadChunks: 0, readAheadBytes: 400, readAheadMaxBytes: 1600 }), () => all);
-    assert.deepEqual(window(readOf(ra, 0)), [100, 500], 'first step: 400 bytes');
-    assert.deepEqual(readOf(ra, 1), [], 'more than half a step still ahead: nothing');
-    assert.deepEqual(readOf(ra, 2), [], 'at exactly half a step ahead: nothing');
-    assert.deepEqual(window(readOf(ra, 3)), [500, 1200], 'back in order before the window ran out: the step doubles (800)');
+    const readOf = reader(new ReadAhead(fakeLoader({ readAheadChunks: 0, readAheadBytes: 400, readAheadMaxBytes: 1600 }), () => all));
+    assert.deepEqual(window(readOf(0)), [100, 500], 'first step: 400 bytes');
+    assert.deepEqual(readOf(1), [], 'more than half a step still ahead: nothing');
+    assert.deepEqual(readOf(2), [], 'at exactly half a step ahead: nothing');
+    assert.deepEqual(window(readOf(3)), [500, 1200], 'every member passed was read: the step doubles (800)');
     const steps: number[] = [];
     for (let i = 4; i < 30; i++) {
-      const w = readOf(ra, i);
+      const w = readOf(i);
       if (w.length) steps.push(w.at(-1)!.chunk.blobEnd - (i * 100 + 100));
     }
     assert.ok(steps.length > 0 && steps.every((s) => s <= 1600), `steps ${steps.join(', ')}`);
     assert.equal(Math.max(...steps), 1600, 'the step grew to its maximum');
   });
 
-  test('a jump starts a new window of one first step; cached chunks are left out', () => {
+  test('a jump after a window that was read starts a new one of one first step; cached chunks are left out', () => {
     const loader = fakeLoader({ readAheadChunks: 0, readAheadBytes: 400, readAheadMaxBytes: 1600 });
-    const ra = new ReadAhead(loader, () => all);
-    readOf(ra, 0);
-    readOf(ra, 3);
+    const readOf = reader(new ReadAhead(loader, () => all));
+    for (let i = 0; i <= 3; i++) readOf(i);
     loader.cached.add('sha256:f21#0');
-    const afterJump = readOf(ra, 20);
+    const afterJump = readOf(20);
     assert.deepEqual(afterJump.map((w) => w.path), ['f22', 'f23', 'f24'], 'one step (400 bytes) after the jump, the cached f21 left out');
+  });
+
+  test('a scattered reader: each new window is twice what was read of the last, never less than a sixteenth of the first step', () => {
+    // 400 files; the reader opens one file here and there, never one the read-ahead brought.
+    const many = Array.from({ length: 400 }, (_, i) => file(`g${String(i).padStart(3, '0')}`, i + 2, i * 100, [10]));
+    const list = chunksInBlobOrder(index(many));
+    const ra = new ReadAhead(fakeLoader({ readAheadChunks: 0, readAheadBytes: 1600, readAheadMaxBytes: 12800 }), () => list);
+    const readOf = (i: number, miss = true): number => {
+      const out = ra.after(many[i]!, 0, 1, many[i]!.path, miss);
+      return out.reduce((n, w) => n + w.chunk.blobEnd - w.chunk.blobOffset, 0);
+    };
+    assert.equal(readOf(0), 1600, 'a layer\'s first window: one first step');
+    const later = [50, 120, 200, 260, 330].map((i) => readOf(i));
+    assert.deepEqual(later, [100, 100, 100, 100, 100], 'none of it read: a sixteenth of the first step each time, no growth');
+    assert.equal(readOf(331, false), 200, 'the next file, which the last window brought: every member passed was read, so the step doubles');
+    assert.equal(readOf(370), 200, 'a jump after a window of 300 bytes of which 100 were read: 200');
+  });
+
+  test('reads of members loaded already (read again, or the file read-ahead\'s) neither start a window nor grow it', () => {
+    const big = file('big', 2, 0, [10, 10, 10]); // members at 0, 100, 200
+    const rest = Array.from({ length: 20 }, (_, i) => file(`h${String(i).padStart(2, '0')}`, i + 3, 300 + i * 100, [10]));
+    const list = chunksInBlobOrder(index([big, ...rest]));
+    const loader = fakeLoader({ readAheadChunks: 2, readAheadBytes: 400, readAheadMaxBytes: 3200 });
+    const ra = new ReadAhead(loader, () => list);
+    const first = ra.after(big, 0, 1, 'big', true);
+    assert.deepEqual(first.map((w) => w.chunk.blobOffset), [100, 200, 300, 400], 'the file\'s next two chunks, then the blob step after the read (to 500)');
+    for (const c of big.chunks) loader.cached.add(c.digest);
+    assert.deepEqual(ra.after(big, 0, 1, 'big', false), [], 'the same chunk again: nothing');
+    assert.deepEqual(ra.after(big, 2, 3, 'big', false), [], 'the file\'s last chunk, which the file read-ahead brought: no top-up, though less than half a step is left');
+    // The next file was the blob read-ahead's: a hit, less than half a step left, so a top-up, the step
+    // doubled once (the one member passed was read) and only once (the file's chunks are not the blob's).
+    const topUp = ra.after(rest[0]!, 0, 1, 'h00', false);
+    assert.deepEqual(window(topUp), [500, 1200]);
+  });
+
+  test('an in-order reader keeps its window across a member too large to fetch ahead', () => {
+    // 30 small files, one file of a 2000-byte member, 30 small files.
+    const a = Array.from({ length: 30 }, (_, i) => file(`a${String(i).padStart(2, '0')}`, i + 2, i * 100, [10]));
+    const huge = file('huge', 40, 3000, [10]);
+    huge.chunks[0]!.blobEnd = 5000;
+    const b = Array.from({ length: 30 }, (_, i) => file(`b${String(i).padStart(2, '0')}`, i + 50, 5000 + i * 100, [10]));
+    const list = chunksInBlobOrder(index([...a, huge, ...b]));
+    const ra = new ReadAhead(fakeLoader({ readAheadChunks: 0, readAheadBytes: 400, readAheadMaxBytes: 1600 }), () => list);
+    const asked = new Set<number>();
+    const readOf = (f: LayerNode): ChunkWant[] => {
+      const miss = !asked.has(f.chunks[0]!.blobOffset);
+      asked.add(f.chunks[0]!.blobOffset);
+      const out = ra.after(f, 0, 1, f.path, miss);
+      for (const w of out) asked.add(w.chunk.blobOffset);
+      return out;
+    };
+    for (const f of a) readOf(f);
+    assert.ok(!asked.has(3000), 'the large member is left to its read');
+    const afterHuge = readOf(huge);
+    assert.equal(afterHuge[0]!.chunk.blobOffset, 5000);
+    assert.ok(afterHuge.at(-1)!.chunk.blobEnd - 5000 >= 1600, `after the large file: ${afterHuge.at(-1)!.chunk.blobEnd - 5000} bytes, the grown window`);
   });
 
   test('a large member straddling the step is left to its own read; readAheadBytes 0 turns the blob read-ahead off', () => {
@@ -128,9 +255,9 @@ describe('ReadAhead: the blob read-ahead window', () => {
     big[2]!.chunks[0]!.blobEnd = 1000; // one 800-byte member
     const list = chunksInBlobOrder(index(big));
     const ra = new ReadAhead(fakeLoader({ readAheadChunks: 0, readAheadBytes: 400, readAheadMaxBytes: 400 }), () => list);
-    assert.deepEqual(ra.after(big[0]!, 1, 'a', 0, 100).map((w) => w.path), ['b']);
+    assert.deepEqual(ra.after(big[0]!, 0, 1, 'a', true).map((w) => w.path), ['b']);
     const off = new ReadAhead(fakeLoader({ readAheadChunks: 0, readAheadBytes: 0 }), () => list);
-    assert.deepEqual(off.after(big[0]!, 1, 'a', 0, 100), []);
+    assert.deepEqual(off.after(big[0]!, 0, 1, 'a', true), []);
   });
 });
 
