@@ -123,7 +123,7 @@ describe('FileReader: read-ahead that pays for itself', () => {
     };
   }
   async function readAll(loader: ReturnType<typeof countingLoader>, order: number[]): Promise<void> {
-    const reader = new FileReader('l', loader, () => all);
+    const reader = new FileReader('l', loader, () => all, testTelemetry().metrics);
     for (const i of order) {
       loader.readStarts = true;
       await reader.read(files[i]!, 0, files[i]!.size);
