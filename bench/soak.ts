@@ -34,6 +34,7 @@ const USAGE = `usage: node dist/bench/soak.js [options]
   --keep-log FILE        save the store's log (stdout + stderr) there
   --cpu-prof DIR         run the store with node --cpu-prof into DIR and print a summary
   --store-node-args=ARGS more node flags for the store, space-separated (e.g. --store-node-args=--trace-gc)
+  --no-restart-pass      skip the restart pass (after warm: restart the store, disk cache kept, read every file again)
   --no-write             print only: write neither bench/results/soak.md nor the JSON`;
 
 const { values: args } = parseArgs({
@@ -51,6 +52,7 @@ const { values: args } = parseArgs({
     'cpu-prof': { type: 'string' },
     'store-node-args': { type: 'string', default: '' },
     'no-write': { type: 'boolean', default: false },
+    'no-restart-pass': { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
 });
@@ -103,6 +105,12 @@ function report(machine: MachineInfo, r: SoakResult, meta: { prepareSeconds: num
     '',
   );
   out.push(phasesTable(r), '');
+  const blobs = r.layers.reduce((n, l) => n + l.esgzBytes, 0);
+  const ofBlobs = (b: number): string => `${(b / 1e6).toFixed(1)} MB = ${(b / blobs).toFixed(3)}× the blobs`;
+  out.push(`**Registry bytes** (the store's \`estargz_store_registry_bytes_total\`, blobs ${(blobs / 1e6).toFixed(1)} MB): cold start to the end of the warm phase ${ofBlobs(r.registryBytes.cold)}` +
+    (r.registryBytes.restart !== undefined && r.restartPass
+      ? `; after \`estargz-store restart\` (disk cache kept), every file read again in ${r.restartPass.seconds.toFixed(1)} s${r.restartPass.completed ? '' : ' (cut short)'}, ${r.restartPass.ops} reads, ${r.restartPass.errors} errors, ${r.restartPass.wrongBytes} wrong bytes: the successor took ${ofBlobs(r.registryBytes.restart)}.`
+      : '; no restart pass.'), '');
   out.push('## Verdicts', '');
   for (const v of verdicts(r)) out.push(`- ${v.ok ? 'PASS' : 'FAIL'} ${v.name}: ${v.detail}`);
   out.push('');
@@ -134,6 +142,7 @@ async function main(): Promise<void> {
       storeLogLevel: args['store-log-level'],
       ...(nodeArgs.length && { storeNodeArgs: nodeArgs }),
       ...(args['keep-log'] && { storeLogFile: args['keep-log'] }),
+      restartPass: !args['no-restart-pass'],
       log,
     });
     const md = report(machine, r, { prepareSeconds: image.prepareSeconds, loadEnd: loadNow() });

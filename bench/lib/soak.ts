@@ -17,7 +17,8 @@ import { markdownTable } from './table.js';
 import { MiB } from './stats.js';
 import type { SoakImage } from './soak-image.js';
 import { LATENCY_BOUNDS_MS, type FromReaders, type ReaderStats, type ToReaders } from './soak-readers.js';
-import { scrapeMetrics, startBenchStore, type MetricsSnapshot } from './store-workloads.js';
+import { SOCKET_NAME, controlRequest } from '../../src/daemon/control-protocol.js';
+import { metric, scrapeMetrics, startBenchStore, type MetricsSnapshot } from './store-workloads.js';
 
 const READERS_JS = fileURLToPath(new URL('./soak-readers.js', import.meta.url));
 const LAG = 'estargz_store_event_loop_lag_seconds';
@@ -41,6 +42,8 @@ export interface SoakOptions {
    * second it alone would be 1 tick in 100, i.e. the p99 being measured.
    */
   metricsEverySec?: number;
+  /** After the warm phase: restart the store (disk cache kept) and read every file again, counting the successor's registry bytes. */
+  restartPass?: boolean;
   /** Samples after this much of the warm phase count as "after warm-up" (default: a quarter, at least 10 s). */
   warmUpSeconds?: number;
   storeConfig?: string;
@@ -114,6 +117,16 @@ export interface SoakResult {
   storeStartSeconds: number;
   droppedCaches: number;
   dropCachesError?: string;
+  /**
+   * Body bytes the store took from the registry (`estargz_store_registry_bytes_total`):
+   * `cold`, from its start to the end of the warm phase (resolution, the cold pass, the
+   * background fetch and its whole-layer check); `restart`, the successor's after
+   * `estargz-store restart` with the disk cache kept, over a second read of every file
+   * (absent when the restart pass was not run).
+   */
+  registryBytes: { cold: number; restart?: number };
+  /** The restart pass: every file read again through the successor, page cache dropped. */
+  restartPass?: { seconds: number; completed: boolean; ops: number; errors: number; wrongBytes: number; errorSamples: string[] };
   /** Each phase's start and end on the monotonic clock (µs, process.hrtime.bigint() / 1000n): places a store profile's long tasks in a phase. */
   clock: Partial<Record<Exclude<Phase, 'setup'>, { startUs: number; endUs: number }>>;
 }
@@ -370,6 +383,14 @@ export async function runSoak(image: SoakImage, opts: SoakOptions): Promise<Soak
     // The last sample carries the final counters.
     Object.assign(samples.at(-1)!, { reads: stopped.stats.reads, bytes: stopped.stats.bytes, ops: stopped.stats.ops, errors: stopped.stats.errors, wrongBytes: stopped.stats.wrongBytes, latency: stopped.stats.latency });
 
+    const registryBytes: SoakResult['registryBytes'] = { cold: metric(await scrapeMetrics(store.metricsUrl), 'estargz_store_registry_bytes_total') };
+    let restartPass: SoakResult['restartPass'];
+    if (opts.restartPass) {
+      const pass = await rereadAfterRestart(store, image, diffDirs, opts);
+      restartPass = pass.pass;
+      registryBytes.restart = pass.registryBytes;
+    }
+
     const storeAliveAtEnd = store.proc.exitCode === null && (await mountAnswers(store.mnt));
     const storeExitCode = await store.stop();
     const warmUp = opts.warmUpSeconds ?? Math.max(10, opts.warmSeconds / 4);
@@ -387,12 +408,58 @@ export async function runSoak(image: SoakImage, opts: SoakOptions): Promise<Soak
       droppedCaches: droppedCount,
       ...(dropError && { dropCachesError: dropError }),
       clock,
+      registryBytes,
+      ...(restartPass && { restartPass }),
     };
   } finally {
     sampling = false;
     await samplerDone.catch(() => {});
     if (child && child.exitCode === null) child.kill('SIGKILL');
     await store.stop();
+  }
+}
+
+/**
+ * The restart pass: `estargz-store restart` (the successor keeps the disk
+ * cache and the remembered whole-layer verdicts), page cache dropped, then
+ * every file read once more by a new readers' process, byte-checked as
+ * before. The successor's registry bytes are its own counter (a new process
+ * starts it at 0), scraped once its metrics listener took the address over
+ * and a few seconds passed for a background fetch to find nothing to do.
+ */
+async function rereadAfterRestart(
+  store: Awaited<ReturnType<typeof startBenchStore>>, image: SoakImage, diffDirs: string[], opts: SoakOptions,
+): Promise<{ pass: NonNullable<SoakResult['restartPass']>; registryBytes: number }> {
+  const res = await controlRequest(join(store.root, SOCKET_NAME), { op: 'restart' }, 120_000);
+  if (!res.ok) throw new Error(`restart for the restart pass failed: ${(res as { error?: string }).error ?? 'no reason'}`);
+  const newPid = (res as { pid?: number }).pid;
+  opts.log(`restart pass: successor ${newPid} serving; every file read again …`);
+  await dropCaches().catch(() => undefined); // without it the kernel answers from its page cache: still a valid (if easier) pass
+  const child = fork(READERS_JS, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], env: { ...process.env, UV_THREADPOOL_SIZE: String(Math.min(1024, opts.readers + 4)) } });
+  try {
+    const link = new ReaderLink(child);
+    link.send({ type: 'init', readers: opts.readers, seed: (opts.seed ?? 42) + 1, layers: image.layers.map((l, i) => ({ diffDir: diffDirs[i]!, spec: { index: l.index, files: l.files, contentBytes: l.contentBytes } })) });
+    if (!(await link.wait('ready', 120_000))) throw new Error('the restart pass readers did not get ready in 120 s');
+    const started = performance.now();
+    link.send({ type: 'cold' });
+    const done = await link.wait('cold-done', opts.coldMaxSeconds * 1000);
+    const seconds = (performance.now() - started) / 1000;
+    link.send({ type: 'stop' });
+    const stopped = await link.wait('stopped', 120_000);
+    const stats = stopped?.stats ?? done?.stats ?? link.stats;
+    await sleep(5000);
+    // The successor binds the metrics address once the old process let go: a scrape may briefly fail.
+    let bytes = NaN;
+    for (let i = 0; i < 50 && !Number.isFinite(bytes); i++) {
+      bytes = await scrapeMetrics(store.metricsUrl).then((m) => metric(m, 'estargz_store_registry_bytes_total'), () => NaN);
+      if (!Number.isFinite(bytes)) await sleep(100);
+    }
+    return {
+      pass: { seconds, completed: done !== null, ops: stats?.ops ?? 0, errors: stats?.errors ?? 0, wrongBytes: stats?.wrongBytes ?? 0, errorSamples: stopped?.stats.samples ?? [] },
+      registryBytes: bytes,
+    };
+  } finally {
+    if (child.exitCode === null) child.kill('SIGKILL');
   }
 }
 
@@ -468,7 +535,7 @@ const ms = (x: number): string => (Number.isFinite(x) ? x.toFixed(x < 10 ? 1 : 0
 
 export function verdicts(r: SoakResult): { name: string; ok: boolean; detail: string }[] {
   const out: { name: string; ok: boolean; detail: string }[] = [];
-  const total = (k: 'errors' | 'wrongBytes'): number => r.phases.reduce((n, p) => n + p[k], 0);
+  const total = (k: 'errors' | 'wrongBytes'): number => r.phases.reduce((n, p) => n + p[k], 0) + (r.restartPass?.[k] ?? 0);
   out.push({ name: '0 errors, 0 wrong bytes', ok: total('errors') === 0 && total('wrongBytes') === 0, detail: `${total('errors')} errors, ${total('wrongBytes')} wrong bytes` });
   out.push({ name: 'store alive at the end', ok: r.storeAliveAtEnd, detail: r.storeAliveAtEnd ? 'mount answering' : 'store gone or mount not answering' });
   const warm = r.phases.find((p) => p.phase === 'warm');
