@@ -62,7 +62,11 @@ export interface StoreConfig {
   pool: {
     /** Decode workers at most; 0 = the machine's cores. */
     workers: number;
-    /** Decode workers kept while nothing is decoded (the others start on demand); at most `workers`. */
+    /**
+     * Decode workers kept while nothing is decoded (the others start on demand); at most `workers`.
+     * 0 (the default): none until a task needs one; a small chunk a reader waits for meanwhile is
+     * decoded on the main thread (DecodePool.inlineMaxBytes), so an idle store holds no worker isolate.
+     */
     idle_workers: number;
     decoder: 'zlib' | 'pako';
   };
@@ -86,7 +90,7 @@ export const DEFAULT_CONFIG: StoreConfig = {
   resolver: { request_timeout_sec: 30, host: {} },
   metrics_address: '',
   cache: { dir: '', max_bytes: 10 * 2 ** 30, memory_bytes: 32 * 2 ** 20 },
-  pool: { workers: 0, idle_workers: 1, decoder: 'zlib' },
+  pool: { workers: 0, idle_workers: 0, decoder: 'zlib' },
   allow_unverified: false,
   resolve_timeout_sec: 30,
   log_level: 'info',

@@ -24,6 +24,12 @@ export interface DecodePoolOptions {
   idleThreads?: number;
   /** An extra worker without a task for this long exits (default 30 s). */
   idleTimeoutMs?: number;
+  /**
+   * A foreground task of at most this many plain bytes is decoded on the
+   * calling thread while no worker runs (default INLINE_MAX_PLAIN_BYTES; 0:
+   * never), so a read of a small file after a quiet spell starts no worker.
+   */
+  inlineMaxBytes?: number;
   decoder?: Decoder;
 }
 
@@ -34,6 +40,14 @@ interface Queued {
   resolve: (outputs: DecodeOutput[]) => void;
   reject: (err: unknown) => void;
 }
+
+/**
+ * Measured (bench/results/footprint-breakdown.md): inflating and hashing a
+ * 64 KiB chunk on the main thread takes ~0.3 ms warm, less than a task's
+ * round trip to a worker that must start first (~30 ms, and ~10 MiB of
+ * resident memory for its isolate as long as it lives); 256 KiB took 1.4 ms.
+ */
+export const INLINE_MAX_PLAIN_BYTES = 64 << 10;
 
 const WORKER_FILE = fileURLToPath(new URL('../../workers/decode.js', import.meta.url));
 
@@ -56,6 +70,7 @@ export class DecodePool {
   private readonly maxInFlight: number;
   /** Background tasks handed to piscina at most: all workers but one (one with a single worker). */
   private readonly maxBackground: number;
+  private readonly inlineMaxBytes: number;
   /** Worker busy time since the last utilization update, and when that was. */
   private busyMs = 0;
   private busySince = performance.now();
@@ -66,6 +81,7 @@ export class DecodePool {
     this.maxInFlight = Math.max(1, this.threads * 2);
     this.maxBackground = Math.max(1, this.threads - 1);
     this.idleThreads = Math.min(this.threads, opts.idleThreads ?? 1);
+    this.inlineMaxBytes = opts.inlineMaxBytes ?? INLINE_MAX_PLAIN_BYTES;
     this.piscina = this.threads > 0
       // recordTiming off: piscina's per-task histograms cost main-thread time; utilization is computed from the workers' own busy time.
       // execArgv: piscina loads the worker with require() first, and Node 20's require() of an ES
@@ -91,11 +107,30 @@ export class DecodePool {
    */
   run(buffer: ArrayBuffer | SharedArrayBuffer, items: DecodeItem[], priority: Priority, layer?: string): Promise<DecodeOutput[]> {
     const task: DecodeTask = { decoder: this.decoder, buffer, items, priority, ...(layer !== undefined && { layer }) };
-    if (!this.piscina) return Promise.resolve(outputsOf(decodeBatch(task)));
+    if (!this.piscina || this.decodesInline(task)) {
+      try {
+        return Promise.resolve(outputsOf(decodeBatch(task)));
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    }
     return new Promise((resolve, reject) => {
       this.queues[priority].push({ task, priority, queuedAt: performance.now(), resolve, reject });
       this.pump();
     });
+  }
+
+  /** A small task a reader waits for while no worker runs (none kept idle, the last one left): cheaper here than starting one. */
+  private decodesInline(task: DecodeTask): boolean {
+    if (task.priority !== 'foreground' || this.piscina!.threads.length > 0) return false;
+    let plain = 0;
+    for (const item of task.items) for (const ref of item.refs) plain += ref.size;
+    return plain <= this.inlineMaxBytes;
+  }
+
+  /** Worker threads alive now (starting ones included). */
+  get workers(): number {
+    return this.piscina?.threads.length ?? 0;
   }
 
   get queued(): number {

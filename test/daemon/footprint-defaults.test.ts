@@ -2,7 +2,22 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { DEFAULT_CONFIG, buildConfig, engineOptions } from '../../src/daemon/config.js';
 import { STORE_PROCESS_FLAGS, storeProcessFlags } from '../../src/daemon/store-process-flags.js';
-import { DecodePool } from '../../src/engine/decode-pool.js';
+import { createHash, randomBytes } from 'node:crypto';
+import { gzipSync } from 'node:zlib';
+import { DecodePool, INLINE_MAX_PLAIN_BYTES, type Priority } from '../../src/engine/decode-pool.js';
+
+/** A task of one gzip member of `plain` (its digest `wrongDigest` when asked), and what it must decode to. */
+function oneChunk(plain: Buffer, wrongDigest = false): { buffer: ArrayBuffer; items: Parameters<DecodePool['run']>[1] } {
+  const member = gzipSync(plain);
+  const digest = `sha256:${createHash('sha256').update(wrongDigest ? Buffer.from('other') : plain).digest('hex')}`;
+  return { buffer: new Uint8Array(member).buffer, items: [{ offset: 0, length: member.length, refs: [{ path: 'f', fileOffset: 0, innerOffset: 0, size: plain.length, blobOffset: 0, digest }] }] };
+}
+
+async function decode(pool: DecodePool, plain: Buffer, priority: Priority, wrongDigest = false): Promise<unknown> {
+  const { buffer, items } = oneChunk(plain, wrongDigest);
+  const [out] = await pool.run(buffer, items, priority);
+  return out;
+}
 
 describe('memory defaults of the store process', () => {
   test('node flags: the defaults, replaced (or emptied) by ESTARGZ_STORE_NODE_FLAGS', () => {
@@ -12,12 +27,12 @@ describe('memory defaults of the store process', () => {
     assert.deepEqual(storeProcessFlags({ ESTARGZ_STORE_NODE_FLAGS: ' --max-semi-space-size=8  --trace-gc ' }), ['--max-semi-space-size=8', '--trace-gc']);
   });
 
-  test('config: 32 MiB memory cache, one idle decode worker, 8 MiB of held bytes a layer; pool.idle_workers reaches the engine', () => {
+  test('config: 32 MiB memory cache, no idle decode worker, 8 MiB of held bytes a layer; pool.idle_workers reaches the engine', () => {
     assert.equal(DEFAULT_CONFIG.cache.memory_bytes, 32 * 2 ** 20);
-    assert.equal(DEFAULT_CONFIG.pool.idle_workers, 1);
+    assert.equal(DEFAULT_CONFIG.pool.idle_workers, 0);
     const opts = engineOptions(DEFAULT_CONFIG);
     assert.equal(opts.memoryCacheBytes, 32 * 2 ** 20);
-    assert.equal(opts.poolIdleThreads, 1);
+    assert.equal(opts.poolIdleThreads, 0);
     assert.equal(opts.fetch.background.heldMemoryBytes, 8 << 20);
     const { config } = buildConfig({ pool: { workers: 4, idle_workers: 2 } }, 'test.toml');
     assert.equal(engineOptions(config).poolIdleThreads, 2);
@@ -44,6 +59,36 @@ describe('memory defaults of the store process', () => {
       assert.equal(pool.queued, 0);
     } finally {
       await pool.close();
+    }
+  });
+
+  test('decode pool without idle workers: a small foreground task is decoded (and verified) on this thread while no worker runs; a larger one, or a background one, starts a worker', async () => {
+    const pool = new DecodePool({ threads: 2, idleThreads: 0 });
+    try {
+      assert.equal(pool.workers, 0);
+      const small = randomBytes(INLINE_MAX_PLAIN_BYTES);
+      assert.deepEqual(await decode(pool, small, 'foreground'), small);
+      const bad = await decode(pool, randomBytes(1000), 'foreground', true) as { code: string };
+      assert.equal(bad.code, 'CHUNK_DIGEST_MISMATCH');
+      assert.equal(pool.workers, 0, 'no worker for small foreground tasks');
+      await decode(pool, randomBytes(100), 'background');
+      assert.equal(pool.workers, 1, 'a background task starts a worker');
+    } finally {
+      await pool.close();
+    }
+    const pool2 = new DecodePool({ threads: 2, idleThreads: 0 });
+    try {
+      const large = randomBytes(INLINE_MAX_PLAIN_BYTES + 1);
+      assert.deepEqual(await decode(pool2, large, 'foreground'), large);
+      assert.equal(pool2.workers, 1, 'a larger task starts a worker');
+    } finally {
+      await pool2.close();
+    }
+    const kept = new DecodePool({ threads: 1, idleThreads: 1 });
+    try {
+      assert.equal(kept.workers, 1, 'a worker kept idle starts with the pool');
+    } finally {
+      await kept.close();
     }
   });
 });
