@@ -71,6 +71,8 @@ export class DecodePool {
   /** Background tasks handed to piscina at most: all workers but one (one with a single worker). */
   private readonly maxBackground: number;
   private readonly inlineMaxBytes: number;
+  /** Workers loaded and taking tasks (piscina's workerCreate minus workerDestroy). */
+  private readyWorkers = 0;
   /** Worker busy time since the last utilization update, and when that was. */
   private busyMs = 0;
   private busySince = performance.now();
@@ -88,8 +90,8 @@ export class DecodePool {
       // module aborts the whole process (V8 "Empty MaybeLocal") when the pool is closed while a
       // worker is still loading; without require(esm) it falls back to import(), which is safe.
       // minThreads: each worker is an isolate of ~10 MiB; only `idleThreads` stay while nothing is
-      // decoded (one, so the first read after a quiet spell waits for no worker to start), the
-      // others start when tasks queue and leave after `idleTimeoutMs` without work.
+      // decoded (by default none: see prestart() and decodesInline()), the others start when
+      // tasks queue (or on prestart) and leave after `idleTimeoutMs` without work.
       ? new Piscina({
         filename: WORKER_FILE, minThreads: this.idleThreads, maxThreads: this.threads, idleTimeout: opts.idleTimeoutMs ?? 30_000, recordTiming: false,
         execArgv: ['--no-experimental-require-module'],
@@ -97,6 +99,23 @@ export class DecodePool {
       : null;
     // An 'error' event without a listener would end the process; a worker problem must not.
     this.piscina?.on('error', (err: Error) => logger.error({ err: err.message }, 'decode worker error'));
+    // Piscina announces a worker once it has loaded (and is gone): a task sent before waits for that.
+    this.piscina?.on('workerCreate', () => { this.readyWorkers++; });
+    this.piscina?.on('workerDestroy', () => { this.readyWorkers = Math.max(0, this.readyWorkers - 1); });
+  }
+
+  /**
+   * Reads are likely soon (a layer is being resolved): starts a worker in the
+   * background if none runs, so the first large read does not wait for one
+   * to start (~50 ms on an idle machine, 200 ms at load 12 on two cores, most
+   * of it loading the worker's modules); small reads meanwhile are decoded
+   * here. It leaves again after `idleTimeoutMs` without work.
+   */
+  prestart(): void {
+    if (!this.piscina || this.piscina.threads.length > 0) return;
+    const empty: DecodeTask = { decoder: this.decoder, buffer: new ArrayBuffer(0), items: [], priority: 'background' };
+    // A failure shows again with the first real task; a pool closed meanwhile rejects it too.
+    this.piscina.run(empty).catch((err: unknown) => logger.debug({ err: (err as Error)?.message ?? String(err) }, 'decode worker prestart failed'));
   }
 
   /**
@@ -120,9 +139,14 @@ export class DecodePool {
     });
   }
 
-  /** A small task a reader waits for while no worker runs (none kept idle, the last one left): cheaper here than starting one. */
+  /**
+   * A small task a reader waits for while no worker is ready (none kept idle,
+   * the last one left, or one still starting): cheaper here than waiting for
+   * one. Once one is ready, every task goes to the workers, which keeps a busy
+   * main thread (FUSE) free of decoding.
+   */
   private decodesInline(task: DecodeTask): boolean {
-    if (task.priority !== 'foreground' || this.piscina!.threads.length > 0) return false;
+    if (task.priority !== 'foreground' || this.readyWorkers > 0) return false;
     let plain = 0;
     for (const item of task.items) for (const ref of item.refs) plain += ref.size;
     return plain <= this.inlineMaxBytes;

@@ -91,4 +91,22 @@ describe('memory defaults of the store process', () => {
       await kept.close();
     }
   });
+
+  test('decode pool prestart: one worker starts in the background (once), and reads meanwhile still get their verified bytes', async () => {
+    const pool = new DecodePool({ threads: 2, idleThreads: 0 });
+    try {
+      pool.prestart();
+      pool.prestart();
+      assert.equal(pool.workers, 1);
+      const small = randomBytes(4096);
+      assert.deepEqual(await decode(pool, small, 'foreground'), small);
+      const large = randomBytes(INLINE_MAX_PLAIN_BYTES * 2);
+      assert.deepEqual(await decode(pool, large, 'foreground'), large);
+    } finally {
+      await pool.close();
+    }
+    const none = new DecodePool({ threads: 0 });
+    none.prestart();
+    assert.equal(none.workers, 0);
+  });
 });
