@@ -64,8 +64,10 @@ export interface StoreConfig {
     workers: number;
     /**
      * Decode workers kept while nothing is decoded (the others start on demand); at most `workers`.
-     * 0 (the default): none until a task needs one; a small chunk a reader waits for meanwhile is
-     * decoded on the main thread (DecodePool.inlineMaxBytes), so an idle store holds no worker isolate.
+     * 0: an idle store holds no worker isolate (~12 MiB less resident); one starts in the
+     * background when a layer is resolved (DecodePool.prestart), and a small chunk a reader waits
+     * for meanwhile is decoded on the main thread. Not the default: that start (~0.1 s of CPU)
+     * then falls on the first pull instead of the store's start (bench/results/footprint-breakdown.md).
      */
     idle_workers: number;
     decoder: 'zlib' | 'pako';
@@ -90,7 +92,7 @@ export const DEFAULT_CONFIG: StoreConfig = {
   resolver: { request_timeout_sec: 30, host: {} },
   metrics_address: '',
   cache: { dir: '', max_bytes: 10 * 2 ** 30, memory_bytes: 32 * 2 ** 20 },
-  pool: { workers: 0, idle_workers: 0, decoder: 'zlib' },
+  pool: { workers: 0, idle_workers: 1, decoder: 'zlib' },
   allow_unverified: false,
   resolve_timeout_sec: 30,
   log_level: 'info',
