@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { DEFAULT_CONFIG, buildConfig, engineOptions } from '../../src/daemon/config.js';
-import { STORE_PROCESS_FLAGS, storeProcessFlags } from '../../src/daemon/store-process-flags.js';
+import { STORE_PROCESS_ENV, STORE_PROCESS_FLAGS, storeProcessEnv, storeProcessFlags } from '../../src/daemon/store-process-flags.js';
 import { createHash, randomBytes } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
 import { DecodePool, INLINE_MAX_PLAIN_BYTES, type Priority } from '../../src/engine/decode-pool.js';
@@ -21,10 +21,16 @@ async function decode(pool: DecodePool, plain: Buffer, priority: Priority, wrong
 
 describe('memory defaults of the store process', () => {
   test('node flags: the defaults, replaced (or emptied) by ESTARGZ_STORE_NODE_FLAGS', () => {
-    assert.deepEqual(storeProcessFlags({}), ['--max-semi-space-size=2', '--liftoff-only']);
+    assert.deepEqual(storeProcessFlags({}), ['--max-semi-space-size=1', '--liftoff-only']);
     assert.deepEqual(storeProcessFlags({}), [...STORE_PROCESS_FLAGS]);
     assert.deepEqual(storeProcessFlags({ ESTARGZ_STORE_NODE_FLAGS: '' }), []);
     assert.deepEqual(storeProcessFlags({ ESTARGZ_STORE_NODE_FLAGS: ' --max-semi-space-size=8  --trace-gc ' }), ['--max-semi-space-size=8', '--trace-gc']);
+  });
+
+  test('malloc settings: added to the store process environment, an operator\'s own win', () => {
+    assert.deepEqual(STORE_PROCESS_ENV, { MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '131072' });
+    assert.deepEqual(storeProcessEnv({ PATH: '/bin' }), { PATH: '/bin', MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '131072' });
+    assert.equal(storeProcessEnv({ MALLOC_ARENA_MAX: '8' }).MALLOC_ARENA_MAX, '8');
   });
 
   test('config: 32 MiB memory cache, one idle decode worker, 8 MiB of held bytes a layer; pool.idle_workers reaches the engine', () => {
