@@ -5,7 +5,8 @@
  * on the python test image, for one or more store configurations (and node
  * flags) side by side, sessions interleaved. For each point: VmRSS and the
  * peak (VmHWM) of the store process (the keeper's child), its anonymous vs
- * file-backed resident memory, its thread count, and from its /metrics the
+ * file-backed resident memory, its PSS (file pages shared with the keeper,
+ * the same node binary, count half), its thread count, and from its /metrics the
  * main isolate's V8 heap (used / total) and external memory (Buffers and
  * ArrayBuffers, SharedArrayBuffers included) and the memory chunk cache's
  * bytes. Worker isolates are not in the V8 figures: compare variants with
@@ -81,6 +82,8 @@ interface Point {
   hwm: number;
   anon: number;
   file: number;
+  /** Proportional set size: resident pages shared with other processes (the keeper runs the same node binary) count by share. */
+  pss: number;
   threads: number;
   heapUsed: number;
   heapTotal: number;
@@ -95,6 +98,7 @@ interface Point {
 async function look(store: BenchStore): Promise<Point> {
   const status = await readFile(`/proc/${store.pid}/status`, 'utf8');
   const kb = (k: string): number => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(status)?.[1] ?? NaN) * 1024;
+  const rollup = await readFile(`/proc/${store.pid}/smaps_rollup`, 'utf8').catch(() => '');
   const m = await scrapeMetrics(store.metricsUrl);
   // utime and stime, fields 14 and 15 of /proc/PID/stat (after the parenthesised command), in clock ticks (100 Hz on Linux).
   const stat = (await readFile(`/proc/${store.pid}/stat`, 'utf8')).split(') ')[1]!.split(' ');
@@ -104,6 +108,7 @@ async function look(store: BenchStore): Promise<Point> {
     hwm: kb('VmHWM'),
     anon: kb('RssAnon'),
     file: kb('RssFile'),
+    pss: Number(/^Pss:\s+(\d+) kB/m.exec(rollup)?.[1] ?? NaN) * 1024,
     threads: kb('Threads') / 1024,
     heapUsed: metric(m, 'estargz_store_nodejs_heap_size_used_bytes'),
     heapTotal: metric(m, 'estargz_store_nodejs_heap_size_total_bytes'),
@@ -208,7 +213,7 @@ async function main(): Promise<void> {
         const ps = r.samples[stage];
         const secs = stage === 'W1' ? r.w1 : stage === 'W3' ? r.w3 : [];
         rows.push([
-          v.name, stage, med(ps.map((p) => p.rss)), med(ps.map((p) => p.hwm)), med(ps.map((p) => p.anon)), med(ps.map((p) => p.file)),
+          v.name, stage, med(ps.map((p) => p.rss)), med(ps.map((p) => p.hwm)), med(ps.map((p) => p.anon)), med(ps.map((p) => p.file)), med(ps.map((p) => p.pss)),
           med(ps.map((p) => p.heapUsed)), med(ps.map((p) => p.heapTotal)), med(ps.map((p) => p.external)), med(ps.map((p) => p.memCache)),
           ps.length ? String(summarize(ps.map((p) => p.threads)).median) : '—',
           ps.length ? String(summarize(ps.map((p) => p.diskHits)).median) : '—',
@@ -220,7 +225,7 @@ async function main(): Promise<void> {
     console.log(`# Store footprint (python image), medians of ${runs} sessions per variant and kind\n`);
     for (const v of variants) console.log(`- **${v.name}**: ${v.config.trim() ? `\`${v.config.trim().replace(/\n/g, '; ')}\`` : 'defaults'}${Object.entries(v.env).map(([k, x]) => `, ${k}=\`${x}\``).join('')}${v.cli ? `, CLI ${v.cli}` : ''}`);
     console.log('');
-    console.log(markdownTable(['variant', 'point', 'RSS MiB', 'peak MiB', 'anon MiB', 'file MiB', 'heap used', 'heap total', 'external', 'mem cache', 'threads', 'disk cache hits', 'workload s', 'store CPU s'], rows));
+    console.log(markdownTable(['variant', 'point', 'RSS MiB', 'peak MiB', 'anon MiB', 'file MiB', 'PSS MiB', 'heap used', 'heap total', 'external', 'mem cache', 'threads', 'disk cache hits', 'workload s', 'store CPU s'], rows));
   } finally {
     await reg.stop();
   }

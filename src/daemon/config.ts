@@ -62,7 +62,13 @@ export interface StoreConfig {
   pool: {
     /** Decode workers at most; 0 = the machine's cores. */
     workers: number;
-    /** Decode workers kept while nothing is decoded (the others start on demand); at most `workers`. */
+    /**
+     * Decode workers kept while nothing is decoded (the others start on demand); at most `workers`.
+     * 0: an idle store holds no worker isolate (~12 MiB less resident); one starts in the
+     * background when a layer is resolved (DecodePool.prestart), and a small chunk a reader waits
+     * for meanwhile is decoded on the main thread. Not the default: that start (~0.1 s of CPU)
+     * then falls on the first pull instead of the store's start (bench/results/footprint-breakdown.md).
+     */
     idle_workers: number;
     decoder: 'zlib' | 'pako';
   };

@@ -18,7 +18,7 @@ import { startControlServer } from './control.js';
 import { SERVER_SOCKET_DIR, SOCKET_NAME, controlRequest, serverSocketPath, type ControlRequest, type ControlResponse } from './control-protocol.js';
 import { notifyReady } from './sd-notify.js';
 import type { ServerArgs } from './server.js';
-import { storeProcessFlags } from './store-process-flags.js';
+import { storeProcessEnv, storeProcessFlags } from './store-process-flags.js';
 
 /** The store process's program: resolved once, loaded anew by every store process (a restart runs the code installed now). */
 const SERVER_ENTRY = fileURLToPath(new URL('./server.js', import.meta.url));
@@ -115,7 +115,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     entry: SERVER_ENTRY,
     args: [JSON.stringify(serverArgs)],
     execArgv: [...storeProcessFlags(opts.env ?? process.env), ...process.execArgv],
-    ...(opts.env && { env: opts.env }),
+    env: storeProcessEnv(opts.env ?? process.env),
     init: { readdirplus: true },
     logger: log,
   });

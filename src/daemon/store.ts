@@ -40,12 +40,16 @@ export async function buildStore(opts: StoreOptions): Promise<Store> {
     traffic: trafficMetrics(telemetry.metrics),
   });
   const engine = await Engine.create(engineOptions(config, { cacheDir: config.cache.dir || join(opts.root, 'cache') }), telemetry);
-  const resolver = new LayerManager(new LayerResolver(client, engine, log, {
+  const opener = new LayerResolver(client, engine, log, {
     timeoutMs: config.resolve_timeout_sec * 1000,
     allowUnverified: config.allow_unverified,
     manifestTtlMs: 120_000,
     singleRangeOnly: config.blob.force_single_range_mode,
-  }), { failureTtlMs: 5000 });
+  });
+  // A layer being resolved is the first sign of a pull, its reads follow: a decode worker starts
+  // now, in the background, so the first large read finds one (an idle store keeps none, see
+  // `pool.idle_workers`; small reads meanwhile are decoded on this thread).
+  const resolver = new LayerManager({ open: (key) => { engine.pool.prestart(); return opener.open(key); } }, { failureTtlMs: 5000 });
   const fs = new StoreFs(resolver, { log });
   // Before serving, so nothing it runs on the main thread delays a FUSE request.
   await warmUp(engine, log);

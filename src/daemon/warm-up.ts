@@ -55,15 +55,20 @@ async function warmUpReader(): Promise<void> {
   for (let i = 0; i < 3; i++) await openEstargz(new BufferSource(blob));
 }
 
-/** One real task per worker (a gzip member and its digest), so each loads and compiles the decoder. */
+/**
+ * One real task per worker kept idle (a gzip member and its digest), so each
+ * loads and compiles the decoder; with none kept, one small foreground task,
+ * which the pool decodes on this thread (see DecodePool.inlineMaxBytes).
+ */
 async function warmUpDecoders(pool: DecodePool): Promise<void> {
-  const plain = randomBytes(64 << 10);
+  const inline = pool.idleThreads === 0;
+  const plain = randomBytes(inline ? 4 << 10 : 64 << 10);
   const member = gzipSync(plain);
   const digest = `sha256:${createHash('sha256').update(plain).digest('hex')}`;
   const ref = { path: 'warm-up', fileOffset: 0, innerOffset: 0, size: plain.length, digest, blobOffset: 0 };
   // The workers kept while idle: tasks for more would start workers that then leave again.
   await Promise.all(Array.from({ length: Math.max(1, pool.idleThreads) }, async () => {
-    const [out] = await pool.run(new Uint8Array(member).buffer, [{ offset: 0, length: member.length, refs: [ref] }], 'background');
+    const [out] = await pool.run(new Uint8Array(member).buffer, [{ offset: 0, length: member.length, refs: [ref] }], inline ? 'foreground' : 'background');
     if (!out || !Buffer.isBuffer(out)) throw new Error(`decode worker answered ${JSON.stringify(out)}`);
   }));
 }

@@ -23,6 +23,12 @@ export interface DecodePoolOptions {
   idleThreads?: number;
   /** An extra worker without a task for this long exits (default 30 s). */
   idleTimeoutMs?: number;
+  /**
+   * A foreground task of at most this many plain bytes is decoded on the
+   * calling thread while no worker runs (default INLINE_MAX_PLAIN_BYTES; 0:
+   * never), so a read of a small file after a quiet spell starts no worker.
+   */
+  inlineMaxBytes?: number;
   decoder?: Decoder;
 }
 
@@ -33,6 +39,14 @@ interface Queued {
   resolve: (outputs: DecodeOutput[]) => void;
   reject: (err: unknown) => void;
 }
+
+/**
+ * Measured (bench/results/footprint-breakdown.md): inflating and hashing a
+ * 64 KiB chunk on the main thread takes ~0.3 ms warm, less than a task's
+ * round trip to a worker that must start first (~30 ms, and ~10 MiB of
+ * resident memory for its isolate as long as it lives); 256 KiB took 1.4 ms.
+ */
+export const INLINE_MAX_PLAIN_BYTES = 64 << 10;
 
 const WORKER_FILE = fileURLToPath(new URL('../../workers/decode.js', import.meta.url));
 
@@ -55,6 +69,9 @@ export class DecodePool {
   private readonly maxInFlight: number;
   /** Background tasks handed to piscina at most: all workers but one (one with a single worker). */
   private readonly maxBackground: number;
+  private readonly inlineMaxBytes: number;
+  /** Workers loaded and taking tasks (piscina's workerCreate minus workerDestroy). */
+  private readyWorkers = 0;
   /** Worker busy time since the last utilization update, and when that was. */
   private busyMs = 0;
   private busySince = performance.now();
@@ -70,14 +87,15 @@ export class DecodePool {
     this.maxInFlight = Math.max(1, this.threads * 2);
     this.maxBackground = Math.max(1, this.threads - 1);
     this.idleThreads = Math.min(this.threads, opts.idleThreads ?? 1);
+    this.inlineMaxBytes = opts.inlineMaxBytes ?? INLINE_MAX_PLAIN_BYTES;
     this.piscina = this.threads > 0
       // recordTiming off: piscina's per-task histograms cost main-thread time; utilization is computed from the workers' own busy time.
       // execArgv: piscina loads the worker with require() first, and Node 20's require() of an ES
       // module aborts the whole process (V8 "Empty MaybeLocal") when the pool is closed while a
       // worker is still loading; without require(esm) it falls back to import(), which is safe.
       // minThreads: each worker is an isolate of ~10 MiB; only `idleThreads` stay while nothing is
-      // decoded (one, so the first read after a quiet spell waits for no worker to start), the
-      // others start when tasks queue and leave after `idleTimeoutMs` without work.
+      // decoded (by default none: see prestart() and decodesInline()), the others start when
+      // tasks queue (or on prestart) and leave after `idleTimeoutMs` without work.
       ? new Piscina({
         filename: WORKER_FILE, minThreads: this.idleThreads, maxThreads: this.threads, idleTimeout: opts.idleTimeoutMs ?? 30_000, recordTiming: false,
         execArgv: ['--no-experimental-require-module'],
@@ -85,6 +103,23 @@ export class DecodePool {
       : null;
     // An 'error' event without a listener would end the process; a worker problem must not.
     this.piscina?.on('error', (err: Error) => this.log.error({ err: err.message }, 'decode worker error'));
+    // Piscina announces a worker once it has loaded (and is gone): a task sent before waits for that.
+    this.piscina?.on('workerCreate', () => { this.readyWorkers++; });
+    this.piscina?.on('workerDestroy', () => { this.readyWorkers = Math.max(0, this.readyWorkers - 1); });
+  }
+
+  /**
+   * Reads are likely soon (a layer is being resolved): starts a worker in the
+   * background if none runs, so the first large read does not wait for one
+   * to start (~50 ms on an idle machine, 200 ms at load 12 on two cores, most
+   * of it loading the worker's modules); small reads meanwhile are decoded
+   * here. It leaves again after `idleTimeoutMs` without work.
+   */
+  prestart(): void {
+    if (!this.piscina || this.piscina.threads.length > 0) return;
+    const empty: DecodeTask = { decoder: this.decoder, buffer: new ArrayBuffer(0), items: [], priority: 'background' };
+    // A failure shows again with the first real task; a pool closed meanwhile rejects it too.
+    this.piscina.run(empty).catch((err: unknown) => this.log.debug({ err: (err as Error)?.message ?? String(err) }, 'decode worker prestart failed'));
   }
 
   /**
@@ -95,11 +130,35 @@ export class DecodePool {
    */
   run(buffer: ArrayBuffer | SharedArrayBuffer, items: DecodeItem[], priority: Priority, layer?: string): Promise<DecodeOutput[]> {
     const task: DecodeTask = { decoder: this.decoder, buffer, items, priority, ...(layer !== undefined && { layer }) };
-    if (!this.piscina) return Promise.resolve(outputsOf(decodeBatch(task)));
+    if (!this.piscina || this.decodesInline(task)) {
+      try {
+        return Promise.resolve(outputsOf(decodeBatch(task)));
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    }
     return new Promise((resolve, reject) => {
       this.queues[priority].push({ task, priority, queuedAt: performance.now(), resolve, reject });
       this.pump();
     });
+  }
+
+  /**
+   * A small task a reader waits for while no worker is ready (none kept idle,
+   * the last one left, or one still starting): cheaper here than waiting for
+   * one. Once one is ready, every task goes to the workers, which keeps a busy
+   * main thread (FUSE) free of decoding.
+   */
+  private decodesInline(task: DecodeTask): boolean {
+    if (task.priority !== 'foreground' || this.readyWorkers > 0) return false;
+    let plain = 0;
+    for (const item of task.items) for (const ref of item.refs) plain += ref.size;
+    return plain <= this.inlineMaxBytes;
+  }
+
+  /** Worker threads alive now (starting ones included). */
+  get workers(): number {
+    return this.piscina?.threads.length ?? 0;
   }
 
   get queued(): number {

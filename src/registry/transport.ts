@@ -1,7 +1,8 @@
 import { createServer } from 'node:http';
+import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Agent, type Dispatcher, request } from 'undici';
+import type { Agent as UndiciAgent, Dispatcher } from 'undici';
 import { RegistryError, safeUrl } from './errors.js';
 import type { RegistryOperation, RegistryTraffic, RetryReason } from './traffic.js';
 
@@ -11,6 +12,16 @@ export interface RetryPolicy {
   minWaitMs: number;
   maxWaitMs: number;
 }
+
+/**
+ * The two parts of undici the store uses, loaded alone: undici's entry point
+ * loads every part (fetch, WebSocket, caches, mocks, proxies…), ~8 MiB more
+ * resident memory and ~4 MiB more V8 heap for the store process's whole life
+ * (bench/results/footprint-breakdown.md). Types still come from the package.
+ */
+const requireCjs = createRequire(import.meta.url);
+const Agent = requireCjs('undici/lib/dispatcher/agent.js') as typeof UndiciAgent;
+const dispatcherRequest = requireCjs('undici/lib/api/api-request.js') as (this: Dispatcher, opts: Dispatcher.RequestOptions) => Promise<Dispatcher.ResponseData>;
 
 /** The Go stargz-store's defaults ([blob] max_retries, min_wait_msec, max_wait_msec). */
 export const DEFAULT_RETRY: RetryPolicy = { maxRetries: 5, minWaitMs: 30, maxWaitMs: 300_000 };
@@ -115,11 +126,13 @@ export class Transport {
       let status: number | undefined;
       let bytes = 0;
       try {
-        const res = await request(call.url, {
+        const url = new URL(call.url);
+        const res = await dispatcherRequest.call(this.dispatcher, {
+          origin: url.origin,
+          path: `${url.pathname}${url.search}`,
           method: call.method,
           headers: call.headers,
           body: call.body,
-          dispatcher: this.dispatcher,
           headersTimeout: call.timeoutMs,
           bodyTimeout: call.timeoutMs,
           signal: call.signal,

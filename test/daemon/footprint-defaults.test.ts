@@ -1,16 +1,37 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { DEFAULT_CONFIG, buildConfig, engineOptions } from '../../src/daemon/config.js';
-import { STORE_PROCESS_FLAGS, storeProcessFlags } from '../../src/daemon/store-process-flags.js';
-import { DecodePool } from '../../src/engine/decode-pool.js';
+import { STORE_PROCESS_ENV, STORE_PROCESS_FLAGS, storeProcessEnv, storeProcessFlags } from '../../src/daemon/store-process-flags.js';
+import { createHash, randomBytes } from 'node:crypto';
+import { gzipSync } from 'node:zlib';
+import { DecodePool, INLINE_MAX_PLAIN_BYTES, type Priority } from '../../src/engine/decode-pool.js';
+
+/** A task of one gzip member of `plain` (its digest `wrongDigest` when asked), and what it must decode to. */
+function oneChunk(plain: Buffer, wrongDigest = false): { buffer: ArrayBuffer; items: Parameters<DecodePool['run']>[1] } {
+  const member = gzipSync(plain);
+  const digest = `sha256:${createHash('sha256').update(wrongDigest ? Buffer.from('other') : plain).digest('hex')}`;
+  return { buffer: new Uint8Array(member).buffer, items: [{ offset: 0, length: member.length, refs: [{ path: 'f', fileOffset: 0, innerOffset: 0, size: plain.length, blobOffset: 0, digest }] }] };
+}
+
+async function decode(pool: DecodePool, plain: Buffer, priority: Priority, wrongDigest = false): Promise<unknown> {
+  const { buffer, items } = oneChunk(plain, wrongDigest);
+  const [out] = await pool.run(buffer, items, priority);
+  return out;
+}
 import { testTelemetry } from '../../testkit/telemetry.js';
 
 describe('memory defaults of the store process', () => {
   test('node flags: the defaults, replaced (or emptied) by ESTARGZ_STORE_NODE_FLAGS', () => {
-    assert.deepEqual(storeProcessFlags({}), ['--max-semi-space-size=2', '--liftoff-only']);
+    assert.deepEqual(storeProcessFlags({}), ['--max-semi-space-size=1', '--liftoff-only']);
     assert.deepEqual(storeProcessFlags({}), [...STORE_PROCESS_FLAGS]);
     assert.deepEqual(storeProcessFlags({ ESTARGZ_STORE_NODE_FLAGS: '' }), []);
     assert.deepEqual(storeProcessFlags({ ESTARGZ_STORE_NODE_FLAGS: ' --max-semi-space-size=8  --trace-gc ' }), ['--max-semi-space-size=8', '--trace-gc']);
+  });
+
+  test('malloc settings: added to the store process environment, an operator\'s own win', () => {
+    assert.deepEqual(STORE_PROCESS_ENV, { MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '131072' });
+    assert.deepEqual(storeProcessEnv({ PATH: '/bin' }), { PATH: '/bin', MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '131072' });
+    assert.equal(storeProcessEnv({ MALLOC_ARENA_MAX: '8' }).MALLOC_ARENA_MAX, '8');
   });
 
   test('config: 32 MiB memory cache, one idle decode worker, 8 MiB of held bytes a layer; pool.idle_workers reaches the engine', () => {
@@ -46,5 +67,53 @@ describe('memory defaults of the store process', () => {
     } finally {
       await pool.close();
     }
+  });
+
+  test('decode pool without idle workers: a small foreground task is decoded (and verified) on this thread while no worker runs; a larger one, or a background one, starts a worker', async () => {
+    const pool = new DecodePool(testTelemetry(), { threads: 2, idleThreads: 0 });
+    try {
+      assert.equal(pool.workers, 0);
+      const small = randomBytes(INLINE_MAX_PLAIN_BYTES);
+      assert.deepEqual(await decode(pool, small, 'foreground'), small);
+      const bad = await decode(pool, randomBytes(1000), 'foreground', true) as { code: string };
+      assert.equal(bad.code, 'CHUNK_DIGEST_MISMATCH');
+      assert.equal(pool.workers, 0, 'no worker for small foreground tasks');
+      await decode(pool, randomBytes(100), 'background');
+      assert.equal(pool.workers, 1, 'a background task starts a worker');
+    } finally {
+      await pool.close();
+    }
+    const pool2 = new DecodePool(testTelemetry(), { threads: 2, idleThreads: 0 });
+    try {
+      const large = randomBytes(INLINE_MAX_PLAIN_BYTES + 1);
+      assert.deepEqual(await decode(pool2, large, 'foreground'), large);
+      assert.equal(pool2.workers, 1, 'a larger task starts a worker');
+    } finally {
+      await pool2.close();
+    }
+    const kept = new DecodePool(testTelemetry(), { threads: 1, idleThreads: 1 });
+    try {
+      assert.equal(kept.workers, 1, 'a worker kept idle starts with the pool');
+    } finally {
+      await kept.close();
+    }
+  });
+
+  test('decode pool prestart: one worker starts in the background (once), and reads meanwhile still get their verified bytes', async () => {
+    const pool = new DecodePool(testTelemetry(), { threads: 2, idleThreads: 0 });
+    try {
+      pool.prestart();
+      pool.prestart();
+      assert.equal(pool.workers, 1);
+      const small = randomBytes(4096);
+      assert.deepEqual(await decode(pool, small, 'foreground'), small);
+      const large = randomBytes(INLINE_MAX_PLAIN_BYTES * 2);
+      assert.deepEqual(await decode(pool, large, 'foreground'), large);
+    } finally {
+      await pool.close();
+    }
+    const none = new DecodePool(testTelemetry(), { threads: 0 });
+    none.prestart();
+    assert.equal(none.workers, 0);
   });
 });
