@@ -27,7 +27,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { startRegistry } from '../testkit/registry.js';
 import { esgzRef, prepareImages, smallFileOf, type BenchImage } from './lib/e2e-images.js';
-import { describeMachine, machineInfo } from './lib/machine.js';
+import { describeMachine, machineInfo, writeResult, writeTables } from './lib/machine.js';
 import { summarize } from './lib/stats.js';
 import { metric, scrapeMetrics, startBenchStore, w1ResolveAndRead, w3AllFiles, type BenchStore } from './lib/store-workloads.js';
 import { markdownTable } from './lib/table.js';
@@ -38,7 +38,8 @@ const USAGE = `usage: node dist/bench/footprint.js [options]
   --env NAME=KEY=VALUE  environment for that variant's store processes (repeatable)
   --cli NAME=PATH    that variant runs another build's CLI (e.g. /work/main/dist/src/cli/main.js)
   --settle-ms MS     wait this long after start / after a workload before sampling (default 1000)
-  --smaps            after each W3, print the store's largest resident anonymous mappings`;
+  --smaps            after each W3, print the store's largest resident anonymous mappings
+  --no-write         print only: write neither bench/results/footprint.md nor the JSON`;
 
 const { values: args } = parseArgs({
   options: {
@@ -48,6 +49,7 @@ const { values: args } = parseArgs({
     cli: { type: 'string', multiple: true, default: [] },
     'settle-ms': { type: 'string', default: '1000' },
     smaps: { type: 'boolean', default: false },
+    'no-write': { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
 });
@@ -186,8 +188,9 @@ async function session(v: Variant, img: BenchImage, host: string, kind: 'W1' | '
 
 async function main(): Promise<void> {
   const runs = Number(args.runs);
+  const machine = machineInfo();
   const settleMs = Number(args['settle-ms']);
-  log(`machine: ${describeMachine(machineInfo())}`);
+  log(`machine: ${describeMachine(machine)}`);
   const reg = await startRegistry();
   try {
     const [img] = await prepareImages(reg.host, ['python'], log);
@@ -222,10 +225,25 @@ async function main(): Promise<void> {
         ]);
       }
     }
-    console.log(`# Store footprint (python image), medians of ${runs} sessions per variant and kind\n`);
-    for (const v of variants) console.log(`- **${v.name}**: ${v.config.trim() ? `\`${v.config.trim().replace(/\n/g, '; ')}\`` : 'defaults'}${Object.entries(v.env).map(([k, x]) => `, ${k}=\`${x}\``).join('')}${v.cli ? `, CLI ${v.cli}` : ''}`);
-    console.log('');
-    console.log(markdownTable(['variant', 'point', 'RSS MiB', 'peak MiB', 'anon MiB', 'file MiB', 'PSS MiB', 'heap used', 'heap total', 'external', 'mem cache', 'threads', 'disk cache hits', 'workload s', 'store CPU s'], rows));
+    const md = [
+      `# Store footprint (python image), medians of ${runs} sessions per variant and kind`, '',
+      `Machine: ${describeMachine(machine)}`, '',
+      ...variants.map((v) => `- **${v.name}**: ${v.config.trim() ? `\`${v.config.trim().replace(/\n/g, '; ')}\`` : 'defaults'}${Object.entries(v.env).map(([k, x]) => `, ${k}=\`${x}\``).join('')}${v.cli ? `, CLI ${v.cli}` : ''}`), '',
+      markdownTable(['variant', 'point', 'RSS MiB', 'peak MiB', 'anon MiB', 'file MiB', 'PSS MiB', 'heap used', 'heap total', 'external', 'mem cache', 'threads', 'disk cache hits', 'workload s', 'store CPU s'], rows),
+    ].join('\n');
+    console.log(md);
+    if (!args['no-write']) {
+      // Medians per variant and point, for report.ts (idle, W1, W3 RSS and peaks).
+      const medians = Object.fromEntries(variants.map((v) => {
+        const r = results.get(v.name)!;
+        return [v.name, Object.fromEntries((['idle', 'W1', 'W3', 'W3+settle'] as const).map((stage) => {
+          const ps = r.samples[stage];
+          return [stage, ps.length ? { rssMiB: summarize(ps.map((p) => p.rss)).median / MiB, peakMiB: summarize(ps.map((p) => p.hwm)).median / MiB } : null];
+        }))];
+      }));
+      const path = await writeResult('footprint', { machine, args, runs, variants, medians, samples: Object.fromEntries(results) });
+      log(`wrote ${await writeTables('footprint', md, path)} and ${path}`);
+    }
   } finally {
     await reg.stop();
   }

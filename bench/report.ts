@@ -35,6 +35,7 @@ const BENCHMARKS = [
   { name: 'fuse-binding', title: 'The FUSE binding\'s floor' },
   { name: 'auth-helper', title: 'Auth helper start-up' },
   { name: 'soak', title: 'Load and soak' },
+  { name: 'footprint', title: 'Store footprint' },
 ] as const;
 /** Run apart from bench:full (long, or a job of their own); their newest results are read all the same. */
 const NOT_IN_FULL: readonly BenchName[] = ['fuse-binding', 'auth-helper', 'soak', 'podman-link'];
@@ -466,8 +467,16 @@ function issue17E2eRows(e2e: Loaded): TargetRow[] {
     const go = s.goref ? mibToMB(s.goref.peakRssMiB.median) : null;
     rows.push({ issue: '17', figure: `store peak RSS, ${w} (python image)`, target: `≤ ${target} MB (≤ 2× the Go store)`, measured: `${ours.toFixed(0)} MB${go !== null ? `; Go store ${go.toFixed(0)} MB (${x(ours / go)})` : ''}`, verdict: ok(ours <= target) });
   }
-  rows.push(notMeasured('17', 'store RSS idle (mounted, no layer resolved)', 'reported', 'no benchmark writes it yet'));
   return rows;
+}
+
+/** Idle, W1 and W3 RSS of the store process with the default config, from bench/footprint (medians of its sessions). */
+function footprintRows(fp: Loaded): TargetRow[] {
+  type Point = { rssMiB: number; peakMiB: number } | null;
+  const d = (fp.json.medians as Record<string, Record<string, Point>>)['defaults'];
+  if (!d?.idle) return [notMeasured('17', 'store RSS idle (mounted, no layer resolved)', 'reported', `${fp.file} has no defaults variant`)];
+  const at = (p: Point): string => (p ? `${p.rssMiB.toFixed(0)} MiB (peak ${p.peakMiB.toFixed(0)})` : '—');
+  return [{ issue: '17', figure: 'store RSS idle / after W1 / after W3, default config (bench:footprint, python image)', target: 'reported', measured: `${at(d.idle)} / ${at(d.W1 ?? null)} / ${at(d.W3 ?? null)}`, verdict: '—' }];
 }
 
 function issue17PodmanRows(podman: Loaded): TargetRow[] {
@@ -606,6 +615,7 @@ async function main(): Promise<void> {
   // Issue 17: fetch scheduler and footprint.
   add(['wan'], wanRows, none('17', 'every file of a layer vs a full pull on shaped links', '≤ 1.0× / ≤ 0.9×', 'wan'));
   add(['soak'], soakBytesRows, none('17', 'registry bytes, cold start / restart', '≤ 1.05× / ≤ 0.01× the blobs', 'soak'));
+  add(['footprint'], footprintRows, none('17', 'store RSS idle (mounted, no layer resolved)', 'reported', 'footprint'));
   add(['e2e'], issue17E2eRows);
   add(['podman'], issue17PodmanRows);
   add(['podman-link'], issue17PodmanLinkRows, () => [notMeasured('17', LINK_FIGURE, LINK_TARGET, `no podman result over --link ${PODMAN_LINK.rttMs}/${PODMAN_LINK.mbps}: run \`${SOURCES['podman-link']!.run} --variants gzip,lazy,lazy+opt\``)]);
