@@ -1,5 +1,5 @@
-import { Piscina } from 'piscina';
 import { decodeBatch } from './decode-batch.js';
+import { movedResult } from './moved-result.js';
 import type { DecodeTask } from './decode-types.js';
 import { BACKGROUND_NICE, probeNiceSwitching, setThreadNice, startingNice } from './thread-priority.js';
 
@@ -12,8 +12,5 @@ export default function decode(task: DecodeTask): unknown {
   // Background work (no reader waits for it) yields the CPU to the main thread (FUSE) and to foreground decodes.
   if (SWITCH_NICE) setThreadNice(task.priority === 'background' ? BACKGROUND_NICE : 0, BASE_NICE);
   const result = decodeBatch(task);
-  return Piscina.move({
-    [Piscina.transferableSymbol]: result.buffers,
-    [Piscina.valueSymbol]: result,
-  } as unknown as ArrayBuffer);
+  return movedResult(result, result.buffers);
 }

@@ -69,3 +69,22 @@ test('DecodePool: worker results are the verified chunks, per-chunk failures inc
     await pool.close();
   }
 });
+
+test('a decode worker loads piscina\'s worker side only, not its pool (the entry point): its result is marked movable all the same', async () => {
+  const decodeUrl = new URL('../../workers/decode.js', import.meta.url).href;
+  const { Worker } = await import('node:worker_threads');
+  const code = `
+    import { createRequire } from 'node:module';
+    import { parentPort } from 'node:worker_threads';
+    const mod = await import(${JSON.stringify(decodeUrl)});
+    const result = mod.default({ decoder: 'zlib', buffer: new ArrayBuffer(0), items: [], priority: 'foreground' });
+    const loaded = Object.keys(createRequire(${JSON.stringify(decodeUrl)}).cache).filter((k) => k.includes('/node_modules/piscina/'));
+    parentPort.postMessage({ loaded, symbols: Object.getOwnPropertySymbols(result).map(String) });
+  `;
+  const w = new Worker(new URL(`data:text/javascript,${encodeURIComponent(code)}`));
+  const msg = await new Promise<{ loaded: string[]; symbols: string[] }>((resolve, reject) => { w.once('message', resolve); w.once('error', reject); });
+  await w.terminate();
+  assert.deepEqual(msg.loaded.map((k) => k.slice(k.lastIndexOf('/') + 1)).sort(), ['common.js', 'symbols.js']);
+  // Piscina's public transferable/value symbols, plus its private movable stamp (non-enumerable, still an own symbol).
+  assert.ok(msg.symbols.includes('Symbol(Piscina.transferable)') && msg.symbols.includes('Symbol(Piscina.valueOf)') && msg.symbols.includes('Symbol(Piscina.kMovable)'), msg.symbols.join(', '));
+});
