@@ -111,6 +111,40 @@ describe('disk chunk cache: the write-behind queue is bounded in bytes', () => {
   });
 });
 
+describe('disk chunk cache: a queue the disk cannot keep up with stops growing', () => {
+  const newDir = tempDirs();
+
+  test('a put that would make more than twice maxPendingBytes wait is not queued (not cached on disk); the rest are', async () => {
+    const dir = await newDir();
+    const activity = new ActivityClock();
+    activity.note();
+    const cache = await DiskChunkCache.open(dir, 64 << 20, activity, { maxPendingBytes: 100 << 10 });
+    // Puts in one turn: the drain (started once over the bound) has written nothing yet when the last ones come.
+    const chunks = Array.from({ length: 10 }, () => randomBytes(30 << 10));
+    const puts = chunks.map((b) => cache.put(digestOf(b), b));
+    const queued = chunks.filter((b) => cache.has(digestOf(b)));
+    assert.equal(queued.length, 6, '6 × 30 KiB ≤ 200 KiB < 7 × 30 KiB');
+    assert.equal(cache.skippedBytes, 4 * (30 << 10));
+    await cache.flush();
+    await Promise.all(puts);
+    for (const [i, b] of chunks.entries()) assert.equal(await exists(fileOf(dir, digestOf(b))), i < 6, `chunk ${i}`);
+    // Once the queue has room, the same chunks are taken again.
+    await Promise.all([...chunks.slice(6).map((b) => cache.put(digestOf(b), b)), cache.flush()]);
+    for (const b of chunks) assert.deepEqual(await cache.get(digestOf(b)), b);
+  });
+
+  test('a large chunk read back from disk is checked in shared memory, hashed where it is', async () => {
+    const dir = await newDir();
+    const bytes = randomBytes(1 << 20);
+    const first = await DiskChunkCache.open(dir, 64 << 20);
+    await Promise.all([first.put(digestOf(bytes), bytes), first.flush()]);
+    const cache = await DiskChunkCache.open(dir, 64 << 20);
+    const got = await cache.get(digestOf(bytes));
+    assert.deepEqual(got, bytes);
+    assert.ok(got!.buffer instanceof SharedArrayBuffer);
+  });
+});
+
 describe('disk chunk cache: damaged files are never served', () => {
   const newDir = tempDirs();
   /** A cache holding `chunks` on disk (written, then reopened so they are served from files, not the queue). */

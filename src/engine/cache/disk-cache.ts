@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, readdir, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, open as openFile, readdir, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { logger } from '../../log/logger.js';
@@ -25,6 +25,15 @@ const WRITE_DELAY_MS = 2000;
  * a 135 ms stall.
  */
 const DEFAULT_MAX_PENDING_BYTES = 32 << 20;
+/**
+ * A put that would make more than this many times `maxPendingBytes` wait is
+ * not queued (the chunk is simply not cached on disk; a later read fetches
+ * it again, or the background fetch caches it). Without it the queue was
+ * bounded only by how fast the disk took the writes: in the soak's cold pass
+ * (38 MB/s of decoded chunks, the disk shared with the registry and the
+ * spill files) 350 MiB of chunks waited, most of the store's RSS.
+ */
+const PENDING_HARD_FACTOR = 2;
 const MAX_WAIT_MS = 30_000;
 /** A busy store's writes go in slices of this many bytes… */
 const SLICE_BYTES = 2 << 20;
@@ -84,6 +93,8 @@ export class DiskChunkCache {
   private draining: Promise<void> | undefined;
   private flushing = false;
   private readonly hasher = new Sha256Hasher();
+  /** Puts not queued because the queue was full (bytes): for tests and logs. */
+  skippedBytes = 0;
 
   private readonly maxPendingBytes: number;
 
@@ -164,14 +175,15 @@ export class DiskChunkCache {
     const expected = this.index.peek(hex);
     if (expected === undefined) return undefined;
     const path = this.pathOf(hex);
-    let bytes: Buffer;
+    let read: Buffer | number;
     try {
-      bytes = await readFile(path);
+      read = await this.readExpected(path, expected);
     } catch {
       this.index.delete(hex); // gone (removed by hand, or evicted meanwhile)
       return undefined;
     }
-    if (bytes.length !== expected) return this.drop(hex, digest, `${bytes.length} bytes, ${expected} expected`);
+    if (typeof read === 'number') return this.drop(hex, digest, `${read} bytes, ${expected} expected`);
+    const bytes = read;
     let hashed;
     try {
       hashed = await this.hasher.hash(bytes);
@@ -183,6 +195,31 @@ export class DiskChunkCache {
     if (hashed.hex !== hex) return this.drop(hex, digest, 'sha256 differs');
     this.index.get(hex); // recency
     return hashed.bytes;
+  }
+
+  /**
+   * A cache file's bytes, if it is `expected` bytes long (else its length).
+   * Read into memory the hasher takes as it is (shared memory for a large
+   * chunk: hashed in place by its thread, see Sha256Hasher.allocate), where
+   * readFile made a buffer that went to the thread and came back as a
+   * second ArrayBuffer.
+   */
+  private async readExpected(path: string, expected: number): Promise<Buffer | number> {
+    const fh = await openFile(path, 'r');
+    try {
+      const { size } = await fh.stat();
+      if (size !== expected) return size;
+      const bytes = this.hasher.allocate(expected);
+      let got = 0;
+      while (got < expected) {
+        const { bytesRead } = await fh.read(bytes, got, expected - got, got);
+        if (bytesRead === 0) return got; // shrunk since the stat
+        got += bytesRead;
+      }
+      return bytes;
+    } finally {
+      await fh.close();
+    }
   }
 
   /** A damaged cache file: counted, logged, taken out of the index and deleted before the caller hears of the miss. */
@@ -209,6 +246,11 @@ export class DiskChunkCache {
       const queued = this.pending.get(hex);
       if (queued) {
         queued.done.push(resolve);
+        return;
+      }
+      if (this.pendingBytes + bytes.length > PENDING_HARD_FACTOR * this.maxPendingBytes) {
+        this.skippedBytes += bytes.length;
+        resolve();
         return;
       }
       this.pending.set(hex, { bytes, queuedAt: performance.now(), done: [resolve] });
