@@ -35,6 +35,7 @@ const USAGE = `usage: node dist/bench/soak.js [options]
   --keep-log FILE        save the store's log (stdout + stderr) there
   --cpu-prof DIR         run the store with node --cpu-prof into DIR and print a summary
   --store-node-args=ARGS more node flags for the store, space-separated (e.g. --store-node-args=--trace-gc)
+  --store-cli PATH       run the store from another build's dist/src/cli/main.js (before/after runs with this harness)
   --alloc-probe DIR      count the store's main-thread buffer allocations and GCs per phase (bench/lib/alloc-probe.ts; slows the store a little)
   --no-write             print only: write neither bench/results/soak.md nor the JSON`;
 
@@ -53,6 +54,7 @@ const { values: args } = parseArgs({
     'cpu-prof': { type: 'string' },
     'store-node-args': { type: 'string', default: '' },
     'alloc-probe': { type: 'string' },
+    'store-cli': { type: 'string' },
     'no-write': { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
@@ -146,6 +148,7 @@ async function main(): Promise<void> {
       storeLogLevel: args['store-log-level'],
       ...(nodeArgs.length && { storeNodeArgs: nodeArgs }),
       ...(args['keep-log'] && { storeLogFile: args['keep-log'] }),
+      ...(args['store-cli'] && { storeCli: args['store-cli'] }),
       log,
     });
     let md = report(machine, r, { prepareSeconds: image.prepareSeconds, loadEnd: loadNow() });
