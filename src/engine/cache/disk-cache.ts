@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, open as openFile, readdir, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, open as openFile, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { logger } from '../../log/logger.js';
@@ -25,19 +25,11 @@ const WRITE_DELAY_MS = 2000;
  * a 135 ms stall.
  */
 const DEFAULT_MAX_PENDING_BYTES = 32 << 20;
-/**
- * A put that would make more than this many times `maxPendingBytes` wait is
- * not queued (the chunk is simply not cached on disk; a later read fetches
- * it again, or the background fetch caches it). Without it the queue was
- * bounded only by how fast its writes went (see drain): in the soak's cold
- * pass 350 MiB of chunks waited, most of the store's RSS. Low enough a cap
- * to be met costs fetches: at 2 × 32 MiB, queued chunks that read-ahead had
- * loaded were dropped and fetched again (456 MiB fetched instead of 288).
- */
-const PENDING_HARD_FACTOR = 4;
 const MAX_WAIT_MS = 30_000;
-/** Files written at once while idle or over the bound (see drain). */
+/** Files written at once while idle or over the bound (see drain)… */
 const WRITES_IN_FLIGHT = 4;
+/** …and while more than twice the bound waits. */
+const WRITES_IN_FLIGHT_FAR_OVER = 16;
 /** A busy store's writes go in slices of this many bytes… */
 const SLICE_BYTES = 2 << 20;
 /** …with a turn of the event loop between slices, and this long between slices of writes that are only old (not over the bound). */
@@ -96,8 +88,6 @@ export class DiskChunkCache {
   private draining: Promise<void> | undefined;
   private flushing = false;
   private readonly hasher = new Sha256Hasher();
-  /** Puts not queued because the queue was full (bytes): for tests and logs. */
-  skippedBytes = 0;
 
   private readonly maxPendingBytes: number;
 
@@ -251,11 +241,6 @@ export class DiskChunkCache {
         queued.done.push(resolve);
         return;
       }
-      if (this.pendingBytes + bytes.length > PENDING_HARD_FACTOR * this.maxPendingBytes) {
-        this.skippedBytes += bytes.length;
-        resolve();
-        return;
-      }
       this.pending.set(hex, { bytes, queuedAt: performance.now(), done: [resolve] });
       this.pendingBytes += bytes.length;
       this.schedule();
@@ -310,11 +295,14 @@ export class DiskChunkCache {
    * long, in slices of SLICE_BYTES: a turn of the event loop between slices
    * when over the bound (memory must come down), a pause of SLICE_PAUSE_MS
    * when the writes are only old. So a forced flush is many small steps
-   * among the reads, not one long burst. Idle or over the bound, up to
-   * WRITES_IN_FLIGHT files are written at once: one at a time, each write
-   * (open, write, close, rename) waited for its turns of a busy event loop,
-   * and the cold pass of the soak queued chunks faster than that (350 MiB
-   * waited at its end, though the disk takes 280 MiB/s).
+   * among the reads, not one long burst. Idle or over the bound, several
+   * files are written at once (WRITES_IN_FLIGHT, more when far over): one
+   * at a time, each file's steps (open, write, close, rename) waited for
+   * their turns of a busy event loop, and the cold pass of the soak queued
+   * chunks faster than that (350 MiB waited at its end, though the disk
+   * takes 280 MiB/s). Dropping puts past a cap instead cost fetches: chunks
+   * read ahead were dropped and fetched again (with a cap of 4 × 32 MiB, the
+   * soak's warm phase fetched 300–560 MiB that had been read cold).
    */
   private async drain(): Promise<void> {
     let over = false;
@@ -357,7 +345,8 @@ export class DiskChunkCache {
         writing.add(done);
         writingBytes += size;
         slice += size;
-        while (writing.size >= (idle || over ? WRITES_IN_FLIGHT : 1)) await Promise.race(writing);
+        const farOver = this.pendingBytes - writingBytes > 2 * this.maxPendingBytes;
+        while (writing.size >= (farOver ? WRITES_IN_FLIGHT_FAR_OVER : idle || over ? WRITES_IN_FLIGHT : 1)) await Promise.race(writing);
       }
     } finally {
       await Promise.all(writing);
@@ -375,7 +364,7 @@ export class DiskChunkCache {
   private async write(hex: string, bytes: Buffer): Promise<void> {
     const tmp = join(this.dir, 'tmp', `${hex}.${randomBytes(6).toString('hex')}`);
     try {
-      await writeFile(tmp, bytes);
+      await writeWhole(tmp, bytes);
       await rename(tmp, this.pathOf(hex));
       this.index.set(hex, bytes.length);
     } catch (err) {
@@ -399,5 +388,22 @@ export class DiskChunkCache {
   private report(): void {
     cacheBytes.set({ tier: 'disk' }, this.index.calculatedSize);
     cacheEntries.set({ tier: 'disk' }, this.index.size);
+  }
+}
+
+/**
+ * Writes a new file in as few steps as the kernel allows (one write call
+ * for the whole chunk where writeFile makes one per 512 KiB): each step is a
+ * turn of the event loop, and a busy loop makes turns slow.
+ */
+async function writeWhole(path: string, bytes: Buffer): Promise<void> {
+  const fh = await openFile(path, 'w');
+  try {
+    for (let at = 0; at < bytes.length;) {
+      const { bytesWritten } = await fh.write(bytes, at, bytes.length - at, at);
+      at += bytesWritten;
+    }
+  } finally {
+    await fh.close();
   }
 }
