@@ -15,6 +15,7 @@
 import { mkdir } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { startRegistry } from '../testkit/registry.js';
+import { ALLOC_PROBE_JS, allocTable, phaseAllocs } from './lib/alloc-report.js';
 import { formatLongTasks, formatProfile, longTasksOf, summarizeProfiles } from './lib/cpuprofile.js';
 import { describeMachine, loadNow, machineInfo, writeResult, writeTables, type MachineInfo } from './lib/machine.js';
 import { prepareSoakImage } from './lib/soak-image.js';
@@ -35,6 +36,8 @@ const USAGE = `usage: node dist/bench/soak.js [options]
   --cpu-prof DIR         run the store with node --cpu-prof into DIR and print a summary
   --store-node-args=ARGS more node flags for the store, space-separated (e.g. --store-node-args=--trace-gc)
   --no-restart-pass      skip the restart pass (after warm: restart the store, disk cache kept, read every file again)
+  --store-cli PATH       run the store from another build's dist/src/cli/main.js (before/after runs with this harness)
+  --alloc-probe DIR      count the store's main-thread buffer allocations and GCs per phase (bench/lib/alloc-probe.ts; slows the store a little)
   --no-write             print only: write neither bench/results/soak.md nor the JSON`;
 
 const { values: args } = parseArgs({
@@ -51,6 +54,8 @@ const { values: args } = parseArgs({
     'keep-log': { type: 'string' },
     'cpu-prof': { type: 'string' },
     'store-node-args': { type: 'string', default: '' },
+    'alloc-probe': { type: 'string' },
+    'store-cli': { type: 'string' },
     'no-write': { type: 'boolean', default: false },
     'no-restart-pass': { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
@@ -127,7 +132,16 @@ async function main(): Promise<void> {
   log(`machine: ${describeMachine(machine)}`);
   const profDir = args['cpu-prof'];
   if (profDir) await mkdir(profDir, { recursive: true });
-  const nodeArgs = [...(profDir ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : []), ...args['store-node-args'].split(' ').filter(Boolean)];
+  const probeDir = args['alloc-probe'];
+  if (probeDir) {
+    await mkdir(probeDir, { recursive: true });
+    process.env.ESTARGZ_ALLOC_PROBE_DIR = probeDir; // inherited by the keeper and the store
+  }
+  const nodeArgs = [
+    ...(profDir ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : []),
+    ...(probeDir ? [`--import=${ALLOC_PROBE_JS}`] : []),
+    ...args['store-node-args'].split(' ').filter(Boolean),
+  ];
   const reg = await startRegistry();
   try {
     const image = await prepareSoakImage(reg.host, layers, layerMb * MiB, log);
@@ -143,9 +157,14 @@ async function main(): Promise<void> {
       ...(nodeArgs.length && { storeNodeArgs: nodeArgs }),
       ...(args['keep-log'] && { storeLogFile: args['keep-log'] }),
       restartPass: !args['no-restart-pass'],
+      ...(args['store-cli'] && { storeCli: args['store-cli'] }),
       log,
     });
-    const md = report(machine, r, { prepareSeconds: image.prepareSeconds, loadEnd: loadNow() });
+    let md = report(machine, r, { prepareSeconds: image.prepareSeconds, loadEnd: loadNow() });
+    if (probeDir) {
+      const allocs = await phaseAllocs(probeDir, r.storePid, r.clock);
+      md += '\n## Main-thread allocations (alloc probe)\n\n' + allocTable(allocs) + '\n';
+    }
     console.log(md);
     if (profDir) {
       for (const p of await summarizeProfiles(profDir)) console.log('\n```\n' + formatProfile(p, 25) + '\n```');

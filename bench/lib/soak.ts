@@ -52,6 +52,8 @@ export interface SoakOptions {
   storeEnv?: NodeJS.ProcessEnv;
   /** Keep the store's log (stdout + stderr) in this file. */
   storeLogFile?: string;
+  /** Another build's CLI for the store (before/after runs with one harness). */
+  storeCli?: string;
   seed?: number;
   log: (s: string) => void;
 }
@@ -267,6 +269,7 @@ export async function runSoak(image: SoakImage, opts: SoakOptions): Promise<Soak
     logLevel: opts.storeLogLevel ?? 'info',
     ...(opts.storeEnv && { env: opts.storeEnv }),
     ...(opts.storeLogFile && { logFile: opts.storeLogFile }),
+    ...(opts.storeCli && { cli: opts.storeCli }),
   });
   let child: ChildProcess | undefined;
   const samples: SoakSample[] = [];

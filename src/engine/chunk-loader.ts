@@ -19,10 +19,12 @@ export interface BlobFetcher {
   /**
    * The same, saying of each buffer whether it is the caller's alone (its
    * whole ArrayBuffer, held by no one else): such a buffer goes to a decode
-   * worker as it is, with no copy on the main thread. Optional: without it
-   * every buffer counts as shared.
+   * worker as it is, with no copy on the main thread. A buffer in pooled
+   * memory comes with `release`, called once its decode tasks are done and
+   * nothing kept it (RemoteBlob's bodies: see BufferPool). Optional: without
+   * it every buffer counts as shared.
    */
-  readOwned?(ranges: readonly { offset: number; length: number }[], opts: { signal?: AbortSignal; operation?: FetchOperation }): Promise<{ data: Buffer; exclusive: boolean }[]>;
+  readOwned?(ranges: readonly { offset: number; length: number }[], opts: { signal?: AbortSignal; operation?: FetchOperation }): Promise<{ data: Buffer; exclusive: boolean; release?: () => void }[]>;
 }
 
 export interface FetchTuning {
@@ -83,9 +85,11 @@ export interface LoaderDeps {
   /**
    * Offered every compressed range fetched for a reader (the layer holds
    * them for its whole-layer check, see HeldSpans); true: a reference was
-   * kept, so the buffer must not be transferred to a worker.
+   * kept, so the buffer must not be transferred to a worker nor its memory
+   * reused; a promise: the same until it resolves (the bytes are being
+   * written out).
    */
-  hold?: (offset: number, data: Buffer, op: FetchOperation) => boolean;
+  hold?: (offset: number, data: Buffer, op: FetchOperation) => boolean | Promise<void>;
   /** Label for logs. */
   layer: string;
 }
@@ -277,7 +281,7 @@ export class ChunkLoader {
     const spans = planSpans(misses.map((d) => ({ offset: d.want.chunk.blobOffset, end: d.want.chunk.blobEnd })), tuning);
     const requests = groupRequests(spans, tuning);
     await Promise.all([known, ...requests.map(async (request) => {
-      let fetched: { data: Buffer; exclusive: boolean }[];
+      let fetched: { data: Buffer; exclusive: boolean; release?: () => void }[];
       const ranges = request.map((s) => ({ offset: s.offset, length: s.end - s.offset }));
       const signal = AbortSignal.timeout(tuning.fetchTimeoutMs);
       try {
@@ -290,9 +294,14 @@ export class ChunkLoader {
         return;
       }
       for (const [i, span] of request.entries()) {
+        const { data, exclusive, release } = fetched[i]!;
         this.deps.onFetched(span.offset, span.end, op);
-        const kept = this.deps.hold?.(span.offset, fetched[i]!.data, op) ?? false;
-        await this.decodeSpan(span, fetched[i]!.data, fetched[i]!.exclusive && !kept, byMember, op, failed);
+        const kept = this.deps.hold?.(span.offset, data, op) ?? false;
+        // decodeSpan returns once every decode task reading `data` is over.
+        await this.decodeSpan(span, data, exclusive && kept === false, byMember, op, failed);
+        // Pooled memory goes back once nothing reads it: now, or once the held bytes are written out; never if held in memory.
+        if (release && kept === false) release();
+        else if (release && kept instanceof Promise) void kept.then(release);
       }
     })]);
     if (failed.length === 0) return;

@@ -55,13 +55,17 @@ export class HeldSpans {
 
   /**
    * Keeps the parts of [offset, offset + data.length) not held yet. Returns
-   * whether a reference to `data` was kept: then the caller must not hand
-   * that buffer away (transfer it to a worker).
+   * whether a reference to `data` was kept: `true`, kept in memory (the
+   * caller must not hand that buffer away: transfer it to a worker, or let
+   * its memory be reused); a promise, parts are being written to the spill
+   * file (the same, until it resolves: then no reference is left); `false`,
+   * none.
    */
-  hold(offset: number, data: Buffer): boolean {
+  hold(offset: number, data: Buffer): boolean | Promise<void> {
     if (this.closed) return false;
     const end = offset + data.length;
     let kept = false;
+    const writes: Promise<boolean>[] = [];
     for (const gap of this.uncovered(Math.max(offset, this.floor), end)) {
       const part = data.subarray(gap.offset - offset, gap.end - offset);
       const h: Held = { offset: gap.offset, end: gap.end };
@@ -72,13 +76,15 @@ export class HeldSpans {
       } else if (this.spillPath) {
         // Written from this buffer before take() reads it back; the write keeps the reference meanwhile.
         h.written = this.write(part, gap.offset);
-        kept = true;
+        writes.push(h.written);
       } else {
         continue;
       }
       this.insert(h);
     }
-    return kept;
+    if (kept) return true;
+    // write() never rejects (a failed write is a gap).
+    return writes.length > 0 ? Promise.all(writes).then(() => undefined) : false;
   }
 
   /** The parts of [offset, end) held, and the gaps between them. */

@@ -146,7 +146,7 @@ export class EngineLayer {
   }
 
   /** Offered every range a reader fetched: held for the whole-layer check (background fetch's own ranges are not). */
-  hold(offset: number, data: Buffer, op: FetchOperation): boolean {
+  hold(offset: number, data: Buffer, op: FetchOperation): boolean | Promise<void> {
     return op !== 'background' && (this.held?.hold(offset, data) ?? false);
   }
 

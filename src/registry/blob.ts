@@ -6,6 +6,7 @@ import { RegistryError, safeUrl } from './errors.js';
 import { RetryableError, type HttpResponse } from './transport.js';
 import type { RangeSplitReason, RegistryOperation } from './traffic.js';
 import { InFlight } from '../util/in-flight.js';
+import type { BufferPool, PooledBuffer } from '../util/buffer-pool.js';
 
 export interface ByteRange {
   offset: number;
@@ -21,6 +22,13 @@ export interface OwnedRange {
    * same range): the caller may transfer it to a worker without a copy.
    */
   exclusive: boolean;
+  /**
+   * Present when the bytes are pooled memory (the client's bodyPool) that
+   * this caller alone was handed: call it once nothing reads them any more
+   * and no reference to them was kept; the memory then takes another
+   * response's body. Not calling it is safe: the memory is then not reused.
+   */
+  release?: () => void;
 }
 
 /** Options of one read. */
@@ -30,10 +38,17 @@ export interface ReadOptions {
   operation?: RegistryOperation;
 }
 
-/** A part of the blob the registry sent: bytes [start, start + data.length). */
+/** A part of the blob the registry sent: bytes [start, start + data.length), in pooled memory when `lease` says so. */
 interface Part {
   start: number;
   data: Buffer;
+  lease?: PooledBuffer;
+}
+
+/** An asked range as fetched: its bytes, and the pooled body they are in (if any). */
+interface FetchedRange {
+  data: Buffer;
+  lease: PooledBuffer | undefined;
 }
 
 /** How long a redirect target (a pre-signed object-storage URL) is reused before asking the registry again. */
@@ -150,6 +165,8 @@ export class RemoteBlob implements RangedSource {
   private redirect: { url: string; until: number } | undefined;
   /** Ranges being fetched, keyed `offset+length`: a range asked for again meanwhile shares the request. */
   private readonly inflight = new InFlight<string, Buffer>();
+  /** Bodies of ranged answers go into this pool's memory (a registry client test double may have none). */
+  private readonly pool: BufferPool | undefined;
 
   private constructor(
     private readonly client: RegistryClient,
@@ -157,7 +174,9 @@ export class RemoteBlob implements RangedSource {
     readonly digest: string,
     readonly size: number,
     private readonly opts: RemoteBlobOptions,
-  ) {}
+  ) {
+    this.pool = client.bodyPool as BufferPool | undefined;
+  }
 
   /**
    * Opens a blob. With the size from its descriptor, no request is made (a
@@ -187,7 +206,8 @@ export class RemoteBlob implements RangedSource {
   /**
    * readRanges, saying of each buffer whether it is the caller's alone (see
    * OwnedRange): the engine then hands it to a decode worker as it is
-   * instead of copying it on the main thread.
+   * instead of copying it on the main thread, and lets pooled memory go
+   * (`release`) once its decode tasks are done.
    */
   async readOwned(ranges: readonly ByteRange[], opts: ReadOptions = {}): Promise<OwnedRange[]> {
     for (const r of ranges) {
@@ -199,21 +219,22 @@ export class RemoteBlob implements RangedSource {
     const asked = new Map<string, number>();
     for (const r of ranges) asked.set(key(r), (asked.get(key(r)) ?? 0) + 1);
     // Each range: joined to a fetch in flight, or started here (then the caller may own its bytes).
-    const mine = new Map<string, { ticket: { shared: boolean }; range: ByteRange }>();
+    const mine = new Map<string, { ticket: { shared: boolean }; range: ByteRange; index: number }>();
     const pending = new Map<string, Promise<Buffer>>();
     for (const r of ranges) {
       const k = key(r);
       if (r.length === 0 || pending.has(k)) continue;
       const joined = this.inflight.join(k);
       if (joined) pending.set(k, joined);
-      else mine.set(k, { ticket: { shared: false }, range: r });
+      else mine.set(k, { ticket: { shared: false }, range: r, index: mine.size });
     }
+    let fetched: Promise<{ ranges: FetchedRange[]; leases: Set<PooledBuffer> }> | undefined;
     if (mine.size > 0) {
       const unique = [...mine.values()].map((m) => m.range);
-      const fetched = this.fetchRanges(unique, opts);
+      fetched = this.fetchRanges(unique, opts);
       for (const [i, r] of unique.entries()) {
         const k = key(r);
-        const ticket = this.inflight.track(k, fetched.then((parts) => parts[i]!));
+        const ticket = this.inflight.track(k, fetched.then((f) => f.ranges[i]!.data));
         mine.get(k)!.ticket = ticket;
         pending.set(k, ticket.promise);
       }
@@ -221,23 +242,48 @@ export class RemoteBlob implements RangedSource {
     const keys = [...pending.keys()];
     const datas = await Promise.all(keys.map((k) => pending.get(k)!));
     const got = new Map(keys.map((k, i) => [k, datas[i]!]));
-    return ranges.map((r) => {
-      if (r.length === 0) return { data: Buffer.alloc(0), exclusive: true };
-      const k = key(r);
-      const data = got.get(k)!;
-      const m = mine.get(k);
-      // Read after the fetch settled: no one can join it any more.
-      const exclusive = m !== undefined && !m.ticket.shared && asked.get(k) === 1
-        && data.byteOffset === 0 && data.buffer.byteLength === data.length && !(data.buffer instanceof SharedArrayBuffer);
-      return { data, exclusive };
-    });
+    const own = fetched && (await fetched); // settled already (its ranges are among `datas`)
+    try {
+      return ranges.map((r) => {
+        if (r.length === 0) return { data: Buffer.alloc(0), exclusive: true };
+        const k = key(r);
+        const data = got.get(k)!;
+        const m = mine.get(k);
+        // Read after the fetch settled: no one can join it any more.
+        const alone = m !== undefined && !m.ticket.shared && asked.get(k) === 1;
+        const exclusive = alone && data.byteOffset === 0 && data.buffer.byteLength === data.length && !(data.buffer instanceof SharedArrayBuffer);
+        const lease = m && own!.ranges[m.index]!.lease;
+        if (!lease) return { data, exclusive };
+        // Pooled memory: a caller alone with it says when it is done; bytes that went to others too are never reused.
+        if (alone) return { data, exclusive, release: lease.retain() };
+        lease.escape();
+        return { data, exclusive };
+      });
+    } finally {
+      // This fetch's own hold on its bodies (a body none of the ranges is in goes back to the pool now).
+      for (const lease of own?.leases ?? []) lease.release();
+    }
   }
 
   private get singleRange(): boolean {
     return this.opts.singleRangeOnly === true || this.client.singleRangeHosts.has(this.repo.registry);
   }
 
-  private async fetchRanges(ranges: ByteRange[], opts: ReadOptions): Promise<Buffer[]> {
+  /** The asked ranges (in order) and every pooled body fetched for them, which the caller releases once it handed them out. */
+  private async fetchRanges(ranges: ByteRange[], opts: ReadOptions): Promise<{ ranges: FetchedRange[]; leases: Set<PooledBuffer> }> {
+    let parts: Part[] = [];
+    try {
+      const got = await this.fetchParts(ranges, opts, (p) => { parts = p; });
+      return { ranges: ranges.map((r) => covering(got, r)!), leases: new Set(got.flatMap((p) => (p.lease ? [p.lease] : []))) };
+    } catch (err) {
+      // No one was handed these bodies: back to the pool.
+      for (const lease of new Set(parts.flatMap((p) => (p.lease ? [p.lease] : [])))) lease.release();
+      throw err;
+    }
+  }
+
+  /** Parts covering every range (or a RegistryError); `progress` is told the parts gathered so far, so that a failure can let them go. */
+  private async fetchParts(ranges: ByteRange[], opts: ReadOptions, progress: (parts: Part[]) => void): Promise<Part[]> {
     const sorted = [...ranges].sort((a, b) => a.offset - b.offset);
     let parts: Part[];
     if (sorted.length === 1 || !this.singleRange) {
@@ -245,11 +291,13 @@ export class RemoteBlob implements RangedSource {
     } else {
       parts = await this.getSingleRanges(sorted, opts, 'single_range_mode');
     }
+    progress(parts);
     let missing = ranges.filter((r) => !covering(parts, r));
     if (missing.length > 0 && sorted.length > 1 && !this.singleRange) {
       // The registry answered only part of a multi-range request: single ranges for a while.
       this.client.singleRangeHosts.add(this.repo.registry);
       parts = parts.concat(await this.getSingleRanges(missing, opts, 'partial_answer'));
+      progress(parts);
       missing = ranges.filter((r) => !covering(parts, r));
     }
     // A wrong Content-Range or a part left out is a fault of that answer, like a 5xx: asked again, with back-off.
@@ -257,12 +305,13 @@ export class RemoteBlob implements RangedSource {
       this.client.traffic.retry({ operation: opts.operation, reason: 'missing_range' });
       await sleep(MISSING_RANGE_WAIT_MS * 2 ** retry, undefined, opts.signal ? { signal: opts.signal } : {});
       parts = parts.concat(await this.getSingleRanges(missing, opts));
+      progress(parts);
       missing = ranges.filter((r) => !covering(parts, r));
     }
     if (missing.length > 0) {
       throw new RegistryError('PROTOCOL', `${this.describe}: the registry did not return bytes [${missing[0]!.offset}, ${missing[0]!.offset + missing[0]!.length}) in ${MISSING_RANGE_RETRIES + 1} attempts`);
     }
-    return ranges.map((r) => covering(parts, r)!);
+    return parts;
   }
 
   /**
@@ -335,25 +384,30 @@ export class RemoteBlob implements RangedSource {
     if (res.statusCode !== 206) throw await statusError(res, what);
     const type = header(res, 'content-type') ?? '';
     const expected = ranges.reduce((n, r) => n + r.length, 0);
-    const body = await readBody(res, expected + 64 * 1024 + ranges.length * 256, what);
-    const boundary = /^multipart\/byteranges;.*boundary="?([^";]+)"?/i.exec(type)?.[1];
-    if (boundary) return parseMultipart(body, boundary);
-    const range = parseContentRange(header(res, 'content-range'));
-    if (!range) throw new RegistryError('PROTOCOL', `${what}: 206 without a Content-Range`);
-    if (range.total !== undefined && range.total !== this.size) {
-      throw new RegistryError('PROTOCOL', `${what}: the registry says the blob is ${range.total} bytes, not ${this.size}`);
+    const { body, lease } = await readBody(res, expected + 64 * 1024 + ranges.length * 256, what, this.pool);
+    try {
+      const boundary = /^multipart\/byteranges;.*boundary="?([^";]+)"?/i.exec(type)?.[1];
+      if (boundary) return parseMultipart(body, boundary).map((p) => ({ ...p, ...(lease && { lease }) }));
+      const range = parseContentRange(header(res, 'content-range'));
+      if (!range) throw new RegistryError('PROTOCOL', `${what}: 206 without a Content-Range`);
+      if (range.total !== undefined && range.total !== this.size) {
+        throw new RegistryError('PROTOCOL', `${what}: the registry says the blob is ${range.total} bytes, not ${this.size}`);
+      }
+      if (body.length !== range.end - range.start + 1) {
+        throw new RetryableError(`${what}: body of ${body.length} bytes for Content-Range ${range.start}-${range.end}`);
+      }
+      return [{ start: range.start, data: body, ...(lease && { lease }) }];
+    } catch (err) {
+      lease?.release(); // refused: no one saw these bytes
+      throw err;
     }
-    if (body.length !== range.end - range.start + 1) {
-      throw new RetryableError(`${what}: body of ${body.length} bytes for Content-Range ${range.start}-${range.end}`);
-    }
-    return [{ start: range.start, data: body }];
   }
 }
 
-function covering(parts: Part[], r: ByteRange): Buffer | undefined {
+function covering(parts: Part[], r: ByteRange): FetchedRange | undefined {
   for (const p of parts) {
     if (p.start <= r.offset && r.offset + r.length <= p.start + p.data.length) {
-      return p.data.subarray(r.offset - p.start, r.offset - p.start + r.length);
+      return { data: p.data.subarray(r.offset - p.start, r.offset - p.start + r.length), lease: p.lease };
     }
   }
   return undefined;
@@ -415,12 +469,16 @@ function eachChunk(body: HttpResponse['body'], take: (chunk: Buffer) => void): P
  * its parts (a multi-range answer's, a span's decode tasks) to worker
  * threads as they are, where an ArrayBuffer would have to be copied for
  * each task on the main thread (only a whole ArrayBuffer can be transferred).
+ * With a `pool`, it is pooled memory (`lease`, which the caller releases):
+ * every byte of it is written here before anyone reads it (a body shorter
+ * than its Content-Length is refused).
  */
-async function readBody(res: HttpResponse, limit: number, what: string): Promise<Buffer> {
+async function readBody(res: HttpResponse, limit: number, what: string, pool?: BufferPool): Promise<{ body: Buffer; lease?: PooledBuffer }> {
   const declared = Number(header(res, 'content-length'));
   const sized = Number.isSafeInteger(declared) && declared >= 0 && declared <= limit;
   // Shared memory: the decode workers read their parts of it where it is, with no copy on the main thread.
-  const out = sized ? Buffer.from(new SharedArrayBuffer(declared)) : undefined;
+  const lease = sized ? pool?.acquire(declared) : undefined;
+  const out = lease ? lease.bytes : sized ? Buffer.from(new SharedArrayBuffer(declared)) : undefined;
   const chunks: Buffer[] = [];
   let total = 0;
   try {
@@ -435,12 +493,16 @@ async function readBody(res: HttpResponse, limit: number, what: string): Promise
       total += chunk.length;
     });
   } catch (err) {
+    lease?.release();
     if (err instanceof RegistryError) throw err;
     throw new RetryableError(`${what}: body interrupted: ${(err as Error).message}`);
   }
-  if (!out) return Buffer.concat(chunks, total);
-  if (total !== out.length) throw new RetryableError(`${what}: body of ${total} bytes, Content-Length ${out.length}`);
-  return out;
+  if (!out) return { body: Buffer.concat(chunks, total) };
+  if (total !== out.length) {
+    lease?.release();
+    throw new RetryableError(`${what}: body of ${total} bytes, Content-Length ${out.length}`);
+  }
+  return { body: out, ...(lease && { lease }) };
 }
 
 async function keepRanges(res: HttpResponse, ranges: ByteRange[], size: number, what: string): Promise<Part[]> {
@@ -498,7 +560,7 @@ export async function fetchBlobBytes(client: RegistryClient, repo: RepoRef, dige
   const what = `blob ${digest} of ${repo.registry}/${repo.repository}`;
   const whole = async (r: HttpResponse, url: string): Promise<Buffer> => {
     if (r.statusCode !== 200) throw await statusError(r, `GET ${what} (${safeUrl(url)})`);
-    return readBody(r, maxBytes, `GET ${what}`);
+    return (await readBody(r, maxBytes, `GET ${what}`)).body;
   };
   const bytes = await client.call(repo, { method: 'GET', path: `blobs/${digest}`, ...(signal && { signal }), ...(operation && { operation }) }, async (res, ctx) =>
     (isRedirect(res.statusCode) ? followRedirect(client, res, ctx, {}, what, whole, signal, operation) : whole(res, ctx.url)));

@@ -1,5 +1,6 @@
 import type { Logger } from '../log/logger.js';
 import { SingleRangeHosts } from './range-mode.js';
+import { BufferPool } from '../util/buffer-pool.js';
 import { Authorizer } from './auth/authorizer.js';
 import { parseChallenge, type Challenge } from './auth/challenge.js';
 import { CredentialChain, RuntimeCredentials, defaultAuthFiles, type CredentialSource } from './auth/credentials.js';
@@ -71,6 +72,8 @@ export class RegistryClient {
   readonly runtimeCredentials = new RuntimeCredentials();
   /** Hosts that get single-range requests for a while (see SingleRangeHosts). */
   readonly singleRangeHosts = new SingleRangeHosts();
+  /** Memory for ranged response bodies, used again once their readers let go (see BufferPool, RemoteBlob.readOwned). */
+  readonly bodyPool = new BufferPool();
   private readonly authorizer: Authorizer;
   private readonly log: Logger;
   private readonly endpointCache = new Map<string, Endpoint[]>();

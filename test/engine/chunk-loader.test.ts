@@ -127,6 +127,39 @@ describe('ChunkLoader against an in-process source', () => {
     await assert.rejects(Promise.all(l.load([{ chunk: liar, path: 'liar' }], 'on_demand')), /CHUNK_SIZE_MISMATCH|is 3000 bytes in the TOC/);
   });
 
+  /** A source in shared memory whose answers come with `release` (as RemoteBlob's pooled bodies do): a release records and overwrites the memory, as its next use would. */
+  const pooledSource = (blob: Buffer, releases: { offset: number; at: number }[]): BlobFetcher => ({
+    size: blob.length,
+    readRanges: async () => { throw new Error('readOwned only'); },
+    readOwned: async (ranges) => ranges.map((r) => {
+      const data = Buffer.from(new SharedArrayBuffer(r.length));
+      blob.copy(data, 0, r.offset, r.offset + r.length);
+      return { data, exclusive: false, release: () => { releases.push({ offset: r.offset, at: performance.now() }); data.fill(0xa5); } };
+    }),
+  });
+
+  test('pooled memory is let go once its decode tasks are done, never while the layer holds it, after a spill write', async () => {
+    const { blob, plains, chunks } = makeBlob([30_000, 200_000, 1000]);
+    for (const [hold, expectRelease] of [[false, true], [true, false], ['spill', true]] as const) {
+      const releases: { offset: number; at: number }[] = [];
+      let written = 0;
+      const l = new ChunkLoader({
+        log: testLog(), metrics: testTelemetry().metrics, fetcher: pooledSource(blob, releases), pool, memory: new MemoryChunkCache(64 << 20, testTelemetry().metrics), disk: null, tuning: TUNING, layer: 'testlayer',
+        onFetched: () => {},
+        hold: () => (hold === 'spill' ? new Promise<void>((resolve) => setTimeout(() => { written = performance.now(); resolve(); }, 30)) : hold),
+      });
+      // Overwriting the memory at release changes none of the bytes served: the decoders were done with it.
+      assert.deepEqual(await Promise.all(l.load(wants(chunks), 'on_demand')), plains, `hold ${hold}`);
+      // The readers' promises resolve as the decode task's answer is handed out; the release follows in a later turn.
+      const deadline = Date.now() + 5000;
+      while (expectRelease && releases.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+      await new Promise((r) => setImmediate(r));
+      if (hold === 'spill') assert.ok(written > 0 && releases[0]!.at >= written, 'released after the spill write');
+      assert.deepEqual(releases.map((r) => r.offset), expectRelease ? [0] : [], `hold ${hold}`);
+      assert.deepEqual(await Promise.all(l.load(wants(chunks), 'on_demand')), plains, 'cached bytes unchanged');
+    }
+  });
+
   test('ingest decodes chunks from bytes fetched elsewhere and leaves the buffer usable', async () => {
     const { blob, plains, chunks } = makeBlob([10_000, 90_000, 3]);
     const source = new FakeSource(blob, true);

@@ -114,6 +114,21 @@ describe('disk chunk cache: the write-behind queue is bounded in bytes', () => {
   });
 });
 
+describe('disk chunk cache: chunks read back', () => {
+  const newDir = tempDirs();
+
+  test('a large chunk read back from disk is checked in shared memory, hashed where it is', async () => {
+    const dir = await newDir();
+    const bytes = randomBytes(1 << 20);
+    const first = await DiskChunkCache.open(dir, 64 << 20, telemetry);
+    await Promise.all([first.put(digestOf(bytes), bytes), first.flush()]);
+    const cache = await DiskChunkCache.open(dir, 64 << 20, telemetry);
+    const got = await cache.get(digestOf(bytes));
+    assert.deepEqual(got, bytes);
+    assert.ok(got!.buffer instanceof SharedArrayBuffer);
+  });
+});
+
 describe('disk chunk cache: damaged files are never served', () => {
   const newDir = tempDirs();
   /** A cache holding `chunks` on disk (written, then reopened so they are served from files, not the queue). */

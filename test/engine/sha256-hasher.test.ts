@@ -26,6 +26,24 @@ describe('sha256 hasher of the disk cache', () => {
     assert.deepEqual(results.map((r) => r.hex), expected);
   });
 
+  test('bytes in shared memory (allocate) are hashed where they are: the same Buffer comes back', async () => {
+    const hasher = new Sha256Hasher(testLog());
+    for (const size of [1000, 64 << 10, (64 << 10) + 1, 3 << 20]) {
+      const bytes = hasher.allocate(size);
+      assert.equal(bytes.length, size);
+      assert.equal(bytes.buffer instanceof SharedArrayBuffer, size > 64 << 10, `${size}: shared memory for the thread only`);
+      randomBytes(size).copy(bytes);
+      const hashed = await hasher.hash(bytes);
+      assert.equal(hashed.hex, hexOf(bytes));
+      assert.equal(hashed.bytes, bytes, 'not transferred: the same Buffer');
+    }
+    // A view into a larger shared buffer: only its bytes are hashed.
+    const big = Buffer.from(new SharedArrayBuffer(1 << 20));
+    randomBytes(1 << 20).copy(big);
+    const view = big.subarray(4096, 4096 + (300 << 10));
+    assert.equal((await hasher.hash(view)).hex, hexOf(view));
+  });
+
   test('a view into a larger buffer is copied, not handed over: the larger buffer stays usable', async () => {
     const hasher = new Sha256Hasher(testLog());
     const big = randomBytes(1 << 20);

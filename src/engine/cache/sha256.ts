@@ -5,18 +5,27 @@ import type { Logger } from '../../log/logger.js';
 
 export interface HashRequest {
   id: number;
-  bytes: ArrayBuffer;
+  /** Transferred (and handed back) when an ArrayBuffer; shared, read in place, when a SharedArrayBuffer. */
+  bytes: ArrayBuffer | SharedArrayBuffer;
+  /** The bytes to hash in `bytes` (default: all of it). */
+  offset?: number;
+  length?: number;
 }
 
 export interface HashReply {
   id: number;
   hex: string;
-  bytes: ArrayBuffer;
+  /** A transferred input, handed back; absent for shared memory. */
+  bytes?: ArrayBuffer;
 }
 
 export interface Hashed {
   hex: string;
-  /** The bytes that were hashed (a large input comes back as a new Buffer over the same memory; the one passed in is then empty). */
+  /**
+   * The bytes that were hashed: the Buffer passed in when it is in shared
+   * memory or small; otherwise a new Buffer over the same memory (it was
+   * transferred to the thread and back; the one passed in is then empty).
+   */
   bytes: Buffer;
 }
 
@@ -33,6 +42,8 @@ const IDLE_MS = 30_000;
 
 interface Job {
   worker: Worker;
+  /** The input, when the thread reads it in shared memory (nothing comes back but the hash). */
+  shared?: Buffer;
   resolve(h: Hashed): void;
   reject(err: Error): void;
 }
@@ -56,6 +67,12 @@ interface Job {
  * copied) and hands it back costs the same few hundredths of a millisecond
  * at any size. So: small chunks inline, larger ones on one worker thread;
  * if that thread cannot run, subtle.digest.
+ *
+ * Bytes in shared memory (see `allocate`) are read by the thread where they
+ * are: nothing is transferred, so nothing comes back either. A transferred
+ * ArrayBuffer comes back as a new ArrayBuffer object of the main thread,
+ * which V8 counts as newly allocated external memory (towards its next full
+ * GC), though no byte was copied.
  */
 export class Sha256Hasher {
   constructor(private readonly log: Logger) {}
@@ -66,21 +83,37 @@ export class Sha256Hasher {
   private nextId = 0;
   private idleTimer: NodeJS.Timeout | undefined;
 
+  /**
+   * Memory to read `size` bytes into that `hash` takes without a copy or a
+   * transfer: shared memory for what goes to the thread, a plain Buffer
+   * (Node's pool for the smallest) for what is hashed inline. Not zero-filled
+   * when plain: the caller fills every byte it hashes.
+   */
+  allocate(size: number): Buffer {
+    return size <= INLINE_MAX ? Buffer.allocUnsafe(size) : Buffer.from(new SharedArrayBuffer(size));
+  }
+
   async hash(bytes: Buffer): Promise<Hashed> {
     if (bytes.length <= INLINE_MAX) return { hex: createHash('sha256').update(bytes).digest('hex'), bytes };
     if (this.broken) return { hex: Buffer.from(await webcrypto.subtle.digest('SHA-256', bytes)).toString('hex'), bytes };
-    // Hand over memory only the buffer owns (a large file read gets its own); a view into shared memory is copied.
+    // Shared memory is read in place. Otherwise hand over memory only the buffer owns (a large file read gets its own); a view is copied.
+    const shared = bytes.buffer instanceof SharedArrayBuffer ? bytes : undefined;
     const owned = bytes.byteOffset === 0 && bytes.buffer instanceof ArrayBuffer && bytes.buffer.byteLength === bytes.length;
-    const ab = owned ? (bytes.buffer as ArrayBuffer) : new Uint8Array(bytes).buffer;
+    const ab = shared ? undefined : owned ? (bytes.buffer as ArrayBuffer) : new Uint8Array(bytes).buffer;
     const worker = this.thread();
     const id = this.nextId++;
     clearTimeout(this.idleTimer);
     this.idleTimer = undefined;
     worker.ref(); // while it has work, as any pending I/O would
     return new Promise<Hashed>((resolve, reject) => {
-      this.jobs.set(id, { worker, resolve, reject });
-      const req: HashRequest = { id, bytes: ab };
-      worker.postMessage(req, [ab]);
+      this.jobs.set(id, { worker, resolve, reject, ...(shared && { shared }) });
+      if (shared) {
+        const req: HashRequest = { id, bytes: shared.buffer as SharedArrayBuffer, offset: shared.byteOffset, length: shared.length };
+        worker.postMessage(req);
+      } else {
+        const req: HashRequest = { id, bytes: ab! };
+        worker.postMessage(req, [ab!]);
+      }
     });
   }
 
@@ -90,7 +123,7 @@ export class Sha256Hasher {
     worker.on('message', (reply: HashReply) => {
       const job = this.jobs.get(reply.id);
       this.jobs.delete(reply.id);
-      job?.resolve({ hex: reply.hex, bytes: Buffer.from(reply.bytes) });
+      if (job) job.resolve({ hex: reply.hex, bytes: job.shared ?? Buffer.from(reply.bytes!) });
       if (this.jobs.size === 0) this.idle(worker);
     });
     worker.on('error', (err) => {
