@@ -195,7 +195,6 @@ export class StoreMetrics {
 
   /** The event-loop monitor, started with the process metrics (enableProcessMetrics). */
   private loopDelay: IntervalHistogram | undefined;
-  private lagTimer: NodeJS.Timeout | undefined;
 
   readonly eventLoopDelay = new Gauge({
     name: `${PREFIX}event_loop_delay_seconds`,
@@ -225,17 +224,11 @@ export class StoreMetrics {
     this.loopDelay.enable();
     let last = performance.now();
     // Observes the lateness of every tick of an unref'd interval timer.
-    this.lagTimer = setInterval(() => {
+    setInterval(() => {
       const now = performance.now();
       this.eventLoopLag.observe(Math.max(0, now - last - LAG_TICK_MS) / 1000);
       last = now;
     }, LAG_TICK_MS).unref();
-  }
-
-  /** Stops the monitor and the sampler (a store closing in a process that goes on, as tests do). */
-  close(): void {
-    this.loopDelay?.disable();
-    clearInterval(this.lagTimer);
   }
 
   /** Starts the per-layer series of a layer; false when the bound is reached (the layer is then not exported). */
