@@ -64,10 +64,12 @@ export interface StoreConfig {
     workers: number;
     /**
      * Decode workers kept while nothing is decoded (the others start on demand); at most `workers`.
-     * 0: an idle store holds no worker isolate (~12 MiB less resident); one starts in the
+     * Default 2: a large cold read decodes two chunks at once (its chunk and the next), and a
+     * second worker started on demand made it wait ~55 ms for it (W2 0.098 s against 0.042 s);
+     * started when a layer is resolved, its start took CPU from the resolution (W1 +10 ms). Each
+     * worker is an isolate of ~12 MiB resident. 0: an idle store holds none; one starts in the
      * background when a layer is resolved (DecodePool.prestart), and a small chunk a reader waits
-     * for meanwhile is decoded on the main thread. Not the default: that start (~0.1 s of CPU)
-     * then falls on the first pull instead of the store's start (bench/results/footprint-breakdown.md).
+     * for meanwhile is decoded on the main thread (bench/results/footprint-breakdown.md).
      */
     idle_workers: number;
     decoder: 'zlib' | 'pako';
@@ -92,7 +94,7 @@ export const DEFAULT_CONFIG: StoreConfig = {
   resolver: { request_timeout_sec: 30, host: {} },
   metrics_address: '',
   cache: { dir: '', max_bytes: 10 * 2 ** 30, memory_bytes: 32 * 2 ** 20 },
-  pool: { workers: 0, idle_workers: 1, decoder: 'zlib' },
+  pool: { workers: 0, idle_workers: 2, decoder: 'zlib' },
   allow_unverified: false,
   resolve_timeout_sec: 30,
   log_level: 'info',

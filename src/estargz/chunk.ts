@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { inflateRawSync } from 'node:zlib';
-import { Inflate } from 'pako';
+import { createRequire } from 'node:module';
 import { EstargzError } from './errors.js';
 
 /** How a chunk's compressed range becomes its bytes: a gzip member (eStargz), a zstd frame or known zeros (zstd:chunked). */
@@ -74,8 +74,20 @@ function corrupt(ref: ChunkRef, why: string): EstargzError {
   );
 }
 
+type PakoInflate = typeof import('pako').Inflate;
+
+/**
+ * pako's Inflate, loaded on first use: the default decoder is node:zlib,
+ * and loading pako made every decode worker ~10 ms slower to start (a cold
+ * read waits for that when its worker is new). Cached by the module loader.
+ */
+function pakoInflate(): PakoInflate {
+  return (createRequire(import.meta.url)('pako') as typeof import('pako')).Inflate;
+}
+
 /** Inflates raw deflate data, stopping once `need` bytes are out. */
 function inflateBounded(deflated: Uint8Array, need: number, ref: ChunkRef): Buffer {
+  const Inflate = pakoInflate();
   const inflate = new Inflate({ chunkSize: 64 * 1024, raw: true });
   const parts: Uint8Array[] = [];
   let got = 0;

@@ -34,12 +34,12 @@ describe('memory defaults of the store process', () => {
     assert.equal(storeProcessEnv({ MALLOC_ARENA_MAX: '8' }).MALLOC_ARENA_MAX, '8');
   });
 
-  test('config: 32 MiB memory cache, one idle decode worker, 8 MiB of held bytes a layer; pool.idle_workers reaches the engine', () => {
+  test('config: 32 MiB memory cache, two idle decode workers, 8 MiB of held bytes a layer; pool.idle_workers reaches the engine', () => {
     assert.equal(DEFAULT_CONFIG.cache.memory_bytes, 32 * 2 ** 20);
-    assert.equal(DEFAULT_CONFIG.pool.idle_workers, 1);
+    assert.equal(DEFAULT_CONFIG.pool.idle_workers, 2);
     const opts = engineOptions(DEFAULT_CONFIG);
     assert.equal(opts.memoryCacheBytes, 32 * 2 ** 20);
-    assert.equal(opts.poolIdleThreads, 1);
+    assert.equal(opts.poolIdleThreads, 2);
     assert.equal(opts.fetch.background.heldMemoryBytes, 8 << 20);
     const { config } = buildConfig({ pool: { workers: 4, idle_workers: 2 } }, 'test.toml');
     assert.equal(engineOptions(config).poolIdleThreads, 2);
