@@ -4,19 +4,23 @@
  * trade memory on a node that also runs containers for no speed that
  * bench/footprint.ts could see (bench/results/footprint-breakdown.md):
  *
- *  - `--max-semi-space-size=1`: V8's young generation grows to 3 × 16 MiB
+ *  - `--max-semi-space-size=4`: V8's young generation grows to 3 × 16 MiB
  *    by default; the store's short-lived objects (FUSE requests, chunk
- *    views) die young at 1 MiB too, and each isolate (main thread and every
- *    decode worker) keeps a smaller heap. Against 2 MiB: 2.5 MiB less idle,
- *    16 MiB less after reading a whole layer (W3), the same store CPU; 8
- *    and 16 MiB cost 8 MiB idle and 13–25 MiB at W3.
+ *    views) die young at a few MiB too, and each isolate (main thread and
+ *    every decode worker) keeps a smaller heap. 1 MiB saved most (2.5 MiB
+ *    idle, 16 MiB after reading a whole layer, W3) but the main thread then
+ *    scavenged 9× as often: its GC time in one cold session (trace-gc, main
+ *    isolate) was 595 ms for bookworm-like W3 and 275 ms for python W3,
+ *    against 271 / 107 ms at 4 MiB and 171 / 102 ms at V8's default, and
+ *    every pause is time no FUSE request is answered. 4 MiB keeps most of
+ *    the speed at a few MiB.
  *  - `--liftoff-only`: undici parses HTTP with llhttp compiled to
  *    WebAssembly; V8 optimizes that one large function in the background
  *    after the first requests, which costs ~30 MiB of compiler memory at
  *    the first pull (the process's peak) and keeps part of it. The baseline
  *    code parses a few response headers per fetched range just as well.
  */
-export const STORE_PROCESS_FLAGS: readonly string[] = ['--max-semi-space-size=1', '--liftoff-only'];
+export const STORE_PROCESS_FLAGS: readonly string[] = ['--max-semi-space-size=4', '--liftoff-only'];
 
 /** The flags to start a store process with: ESTARGZ_STORE_NODE_FLAGS (space-separated, may be empty) replaces the defaults. */
 export function storeProcessFlags(env: NodeJS.ProcessEnv = process.env): string[] {

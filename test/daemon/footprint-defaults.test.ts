@@ -22,7 +22,7 @@ import { testTelemetry } from '../../testkit/telemetry.js';
 
 describe('memory defaults of the store process', () => {
   test('node flags: the defaults, replaced (or emptied) by ESTARGZ_STORE_NODE_FLAGS', () => {
-    assert.deepEqual(storeProcessFlags({}), ['--max-semi-space-size=1', '--liftoff-only']);
+    assert.deepEqual(storeProcessFlags({}), ['--max-semi-space-size=4', '--liftoff-only']);
     assert.deepEqual(storeProcessFlags({}), [...STORE_PROCESS_FLAGS]);
     assert.deepEqual(storeProcessFlags({ ESTARGZ_STORE_NODE_FLAGS: '' }), []);
     assert.deepEqual(storeProcessFlags({ ESTARGZ_STORE_NODE_FLAGS: ' --max-semi-space-size=8  --trace-gc ' }), ['--max-semi-space-size=8', '--trace-gc']);
