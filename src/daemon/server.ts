@@ -130,7 +130,7 @@ function main(): void {
     }
 
     return {
-      ops: storeOperations(fs, { telemetry, activity: engine.activity }),
+      ops: storeOperations(fs, { telemetry }),
       session: { readdirplus: true, onError: handlerErrorReporter(telemetry) },
       exportState: state,
       importState: (s) => {

@@ -1,7 +1,6 @@
 import { join } from 'node:path';
 import type { Decoder } from '../estargz/chunk.js';
 import type { Telemetry } from '../metrics/telemetry.js';
-import { ActivityClock } from './activity.js';
 import { DEFAULT_BACKGROUND_FETCH, type BackgroundFetchOptions, type BackgroundSettings } from './background-fetch.js';
 import { DEFAULT_BLOB_READER, type BlobReaderOptions } from './blob-reader.js';
 import { DiskChunkCache } from './cache/disk-cache.js';
@@ -47,8 +46,6 @@ export type LayerFetchSettings = Omit<LayerFetchOptions, 'blobReader' | 'backgro
  */
 export class Engine {
   private constructor(
-    /** When the store last served anything: the FUSE front end notes every request on it. */
-    readonly activity: ActivityClock,
     readonly pool: DecodePool,
     readonly memory: MemoryChunkCache,
     readonly disk: DiskChunkCache | null,
@@ -74,10 +71,8 @@ export class Engine {
 
   /** `telemetry`: the process's logger and metrics, handed to every part. */
   static async create(opts: EngineOptions, telemetry: Telemetry): Promise<Engine> {
-    const activity = new ActivityClock();
-    const disk = opts.cacheDir ? await DiskChunkCache.open(opts.cacheDir, opts.diskCacheBytes, telemetry, activity) : null;
+    const disk = opts.cacheDir ? await DiskChunkCache.open(opts.cacheDir, opts.diskCacheBytes, telemetry) : null;
     return new Engine(
-      activity,
       new DecodePool(telemetry, { ...(opts.poolThreads !== undefined && { threads: opts.poolThreads }), ...(opts.poolIdleThreads !== undefined && { idleThreads: opts.poolIdleThreads }), decoder: opts.decoder }),
       new MemoryChunkCache(opts.memoryCacheBytes, telemetry.metrics),
       disk,
@@ -122,9 +117,9 @@ export class Engine {
     return layer;
   }
 
-  /** Writes the disk cache's queued chunks out (for a few seconds at most), then stops the decode workers. */
+  /** Writes the disk cache's queued chunks out (for a few seconds at most) and closes its files, then stops the decode workers. */
   async close(): Promise<void> {
-    await this.disk?.flush();
+    await this.disk?.close();
     await this.pool.close();
   }
 }

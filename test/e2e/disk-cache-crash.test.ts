@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { mkdtemp, readFile, readdir, rm, truncate, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, truncate } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { cacheRecords, flipRecordByte, recordIsWhole, type CachedRecord } from '../../testkit/disk-cache-packs.js';
 import { pushTestImage } from '../../testkit/images.js';
 import { randomBytes, type SpecEntry } from '../../testkit/layer-tar.js';
 import { freePort, startRegistry, type Registry } from '../../testkit/registry.js';
@@ -58,15 +58,6 @@ async function readAll(store: RunningStore, image: Image): Promise<void> {
   }
 }
 
-/** `<cache>/<aa>/<64 hex>` files: the cache's entries. */
-async function cacheFiles(cache: string): Promise<string[]> {
-  const out: string[] = [];
-  for (const sub of (await readdir(cache)).filter((s) => /^[0-9a-f]{2}$/.test(s))) {
-    for (const name of await readdir(join(cache, sub))) out.push(join(cache, sub, name));
-  }
-  return out.sort();
-}
-
 /** Polls `cond` until it holds; fails after 30 s (the writes start 2 s after the reads). */
 async function until(cond: () => boolean | Promise<boolean>, what: string): Promise<void> {
   const deadline = Date.now() + 30_000;
@@ -111,54 +102,59 @@ describe('the store\'s disk cache: a killed store, damaged files, a full disk', 
     return store;
   };
 
-  test('SIGKILL during writes, then a flipped and a truncated cache file: the next store serves every byte right and fetches the damaged chunks again', async () => {
+  test('SIGKILL during writes, then a flipped and a cut-short pack: the next store serves every byte right and fetches the damaged chunks again', async () => {
     const first = await pushEstargz(reg, 'e2e/cache-one', files(1));
     const second = await pushEstargz(reg, 'e2e/cache-two', files(100));
+    const hexes = (records: CachedRecord[]): string[] => records.map((r) => r.hex).sort();
 
-    // 1. A store reads the first image; SIGTERM flushes its queue to disk.
+    // 1. A store reads the first image; SIGTERM flushes its queue to disk (and seals the pack: an index beside it).
     const a = await start(await freePort());
     await readAll(a, first);
     assert.equal(await a.stop(), 0);
-    const written = await cacheFiles(cache);
+    const written = await cacheRecords(cache);
     assert.equal(written.length, chunkCount(first), 'every chunk of the first image is on disk');
-    for (const f of written) assert.equal(createHash('sha256').update(await readFile(f)).digest('hex'), f.slice(-64), `${f} is whole`);
+    for (const r of written) assert.ok(await recordIsWhole(r), `${r.hex} is whole`);
+    assert.ok((await readdir(join(cache, 'packs'))).some((n) => n.endsWith('.idx')), 'the pack is sealed');
 
     // 2. A second store reads the second image and is killed with SIGKILL once its writes have begun.
     const b = await start(await freePort());
     await readAll(b, second);
-    await until(async () => (await cacheFiles(cache)).length > written.length, 'the second store writes its queue');
+    await until(async () => (await cacheRecords(cache)).length > written.length, 'the second store writes its queue');
     b.proc.kill('SIGKILL');
     await new Promise((resolve) => b.proc.once('exit', resolve));
     await run('umount', ['-l', b.mnt]); // the killed store's FUSE mount
     await b.stop(); // already gone: this removes its temporary directory
-    const afterKill = await cacheFiles(cache);
+    const afterKill = await cacheRecords(cache);
     assert.ok(afterKill.length > written.length, `${afterKill.length - written.length} of ${chunkCount(second)} chunks of the second image written before the kill`);
 
-    // 3. Damage two of the first image's files: one byte flipped, one cut short.
-    const [flipped, truncated] = [written[3]!, written[written.length - 2]!];
-    const bytes = await readFile(flipped);
-    bytes[bytes.length >> 1]! ^= 0x80;
-    await writeFile(flipped, bytes);
-    await truncate(truncated, 1000);
+    // 3. Damage the first image's pack: one byte flipped in a chunk, and the pack cut short inside its last large chunk
+    //    (what follows it, the small files' chunks, goes with it).
+    const flipped = written[1]!;
+    const cut = written.filter((r) => r.length >= 1000).at(-1)!;
+    assert.notEqual(cut, flipped);
+    await flipRecordByte(flipped);
+    await truncate(cut.pack, cut.offset + (cut.length >> 1));
 
-    // 4. A third store on the same cache: every byte right; the two damaged files found, counted, refetched.
+    // 4. A third store on the same cache: every byte right. The flipped chunk is found when read (counted, logged, fetched
+    //    again); the cut one is not indexed (the pack is shorter than its index says, so it is read header by header).
     const port = await freePort();
     const c = await start(port);
     assert.deepEqual(await readdir(join(cache, 'tmp')), [], 'no unfinished write is left at start');
     await readAll(c, first);
     await readAll(c, second);
-    assert.equal(await metric(port, /^estargz_store_verification_failures_total\{what="disk_cache"\}/), 2, 'two damaged cache files');
-    const damaged = c.logs().split('\n').filter((l) => l.includes('disk cache file is damaged'))
-      .map((l) => (JSON.parse(l) as { digest: string; path: string }));
-    assert.deepEqual(damaged.map((d) => d.path).sort(), [flipped, truncated].sort());
-    assert.deepEqual(damaged.map((d) => d.digest).sort(), [flipped, truncated].map((f) => `sha256:${f.slice(-64)}`).sort());
-    assert.ok(await metric(port, /^estargz_store_cache_requests_total\{tier="disk",result="hit"\}/) >= afterKill.length - 2, 'the intact files were served from disk');
+    assert.equal(await metric(port, /^estargz_store_verification_failures_total\{what="disk_cache"\}/), 1, 'one damaged chunk served from disk');
+    const damaged = c.logs().split('\n').filter((l) => l.includes('disk cache entry is damaged'))
+      .map((l) => (JSON.parse(l) as { digest: string; path: string; offset: number }));
+    assert.deepEqual(damaged.map((d) => [d.digest, d.path, d.offset]), [[`sha256:${flipped.hex}`, flipped.pack, flipped.offset]]);
+    assert.match(c.logs(), /a pack is shorter than its index says/);
+    const lost = written.filter((r) => r.offset >= cut.offset).length;
+    assert.ok(await metric(port, /^estargz_store_cache_requests_total\{tier="disk",result="hit"\}/) >= afterKill.length - 1 - lost, 'the intact chunks were served from disk');
     assert.equal(await c.stop(), 0);
 
-    // The refetched chunks were written again, whole; every file on disk matches its name.
-    const final = await cacheFiles(cache);
-    assert.ok(final.includes(flipped) && final.includes(truncated));
-    for (const f of final) assert.equal(createHash('sha256').update(await readFile(f)).digest('hex'), f.slice(-64), `${f} is whole`);
+    // The refetched chunks were written again, whole, in a new pack; every record the packs hold after the cut is whole but the flipped one.
+    const final = await cacheRecords(cache);
+    assert.ok(hexes(final).includes(flipped.hex) && hexes(final).includes(cut.hex));
+    for (const r of final) if (!(r.pack === flipped.pack && r.offset === flipped.offset)) assert.ok(await recordIsWhole(r), `${r.hex} in ${r.pack} is whole`);
   });
 
   test('a cache disk that fills up (ENOSPC): one warning, the cache is off, and the store goes on serving from the registry', async () => {

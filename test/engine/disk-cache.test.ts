@@ -1,14 +1,14 @@
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { access, appendFile, mkdtemp, readdir, rm, truncate, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, truncate, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
-import { ActivityClock } from '../../src/engine/activity.js';
 import { DiskChunkCache } from '../../src/engine/cache/disk-cache.js';
+import { cacheRecords, flipRecordByte, packBytesOnDisk, recordIsWhole, type CachedRecord } from '../../testkit/disk-cache-packs.js';
 import { testTelemetry } from '../../testkit/telemetry.js';
 
 /** One logger and metrics for every store part this file builds, so the tests can read the counters back. */
@@ -19,10 +19,9 @@ const DISK_CACHE_URL = new URL('../../src/engine/cache/disk-cache.js', import.me
 const TELEMETRY_URL = new URL('../../testkit/telemetry.js', import.meta.url).href;
 
 const digestOf = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
-const exists = (p: string): Promise<boolean> => access(p).then(() => true, () => false);
-
-/** A cache file's path: `<dir>/<first two hex>/<hex>`. */
-const fileOf = (dir: string, digest: string): string => join(dir, digest.slice(7, 9), digest.slice(7));
+/** The chunk's record in the cache's packs, if written. */
+const recordOf = async (dir: string, digest: string): Promise<CachedRecord | undefined> => (await cacheRecords(dir)).find((r) => r.hex === digest.slice(7));
+const onDisk = async (dir: string, digest: string): Promise<boolean> => (await recordOf(dir, digest)) !== undefined;
 
 /** Temporary cache directories for one describe block, removed after it. */
 function tempDirs(): () => Promise<string> {
@@ -37,10 +36,10 @@ function tempDirs(): () => Promise<string> {
   };
 }
 
-describe('disk chunk cache: writes behind', () => {
+describe('disk chunk cache: writes behind, in packs', () => {
   const newDir = tempDirs();
 
-  test('a queued chunk is served from the queue, written after the pause, and found again after a reopen', async () => {
+  test('a queued chunk is served from the queue, written shortly after, and found again after a reopen', async () => {
     const dir = await newDir();
     const cache = await DiskChunkCache.open(dir, 1 << 20, telemetry);
     const bytes = randomBytes(4096);
@@ -48,28 +47,36 @@ describe('disk chunk cache: writes behind', () => {
     const written = cache.put(digest, bytes);
     assert.equal(cache.has(digest), true);
     assert.deepEqual(await cache.get(digest), bytes);
-    assert.equal(await exists(fileOf(dir, digest)), false, 'written during the burst');
     await written;
-    assert.equal(await exists(fileOf(dir, digest)), true);
+    assert.equal(await onDisk(dir, digest), true);
     const reopened = await DiskChunkCache.open(dir, 1 << 20, telemetry);
     assert.deepEqual(await reopened.get(digest), bytes);
+    await Promise.all([cache.close(), reopened.close()]);
   });
 
-  test('flush writes every queued chunk at once; a second put of the same chunk writes it once', async () => {
+  test('flush writes every queued chunk, in one pack, and seals it; a second put of the same chunk writes it once', async () => {
     const dir = await newDir();
     const cache = await DiskChunkCache.open(dir, 1 << 20, telemetry);
     const chunks = Array.from({ length: 20 }, () => randomBytes(1000));
     const puts = chunks.map((b) => cache.put(digestOf(b), b));
     puts.push(cache.put(digestOf(chunks[0]!), chunks[0]!));
     await cache.flush();
-    for (const b of chunks) assert.equal(await exists(fileOf(dir, digestOf(b))), true);
     await Promise.all(puts); // every put's promise has settled
-    assert.equal(cache.size, 20 * 1000);
+    const records = await cacheRecords(dir);
+    assert.deepEqual(records.map((r) => r.hex).sort(), chunks.map((b) => digestOf(b).slice(7)).sort(), 'each chunk once');
+    assert.equal(new Set(records.map((r) => r.pack)).size, 1, 'one pack');
+    assert.deepEqual((await readdir(join(dir, 'packs'))).sort(), ['00000001.idx', '00000001.pack']);
+    assert.equal(cache.size, await packBytesOnDisk(dir), 'size is what the packs and indexes take');
+    // The next chunk starts a new pack: the sealed one is never appended to.
+    const late = randomBytes(500);
+    await Promise.all([cache.put(digestOf(late), late), cache.flush()]);
+    assert.equal((await recordOf(dir, digestOf(late)))!.pack, join(dir, 'packs', '00000002.pack'));
+    await cache.close();
   });
 
   test('a flush that runs out of time drops the rest, answers every put, and the chunks can be queued again', async () => {
     const dir = await newDir();
-    const cache = await DiskChunkCache.open(dir, 1 << 20, telemetry);
+    const cache = await DiskChunkCache.open(dir, 4 << 20, telemetry);
     const chunks = Array.from({ length: 50 }, () => randomBytes(1000));
     const puts = chunks.map((b) => cache.put(digestOf(b), b));
     await cache.flush(0);
@@ -77,8 +84,81 @@ describe('disk chunk cache: writes behind', () => {
     const again = chunks.map((b) => cache.put(digestOf(b), b));
     await cache.flush();
     await Promise.all(again);
-    for (const b of chunks) assert.equal(await exists(fileOf(dir, digestOf(b))), true);
-    assert.equal(cache.size, 50 * 1000);
+    const hexes = new Set((await cacheRecords(dir)).map((r) => r.hex));
+    for (const b of chunks) assert.ok(hexes.has(digestOf(b).slice(7)));
+    assert.equal(cache.size, await packBytesOnDisk(dir));
+    await cache.close();
+  });
+
+  test('a pack left unsealed by a killed store is read header by header, then sealed', async () => {
+    const dir = await newDir();
+    const first = await DiskChunkCache.open(dir, 64 << 20, telemetry);
+    const chunks = Array.from({ length: 3 }, () => randomBytes(2000));
+    await Promise.all(chunks.map((b) => first.put(digestOf(b), b))); // written, not flushed: no index
+    assert.deepEqual(await readdir(join(dir, 'packs')), ['00000001.pack']);
+    const cache = await DiskChunkCache.open(dir, 64 << 20, telemetry);
+    for (const b of chunks) assert.deepEqual(await cache.get(digestOf(b)), b);
+    assert.deepEqual((await readdir(join(dir, 'packs'))).sort(), ['00000001.idx', '00000001.pack']);
+    await Promise.all([first.close(), cache.close()]);
+  });
+
+  test('the file-per-chunk layout of an earlier version is removed at open, and not served', async () => {
+    const dir = await newDir();
+    const bytes = randomBytes(3000);
+    const hex = digestOf(bytes).slice(7);
+    await mkdir(join(dir, hex.slice(0, 2)), { recursive: true });
+    await writeFile(join(dir, hex.slice(0, 2), hex), bytes);
+    const cache = await DiskChunkCache.open(dir, 1 << 20, telemetry);
+    assert.equal(cache.has(digestOf(bytes)), false);
+    const deadline = Date.now() + 5000;
+    while ((await readdir(dir)).includes(hex.slice(0, 2)) && Date.now() < deadline) await sleep(5);
+    assert.deepEqual((await readdir(dir)).sort(), ['packs', 'tmp']);
+    await cache.close();
+  });
+});
+
+describe('disk chunk cache: bounded in bytes, a pack at a time', () => {
+  const newDir = tempDirs();
+
+  test('past the bound the least recently used pack goes (a read counts as a use), and a restart keeps that order', async () => {
+    const dir = await newDir();
+    const bound = 600 << 10;
+    const cache = await DiskChunkCache.open(dir, bound, telemetry, { packBytes: 200 << 10 });
+    // Four packs of one 150 KiB chunk each (a flush seals the pack).
+    const chunks = Array.from({ length: 4 }, () => randomBytes(150 << 10));
+    for (const b of chunks.slice(0, 3)) await Promise.all([cache.put(digestOf(b), b), cache.flush()]);
+    assert.deepEqual(await cache.get(digestOf(chunks[0]!)), chunks[0], 'the oldest pack is read: now the most recently used');
+    await Promise.all([cache.put(digestOf(chunks[3]!), chunks[3]!), cache.flush()]);
+    assert.ok(cache.size <= bound, `${cache.size} bytes within ${bound}`);
+    assert.equal(cache.size, await packBytesOnDisk(dir));
+    assert.equal(cache.has(digestOf(chunks[1]!)), false, 'the least recently used pack went');
+    for (const i of [0, 2, 3]) assert.deepEqual(await cache.get(digestOf(chunks[i]!)), chunks[i]);
+    await cache.close();
+
+    // A restart orders packs by mtime: pack 3 read long ago, the others now; the next eviction takes pack 3.
+    const old = (Date.now() - 3_600_000) / 1000;
+    await utimes(join(dir, 'packs', '00000003.pack'), old, old);
+    const reopened = await DiskChunkCache.open(dir, bound, telemetry, { packBytes: 200 << 10 });
+    const next = randomBytes(150 << 10);
+    await Promise.all([reopened.put(digestOf(next), next), reopened.flush()]);
+    assert.equal(reopened.has(digestOf(chunks[2]!)), false);
+    for (const b of [chunks[0]!, chunks[3]!, next]) assert.deepEqual(await reopened.get(digestOf(b)), b);
+    await reopened.close();
+  });
+
+  test('a chunk larger than the bound is not cached; a chunk larger than a pack gets a pack of its own', async () => {
+    const dir = await newDir();
+    const cache = await DiskChunkCache.open(dir, 1 << 20, telemetry, { packBytes: 256 << 10 });
+    const huge = randomBytes(1 << 20);
+    await Promise.all([cache.put(digestOf(huge), huge), cache.flush()]);
+    assert.equal(cache.has(digestOf(huge)), false);
+    const [small, big] = [randomBytes(10 << 10), randomBytes(700 << 10)];
+    await Promise.all([cache.put(digestOf(small), small), cache.put(digestOf(big), big), cache.flush()]);
+    const records = await cacheRecords(dir);
+    assert.notEqual(records.find((r) => r.hex === digestOf(small).slice(7))!.pack, records.find((r) => r.hex === digestOf(big).slice(7))!.pack);
+    assert.deepEqual(await cache.get(digestOf(big)), big);
+    assert.ok(cache.size <= 1 << 20);
+    await cache.close();
   });
 });
 
@@ -87,32 +167,6 @@ async function diskCacheFailures(): Promise<number> {
   const metric = await telemetry.metrics.verificationFailures.get();
   return metric.values.find((v) => v.labels.what === 'disk_cache')?.value ?? 0;
 }
-
-describe('disk chunk cache: the write-behind queue is bounded in bytes', () => {
-  const newDir = tempDirs();
-
-  test('a busy store still writes once more than maxPendingBytes wait, down to half of it, oldest first', async () => {
-    const dir = await newDir();
-    const activity = new ActivityClock();
-    const busy = setInterval(() => activity.note(), 20);
-    try {
-      activity.note();
-      const cache = await DiskChunkCache.open(dir, 64 << 20, telemetry, activity, { maxPendingBytes: 100 << 10 });
-      const chunks = Array.from({ length: 5 }, () => randomBytes(30 << 10));
-      const puts = chunks.map((b) => cache.put(digestOf(b), b));
-      // 150 KiB queued against a 100 KiB bound: the oldest go to disk until 50 KiB or less wait, while the store stays busy.
-      await Promise.all(puts.slice(0, 4));
-      for (const b of chunks.slice(0, 4)) assert.equal(await exists(fileOf(dir, digestOf(b))), true);
-      assert.equal(await exists(fileOf(dir, digestOf(chunks[4]!))), false, 'the newest waits for a quiet moment');
-      assert.deepEqual(await cache.get(digestOf(chunks[4]!)), chunks[4], 'served from the queue meanwhile');
-      await cache.flush();
-      await puts[4];
-      assert.equal(await exists(fileOf(dir, digestOf(chunks[4]!))), true);
-    } finally {
-      clearInterval(busy);
-    }
-  });
-});
 
 describe('disk chunk cache: chunks read back', () => {
   const newDir = tempDirs();
@@ -126,92 +180,107 @@ describe('disk chunk cache: chunks read back', () => {
     const got = await cache.get(digestOf(bytes));
     assert.deepEqual(got, bytes);
     assert.ok(got!.buffer instanceof SharedArrayBuffer);
+    await Promise.all([first.close(), cache.close()]);
   });
 });
 
-describe('disk chunk cache: damaged files are never served', () => {
+describe('disk chunk cache: damaged packs are never served', () => {
   const newDir = tempDirs();
-  /** A cache holding `chunks` on disk (written, then reopened so they are served from files, not the queue). */
+  /** A cache holding `chunks` on disk (written, then reopened so they are served from packs, not the queue). */
   const cacheWith = async (chunks: Buffer[]): Promise<{ dir: string; cache: DiskChunkCache }> => {
     const dir = await newDir();
     const first = await DiskChunkCache.open(dir, 64 << 20, telemetry);
     for (const b of chunks) void first.put(digestOf(b), b);
-    await first.flush();
+    await first.close();
     return { dir, cache: await DiskChunkCache.open(dir, 64 << 20, telemetry) };
   };
-  /** The damaged chunk is a miss, its file is gone, one failure is counted, and the chunk can be cached again. */
+  /** The damaged chunk is a miss, out of the index, one failure is counted, and the chunk can be cached again. */
   const assertDropped = async (dir: string, cache: DiskChunkCache, bytes: Buffer, failuresBefore: number): Promise<void> => {
     const digest = digestOf(bytes);
     assert.equal(await cache.get(digest), undefined);
-    assert.equal(await exists(fileOf(dir, digest)), false, 'the damaged file is deleted');
     assert.equal(await diskCacheFailures(), failuresBefore + 1);
     assert.equal(cache.has(digest), false);
     await Promise.all([cache.put(digest, bytes), cache.flush()]);
+    assert.deepEqual(await cache.get(digest), bytes);
     const again = await DiskChunkCache.open(dir, 64 << 20, telemetry);
-    assert.deepEqual(await again.get(digest), bytes);
+    assert.deepEqual(await again.get(digest), bytes, 'the copy written last is the one indexed after a restart');
+    await Promise.all([cache.close(), again.close()]);
   };
 
   // 16 KiB is hashed on the main thread, 1 MiB on the hashing thread.
   for (const size of [16 << 10, 1 << 20]) {
-    test(`a flipped byte in a ${size >> 10} KiB file is detected, the file deleted and counted`, async () => {
+    test(`a flipped byte in a ${size >> 10} KiB chunk is detected, dropped and counted; the chunk beside it is served`, async () => {
       const [bad, good] = [randomBytes(size), randomBytes(size)];
       const { dir, cache } = await cacheWith([bad, good]);
-      const damaged = Buffer.from(bad);
-      damaged[size >> 1]! ^= 0x01;
-      await writeFile(fileOf(dir, digestOf(bad)), damaged);
+      await flipRecordByte((await recordOf(dir, digestOf(bad)))!);
       const before = await diskCacheFailures();
       await assertDropped(dir, cache, bad, before);
-      assert.deepEqual(await cache.get(digestOf(good)), good, 'the other file is served');
-    });
-
-    test(`a ${size >> 10} KiB file truncated before the store started is detected (it is indexed at its short size)`, async () => {
-      const bytes = randomBytes(size);
-      const dir = await newDir();
-      const first = await DiskChunkCache.open(dir, 64 << 20, telemetry);
-      await Promise.all([first.put(digestOf(bytes), bytes), first.flush()]);
-      await truncate(fileOf(dir, digestOf(bytes)), size - 100);
-      const cache = await DiskChunkCache.open(dir, 64 << 20, telemetry);
-      assert.equal(cache.has(digestOf(bytes)), true);
-      await assertDropped(dir, cache, bytes, await diskCacheFailures());
+      assert.deepEqual(await cache.get(digestOf(good)), good, 'the other chunk is served');
+      await cache.close();
     });
   }
 
-  test('a file whose length changed after it was indexed is dropped without hashing; so is one grown before the start', async () => {
-    const [shrunk, grown] = [randomBytes(200_000), randomBytes(3000)];
-    const { dir, cache } = await cacheWith([shrunk, grown]);
-    await truncate(fileOf(dir, digestOf(shrunk)), 1000);
-    await assertDropped(dir, cache, shrunk, await diskCacheFailures());
-    await appendFile(fileOf(dir, digestOf(grown)), Buffer.from('trailing'));
-    const reopened = await DiskChunkCache.open(dir, 64 << 20, telemetry);
-    await assertDropped(dir, reopened, grown, await diskCacheFailures());
+  test('a pack cut short while indexed: the cut chunk is dropped and counted; before the start: it is not indexed, the rest is', async () => {
+    const [first, last] = [randomBytes(200_000), randomBytes(3000)];
+    const { dir, cache } = await cacheWith([first, last]);
+    const cut = (await recordOf(dir, digestOf(last)))!;
+    await truncate(cut.pack, cut.offset + 1000);
+    await assertDropped(dir, cache, last, await diskCacheFailures());
+
+    const { dir: dir2, cache: unused } = await cacheWith([first, last]);
+    await unused.close();
+    const cut2 = (await recordOf(dir2, digestOf(last)))!;
+    await truncate(cut2.pack, cut2.offset + 1000);
+    const before = await diskCacheFailures();
+    const reopened = await DiskChunkCache.open(dir2, 64 << 20, telemetry);
+    assert.equal(reopened.has(digestOf(last)), false, 'the index is longer than the pack: the pack is scanned instead');
+    assert.deepEqual(await reopened.get(digestOf(first)), first);
+    assert.equal(await diskCacheFailures(), before, 'nothing was served from the cut record, so nothing failed');
+    await reopened.close();
   });
 
-  test('an empty file under a digest\'s name (what a power loss can leave) is a miss', async () => {
+  test('a garbled index is not trusted: the pack is scanned; an empty pack (what a power loss can leave) holds nothing', async () => {
     const bytes = randomBytes(5000);
-    const dir = await newDir();
-    await DiskChunkCache.open(dir, 1 << 20, telemetry);
-    await writeFile(fileOf(dir, digestOf(bytes)), Buffer.alloc(0));
-    const cache = await DiskChunkCache.open(dir, 1 << 20, telemetry);
-    await assertDropped(dir, cache, bytes, await diskCacheFailures());
+    const { dir, cache } = await cacheWith([bytes]);
+    await cache.close();
+    await writeFile(join(dir, 'packs', '00000001.idx'), Buffer.from('EGZI garbage'));
+    await writeFile(join(dir, 'packs', '00000002.pack'), Buffer.alloc(0));
+    const reopened = await DiskChunkCache.open(dir, 64 << 20, telemetry);
+    assert.deepEqual(await reopened.get(digestOf(bytes)), bytes);
+    assert.equal(reopened.size, await packBytesOnDisk(dir));
+    await reopened.close();
+  });
+
+  test('a pack removed by hand is a miss for every chunk in it, and nothing throws', async () => {
+    const chunks = [randomBytes(4000), randomBytes(4000)];
+    const { dir, cache } = await cacheWith(chunks);
+    await rm(join(dir, 'packs'), { recursive: true });
+    for (const b of chunks) assert.equal(await cache.get(digestOf(b)), undefined);
+    assert.equal(cache.has(digestOf(chunks[0]!)), false);
+    assert.equal(cache.size, 0);
+    await cache.close();
   });
 
   test('temporary files left by a crash are removed at open and never indexed', async () => {
     const bytes = randomBytes(8000);
     const dir = await newDir();
-    await DiskChunkCache.open(dir, 1 << 20, telemetry);
+    await (await DiskChunkCache.open(dir, 1 << 20, telemetry)).close();
     const hex = digestOf(bytes).slice(7);
     await writeFile(join(dir, 'tmp', `${hex}.0123456789ab`), bytes.subarray(0, 3000));
-    await writeFile(join(dir, 'tmp', `${hex}.ba9876543210`), bytes);
+    await writeFile(join(dir, 'packs', '00000007.idx.tmp'), bytes);
+    await writeFile(join(dir, 'packs', '00000008.idx'), bytes);
     const cache = await DiskChunkCache.open(dir, 1 << 20, telemetry);
     assert.deepEqual(await readdir(join(dir, 'tmp')), []);
+    assert.deepEqual(await readdir(join(dir, 'packs')), [], 'an index under its temporary name, and one without its pack, are gone');
     assert.equal(cache.has(digestOf(bytes)), false);
     assert.equal(cache.size, 0);
     assert.equal(await cache.get(digestOf(bytes)), undefined);
+    await cache.close();
   });
 
-  test('a process killed with SIGKILL while writing leaves only whole files under digest names', async () => {
+  test('a process killed with SIGKILL while writing leaves packs whose every readable record is whole', async () => {
     const dir = await newDir();
-    // The child queues 400 chunks of 128 KiB and flushes them (5 s allowed); the parent kills it once the first files are there.
+    // The child queues 400 chunks of 128 KiB and flushes them (60 s allowed); the parent kills it once the first records are there.
     const child = spawn(process.execPath, ['--input-type=module', '-e', `
       import { randomBytes, createHash } from 'node:crypto';
       const { DiskChunkCache } = await import(${JSON.stringify(DISK_CACHE_URL)});
@@ -228,32 +297,26 @@ describe('disk chunk cache: damaged files are never served', () => {
     const exited = new Promise((resolve) => child.once('exit', resolve));
     const messages: string[] = [];
     child.on('message', (m: string) => messages.push(m));
-    const filesIn = async (): Promise<string[]> => {
-      const out: string[] = [];
-      for (const sub of (await readdir(dir).catch(() => [] as string[])).filter((s) => /^[0-9a-f]{2}$/.test(s))) {
-        for (const name of await readdir(join(dir, sub)).catch(() => [] as string[])) out.push(join(dir, sub, name));
-      }
-      return out;
-    };
     const deadline = Date.now() + 30_000;
-    while ((await filesIn()).length < 10 && !messages.includes('flushed') && Date.now() < deadline) await sleep(2);
+    while ((await cacheRecords(dir)).length < 10 && !messages.includes('flushed') && Date.now() < deadline) await sleep(1);
     child.kill('SIGKILL');
     await exited;
     assert.ok(!messages.includes('flushed'), 'the child was killed before it had written everything');
 
-    const files = await filesIn();
-    assert.ok(files.length >= 10 && files.length < 400, `${files.length} files written before the kill`);
+    const records = await cacheRecords(dir);
+    assert.ok(records.length >= 10 && records.length < 400, `${records.length} records written before the kill`);
     const before = await diskCacheFailures();
     const cache = await DiskChunkCache.open(dir, 1 << 30, telemetry);
-    assert.deepEqual(await readdir(join(dir, 'tmp')), [], 'the unfinished write is removed');
-    for (const f of files) {
-      const digest = `sha256:${f.slice(-64)}`;
-      const bytes = await cache.get(digest);
-      assert.ok(bytes, `${f} is served`);
-      assert.equal(digestOf(bytes), digest);
+    assert.deepEqual(await readdir(join(dir, 'tmp')), [], 'tmp/ is emptied');
+    for (const r of records) {
+      assert.ok(await recordIsWhole(r), `record ${r.hex} in ${r.pack} is whole`);
+      const bytes = await cache.get(`sha256:${r.hex}`);
+      assert.ok(bytes, `${r.hex} is served`);
+      assert.equal(digestOf(bytes), `sha256:${r.hex}`);
       assert.equal(bytes.length, 128 << 10);
     }
-    assert.equal(await diskCacheFailures(), before, 'no file under a digest name was damaged');
+    assert.equal(await diskCacheFailures(), before, 'no record was damaged');
+    await cache.close();
   });
 });
 
@@ -288,7 +351,6 @@ describe('disk chunk cache: a full or read-only disk turns it off', () => {
     const warnings = warn.mock.calls.filter((c) => String(c.arguments[1]).includes('disk cache unusable'));
     assert.equal(warnings.length, 1, 'one warning');
     assert.deepEqual({ ...(warnings[0]!.arguments[0] as object), err: undefined }, { dir, code: 'ENOSPC', err: undefined });
-    assert.deepEqual(await readdir(join(dir, 'tmp')), [], 'the partial write is removed');
     // Off: nothing served from it (not even what was written before), nothing queued, no throw.
     for (const b of chunks) {
       assert.equal(cache.has(digestOf(b)), false);

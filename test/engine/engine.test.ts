@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
@@ -15,6 +15,7 @@ import { openEstargz, type EstargzBlob } from '../../src/estargz/open.js';
 import { convertLayer } from '../../src/estargz/writer/convert.js';
 import { RemoteBlob } from '../../src/registry/blob.js';
 import { RegistryClient } from '../../src/registry/client.js';
+import { cacheRecords, flipRecordByte, packBytesOnDisk } from '../../testkit/disk-cache-packs.js';
 import { startFaultProxy, type FaultProxy } from '../../testkit/fault-proxy.js';
 import { loadFixture, type TreeEntry } from '../../testkit/fixtures.js';
 import { makeLayerTar } from '../../testkit/layer-tar.js';
@@ -239,10 +240,8 @@ describe('chunk engine against a real registry', () => {
       const node = es.index.byPath.get(path)!;
       await layer.readFile(node, 0, node.size);
       await engine.disk!.flush(); // writes are behind: put them on disk now
-      const file = join(cacheDir, node.chunks[0]!.digest.slice(7, 9), node.chunks[0]!.digest.slice(7));
-      const bytes = await readFile(file);
-      bytes[100] = bytes[100]! ^ 0xff;
-      await writeFile(file, bytes);
+      const record = (await cacheRecords(cacheDir)).find((r) => r.hex === node.chunks[0]!.digest.slice(7))!;
+      await flipRecordByte(record);
       proxy.reset();
       assert.equal(hex(await layer.readFile(node, 0, node.size)), s.tree.find((e) => e.path === path)!.sha256);
       assert.equal(blobGets(s.digest).length, 1);
@@ -260,11 +259,7 @@ describe('chunk engine against a real registry', () => {
         assert.equal(hex(await layer.readFile(node, 0, node.size)), e.sha256);
       }
       await engine.disk!.flush();
-      let total = 0;
-      for (const sub of await readdir(cacheDir)) {
-        if (sub === 'tmp') continue;
-        for (const f of await readdir(join(cacheDir, sub))) total += (await stat(join(cacheDir, sub, f))).size;
-      }
+      const total = await packBytesOnDisk(cacheDir);
       assert.ok(total > 0 && total <= bound, `disk cache holds ${total} bytes, bound ${bound}`);
       assert.ok(engine.disk!.size <= bound);
       assert.ok(engine.memory.size <= 2 << 20, `memory cache ${engine.memory.size}`);
