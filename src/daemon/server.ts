@@ -130,7 +130,7 @@ function main(): void {
     }
 
     return {
-      ops: storeOperations(fs, { telemetry }),
+      ops: storeOperations(fs, { telemetry, activity: engine.activity }),
       session: { readdirplus: true, onError: handlerErrorReporter(telemetry) },
       exportState: state,
       importState: (s) => {

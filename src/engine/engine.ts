@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import type { Decoder } from '../estargz/chunk.js';
 import type { Telemetry } from '../metrics/telemetry.js';
+import { ActivityClock } from './activity.js';
 import { DEFAULT_BACKGROUND_FETCH, type BackgroundFetchOptions, type BackgroundSettings } from './background-fetch.js';
 import { DEFAULT_BLOB_READER, type BlobReaderOptions } from './blob-reader.js';
 import { DiskChunkCache } from './cache/disk-cache.js';
@@ -46,6 +47,8 @@ export type LayerFetchSettings = Omit<LayerFetchOptions, 'blobReader' | 'backgro
  */
 export class Engine {
   private constructor(
+    /** When the store last served anything: the FUSE front end notes every request on it. */
+    readonly activity: ActivityClock,
     readonly pool: DecodePool,
     readonly memory: MemoryChunkCache,
     readonly disk: DiskChunkCache | null,
@@ -71,8 +74,10 @@ export class Engine {
 
   /** `telemetry`: the process's logger and metrics, handed to every part. */
   static async create(opts: EngineOptions, telemetry: Telemetry): Promise<Engine> {
-    const disk = opts.cacheDir ? await DiskChunkCache.open(opts.cacheDir, opts.diskCacheBytes, telemetry) : null;
+    const activity = new ActivityClock();
+    const disk = opts.cacheDir ? await DiskChunkCache.open(opts.cacheDir, opts.diskCacheBytes, telemetry, activity) : null;
     return new Engine(
+      activity,
       new DecodePool(telemetry, { ...(opts.poolThreads !== undefined && { threads: opts.poolThreads }), ...(opts.poolIdleThreads !== undefined && { idleThreads: opts.poolIdleThreads }), decoder: opts.decoder }),
       new MemoryChunkCache(opts.memoryCacheBytes, telemetry.metrics),
       disk,

@@ -25,6 +25,8 @@ export interface StoreOpOptions {
   readTimeoutMs?: number;
   /** Longest any other request may take (lookups resolve layers: bounded by the resolver's own timeout). */
   opTimeoutMs?: number;
+  /** Noted on every request, so that background work (disk-cache writes) waits for a quiet moment: the engine's clock, passed down. */
+  activity?: { note(): void };
 }
 
 /** Finds a mount at `path` in /proc/self/mountinfo: its filesystem type, or undefined. */
@@ -96,12 +98,12 @@ const isPromise = <T>(v: Awaitable<T>): v is Promise<T> => typeof (v as Promise<
  * The store's operations as the FUSE session calls them, each one timed
  * (fuse_op_duration_seconds), its errors counted (fuse_op_errors_total,
  * ENOENT excepted) and mapped to errno in one place (errno.ts, which logs
- * what went wrong with the path). Answers that
+ * what went wrong with the path), and the activity clock noted. Answers that
  * are ready are given synchronously; one that waits is bounded in time
  * (ETIMEDOUT), so that a request never hangs in the kernel.
  */
 export function storeOperations(fs: StoreFs, opts: StoreOpOptions): FuseOperations {
-  const { telemetry: { log, metrics } } = opts;
+  const { activity, telemetry: { log, metrics } } = opts;
   const wrap = <A extends unknown[], T>(op: string, timeoutMs: number, describe: (args: A) => string, fn: (...args: A) => Awaitable<T>) => {
     // The op's histogram child, found once: observe({ op }) would hash the labels on every request (several µs on a path that costs tens).
     const duration = metrics.fuseOpDuration.labels({ op });
@@ -112,6 +114,7 @@ export function storeOperations(fs: StoreFs, opts: StoreOpOptions): FuseOperatio
       return new FuseError(-errno, errnoName(errno));
     };
     return (...args: A): Awaitable<T> => {
+      activity?.note();
       const started = performance.now();
       let v: Awaitable<T>;
       try {

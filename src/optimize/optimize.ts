@@ -172,7 +172,7 @@ async function steps(client: RegistryClient, src: ImageReference, dst: ImageRefe
     telemetry: opts.telemetry,
   }));
   store.fs.onRead = (_ref, digest, path) => recorder.note(digest, path);
-  const mounted = await step(mountInProcess(store.fs, mnt, { telemetry: opts.telemetry })).catch(async (err: unknown) => {
+  const mounted = await step(mountInProcess(store.fs, mnt, { telemetry: opts.telemetry, activity: store.engine.activity })).catch(async (err: unknown) => {
     await store.close();
     throw err;
   });

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
+import { ActivityClock } from '../../src/engine/activity.js';
 import { DiskChunkCache } from '../../src/engine/cache/disk-cache.js';
 import { cacheRecords, flipRecordByte, packBytesOnDisk, recordIsWhole, type CachedRecord } from '../../testkit/disk-cache-packs.js';
 import { testTelemetry } from '../../testkit/telemetry.js';
@@ -39,7 +40,7 @@ function tempDirs(): () => Promise<string> {
 describe('disk chunk cache: writes behind, in packs', () => {
   const newDir = tempDirs();
 
-  test('a queued chunk is served from the queue, written shortly after, and found again after a reopen', async () => {
+  test('a queued chunk is served from the queue, written once the store is idle, and found again after a reopen', async () => {
     const dir = await newDir();
     const cache = await DiskChunkCache.open(dir, 1 << 20, telemetry);
     const bytes = randomBytes(4096);
@@ -90,6 +91,32 @@ describe('disk chunk cache: writes behind, in packs', () => {
     await cache.close();
   });
 
+  test('a busy store writes nothing until more than maxPendingBytes wait, then the oldest, down to half of it', async () => {
+    const dir = await newDir();
+    const activity = new ActivityClock();
+    const busy = setInterval(() => activity.note(), 20);
+    try {
+      activity.note();
+      const cache = await DiskChunkCache.open(dir, 64 << 20, telemetry, activity, { maxPendingBytes: 100 << 10 });
+      const chunks = Array.from({ length: 5 }, () => randomBytes(30 << 10));
+      const puts = chunks.slice(0, 3).map((b) => cache.put(digestOf(b), b));
+      await sleep(300);
+      assert.deepEqual(await cacheRecords(dir), [], '90 KiB queued, under the bound: nothing written while busy');
+      // 150 KiB queued against a 100 KiB bound: the oldest go to disk until 50 KiB or less wait, while the store stays busy.
+      puts.push(...chunks.slice(3).map((b) => cache.put(digestOf(b), b)));
+      await Promise.all(puts.slice(0, 4));
+      for (const b of chunks.slice(0, 4)) assert.equal(await onDisk(dir, digestOf(b)), true);
+      assert.equal(await onDisk(dir, digestOf(chunks[4]!)), false, 'the newest waits for a quiet moment');
+      assert.deepEqual(await cache.get(digestOf(chunks[4]!)), chunks[4], 'served from the queue meanwhile');
+      await cache.flush();
+      await puts[4];
+      assert.equal(await onDisk(dir, digestOf(chunks[4]!)), true);
+      await cache.close();
+    } finally {
+      clearInterval(busy);
+    }
+  });
+
   test('a pack left unsealed by a killed store is read header by header, then sealed', async () => {
     const dir = await newDir();
     const first = await DiskChunkCache.open(dir, 64 << 20, telemetry);
@@ -123,7 +150,7 @@ describe('disk chunk cache: bounded in bytes, a pack at a time', () => {
   test('past the bound the least recently used pack goes (a read counts as a use), and a restart keeps that order', async () => {
     const dir = await newDir();
     const bound = 600 << 10;
-    const cache = await DiskChunkCache.open(dir, bound, telemetry, { packBytes: 200 << 10 });
+    const cache = await DiskChunkCache.open(dir, bound, telemetry, new ActivityClock(), { packBytes: 200 << 10 });
     // Four packs of one 150 KiB chunk each (a flush seals the pack).
     const chunks = Array.from({ length: 4 }, () => randomBytes(150 << 10));
     for (const b of chunks.slice(0, 3)) await Promise.all([cache.put(digestOf(b), b), cache.flush()]);
@@ -138,7 +165,7 @@ describe('disk chunk cache: bounded in bytes, a pack at a time', () => {
     // A restart orders packs by mtime: pack 3 read long ago, the others now; the next eviction takes pack 3.
     const old = (Date.now() - 3_600_000) / 1000;
     await utimes(join(dir, 'packs', '00000003.pack'), old, old);
-    const reopened = await DiskChunkCache.open(dir, bound, telemetry, { packBytes: 200 << 10 });
+    const reopened = await DiskChunkCache.open(dir, bound, telemetry, new ActivityClock(), { packBytes: 200 << 10 });
     const next = randomBytes(150 << 10);
     await Promise.all([reopened.put(digestOf(next), next), reopened.flush()]);
     assert.equal(reopened.has(digestOf(chunks[2]!)), false);
@@ -148,7 +175,7 @@ describe('disk chunk cache: bounded in bytes, a pack at a time', () => {
 
   test('a chunk larger than the bound is not cached; a chunk larger than a pack gets a pack of its own', async () => {
     const dir = await newDir();
-    const cache = await DiskChunkCache.open(dir, 1 << 20, telemetry, { packBytes: 256 << 10 });
+    const cache = await DiskChunkCache.open(dir, 1 << 20, telemetry, new ActivityClock(), { packBytes: 256 << 10 });
     const huge = randomBytes(1 << 20);
     await Promise.all([cache.put(digestOf(huge), huge), cache.flush()]);
     assert.equal(cache.has(digestOf(huge)), false);
