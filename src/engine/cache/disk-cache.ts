@@ -73,15 +73,14 @@ interface Pack {
   touchedAt: number;
   sealed: boolean;
   evicted: boolean;
-  /** Every record written to or found in it (some may have been dropped from the index since). */
-  readonly records: PackRecord[];
+  /** Every record written to or found in it (some may have been dropped from the index since): the index's own entries, one object a chunk. */
+  readonly records: Entry[];
   reader?: { fh: Promise<FileHandle>; users: number };
 }
 
-interface Entry {
+/** A chunk on disk: a pack's record, as the index holds it. */
+interface Entry extends PackRecord {
   pack: Pack;
-  offset: number;
-  length: number;
 }
 
 /** The pack being appended to. */
@@ -204,7 +203,7 @@ export class DiskChunkCache {
     for (const pack of found) {
       this.packs.set(pack.id, pack);
       this.totalBytes += pack.bytes;
-      for (const r of pack.records) this.index.set(r.hex, { pack, offset: r.offset, length: r.length });
+      for (const entry of pack.records) this.index.set(entry.hex, entry);
       this.nextPackId = Math.max(this.nextPackId, pack.id + 1);
     }
   }
@@ -232,8 +231,9 @@ export class DiskChunkCache {
       if (indexBuf) await rm(this.indexPath(id), { force: true }); // damaged or for a longer pack: not to be trusted again
     }
     const pack: Pack = {
-      id, path, bytes: st.size + (sealed ? indexBuf!.length : 0), usedAt: st.mtimeMs, touchedAt: st.mtimeMs, sealed, evicted: false, records,
+      id, path, bytes: st.size + (sealed ? indexBuf!.length : 0), usedAt: st.mtimeMs, touchedAt: st.mtimeMs, sealed, evicted: false, records: [],
     };
+    for (const r of records) pack.records.push({ hex: r.hex, offset: r.offset, length: r.length, pack });
     if (!sealed && records.length) await this.writeIndex(pack, records).catch(() => {}); // sealed now, so the next open need not scan it again
     return pack;
   }
@@ -486,20 +486,20 @@ export class DiskChunkCache {
       const writer = this.writer ?? await this.newPack();
       const { pack } = writer;
       const buffers: Buffer[] = [];
-      const records: PackRecord[] = [];
+      const entries: Entry[] = [];
       let at = pack.bytes;
       for (const [hex, w] of batch) {
         buffers.push(recordHeader(hex, w.bytes.length), w.bytes);
-        records.push({ hex, offset: at + RECORD_HEADER_BYTES, length: w.bytes.length });
+        entries.push({ hex, offset: at + RECORD_HEADER_BYTES, length: w.bytes.length, pack });
         at += RECORD_HEADER_BYTES + w.bytes.length;
       }
       await writeAll(writer.fh, buffers, pack.bytes);
       pack.bytes = at;
       pack.usedAt = Date.now();
       this.totalBytes += bytes;
-      for (const r of records) {
-        pack.records.push(r);
-        this.index.set(r.hex, { pack, offset: r.offset, length: r.length });
+      for (const entry of entries) {
+        pack.records.push(entry);
+        this.index.set(entry.hex, entry);
       }
       if (pack.bytes >= this.packBytes) await this.seal();
       await this.evict();
@@ -540,7 +540,7 @@ export class DiskChunkCache {
     }
     try {
       const { pack } = writer;
-      await this.writeIndex(pack, pack.records.filter((r) => this.index.get(r.hex)?.pack === pack));
+      await this.writeIndex(pack, pack.records.filter((entry) => this.index.get(entry.hex) === entry));
     } catch (err) {
       // Not fatal: the next open scans the pack instead.
       this.log.warn({ err: (err as Error).message, pack: writer.pack.path }, 'disk cache: could not write a pack index');
@@ -581,7 +581,7 @@ export class DiskChunkCache {
     if (!this.packs.delete(pack.id)) return;
     pack.evicted = true;
     this.totalBytes -= pack.bytes;
-    for (const r of pack.records) if (this.index.get(r.hex)?.pack === pack) this.index.delete(r.hex);
+    for (const entry of pack.records) if (this.index.get(entry.hex) === entry) this.index.delete(entry.hex);
     if (!pack.reader?.users) this.closeReader(pack);
     this.report();
   }
