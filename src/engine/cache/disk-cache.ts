@@ -71,7 +71,6 @@ interface Pack {
   /** Last write or read (ms since epoch), for eviction: least recently used pack first. */
   usedAt: number;
   touchedAt: number;
-  sealed: boolean;
   evicted: boolean;
   /** Every record written to or found in it (some may have been dropped from the index since): the index's own entries, one object a chunk. */
   readonly records: Entry[];
@@ -231,7 +230,7 @@ export class DiskChunkCache {
       if (indexBuf) await rm(this.indexPath(id), { force: true }); // damaged or for a longer pack: not to be trusted again
     }
     const pack: Pack = {
-      id, path, bytes: st.size + (sealed ? indexBuf!.length : 0), usedAt: st.mtimeMs, touchedAt: st.mtimeMs, sealed, evicted: false, records: [],
+      id, path, bytes: st.size + (sealed ? indexBuf!.length : 0), usedAt: st.mtimeMs, touchedAt: st.mtimeMs, evicted: false, records: [],
     };
     for (const r of records) pack.records.push({ hex: r.hex, offset: r.offset, length: r.length, pack });
     if (!sealed && records.length) await this.writeIndex(pack, records).catch(() => {}); // sealed now, so the next open need not scan it again
@@ -519,7 +518,7 @@ export class DiskChunkCache {
   private async newPack(): Promise<Writer> {
     const id = this.nextPackId++;
     const now = Date.now();
-    const pack: Pack = { id, path: this.packPath(id), bytes: 0, usedAt: now, touchedAt: now, sealed: false, evicted: false, records: [] };
+    const pack: Pack = { id, path: this.packPath(id), bytes: 0, usedAt: now, touchedAt: now, evicted: false, records: [] };
     const fh = await openFile(pack.path, 'wx');
     this.packs.set(id, pack);
     this.writer = { pack, fh };
@@ -553,7 +552,6 @@ export class DiskChunkCache {
     const tmp = `${this.indexPath(pack.id)}.tmp`;
     await writeFile(tmp, encoded);
     await rename(tmp, this.indexPath(pack.id));
-    pack.sealed = true;
     pack.bytes += encoded.length;
     if (this.packs.has(pack.id)) this.totalBytes += encoded.length;
   }
