@@ -9,7 +9,7 @@ import type { DiskChunkCache } from './cache/disk-cache.js';
 import type { MemoryChunkCache } from './cache/memory-cache.js';
 import type { DecodeItem, DecodeOutput, DecodePool, Priority } from './decode-pool.js';
 import { EngineError } from './errors.js';
-import { groupRequests, planSpans, type Span } from './plan.js';
+import { cutRequests, groupRequests, planSpans, type Span } from './plan.js';
 
 /** What the engine needs of a blob in a registry (RemoteBlob has it). */
 export interface BlobFetcher {
@@ -90,6 +90,8 @@ export interface LoaderDeps {
    * written out).
    */
   hold?: (offset: number, data: Buffer, op: FetchOperation) => boolean | Promise<void>;
+  /** How large fetches are cut, and how many pieces are in flight at once (the host scheduler's link estimate); absent: never cut. */
+  pieces?: () => { bytes: number; window: number };
   /** Label for logs. */
   layer: string;
 }
@@ -156,6 +158,8 @@ function sizeMismatch(want: ChunkWant, actual: number, layer: string): EngineErr
 export class ChunkLoader {
   /** Chunks being loaded, by digest. */
   private readonly inflight = new InFlight<string, Buffer>();
+  /** Pieces of cut fetches in flight (see fetchAndDecode): the layer's, whichever load they belong to. */
+  private readonly pieceSlots = new FetchSlots(2);
 
   constructor(private readonly deps: LoaderDeps) {}
 
@@ -279,10 +283,20 @@ export class ChunkLoader {
       else byMember.set(d.want.chunk.blobOffset, [d]);
     }
     const spans = planSpans(misses.map((d) => ({ offset: d.want.chunk.blobOffset, end: d.want.chunk.blobEnd })), tuning);
-    const requests = groupRequests(spans, tuning);
-    await Promise.all([known, ...requests.map(async (request) => {
+    const grouped = groupRequests(spans, tuning);
+    // On a slow link a large fetch goes as pieces in blob order, a few in flight, each decoded as it arrives (see HostScheduler.pieces).
+    const cut = this.deps.pieces?.() ?? { bytes: Infinity, window: 1 };
+    const requests = cut.bytes < Infinity ? cutRequests(grouped, cut.bytes) : grouped;
+    const queued = requests.length > grouped.length;
+    if (queued) this.pieceSlots.resize(cut.window);
+    await Promise.all([known, ...requests.map(async (request, i) => {
       let fetched: { data: Buffer; exclusive: boolean; release?: () => void }[];
       const ranges = request.map((s) => ({ offset: s.offset, length: s.end - s.offset }));
+      // The first piece goes at once (it holds what a reader waits for); the others queue behind the
+      // layer's earlier pieces, so that read-ahead arrives in blob order. A slot is held while its
+      // piece is fetched, not while it decodes: the next piece is on the wire meanwhile.
+      const slot = queued && i > 0;
+      if (slot) await this.pieceSlots.take();
       const signal = AbortSignal.timeout(tuning.fetchTimeoutMs);
       try {
         // The registry client counts the requests (its traffic hook); `op` labels them.
@@ -292,6 +306,8 @@ export class ChunkLoader {
       } catch (err) {
         for (const span of request) for (const m of span.members) for (const d of byMember.get(m.offset) ?? []) d.reject(err);
         return;
+      } finally {
+        if (slot) this.pieceSlots.give();
       }
       for (const [i, span] of request.entries()) {
         const { data, exclusive, release } = fetched[i]!;
@@ -410,6 +426,41 @@ export class ChunkLoader {
         }
       }
     }
+  }
+}
+
+/** At most `size` fetches in flight, started in the order they asked. */
+class FetchSlots {
+  private free: number;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(private size: number) {
+    this.free = size;
+  }
+
+  /** A new size: more slots free at once; fewer, as fetches in flight end. */
+  resize(size: number): void {
+    const n = Math.max(1, size);
+    this.free += n - this.size;
+    this.size = n;
+    while (this.free > 0 && this.waiting.length) {
+      this.free--;
+      this.waiting.shift()!();
+    }
+  }
+
+  take(): Promise<void> {
+    if (this.free > 0) {
+      this.free--;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => this.waiting.push(resolve));
+  }
+
+  give(): void {
+    const next = this.waiting.shift();
+    if (next) next();
+    else this.free++;
   }
 }
 

@@ -111,6 +111,7 @@ export class Engine {
       layer: params.id,
       onFetched: (offset, end, op) => layer?.noteFetched(offset, end, op),
       hold: (offset, data, op) => layer?.hold(offset, data, op) ?? false,
+      pieces: () => scheduler.pieces(),
     });
     layer = new EngineLayer(params, loader, this.fetch, {
       telemetry: this.telemetry,

@@ -28,6 +28,14 @@ interface Sample {
 const SAMPLES = 32;
 /** Requests at least this large say something of bandwidth; the smallest durations say something of the round trip. */
 const BANDWIDTH_SAMPLE_BYTES = 256 << 10;
+/** A reader's fetch is cut into pieces that take about this long to arrive… */
+const PIECE_MS = 100;
+/** …and are never smaller than this (each piece costs a request). */
+const MIN_PIECE_BYTES = 512 << 10;
+/** The throughput meter forgets half of what it saw every this much busy time… */
+const METER_SPAN_MS = 4000;
+/** …and says nothing before this many bytes went by. */
+const METER_MIN_BYTES = 1 << 20;
 
 export function laneOf(op: FetchOperation | undefined): Lane {
   return op === 'background' ? 'background' : op === 'prefetch' ? 'prefetch' : 'foreground';
@@ -43,13 +51,15 @@ export function laneOf(op: FetchOperation | undefined): Lane {
  * to be idle: it runs whenever a slot is free, with as many ranges in
  * flight as cover the link's bandwidth × round trip, both measured from
  * finished requests (the round trip from the quickest, the bandwidth from
- * the fastest large one).
+ * the fastest large one). A reader's large fetch is cut into pieces on a
+ * slow link (see `pieces`).
  */
 export class HostScheduler {
   private readonly active: Record<Lane, number> = { foreground: 0, prefetch: 0, background: 0 };
   private readonly queue: Waiter[] = [];
   private readonly samples: Sample[] = [];
   private backgroundBytes = 8 << 20;
+  private readonly meter = new ThroughputMeter();
 
   constructor(private readonly opts: HostSchedulerOptions) {}
 
@@ -62,15 +72,46 @@ export class HostScheduler {
     return { ...this.active };
   }
 
+  /** The link as finished requests show it: the round trip from the quickest, the bandwidth from the fastest large one; undefined until there are samples of both. */
+  private link(): { rttMs: number; bytesPerMs: number } | undefined {
+    if (this.samples.length < 2) return undefined;
+    const rttMs = Math.min(...this.samples.map((s) => s.ms));
+    const large = this.samples.filter((s) => s.bytes >= BANDWIDTH_SAMPLE_BYTES);
+    if (!large.length) return undefined;
+    return { rttMs, bytesPerMs: Math.max(...large.map((s) => s.bytes / Math.max(1, s.ms - rttMs))) };
+  }
+
   /** Background ranges worth having in flight: bandwidth × round trip in ranges, plus one, within the slots background may take. */
   backgroundSlots(): number {
     const cap = Math.max(1, this.opts.maxRequests - this.opts.reservedForeground);
-    if (this.samples.length < 2) return Math.min(2, cap);
-    const rttMs = Math.min(...this.samples.map((s) => s.ms));
-    const large = this.samples.filter((s) => s.bytes >= BANDWIDTH_SAMPLE_BYTES);
-    if (!large.length) return Math.min(2, cap);
-    const bytesPerMs = Math.max(...large.map((s) => s.bytes / Math.max(1, s.ms - rttMs)));
-    return Math.max(1, Math.min(cap, Math.ceil((bytesPerMs * rttMs) / this.backgroundBytes) + 1));
+    const link = this.link();
+    if (!link) return Math.min(2, cap);
+    return Math.max(1, Math.min(cap, Math.ceil((link.bytesPerMs * link.rttMs) / this.backgroundBytes) + 1));
+  }
+
+  /**
+   * How a reader's large fetch is cut (see ChunkLoader): pieces that arrive
+   * within PIECE_MS each at the host's throughput (at least MIN_PIECE_BYTES),
+   * fetched in blob order with `window` in flight. A range decodes only once
+   * its last byte came: one 8 MiB range on a 50 Mbit/s link gives the reader
+   * nothing for 1.3 s and then everything at once, where 1 MiB pieces in
+   * order feed it as the bytes arrive. Three pieces in flight keep a link
+   * busy whose round trip is below PIECE_MS even when two end together (the
+   * link shares its bandwidth among them); a longer round trip, seen on
+   * small requests, takes more. Unknown throughput: no cut; a fast link cuts
+   * only fetches larger than its 100 ms.
+   *
+   * The throughput is bytes over the time any request was in flight, not a
+   * request's own rate: requests in flight together share the link, so one
+   * request's duration says little of it.
+   */
+  pieces(): { bytes: number; window: number } {
+    const bytesPerMs = this.meter.bytesPerMs();
+    if (bytesPerMs === undefined) return { bytes: Infinity, window: 1 };
+    const bytes = Math.max(MIN_PIECE_BYTES, Math.round(bytesPerMs * PIECE_MS));
+    const small = this.samples.filter((s) => s.bytes < BANDWIDTH_SAMPLE_BYTES);
+    const rttMs = small.length ? Math.min(...small.map((s) => s.ms)) : 0;
+    return { bytes, window: Math.max(3, Math.ceil((bytesPerMs * rttMs) / bytes) + 2) };
   }
 
   /** Runs `fn` (one blob request of `bytes`) when its lane may; the slot is held until it settles. */
@@ -78,13 +119,17 @@ export class HostScheduler {
     await this.acquire(lane, signal);
     if (lane === 'background') this.backgroundBytes = Math.max(1, Math.round(0.8 * this.backgroundBytes + 0.2 * bytes));
     const started = performance.now();
+    this.meter.busy(started);
+    let ok = false;
     try {
       const out = await fn();
+      ok = true;
       this.samples.push({ bytes, ms: performance.now() - started });
       if (this.samples.length > SAMPLES) this.samples.shift();
       return out;
     } finally {
       this.active[lane]--;
+      this.meter.finished(performance.now(), ok ? bytes : 0, this.total === 0);
       this.dispatch();
     }
   }
@@ -145,6 +190,38 @@ export class HostScheduler {
         }
       }
     }
+  }
+}
+
+/**
+ * Bytes a host delivered over the time it had requests in flight, the
+ * older half forgotten every METER_SPAN_MS of busy time. An estimate only
+ * once METER_MIN_BYTES went by: a few small answers are mostly round trips.
+ */
+class ThroughputMeter {
+  private bytes = 0;
+  private ms = 0;
+  /** Since when the host has had requests in flight, not yet counted; undefined while idle. */
+  private busySince: number | undefined;
+
+  busy(now: number): void {
+    this.busySince ??= now;
+  }
+
+  finished(now: number, bytes: number, idle: boolean): void {
+    this.bytes += bytes;
+    if (this.busySince !== undefined) {
+      this.ms += now - this.busySince;
+      this.busySince = idle ? undefined : now;
+    }
+    if (this.ms > METER_SPAN_MS) {
+      this.bytes /= 2;
+      this.ms /= 2;
+    }
+  }
+
+  bytesPerMs(): number | undefined {
+    return this.bytes >= METER_MIN_BYTES && this.ms > 0 ? this.bytes / this.ms : undefined;
   }
 }
 

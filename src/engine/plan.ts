@@ -58,6 +58,47 @@ export function groupRequests(spans: readonly Span[], opts: RequestOptions): Spa
   return requests;
 }
 
+/**
+ * Cuts requests larger than `maxBytes` into pieces of at most that many
+ * bytes (or one member, when a member is larger), in blob order. Cuts fall
+ * between members only: a member decodes whole or not at all.
+ */
+export function cutRequests(requests: readonly Span[][], maxBytes: number): Span[][] {
+  const out: Span[][] = [];
+  for (const request of requests) {
+    if (request.reduce((n, s) => n + s.end - s.offset, 0) <= maxBytes) {
+      out.push(request);
+      continue;
+    }
+    let piece: Span[] = [];
+    let bytes = 0;
+    for (const span of request) {
+      // The piece's span cut from this one (members of one span stay one range, their gaps included).
+      let current: Span | undefined;
+      for (const m of span.members) {
+        const grows = current ? Math.max(0, m.end - current.end) : m.end - m.offset;
+        if (piece.length > 0 && bytes + grows > maxBytes) {
+          out.push(piece);
+          piece = [];
+          bytes = 0;
+          current = undefined;
+        }
+        if (current) {
+          current.end = Math.max(current.end, m.end);
+          current.members.push(m);
+          bytes += grows;
+        } else {
+          current = { offset: m.offset, end: m.end, members: [m] };
+          piece.push(current);
+          bytes += m.end - m.offset;
+        }
+      }
+    }
+    if (piece.length) out.push(piece);
+  }
+  return out;
+}
+
 /** A set of byte ranges, merged: how much of the blob has been fetched. */
 export class RangeSet {
   private ranges: BlobRange[] = [];

@@ -85,6 +85,48 @@ describe('ChunkLoader against an in-process source', () => {
     });
   }
 
+  test('on a slow link a large fetch goes as pieces in blob order, the first at once, the others a window at a time', async () => {
+    const { blob, plains, chunks } = makeBlob([100_000, 100_000, 100_000, 100_000, 100_000, 100_000]);
+    const inner = new FakeSource(blob, true);
+    let inFlight = 0;
+    let most = 0;
+    const starts: number[] = [];
+    // Answers take a few ms, so that pieces overlap as they would on a link.
+    const source: BlobFetcher = {
+      size: blob.length,
+      readRanges: (ranges, signal, op) => inner.readRanges(ranges, signal, op),
+      readOwned: async (ranges, opts) => {
+        starts.push(ranges[0]!.offset);
+        most = Math.max(most, ++inFlight);
+        await new Promise((r) => setTimeout(r, 5));
+        try {
+          return await inner.readOwned!(ranges, opts);
+        } finally {
+          inFlight--;
+        }
+      },
+    };
+    const l = new ChunkLoader({
+      log: testLog(), metrics: testTelemetry().metrics, fetcher: source, pool, memory: new MemoryChunkCache(64 << 20, testTelemetry().metrics), disk: null, tuning: { ...TUNING }, layer: 'testlayer',
+      onFetched: () => {},
+      pieces: () => ({ bytes: 210_000, window: 2 }),
+    });
+    const got = await Promise.all(l.load(wants(chunks), 'on_demand'));
+    assert.deepEqual(got, plains);
+    // ~100 KB members, pieces of at most 210 KB: two members each, three pieces, asked in blob order.
+    assert.deepEqual(starts, [0, chunks[2]!.blobOffset, chunks[4]!.blobOffset]);
+    assert.ok(most <= 3, `${most} in flight`);
+    // Without a cut (a fast link) the same load is one request.
+    const fast = new FakeSource(blob, true);
+    const one = new ChunkLoader({
+      log: testLog(), metrics: testTelemetry().metrics, fetcher: fast, pool, memory: new MemoryChunkCache(64 << 20, testTelemetry().metrics), disk: null, tuning: { ...TUNING }, layer: 'testlayer',
+      onFetched: () => {},
+      pieces: () => ({ bytes: Infinity, window: 1 }),
+    });
+    assert.deepEqual(await Promise.all(one.load(wants(chunks), 'on_demand')), plains);
+    assert.equal(fast.calls.length, 1);
+  });
+
   test('a chunk wanted by many readers at once is fetched once', async () => {
     const { blob, plains, chunks } = makeBlob([50_000, 50_000]);
     const source = new FakeSource(blob, true);

@@ -92,4 +92,22 @@ describe('HostScheduler: one queue per registry host, readers first', () => {
     const slots = s.backgroundSlots();
     assert.ok(slots >= 2 && slots <= 14, `${slots}`);
   });
+
+  test('pieces: no cut before the host delivered a MiB; then pieces of ~100 ms of its throughput (at least 512 KiB), three or more in flight', async () => {
+    const s = new HostScheduler({ maxRequests: 16, reservedForeground: 2 });
+    const wait = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+    assert.deepEqual(s.pieces(), { bytes: Infinity, window: 1 });
+    await s.run('foreground', 1000, () => wait(20));
+    assert.equal(s.pieces().bytes, Infinity, 'a small answer is mostly a round trip');
+    // Two requests in flight together: 4 MiB over ~200 ms of busy time is ~20 KiB/ms, whatever each took alone.
+    await Promise.all([s.run('foreground', 2 << 20, () => wait(200)), s.run('background', 2 << 20, () => wait(200))]);
+    const cut = s.pieces();
+    const perMs = (4 << 20) / 200;
+    assert.ok(cut.bytes >= 512 << 10 && Math.abs(cut.bytes - perMs * 100) < perMs * 30, `${cut.bytes}`);
+    assert.ok(cut.window >= 3, `${cut.window}`);
+    // A slow link: pieces no smaller than 512 KiB.
+    const slow = new HostScheduler({ maxRequests: 16, reservedForeground: 2 });
+    await slow.run('foreground', 1 << 20, () => wait(400));
+    assert.equal(slow.pieces().bytes, 512 << 10);
+  });
 });

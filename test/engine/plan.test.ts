@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { RangeSet, groupRequests, planSpans, type Span } from '../../src/engine/plan.js';
+import { RangeSet, cutRequests, groupRequests, planSpans, type Span } from '../../src/engine/plan.js';
 
 const m = (offset: number, end: number) => ({ offset, end });
 
@@ -29,6 +29,22 @@ test('groupRequests: bounded in ranges and in bytes, order kept', () => {
   const big: Span = { offset: 0, end: 1000, members: [m(0, 1000)] };
   assert.deepEqual(groupRequests([big, spans[1]!], { maxRanges: 64, maxRequestBytes: 500 }).map((r) => r.length), [1, 1]);
   assert.deepEqual(groupRequests([], { maxRanges: 1, maxRequestBytes: 1 }), []);
+});
+
+test('cutRequests: a request over the bound goes as pieces in blob order, cut between members only, gaps inside a span kept', () => {
+  // One span of four members (a 10-byte gap merged between the second and third), then a span of its own.
+  const span: Span = { offset: 0, end: 410, members: [m(0, 100), m(100, 200), m(210, 300), m(300, 410)] };
+  const other: Span = { offset: 1000, end: 1050, members: [m(1000, 1050)] };
+  const pieces = cutRequests([[span, other]], 220);
+  assert.deepEqual(pieces.map((p) => p.map((s) => [s.offset, s.end])), [[[0, 200]], [[210, 410]], [[1000, 1050]]]);
+  assert.deepEqual(pieces[1]![0]!.members, [m(210, 300), m(300, 410)]);
+  // Every member once, in order; no piece over the bound but one whose single member is larger.
+  assert.deepEqual(pieces.flat().flatMap((s) => s.members), [...span.members, ...other.members]);
+  assert.deepEqual(cutRequests([[{ offset: 0, end: 500, members: [m(0, 500)] }]], 100).map((p) => p[0]!.end), [500]);
+  // A request within the bound is kept as it is (the same objects).
+  const small = [[other]];
+  assert.equal(cutRequests(small, 1 << 20)[0], small[0]);
+  assert.deepEqual(cutRequests([], 10), []);
 });
 
 test('RangeSet: counts distinct bytes, merging overlaps and neighbours; add returns the new bytes', () => {
