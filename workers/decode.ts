@@ -1,10 +1,11 @@
 import { decodeBatch } from './decode-batch.js';
 import { movedResult } from './moved-result.js';
 import type { DecodeTask } from './decode-types.js';
-import { BACKGROUND_NICE, probeNiceSwitching, setThreadNice, startingNice } from './thread-priority.js';
+import { BACKGROUND_NICE, probeNiceSwitching, setThreadNice, settleThreadNice, startingNice } from './thread-priority.js';
 
-/** This thread's priority as started (the main thread's); background tasks run BACKGROUND_NICE below it. */
+/** This thread's priority (the process's, not the raised main thread's: see startingNice); background tasks run BACKGROUND_NICE below it. */
 const BASE_NICE = startingNice();
+settleThreadNice();
 const SWITCH_NICE = probeNiceSwitching(BASE_NICE);
 
 /** Piscina task: inflate and sha256-verify a batch of chunks; the plain bytes go back transferred. */

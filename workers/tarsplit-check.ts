@@ -3,6 +3,10 @@ import { isZstdChunkedError } from '../src/zstdchunked/errors.js';
 import { parseManifestJson } from '../src/zstdchunked/manifest.js';
 import { validateTarSplit } from '../src/zstdchunked/tar-split-check.js';
 import type { TarSplitPosition } from '../src/zstdchunked/tar-split.js';
+import { settleThreadNice } from './thread-priority.js';
+
+// Not at the raised main thread's priority (see thread-priority.ts).
+settleThreadNice();
 
 /**
  * One zstd:chunked layer's tar-split check, off the main thread: the

@@ -18,13 +18,31 @@ import { isMainThread } from 'node:worker_threads';
  */
 export const BACKGROUND_NICE = 10;
 
-/** The nice value this thread started with (inherited from the thread that started it). */
+/**
+ * Where the store's main thread leaves the process's own nice value before
+ * it raises its own priority (src/daemon/main-thread-priority.ts): worker
+ * threads inherit the main thread's value, and go back to this one.
+ */
+export const WORKER_BASE_NICE_ENV = 'ESTARGZ_WORKER_BASE_NICE';
+
+/**
+ * The nice value a worker thread works from: the process's own, as the main
+ * thread left it in the environment, else the one the thread started with
+ * (inherited from the thread that started it).
+ */
 export function startingNice(): number {
+  const base = isMainThread ? undefined : process.env[WORKER_BASE_NICE_ENV];
+  if (base !== undefined && /^-?\d+$/.test(base)) return Number(base);
   try {
     return getPriority(0);
   } catch {
     return 0;
   }
+}
+
+/** A worker thread that does not switch priorities per task moves to its starting value once (see startingNice). */
+export function settleThreadNice(): void {
+  setThreadNice(0);
 }
 
 /**

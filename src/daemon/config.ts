@@ -35,6 +35,12 @@ export interface StoreConfig {
   background_fetch_bytes_per_sec: number;
   /** A background fetch that stopped on a fault starts again after this long (doubling each time). */
   background_fetch_retry_sec: number;
+  /**
+   * Nice value of the store's main thread, the one that answers every FUSE
+   * request (see src/daemon/main-thread-priority.ts); the worker threads
+   * stay at the process's own value.
+   */
+  main_thread_nice: number;
   blob: {
     /** Nearby chunks closer than this are fetched as one range. */
     chunk_size: number;
@@ -90,6 +96,7 @@ export const DEFAULT_CONFIG: StoreConfig = {
   background_fetch_idle_sec: 5,
   background_fetch_bytes_per_sec: 0,
   background_fetch_retry_sec: 30,
+  main_thread_nice: -5,
   blob: { chunk_size: 32768, max_retries: 5, min_wait_msec: 30, max_wait_msec: 300000, fetching_timeout_sec: 300, force_single_range_mode: false, read_ahead_bytes: 1 << 20, read_ahead_max_bytes: 8 << 20 },
   resolver: { request_timeout_sec: 30, host: {} },
   metrics_address: '',
@@ -104,7 +111,7 @@ export const DEFAULT_CONFIG_PATH = '/etc/estargz-store/config.toml';
 
 export class ConfigError extends Error {}
 
-type Kind = 'bool' | 'uint' | 'posint' | 'string' | { oneOf: readonly string[] };
+type Kind = 'bool' | 'uint' | 'posint' | 'nice' | 'string' | { oneOf: readonly string[] };
 
 const SCALARS: Record<string, Kind> = {
   noprefetch: 'bool',
@@ -115,6 +122,7 @@ const SCALARS: Record<string, Kind> = {
   background_fetch_idle_sec: 'uint',
   background_fetch_bytes_per_sec: 'uint',
   background_fetch_retry_sec: 'posint',
+  main_thread_nice: 'nice',
   'blob.chunk_size': 'uint',
   'blob.max_retries': 'uint',
   'blob.min_wait_msec': 'uint',
@@ -147,7 +155,7 @@ const MIRROR_KEYS = new Set(['host', 'insecure', 'request_timeout_sec', 'header'
 
 function describe(kind: Kind): string {
   if (typeof kind === 'object') return `one of ${kind.oneOf.map((v) => JSON.stringify(v)).join(', ')}`;
-  return { bool: 'true or false', uint: 'a whole number ≥ 0', posint: 'a whole number ≥ 1', string: 'a string' }[kind];
+  return { bool: 'true or false', uint: 'a whole number ≥ 0', posint: 'a whole number ≥ 1', nice: 'a whole number from -20 to 19', string: 'a string' }[kind];
 }
 
 function check(key: string, value: unknown, kind: Kind, where: string): unknown {
@@ -155,7 +163,8 @@ function check(key: string, value: unknown, kind: Kind, where: string): unknown 
     ? typeof value === 'string' && kind.oneOf.includes(value)
     : kind === 'bool' ? typeof value === 'boolean'
       : kind === 'string' ? typeof value === 'string'
-        : (typeof value === 'number' || typeof value === 'bigint') && Number.isSafeInteger(Number(value)) && Number(value) >= (kind === 'posint' ? 1 : 0);
+        : (typeof value === 'number' || typeof value === 'bigint') && Number.isSafeInteger(Number(value))
+          && (kind === 'nice' ? Number(value) >= -20 && Number(value) <= 19 : Number(value) >= (kind === 'posint' ? 1 : 0));
   if (!ok) throw new ConfigError(`${where}: ${key} = ${JSON.stringify(typeof value === 'bigint' ? Number(value) : value)} is not valid; expected ${describe(kind)}`);
   return typeof value === 'bigint' ? Number(value) : value;
 }

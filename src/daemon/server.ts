@@ -26,6 +26,7 @@ import { CredentialLedger, type LedgerEntry } from './credential-ledger.js';
 import { installLastResortHandlers } from './last-resort.js';
 import { MetricsListener } from './metrics-server.js';
 import { buildStore } from './store.js';
+import { setMainThreadNice } from './main-thread-priority.js';
 
 /** What the keeper passes (argv[2], JSON). */
 export interface ServerArgs {
@@ -92,6 +93,8 @@ function main(): void {
     const level = args.logLevel ?? (process.env.ESTARGZ_LOG_LEVEL ? undefined : config.log_level);
     if (level) log.level = level;
     log.info({ generation: ctx.generation, reason: ctx.reason }, 'store process starting');
+    // Before the engine starts its workers: they leave the raised priority to this thread alone.
+    setMainThreadNice(config.main_thread_nice, log);
     const store = await buildStore({ config, root: args.root, telemetry });
     const { fs, engine, client, resolver } = store;
     const ledger = new CredentialLedger(client.runtimeCredentials);

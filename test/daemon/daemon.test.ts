@@ -54,12 +54,21 @@ describe('configuration', () => {
     assert.deepEqual(warnings, ['test.toml: unknown key surprise (ignored)', 'test.toml: unknown key pool.nope (ignored)']);
   });
 
+  test('main_thread_nice: -5 by default, any nice value from -20 to 19', () => {
+    assert.equal(buildConfig({}, 'c.toml').config.main_thread_nice, -5);
+    assert.equal(buildConfig({ main_thread_nice: 0 }, 'c.toml').config.main_thread_nice, 0);
+    assert.equal(buildConfig({ main_thread_nice: -20 }, 'c.toml').config.main_thread_nice, -20);
+    assert.equal(buildConfig({ main_thread_nice: 19 }, 'c.toml').config.main_thread_nice, 19);
+  });
+
   test('invalid values name the key, the value and what is allowed', () => {
     const cases: [Record<string, unknown>, RegExp][] = [
       [{ noprefetch: 'yes' }, /noprefetch = "yes" is not valid; expected true or false/],
       [{ max_concurrency: 0 }, /max_concurrency = 0 is not valid; expected a whole number ≥ 1/],
       [{ pool: { decoder: 'gzip' } }, /pool.decoder = "gzip" is not valid; expected one of "zlib", "pako"/],
       [{ blob: { max_retries: -1 } }, /blob.max_retries = -1 is not valid/],
+      [{ main_thread_nice: -21 }, /main_thread_nice = -21 is not valid; expected a whole number from -20 to 19/],
+      [{ main_thread_nice: 20 }, /main_thread_nice = 20 is not valid/],
       [{ resolver: { host: { h: { mirrors: [{ insecure: true }] } } } }, /resolver.host."h".mirrors\[0\].host must be a non-empty string/],
     ];
     for (const [doc, message] of cases) assert.throws(() => buildConfig(doc, 'c.toml'), (err) => err instanceof ConfigError && message.test(err.message), JSON.stringify(doc));

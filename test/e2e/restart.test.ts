@@ -12,7 +12,7 @@ import { execFile, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { startPassReader, type PassReader } from '../../testkit/pass-reader.js';
 import { createHash } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
@@ -229,6 +229,11 @@ describe('restarts, upgrades and crashes under the keeper', () => {
     const ppid = Number((await readFile(`/proc/${s.pid}/stat`, 'utf8')).split(') ')[1]!.split(' ')[1]);
     assert.equal(ppid, store.proc.pid, 'the serving process is the keeper\'s child');
     assert.deepEqual([s.restarts, s.crashes, s.failedRestarts], [0, 0, 0]);
+    // Its main thread (the FUSE replies) at main_thread_nice's default, above the process's other threads.
+    const nice = async (tid: string): Promise<number> => Number((await readFile(`/proc/${s.pid}/task/${tid}/stat`, 'utf8')).split(') ').at(-1)!.split(' ')[16]);
+    assert.equal(await nice(String(s.pid)), -5);
+    const others = await Promise.all((await readdir(`/proc/${s.pid}/task`)).filter((tid) => tid !== String(s.pid)).map(nice));
+    assert.ok(others.length > 0 && others.every((n) => n >= 0), `other threads: ${JSON.stringify(others)}`);
     assert.ok(Array.isArray(s.layers));
   });
 

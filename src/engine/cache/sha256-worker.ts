@@ -6,6 +6,10 @@
 import { createHash } from 'node:crypto';
 import { parentPort } from 'node:worker_threads';
 import type { HashReply, HashRequest } from './sha256.js';
+import { settleThreadNice } from '../../../workers/thread-priority.js';
+
+// Not at the raised main thread's priority (see workers/thread-priority.ts).
+settleThreadNice();
 
 const port = parentPort;
 if (!port) throw new Error('sha256-worker runs as a worker thread');
