@@ -121,6 +121,19 @@ describe('step: normalise names', () => {
     assert.equal(layerPath('a/b/../c', 'name', 'x', limits({ maxDepth: 2 })), 'a/c');
   });
 
+  test('plain names (the common case, taken in one pass) normalise exactly as the general rules do; names near the rules are left to them', () => {
+    const cases: [string, string][] = [
+      ['usr/lib/', 'usr/lib'], ['usr/bin/x', 'usr/bin/x'], ['a', 'a'], ['a/', 'a'], ['.a/..b/b.', '.a/..b/b.'], ['a/.hidden', 'a/.hidden'],
+      ['a//', 'a'], ['a/./b', 'a/b'], ['a/../b', 'b'], ['./a', 'a'], ['/a', 'a'], ['.', ''], ['a/.', 'a'], ['a/..', ''], ['é/x', 'é/x'],
+    ];
+    for (const [name, path] of cases) assert.equal(layerPath(name, 'name', name, limits()), path, name);
+    // Limits at their edge, in bytes, with and without a trailing slash.
+    assert.equal(layerPath('abc/def/', 'name', 'x', limits({ maxPathBytes: 7, maxComponentBytes: 3, maxDepth: 2 })), 'abc/def');
+    throwsInvalid(() => layerPath('abcd/', 'name', 'x', limits({ maxComponentBytes: 3 })), /component over 3 bytes/);
+    throwsInvalid(() => layerPath('a/b/c/', 'name', 'x', limits({ maxDepth: 2 })), /3 levels deep/);
+    throwsInvalid(() => layerPath('a/\0/', 'name', 'x', limits()), /contains a NUL byte/);
+  });
+
   test('splitPath: parent and last component', () => {
     assert.deepEqual(splitPath('a'), { parent: '', name: 'a' });
     assert.deepEqual(splitPath('a/b/c'), { parent: 'a/b', name: 'c' });

@@ -31,6 +31,8 @@ export function compareNames(a: string, b: string): number {
  * which entry, for the error.
  */
 export function layerPath(name: string, what: string, at: string, limits: TocLimits): string {
+  const clean = plainAsciiPath(name, limits);
+  if (clean !== undefined) return clean;
   const problem = entryNameProblem(name);
   if (problem) throw invalid(`TOC entry ${JSON.stringify(at.slice(0, 300))}: ${what} ${problem}`, at);
   const path = cleanEntryName(name);
@@ -45,6 +47,35 @@ export function layerPath(name: string, what: string, at: string, limits: TocLim
   }
   if (depth > limits.maxDepth) throw invalid(`TOC entry ${JSON.stringify(path.slice(0, 300))}…: ${what} is ${depth} levels deep, over the limit of ${limits.maxDepth}`, path);
   return path;
+}
+
+/**
+ * The common case in one pass, without splitting or allocating: an ASCII
+ * name of ordinary components ("usr/lib/x", "usr/lib/" for a directory),
+ * within the limits, is its own clean path (minus a trailing slash).
+ * Anything else (a leading or doubled slash, "." or "..", a NUL, non-ASCII,
+ * a limit reached) is left to the general path: undefined.
+ */
+function plainAsciiPath(name: string, limits: TocLimits): string | undefined {
+  const end = name.length > 1 && name.charCodeAt(name.length - 1) === 0x2f ? name.length - 1 : name.length;
+  if (end === 0 || end > limits.maxPathBytes) return undefined;
+  let start = 0;
+  let depth = 0;
+  for (let i = 0; i <= end; i++) {
+    const c = i < end ? name.charCodeAt(i) : 0x2f;
+    if (c === 0x2f) {
+      const len = i - start;
+      // An empty component (leading or doubled slash), ".", "..", or one over the limit.
+      if (len === 0 || len > limits.maxComponentBytes) return undefined;
+      if (name.charCodeAt(start) === 0x2e && (len === 1 || (len === 2 && name.charCodeAt(start + 1) === 0x2e))) return undefined;
+      depth++;
+      start = i + 1;
+    } else if (c === 0 || c >= 0x80) {
+      return undefined;
+    }
+  }
+  if (depth > limits.maxDepth) return undefined;
+  return end === name.length ? name : name.slice(0, end);
 }
 
 /** Splits a non-root path into its parent directory's path ("" for the root) and its last component. */
