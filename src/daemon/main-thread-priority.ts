@@ -11,7 +11,7 @@ import { WORKER_BASE_NICE_ENV } from '../../workers/thread-priority.js';
  * read), and at equal priority the kernel lets a runnable main thread wait
  * a time slice behind them; that wait is added to every FUSE request in the
  * queue. Measured with the soak (64 readers over 4 layers, 2 cores): the
- * cold pass's event-loop delay p99 went from 30 ms to 14–18 ms at nice -5,
+ * cold pass's event-loop delay p99 went from 30 ms to 14–21 ms at nice -5,
  * for the same throughput.
  *
  * On Linux a nice value is per thread: setpriority(PRIO_PROCESS, 0) changes
