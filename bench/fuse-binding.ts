@@ -6,6 +6,8 @@
  *   - the new binding (native/ + src/fuse/: /dev/fuse directly, inode-based,
  *     READDIRPLUS, no OPEN, 1 MiB requests), mounted read-write as the store
  *     will mount it, with the same 60 s timeouts;
+ *   - the same without busy polling (SessionOptions.busyPollUs 0; the store
+ *     polls for fuse_busy_poll_usec after a batch answered at once);
  *   - the new binding mounted read-only (MS_RDONLY), which also stops the
  *     kernel invalidating atime after each read and listing (one GETATTR per
  *     file re-read on a writable mount).
@@ -25,6 +27,7 @@ import { mkdtemp, rm, mkdir, symlink, truncate, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FuseSession } from '../src/fuse/session.js';
+import { DEFAULT_CONFIG } from '../src/daemon/config.js';
 import { ROOT_ID, fuseError } from '../src/fuse/protocol.js';
 import type { DirEntryPlus, Entry, FuseOperations } from '../src/fuse/types.js';
 import { ddSeconds, statLoop, timeBash, q } from './lib/store-workloads.js';
@@ -144,8 +147,8 @@ function floorOps(tree: Tree): FuseOperations {
   };
 }
 
-async function mountBinding(tree: Tree, mnt: string, readOnly: boolean): Promise<Mounted> {
-  const s = await FuseSession.mount(floorOps(tree), { mountpoint: mnt, subtype: 'floor', readOnly }, { entryTimeout: TTL, attrTimeout: TTL });
+async function mountBinding(tree: Tree, mnt: string, readOnly: boolean, busyPollUs: number): Promise<Mounted> {
+  const s = await FuseSession.mount(floorOps(tree), { mountpoint: mnt, subtype: 'floor', readOnly }, { entryTimeout: TTL, attrTimeout: TTL, busyPollUs });
   return { unmount: () => s.close(), ops: () => {
     const out: Record<string, number> = {};
     for (const [k, v] of Object.entries(s.opCounts())) out[k.toLowerCase()] = v;
@@ -155,8 +158,8 @@ async function mountBinding(tree: Tree, mnt: string, readOnly: boolean): Promise
 
 // ---------------------------------------------------------------------------
 
-type Impl = 'binding' | 'binding-ro' | 'tmpfs';
-const IMPLS: Impl[] = ['binding', 'binding-ro', 'tmpfs'];
+type Impl = 'binding' | 'binding-no-poll' | 'binding-ro' | 'tmpfs';
+const IMPLS: Impl[] = ['binding', 'binding-no-poll', 'binding-ro', 'tmpfs'];
 
 /**
  * The same tree on tmpfs (sparse files), no FUSE at all: what the kernel,
@@ -246,7 +249,7 @@ async function onePass(tree: Tree, impl: Impl, pass: number): Promise<Sample> {
   const base = await mkdtemp(join(impl === 'tmpfs' ? '/dev/shm' : tmpdir(), 'estargz-bench-fuse-binding-'));
   const mnt = join(base, 'mnt');
   await mkdir(mnt);
-  const m = impl === 'tmpfs' ? await mountTmpfs(tree, mnt) : await mountBinding(tree, mnt, impl === 'binding-ro');
+  const m = impl === 'tmpfs' ? await mountTmpfs(tree, mnt) : await mountBinding(tree, mnt, impl === 'binding-ro', impl === 'binding-no-poll' ? 0 : DEFAULT_CONFIG.fuse_busy_poll_usec);
   const requests: Record<string, Record<string, number>> = {};
   let last = m.ops();
   const phase = <T>(name: string, v: T): T => {
@@ -308,11 +311,11 @@ async function main(): Promise<void> {
     rows.map(([name, target, f, dec]) => [name, ...IMPLS.map((i) => formatSummary(of(i, f), dec)), target]),
   );
   const md = [
-    '## FUSE binding floor: the binding read-write and read-only, and tmpfs',
+    '## FUSE binding floor: the binding read-write (with and without busy polling) and read-only, and tmpfs',
     '',
     describeMachine(machine),
     '',
-    `Median (min–max) of ${passes} passes; each pass mounts each binding anew. \`binding\` is read-write as the store will mount it; \`binding-ro\` is MS_RDONLY (no atime invalidation).`,
+    `Median (min–max) of ${passes} passes; each pass mounts each binding anew. \`binding\` is read-write as the store will mount it, busy polling ${DEFAULT_CONFIG.fuse_busy_poll_usec} µs after a batch answered at once (config \`fuse_busy_poll_usec\`); \`binding-no-poll\` is the same with busy polling off; \`binding-ro\` is MS_RDONLY (no atime invalidation), busy polling as \`binding\`.`,
     '',
     table,
   ].join('\n');

@@ -41,6 +41,12 @@ export interface StoreConfig {
    * stay at the process's own value.
    */
   main_thread_nice: number;
+  /**
+   * After answering FUSE requests, the main thread keeps reading /dev/fuse
+   * for up to this many µs while nothing else is ready, instead of sleeping
+   * until the next request (src/fuse/session.ts, busyPollUs); 0 = off.
+   */
+  fuse_busy_poll_usec: number;
   blob: {
     /** Nearby chunks closer than this are fetched as one range. */
     chunk_size: number;
@@ -97,6 +103,7 @@ export const DEFAULT_CONFIG: StoreConfig = {
   background_fetch_bytes_per_sec: 0,
   background_fetch_retry_sec: 30,
   main_thread_nice: -5,
+  fuse_busy_poll_usec: 100,
   blob: { chunk_size: 32768, max_retries: 5, min_wait_msec: 30, max_wait_msec: 300000, fetching_timeout_sec: 300, force_single_range_mode: false, read_ahead_bytes: 1 << 20, read_ahead_max_bytes: 8 << 20 },
   resolver: { request_timeout_sec: 30, host: {} },
   metrics_address: '',
@@ -111,7 +118,7 @@ export const DEFAULT_CONFIG_PATH = '/etc/estargz-store/config.toml';
 
 export class ConfigError extends Error {}
 
-type Kind = 'bool' | 'uint' | 'posint' | 'nice' | 'string' | { oneOf: readonly string[] };
+type Kind = 'bool' | 'uint' | 'posint' | 'nice' | 'usec' | 'string' | { oneOf: readonly string[] };
 
 const SCALARS: Record<string, Kind> = {
   noprefetch: 'bool',
@@ -123,6 +130,7 @@ const SCALARS: Record<string, Kind> = {
   background_fetch_bytes_per_sec: 'uint',
   background_fetch_retry_sec: 'posint',
   main_thread_nice: 'nice',
+  fuse_busy_poll_usec: 'usec',
   'blob.chunk_size': 'uint',
   'blob.max_retries': 'uint',
   'blob.min_wait_msec': 'uint',
@@ -155,7 +163,7 @@ const MIRROR_KEYS = new Set(['host', 'insecure', 'request_timeout_sec', 'header'
 
 function describe(kind: Kind): string {
   if (typeof kind === 'object') return `one of ${kind.oneOf.map((v) => JSON.stringify(v)).join(', ')}`;
-  return { bool: 'true or false', uint: 'a whole number ≥ 0', posint: 'a whole number ≥ 1', nice: 'a whole number from -20 to 19', string: 'a string' }[kind];
+  return { bool: 'true or false', uint: 'a whole number ≥ 0', posint: 'a whole number ≥ 1', nice: 'a whole number from -20 to 19', usec: 'a whole number from 0 to 1000', string: 'a string' }[kind];
 }
 
 function check(key: string, value: unknown, kind: Kind, where: string): unknown {
@@ -164,7 +172,9 @@ function check(key: string, value: unknown, kind: Kind, where: string): unknown 
     : kind === 'bool' ? typeof value === 'boolean'
       : kind === 'string' ? typeof value === 'string'
         : (typeof value === 'number' || typeof value === 'bigint') && Number.isSafeInteger(Number(value))
-          && (kind === 'nice' ? Number(value) >= -20 && Number(value) <= 19 : Number(value) >= (kind === 'posint' ? 1 : 0));
+          && (kind === 'nice' ? Number(value) >= -20 && Number(value) <= 19
+            : kind === 'usec' ? Number(value) >= 0 && Number(value) <= 1000
+              : Number(value) >= (kind === 'posint' ? 1 : 0));
   if (!ok) throw new ConfigError(`${where}: ${key} = ${JSON.stringify(typeof value === 'bigint' ? Number(value) : value)} is not valid; expected ${describe(kind)}`);
   return typeof value === 'bigint' ? Number(value) : value;
 }

@@ -134,7 +134,7 @@ function main(): void {
 
     return {
       ops: storeOperations(fs, { telemetry, activity: engine.activity }),
-      session: { readdirplus: true, onError: handlerErrorReporter(telemetry) },
+      session: { readdirplus: true, busyPollUs: config.fuse_busy_poll_usec, onError: handlerErrorReporter(telemetry) },
       exportState: state,
       importState: (s) => {
         if (!isState(s)) {

@@ -24,6 +24,8 @@ export interface NativeSession {
   journalUsed(): number;
   /** Takes over live entries of another journal from slot `from`: rows 0..count-1 of the requests array and `extras` hold them; next is -1 when done. */
   adoptJournal(fd: number, from: number, extras: (string | undefined)[]): { count: number; next: number };
+  /** After a batch, keep reading for up to this many µs while nothing else is ready on the loop (0: off). */
+  setBusyPoll(microseconds: number): void;
 }
 
 /** Called once per batch: `count` request rows are in the requests array; `ended` is the errno that ended the connection (ENODEV: unmounted), else 0. */

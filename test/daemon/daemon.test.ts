@@ -61,6 +61,12 @@ describe('configuration', () => {
     assert.equal(buildConfig({ main_thread_nice: 19 }, 'c.toml').config.main_thread_nice, 19);
   });
 
+  test('fuse_busy_poll_usec: 100 by default, 0 (off) to 1000', () => {
+    assert.equal(buildConfig({}, 'c.toml').config.fuse_busy_poll_usec, 100);
+    assert.equal(buildConfig({ fuse_busy_poll_usec: 0 }, 'c.toml').config.fuse_busy_poll_usec, 0);
+    assert.equal(buildConfig({ fuse_busy_poll_usec: 1000 }, 'c.toml').config.fuse_busy_poll_usec, 1000);
+  });
+
   test('invalid values name the key, the value and what is allowed', () => {
     const cases: [Record<string, unknown>, RegExp][] = [
       [{ noprefetch: 'yes' }, /noprefetch = "yes" is not valid; expected true or false/],
@@ -69,6 +75,8 @@ describe('configuration', () => {
       [{ blob: { max_retries: -1 } }, /blob.max_retries = -1 is not valid/],
       [{ main_thread_nice: -21 }, /main_thread_nice = -21 is not valid; expected a whole number from -20 to 19/],
       [{ main_thread_nice: 20 }, /main_thread_nice = 20 is not valid/],
+      [{ fuse_busy_poll_usec: 1001 }, /fuse_busy_poll_usec = 1001 is not valid; expected a whole number from 0 to 1000/],
+      [{ fuse_busy_poll_usec: -1 }, /fuse_busy_poll_usec = -1 is not valid/],
       [{ resolver: { host: { h: { mirrors: [{ insecure: true }] } } } }, /resolver.host."h".mirrors\[0\].host must be a non-empty string/],
     ];
     for (const [doc, message] of cases) assert.throws(() => buildConfig(doc, 'c.toml'), (err) => err instanceof ConfigError && message.test(err.message), JSON.stringify(doc));

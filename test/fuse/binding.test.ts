@@ -191,6 +191,46 @@ print(os.listxattr(${JSON.stringify(join(toy.mnt, 'dir'))}))`, file);
   });
 });
 
+describe('FUSE binding: busy polling (the JS thread keeps reading after a batch while idle)', () => {
+  let toy: ToyMount;
+  // The longest busy poll the config allows; reads answer from a timer, as
+  // the store's answer a worker's or a socket's event.
+  before(async () => { toy = await startToy({ manyDirs: 4, manyFiles: 50, hugeSize: MiB, ttl: 0, readDelayMs: 2, busyPollUs: 1000 }); });
+  after(async () => { await toy.stop(); });
+
+  it('answers back-to-back requests and replies that wait on timers, and the loop keeps turning', async () => {
+    const s0 = await toy.stats();
+    const started = performance.now();
+    // One caller sends GETATTRs back to back (statx with AT_STATX_FORCE_SYNC
+    // always asks the filesystem), so the binding is never idle for long…
+    const getattrs = py(`import ctypes,sys
+libc=ctypes.CDLL(None,use_errno=True)
+buf=ctypes.create_string_buffer(256)
+p=sys.argv[1].encode()
+for i in range(4000):
+  if libc.statx(-100,p,0x2000,0x7ff,buf)!=0: raise OSError(ctypes.get_errno(),'statx')
+print('ok')`, join(toy.mnt, 'hello.txt'));
+    // …while others read files whose replies wait on a timer.
+    const reads = (async () => {
+      for (let d = 0; d < 4; d++) {
+        const names = Array.from({ length: 50 }, (_, f) => join(toy.mnt, 'many', `d0${d}`, `f${String(f).padStart(3, '0')}`));
+        const got = await Promise.all(names.map((n) => readFile(n, 'utf8')));
+        got.forEach((text, f) => assert.equal(text, `many/d0${d}/f${f}\n`));
+      }
+    })();
+    assert.equal((await getattrs).trim(), 'ok');
+    await reads;
+    const elapsedMs = performance.now() - started;
+    const s1 = await toy.stats();
+    assert.ok((s1.sessionOps.GETATTR ?? 0) - (s0.sessionOps.GETATTR ?? 0) >= 4000, 'every statx reached the filesystem');
+    // A 5 ms interval in the serving process: polling never holds the loop
+    // for long (2 ms at most per wake-up), so it fires about every 5 ms; a
+    // loop starved by polling would not fire at all.
+    const ticks = s1.ticks - s0.ticks;
+    assert.ok(ticks >= elapsedMs / 5 / 4, `${ticks} timer firings in ${elapsedMs.toFixed(0)} ms`);
+  });
+});
+
 describe('FUSE binding: the connection outlives its process', () => {
   it('a successor adopts the mounted fd (inherited as fd 3) with the negotiated parameters and serves on', async () => {
     const toy = await startToy({ manyDirs: 2, manyFiles: 3, hugeSize: MiB });

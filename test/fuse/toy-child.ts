@@ -21,15 +21,21 @@ export interface ChildStats {
   fds: number;
   heapUsed: number;
   rss: number;
+  /** Firings of a 5 ms interval timer since the child started: the loop kept turning. */
+  ticks: number;
 }
 
 async function main(): Promise<void> {
   const [mode, mountpoint, specJson, negotiatedJson] = process.argv.slice(2);
   if (!mountpoint || !specJson) throw new Error('usage: toy-child mount|adopt MOUNTPOINT SPEC [NEGOTIATED]');
-  const toy = new ToyFs(JSON.parse(specJson) as ToyTreeSpec);
+  const spec = JSON.parse(specJson) as ToyTreeSpec;
+  const toy = new ToyFs(spec);
+  const busyPollUs = spec.busyPollUs ?? 0;
   const session = mode === 'adopt'
-    ? FuseSession.adopt(3, toy, JSON.parse(negotiatedJson!) as Negotiated, { mountpoint })
-    : await FuseSession.mount(toy, { mountpoint, subtype: 'toy' });
+    ? FuseSession.adopt(3, toy, JSON.parse(negotiatedJson!) as Negotiated, { mountpoint, busyPollUs })
+    : await FuseSession.mount(toy, { mountpoint, subtype: 'toy' }, { busyPollUs });
+  let ticks = 0;
+  setInterval(() => { ticks++; }, 5).unref();
   const send = (m: unknown): void => { process.send?.(m); };
   // Unmounted from outside (ENODEV): nothing left to serve. (0: closed or handed on by us.)
   void session.ended.then((errno) => { if (errno) setImmediate(() => process.exit(0)); });
@@ -47,6 +53,7 @@ async function main(): Promise<void> {
           fds: readdirSync('/proc/self/fd').length,
           heapUsed: process.memoryUsage().heapUsed,
           rss: process.memoryUsage().rss,
+          ticks,
         };
         send({ stats });
       } else if (m.cmd === 'close') {

@@ -49,6 +49,8 @@ export interface ToyTreeSpec {
   ttl?: number;
   /** Reads answer after this long (default 0): keeps requests in flight. */
   readDelayMs?: number;
+  /** The session's busy polling (SessionOptions.busyPollUs; default 0: off). */
+  busyPollUs?: number;
 }
 
 /** What a successor needs to answer for node ids this instance handed out: the /cycle nodes. */
