@@ -1,8 +1,8 @@
 /**
  * The floor of the FUSE binding for the metadata and warm workloads: a
  * trivial filesystem on the store's own binding (src/fuse/: READDIRPLUS, no
- * OPEN, 1 MiB reads, a day of entry/attr caching as the store gives a layer's
- * content) serving a layer's tree from memory (names, types, sizes; file
+ * OPEN, 1 MiB reads, busy polling, a day of entry/attr caching as the store
+ * gives a layer's content) serving a layer's tree from memory (names, types, sizes; file
  * content is zeros), answering every request immediately. The same commands
  * as W6, W3 and W5 run on it: whatever the store takes above these times is
  * the store's own work; these times themselves are the binding's per-request
@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fuseError } from '../../src/fuse/protocol.js';
 import { FuseSession } from '../../src/fuse/session.js';
+import { DEFAULT_CONFIG } from '../../src/daemon/config.js';
 import type { DirEntryPlus, Entry, FuseOperations } from '../../src/fuse/types.js';
 import tar from 'tar-stream';
 import { ddSeconds, timeBash, q } from './store-workloads.js';
@@ -115,7 +116,8 @@ export async function fuseFloor(tarBuf: Buffer, passes: number): Promise<FloorRe
     const base = await mkdtemp(join(tmpdir(), 'estargz-bench-floor-'));
     const mnt = join(base, 'mnt');
     await mkdir(mnt);
-    const session = await FuseSession.mount(ops, { mountpoint: mnt, subtype: 'floor' });
+    // Busy polling as the store does it (config fuse_busy_poll_usec).
+    const session = await FuseSession.mount(ops, { mountpoint: mnt, subtype: 'floor' }, { busyPollUs: DEFAULT_CONFIG.fuse_busy_poll_usec });
     try {
       return await fn(mnt);
     } finally {
