@@ -119,6 +119,7 @@ typedef struct {
      while the loop is otherwise idle (0: off), and the loop's epoll fd */
   uint64_t busy_poll_ns;
   int loop_fd;
+  uv_loop_t *loop;
   uint32_t inflight; /* requests read that await a reply from this process */
 } session_t;
 
@@ -514,7 +515,9 @@ static int loop_has_other_work(session_t *s) {
  * once, and while nothing else is ready on the loop, keep reading the
  * (non-blocking) fd for up to busy_poll_ns. It stops as soon as a request is
  * left waiting (its answer needs a worker, the disk or the network: the CPU
- * is theirs, and their event wakes the loop) or any other event is ready.
+ * is theirs, and their event wakes the loop) or any other fd is ready. What
+ * poll cannot see on libuv's epoll fd (due timers, immediates) waits at most
+ * BUSY_POLL_BUDGET_NS.
  */
 static void on_readable(uv_poll_t *handle, int status, int events) {
   (void)events;
@@ -529,18 +532,21 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
     t = now_ns();
     if (k > 0) deadline = t + s->busy_poll_ns;
     else if (t >= deadline || loop_has_other_work(s)) break;
-    /* Only idle CPU: a thread waiting for this one (a decode worker, the
-       caller itself) runs first. */
+    /* A thread runnable on this CPU (a decode worker, the caller) goes first. */
     else sched_yield();
   }
+  /* The loop's clock stood still while polling: timers set from now on must
+     count from the real time, not fire early. */
+  if (s->loop) uv_update_time(s->loop);
 }
 
 static int drain(session_t *s, int status) {
   napi_env env = s->env;
-  napi_handle_scope scope;
-  napi_open_handle_scope(env, &scope);
-  napi_value extras;
-  napi_create_array(env, &extras);
+  /* Made on the first request read: busy polling calls this many times for
+     nothing, and a handle scope plus an array each time is garbage. */
+  napi_handle_scope scope = NULL;
+  napi_value extras = NULL;
+#define NEED_EXTRAS() do { if (!scope) { napi_open_handle_scope(env, &scope); napi_create_array(env, &extras); } } while (0)
   int n = 0, ended = status < 0 ? -status : 0;
   while (!ended && n < MAX_BATCH) {
     if (s->jmap && s->jused >= s->jslots) {
@@ -562,6 +568,7 @@ static int drain(session_t *s, int status) {
     /* Tests: die where the request is read but in no slot (see setJournal). */
     if (s->test_kill_after > 0 && needs_reply(((struct fuse_in_header *)s->inbuf)->opcode) && --s->test_kill_after == 0)
       kill(getpid(), SIGKILL);
+    NEED_EXTRAS();
     if (decode(s, s->inbuf, n, (size_t)got, extras)) {
       if (needs_reply(((struct fuse_in_header *)s->inbuf)->opcode)) s->inflight++;
       n++;
@@ -570,9 +577,13 @@ static int drain(session_t *s, int status) {
     j_unstage(s);
   }
   if (ended) stop_poll(s);
-  if (n > 0 || ended) deliver(s, n, extras, ended);
-  napi_close_handle_scope(env, scope);
+  if (n > 0 || ended) {
+    NEED_EXTRAS();
+    deliver(s, n, extras, ended);
+  }
+  if (scope) napi_close_handle_scope(env, scope);
   return ended ? -1 : n;
+#undef NEED_EXTRAS
 }
 
 static void on_poll_closed(uv_handle_t *h) { free(h); }
@@ -663,6 +674,7 @@ static napi_value session_start(napi_env env, napi_callback_info info) {
   int rc = uv_poll_init(loop, s->poll, s->fd);
   if (rc < 0) { free(s->poll); s->poll = NULL; return throw_errno(env, "uv_poll_init", -rc); }
   s->poll->data = s;
+  s->loop = loop;
   s->loop_fd = uv_backend_fd(loop);
   uv_poll_start(s->poll, UV_READABLE, on_readable);
   return NULL;
@@ -675,7 +687,7 @@ static napi_value session_set_busy_poll(napi_env env, napi_callback_info info) {
   session_t *s = unwrap(env, info, &argc, argv);
   if (!s) return NULL;
   double us = argc > 0 ? num(env, argv[0]) : 0;
-  s->busy_poll_ns = us > 0 && us <= 1000000 ? (uint64_t)(us * 1000) : 0;
+  s->busy_poll_ns = us > 0 ? (uint64_t)((us < 1000 ? us : 1000) * 1000) : 0; /* the config's range: 0–1000 µs */
   return NULL;
 }
 
@@ -762,7 +774,7 @@ static napi_value session_adopt_journal(napi_env env, napi_callback_info info) {
         continue;
       }
       /* Decoded (and recorded in this journal) as if this process had read it. */
-      if (decode(s, (const uint8_t *)h, count, blen, argv[2])) count++;
+      if (decode(s, (const uint8_t *)h, count, blen, argv[2])) { count++; s->inflight++; }
       continue;
     }
     jslot_t *e = jslot(m, (uint32_t)i);
@@ -778,6 +790,7 @@ static napi_value session_adopt_journal(napi_env env, napi_callback_info info) {
     memcpy(s->reqs + (size_t)count * REQ_STRIDE, e->row, sizeof e->row);
     if (nl) napi_set_element(env, argv[2], count, str_n(env, e->name, nl));
     count++;
+    s->inflight++; /* its reply goes out through send_reply like any other */
   }
   munmap(m, len);
   napi_value out, c, nx;
@@ -811,7 +824,8 @@ static napi_value send_reply(napi_env env, session_t *s, uint64_t unique, int er
   /* After the write, never before: a process dying in between leaves the
      entry, and the successor's second answer is merely refused (ENOENT). */
   j_clear(s, unique);
-  /* (replies to adopted requests were never counted) */
+  /* (a reply JS sends for a request it was never given is refused by the
+     kernel; the count does not go below 0 for it) */
   if (s->inflight > 0) s->inflight--;
   napi_value v;
   napi_create_int32(env, rc, &v);
