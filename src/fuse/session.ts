@@ -240,7 +240,17 @@ export class FuseSession {
     const r = this.requests;
     for (let i = 0; i < count; i++) {
       const b = i * REQ_STRIDE;
-      this.dispatch(r[b + Req.OPCODE]!, r[b + Req.UNIQUE]!, r[b + Req.NODEID]!, b, extras[i]);
+      const opcode = r[b + Req.OPCODE]!;
+      const unique = r[b + Req.UNIQUE]!;
+      try {
+        this.dispatch(opcode, unique, r[b + Req.NODEID]!, b, extras[i]);
+      } catch (err) {
+        // Handlers' throws are answered inside dispatch; what gets here (a
+        // forget handler's, a bug) must not cost the rest of the batch its
+        // replies: the kernel would wait for them for good.
+        this.opts.onError?.(err, opName.get(opcode) ?? opcode);
+        if (opcode !== Op.FORGET && opcode !== Op.BATCH_FORGET && opcode !== Op.INTERRUPT) this.error(unique, E.EIO);
+      }
     }
     if (ended) {
       if (this.state === 'serving') {
@@ -492,7 +502,12 @@ export class FuseSession {
     const left = (this.refs.get(nodeid) ?? 0) - nlookup;
     if (left > 0) this.refs.set(nodeid, left);
     else this.refs.delete(nodeid);
-    this.ops.forget?.(nodeid, nlookup);
+    try {
+      this.ops.forget?.(nodeid, nlookup);
+    } catch (err) {
+      // No reply to carry an error; the other forgets of a batch still count.
+      this.opts.onError?.(err, 'FORGET');
+    }
   }
 
   // --- Kept connections (a keeper process holds the fd; see src/fuse/keeper.ts) -----

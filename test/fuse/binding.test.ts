@@ -231,6 +231,33 @@ print('ok')`, join(toy.mnt, 'hello.txt'));
   });
 });
 
+describe('FUSE binding: a filesystem whose forget throws', () => {
+  let toy: ToyMount;
+  before(async () => { toy = await startToy({ manyDirs: 4, manyFiles: 50, hugeSize: MiB, ttl: 0, forgetThrows: true }); });
+  after(async () => { await toy.stop(); });
+
+  it('still answers every request (forgets arrive in the same batches as lookups and reads)', { timeout: 120_000 }, async () => {
+    const s0 = await toy.stats();
+    // Each stat of /cycle/x makes a new node the kernel soon forgets; other
+    // callers keep lookups and reads coming, so forgets share batches with them.
+    const cycles = Array.from({ length: 4 }, async () => { for (let i = 0; i < 1000; i++) await stat(join(toy.mnt, 'cycle', 'x')); });
+    const readers = Array.from({ length: 4 }, async (_, d) => {
+      for (let round = 0; round < 5; round++) {
+        for (let f = 0; f < 50; f++) {
+          assert.equal(await readFile(join(toy.mnt, 'many', `d0${d}`, `f${String(f).padStart(3, '0')}`), 'utf8'), `many/d0${d}/f${f}\n`);
+        }
+      }
+    });
+    await Promise.all([...cycles, ...readers]);
+    await until(async () => ((await toy.stats()).toy.ops.forget ?? 0) > (s0.toy.ops.forget ?? 0), 10_000, 'forgets (each one threw)');
+    const s1 = await toy.stats();
+    assert.ok((s1.sessionOps.FORGET ?? 0) + (s1.sessionOps.BATCH_FORGET ?? 0) > (s0.sessionOps.FORGET ?? 0) + (s0.sessionOps.BATCH_FORGET ?? 0), 'forgets reached the session');
+    // And the session serves on.
+    assert.equal(await readFile(join(toy.mnt, 'hello.txt'), 'utf8'), 'hello world\n');
+    assert.ok(await isMounted(toy.mnt), 'still mounted');
+  });
+});
+
 describe('FUSE binding: the connection outlives its process', () => {
   it('a successor adopts the mounted fd (inherited as fd 3) with the negotiated parameters and serves on', async () => {
     const toy = await startToy({ manyDirs: 2, manyFiles: 3, hugeSize: MiB });

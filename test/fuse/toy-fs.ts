@@ -51,6 +51,8 @@ export interface ToyTreeSpec {
   readDelayMs?: number;
   /** The session's busy polling (SessionOptions.busyPollUs; default 0: off). */
   busyPollUs?: number;
+  /** forget() throws (a filesystem bug): the session must still answer everything else. */
+  forgetThrows?: boolean;
 }
 
 /** What a successor needs to answer for node ids this instance handed out: the /cycle nodes. */
@@ -80,10 +82,12 @@ export class ToyFs implements FuseOperations {
   private cycleLookups = 0;
   private readonly ttl: number;
   private readonly readDelayMs: number;
+  private readonly forgetThrows: boolean;
 
   constructor(spec: ToyTreeSpec) {
     this.ttl = spec.ttl ?? 3600;
     this.readDelayMs = spec.readDelayMs ?? 0;
+    this.forgetThrows = spec.forgetThrows ?? false;
     const now = 1_700_000_000;
     this.wave = patternBytes(0, 2 * PERIOD);
     const root = this.add(0, '', { mode: S_IFDIR | 0o755, size: 4096, nlink: 2, mtime: now, children: new Map() });
@@ -160,6 +164,7 @@ export class ToyFs implements FuseOperations {
 
   forget(nodeid: number, nlookup: number): void {
     this.count('forget');
+    if (this.forgetThrows) throw new Error('toy: forget is broken');
     const n = this.nodes.get(nodeid);
     if (n && n.parent === this.cycleDir) {
       this.nodes.delete(nodeid);
