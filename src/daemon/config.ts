@@ -118,7 +118,9 @@ export const DEFAULT_CONFIG_PATH = '/etc/estargz-store/config.toml';
 
 export class ConfigError extends Error {}
 
-type Kind = 'bool' | 'uint' | 'posint' | 'nice' | 'usec' | 'string' | { oneOf: readonly string[] };
+/** A whole number from min to max (both included). */
+type Range = { range: readonly [min: number, max: number] };
+type Kind = 'bool' | 'uint' | 'posint' | 'string' | { oneOf: readonly string[] } | Range;
 
 const SCALARS: Record<string, Kind> = {
   noprefetch: 'bool',
@@ -129,8 +131,8 @@ const SCALARS: Record<string, Kind> = {
   background_fetch_idle_sec: 'uint',
   background_fetch_bytes_per_sec: 'uint',
   background_fetch_retry_sec: 'posint',
-  main_thread_nice: 'nice',
-  fuse_busy_poll_usec: 'usec',
+  main_thread_nice: { range: [-20, 19] },
+  fuse_busy_poll_usec: { range: [0, 1000] },
   'blob.chunk_size': 'uint',
   'blob.max_retries': 'uint',
   'blob.min_wait_msec': 'uint',
@@ -162,19 +164,20 @@ const SECTIONS = new Set(['blob', 'resolver', 'cache', 'pool']);
 const MIRROR_KEYS = new Set(['host', 'insecure', 'request_timeout_sec', 'header']);
 
 function describe(kind: Kind): string {
-  if (typeof kind === 'object') return `one of ${kind.oneOf.map((v) => JSON.stringify(v)).join(', ')}`;
-  return { bool: 'true or false', uint: 'a whole number ≥ 0', posint: 'a whole number ≥ 1', nice: 'a whole number from -20 to 19', usec: 'a whole number from 0 to 1000', string: 'a string' }[kind];
+  if (typeof kind === 'object') {
+    return 'range' in kind ? `a whole number from ${kind.range[0]} to ${kind.range[1]}` : `one of ${kind.oneOf.map((v) => JSON.stringify(v)).join(', ')}`;
+  }
+  return { bool: 'true or false', uint: 'a whole number ≥ 0', posint: 'a whole number ≥ 1', string: 'a string' }[kind];
 }
 
 function check(key: string, value: unknown, kind: Kind, where: string): unknown {
-  const ok = typeof kind === 'object'
+  const [min, max] = typeof kind === 'object' && 'range' in kind ? kind.range : [kind === 'posint' ? 1 : 0, Infinity];
+  const ok = typeof kind === 'object' && 'oneOf' in kind
     ? typeof value === 'string' && kind.oneOf.includes(value)
     : kind === 'bool' ? typeof value === 'boolean'
       : kind === 'string' ? typeof value === 'string'
         : (typeof value === 'number' || typeof value === 'bigint') && Number.isSafeInteger(Number(value))
-          && (kind === 'nice' ? Number(value) >= -20 && Number(value) <= 19
-            : kind === 'usec' ? Number(value) >= 0 && Number(value) <= 1000
-              : Number(value) >= (kind === 'posint' ? 1 : 0));
+          && Number(value) >= min && Number(value) <= max;
   if (!ok) throw new ConfigError(`${where}: ${key} = ${JSON.stringify(typeof value === 'bigint' ? Number(value) : value)} is not valid; expected ${describe(kind)}`);
   return typeof value === 'bigint' ? Number(value) : value;
 }

@@ -41,7 +41,8 @@ export interface SessionOptions {
    * on Node's loop, instead of sleeping in epoll and being woken for the next
    * request. A caller walking a tree sends its next request a few µs after the
    * last reply; on a VM, sleeping and waking costs about half of each round
-   * trip. Bounded to 2 ms per wake-up, and any other ready event ends it.
+   * trip. Only while every request read was answered (one left waiting ends
+   * it, as does any other fd ready on the loop); at most 2 ms per wake-up.
    */
   busyPollUs?: number;
   /** A handler threw something that is not an errno (a bug): it is answered EIO and passed here. */
