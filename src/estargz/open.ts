@@ -9,6 +9,8 @@ import { TOC_TAR_NAME, parseTocJson, sha256Digest, type TocJson } from './toc.js
 export const DEFAULT_MAX_TOC_BYTES = 256 << 20;
 /** Tail read on open: small layers' TOCs fit, so open costs one range read. */
 export const DEFAULT_TAIL_BYTES = 64 << 10;
+/** Inflated TOC bytes per piece of the streamed inflate. */
+const TOC_INFLATE_PIECE_BYTES = 256 << 10;
 
 export interface OpenOptions {
   /** Trusted TOC digest (the manifest annotation); a mismatch rejects the blob. */
@@ -17,6 +19,12 @@ export interface OpenOptions {
   maxTocBytes?: number;
   /** Bytes read from the end of the blob first; when the TOC member is inside them, open costs one read. */
   tailBytes?: number;
+  /**
+   * The blob's last bytes, read already (the store reads them while the
+   * manifest is on the way): used as the tail read when there are exactly as
+   * many as the tail read would ask for, else ignored.
+   */
+  tail?: Buffer;
 }
 
 export interface EstargzBlob {
@@ -38,7 +46,7 @@ export interface EstargzBlob {
 export async function openEstargz(source: RangedSource, opts: OpenOptions = {}): Promise<EstargzBlob> {
   const size = source.size;
   const tailLen = Math.min(size, Math.max(MAX_FOOTER_SIZE, opts.tailBytes ?? DEFAULT_TAIL_BYTES));
-  const tail = await source.read(size - tailLen, tailLen);
+  const tail = opts.tail?.length === tailLen ? opts.tail : await source.read(size - tailLen, tailLen);
   const footer = parseFooter(tail, size);
   const tocEnd = size - footer.footerSize;
   const tailStart = size - tailLen;
@@ -68,7 +76,10 @@ export async function openEstargz(source: RangedSource, opts: OpenOptions = {}):
  */
 function extractTocJson(member: Buffer, tocOffset: number, maxTocBytes: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
-    const gunzip = createGunzip();
+    // Output in large pieces: each piece is a round trip through libuv's thread pool, and a 2 MB TOC
+    // in the default 16 KiB pieces took ~120 of them (17 ms against 10 ms here, more on a busy loop).
+    // Still streamed, so a footer that points into a large payload member stops after the first piece.
+    const gunzip = createGunzip({ chunkSize: TOC_INFLATE_PIECE_BYTES });
     const parser = new TarParser();
     const parts: Buffer[] = [];
     let got = 0;

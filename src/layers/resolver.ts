@@ -1,10 +1,10 @@
 import type { Logger } from '../log/logger.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { EstargzError, isEstargzError } from '../estargz/errors.js';
-import { openEstargz, type EstargzBlob } from '../estargz/open.js';
-import { TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION } from '../estargz/toc.js';
+import { DEFAULT_TAIL_BYTES, openEstargz, type EstargzBlob } from '../estargz/open.js';
+import { DIGEST_PATTERN, TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION } from '../estargz/toc.js';
 import type { RangedSource } from '../estargz/source.js';
-import { RemoteBlob } from '../registry/blob.js';
+import { readBlobTail, RemoteBlob } from '../registry/blob.js';
 import type { RegistryClient } from '../registry/client.js';
 import { RegistryError } from '../registry/errors.js';
 import { ImageResolver } from '../registry/manifest.js';
@@ -67,8 +67,8 @@ export const DEFAULT_RESOLVER: ResolverOptions = {
  * client's traffic hook counts its requests, like every other registry
  * request (src/metrics/traffic.ts): nothing is counted here.
  */
-function measured(blob: RemoteBlob): RangedSource {
-  let reads = 0;
+function measured(blob: RemoteBlob, tailRead = false): RangedSource {
+  let reads = tailRead ? 1 : 0;
   return { size: blob.size, read: (offset, length) => blob.read(offset, length, undefined, reads++ === 0 ? 'footer' : 'toc') };
 }
 
@@ -84,10 +84,12 @@ const TOC_READ_ATTEMPTS = 3;
  * for a fault of that fetch (a flipped or shifted range) and read again;
  * only a repeat refuses the layer.
  */
-async function openTrusted(blob: RemoteBlob, tocDigest: string | undefined, log: Logger): Promise<EstargzBlob> {
+async function openTrusted(blob: RemoteBlob, tocDigest: string | undefined, log: Logger, tail?: Buffer): Promise<EstargzBlob> {
   for (let attempt = 1; ; attempt++) {
+    // The tail read early is used on the first try only: a retry reads everything again.
+    const early = attempt === 1 && tail?.length === Math.min(blob.size, DEFAULT_TAIL_BYTES) ? tail : undefined;
     try {
-      return await openEstargz(measured(blob), tocDigest ? { tocDigest } : {});
+      return await openEstargz(measured(blob, early !== undefined), { ...(tocDigest && { tocDigest }), ...(early && { tail: early }) });
     } catch (err) {
       const refetchable = tocDigest !== undefined && isEstargzError(err) && (err.code === 'TOC_DIGEST_MISMATCH' || err.code === 'INVALID_TOC' || err.code === 'NOT_ESTARGZ');
       if (!refetchable || attempt >= TOC_READ_ATTEMPTS) throw err;
@@ -156,6 +158,11 @@ export class LayerResolver implements LayerOpener {
 
   private async resolveSteps(key: LayerKey, signal: AbortSignal): Promise<OpenedLayer> {
     const { ref, digest, refText: refString } = key;
+    // A manifest not at hand is a round trip away: meanwhile the blob's end is read as if the directory
+    // were named by its layer digest (podman ≤ 5.0 names it so), which saves a round trip before the
+    // TOC. Used only when the manifest lists a gzip layer of that digest and size; otherwise one wasted
+    // ranged GET (a 404 when the name is a TOC digest).
+    const earlyTail = this.images.hasManifest(ref) || !DIGEST_PATTERN.test(digest) ? undefined : readBlobTail(this.client, { registry: ref.registry, repository: ref.repository }, digest, DEFAULT_TAIL_BYTES, signal, 'footer').catch(() => undefined);
     const image = await this.images.manifest(ref, signal);
     // The config (for the diff_id) arrives while the footer and TOC are read.
     const config = this.images.config(ref, signal);
@@ -183,7 +190,8 @@ export class LayerResolver implements LayerOpener {
     }
     const repo = { registry: ref.registry, repository: ref.repository };
     const blob = await RemoteBlob.open(this.client, repo, descriptor.digest, { expectedSize: descriptor.size, signal, singleRangeOnly: this.opts.singleRangeOnly });
-    const estargz = await openTrusted(blob, tocDigest, this.log);
+    const early = keyedBy === 'layer' ? await earlyTail : undefined;
+    const estargz = await openTrusted(blob, tocDigest, this.log, early?.size === blob.size ? early.tail : undefined);
     const diffIDs = (await config).config.rootfs.diff_ids;
     if (layers.length !== diffIDs.length) {
       throw new RegistryError('PROTOCOL', `${refString}: ${layers.length} layers but ${diffIDs.length} diff_ids in the config`);

@@ -555,6 +555,41 @@ export async function blobSize(client: RegistryClient, repo: RepoRef, digest: st
   }
 }
 
+/**
+ * The last `length` bytes of a blob whose size is not known yet, and the
+ * blob's size: one GET with a suffix range (`bytes=-N`), which lets a layer's
+ * footer be read while its manifest is still on the way. Answers undefined,
+ * without reading the body, when the registry (or the storage it redirects
+ * to) does not answer the suffix range with a 206 that ends at the blob's end.
+ * What it returns is unverified like any range: the caller checks it (the
+ * size against the manifest's descriptor, the TOC against its digest).
+ */
+export async function readBlobTail(client: RegistryClient, repo: RepoRef, digest: string, length: number, signal?: AbortSignal, operation?: RegistryOperation): Promise<{ size: number; tail: Buffer } | undefined> {
+  const what = `blob ${digest} of ${repo.registry}/${repo.repository}`;
+  const headers = { range: `bytes=-${length}`, 'accept-encoding': 'identity' };
+  const parse = async (res: HttpResponse, url: string): Promise<{ size: number; tail: Buffer } | undefined> => {
+    if (res.statusCode !== 206) {
+      if (res.statusCode === 200) {
+        // The range was ignored: the whole blob would follow. Not read: the caller reads the tail by offset.
+        res.body.destroy();
+        return undefined;
+      }
+      throw await statusError(res, `GET ${what} (${safeUrl(url)})`);
+    }
+    const range = parseContentRange(header(res, 'content-range'));
+    if (!range || range.total === undefined || range.end !== range.total - 1 || range.end - range.start + 1 > length) {
+      res.body.destroy();
+      return undefined;
+    }
+    const { body } = await readBody(res, length, `GET ${what}`);
+    if (body.length !== range.end - range.start + 1) return undefined;
+    return { size: range.total, tail: body };
+  };
+  // Sent beside the manifest request, which fetches whatever token is needed: a 401 here is final.
+  return client.call(repo, { method: 'GET', path: `blobs/${digest}`, headers, noAuthRetry: true, ...(signal && { signal }), ...(operation && { operation }) }, async (res, ctx) =>
+    (isRedirect(res.statusCode) ? followRedirect(client, res, ctx, headers, what, parse, signal, operation) : parse(res, ctx.url)));
+}
+
 /** GETs a whole small blob (a config) and checks its digest. */
 export async function fetchBlobBytes(client: RegistryClient, repo: RepoRef, digest: string, maxBytes: number, signal?: AbortSignal, operation?: RegistryOperation): Promise<Buffer> {
   const what = `blob ${digest} of ${repo.registry}/${repo.repository}`;

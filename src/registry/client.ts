@@ -29,6 +29,14 @@ export interface RepoRequest {
   signal?: AbortSignal;
   /** What the request is for, as the traffic hook reports it; unlabelled requests are reported without one. */
   operation?: RegistryOperation;
+  /**
+   * A 401 is final: no credentials are fetched for this request (it still
+   * sends those at hand, and its challenge is remembered). For a request
+   * sent beside another that will ask for them anyway (the resolver's early
+   * tail read beside the manifest): two token requests for one set of
+   * credentials, a wrong one twice, is what a registry's lockout counts.
+   */
+  noAuthRetry?: boolean;
 }
 
 export interface CallContext {
@@ -168,10 +176,10 @@ export class RegistryClient {
         return UNAUTHORIZED;
       });
       if (result !== UNAUTHORIZED) return result as T;
-      if (auth) this.authorizer.invalidate(ep, scope);
+      if (auth && !req.noAuthRetry) this.authorizer.invalidate(ep, scope);
       this.authorizer.onChallenge(ep, challenge);
       // One retry with fresh credentials; a second 401 is final.
-      if (attempt >= 1 || !challenge) {
+      if (attempt >= 1 || !challenge || req.noAuthRetry) {
         throw new RegistryError('UNAUTHORIZED', `${ep.host} refused ${req.method} ${repo.repository}/${req.path.split('?')[0]} (401 Unauthorized${auth ? ', credentials were sent' : ', no credentials were found'})`, 401);
       }
       this.traffic.retry({ operation: req.operation, reason: 'auth' });

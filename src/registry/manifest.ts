@@ -141,6 +141,8 @@ interface CachedImage {
   at: number;
   manifest: Promise<ResolvedManifest>;
   config: Promise<{ config: ImageConfig; bytes: Buffer }>;
+  /** The manifest arrived (its promise resolved). */
+  arrived: boolean;
 }
 
 /**
@@ -158,10 +160,17 @@ export class ImageResolver {
     if (hit && Date.now() - hit.at < this.ttlMs) return hit;
     const manifest = resolveManifest(this.client, ref, this.platform, signal);
     const config = manifest.then((m) => fetchConfig(this.client, { registry: ref.registry, repository: ref.repository }, m.manifest, signal));
-    const entry: CachedImage = { at: Date.now(), manifest, config };
+    const entry: CachedImage = { at: Date.now(), manifest, config, arrived: false };
+    manifest.then(() => { entry.arrived = true; }, () => {});
     config.catch(() => this.cache.get(key) === entry && this.cache.delete(key));
     this.cache.set(key, entry);
     return entry;
+  }
+
+  /** Whether the image's manifest is at hand (fetched and fresh): a lookup of it costs no request. */
+  hasManifest(ref: ImageReference): boolean {
+    const hit = this.cache.get(formatReference(ref));
+    return hit !== undefined && hit.arrived && Date.now() - hit.at < this.ttlMs;
   }
 
   manifest(ref: ImageReference, signal?: AbortSignal): Promise<ResolvedManifest> {

@@ -1,7 +1,7 @@
 import { createServer } from 'node:http';
 import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
 import type { Agent as UndiciAgent, Dispatcher } from 'undici';
 import { RegistryError, safeUrl } from './errors.js';
 import type { RegistryOperation, RegistryTraffic, RetryReason } from './traffic.js';
@@ -105,8 +105,24 @@ function retryAfterMs(value: string | string[] | undefined): number | undefined 
  */
 export class Transport {
   readonly dispatcher: Dispatcher;
+  /**
+   * Origins a response of which was handled in this turn of the event loop.
+   * undici frees the connection of a finished response only in a later
+   * turn: a request sent before then (a config right after its manifest, a
+   * TOC right after the footer) finds the connection busy and opens another,
+   * which costs a round trip for the handshake (more with TLS). A request to
+   * such an origin waits for that turn instead (see `send`).
+   */
+  private readonly justFreed = new Set<string>();
+
   constructor(readonly retry: RetryPolicy = DEFAULT_RETRY, dispatcher?: Dispatcher) {
     this.dispatcher = dispatcher ?? new Agent({ keepAliveTimeout: 30_000, connections: 16, pipelining: 1 });
+  }
+
+  private freed(origin: string): void {
+    if (this.justFreed.has(origin)) return;
+    this.justFreed.add(origin);
+    setImmediate(() => this.justFreed.delete(origin));
   }
 
   /**
@@ -127,6 +143,7 @@ export class Transport {
       let bytes = 0;
       try {
         const url = new URL(call.url);
+        if (this.justFreed.has(url.origin)) await nextTurn();
         const res = await dispatcherRequest.call(this.dispatcher, {
           origin: url.origin,
           path: `${url.pathname}${url.search}`,
@@ -146,6 +163,7 @@ export class Transport {
         } else {
           const out = await handle(res);
           bytes = bodyBytes(call, res);
+          this.freed(url.origin);
           return out;
         }
       } catch (err) {

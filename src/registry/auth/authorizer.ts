@@ -42,8 +42,9 @@ export class Authorizer {
     const challenge = this.challenges.get(ep.host);
     if (!challenge) return undefined;
     // Credentials of the origin registry are not sent to a mirror: a mirror uses its own entry.
-    const creds = await this.credentials.lookup(ep.mirror ? ep.host : ep.registry, repository);
+    const lookup = (): Promise<Credentials | undefined> => this.credentials.lookup(ep.mirror ? ep.host : ep.registry, repository);
     if (challenge.scheme === 'basic') {
+      const creds = await lookup();
       if (!creds?.username || creds.password === undefined) {
         throw new RegistryError('UNAUTHORIZED', `${ep.host} requires a username and password for ${repository}, and none is configured`, 401);
       }
@@ -55,11 +56,15 @@ export class Authorizer {
     const key = `${ep.host}|${scope}`;
     let pending = this.tokens.get(key);
     if (pending) {
-      const cached = await pending.catch(() => undefined); // a token fetch that failed is not reused: a new one is fetched below
-      if (cached && cached.expiresAt - EXPIRY_MARGIN_MS > Date.now()) return cached.header;
+      // A failed fetch leaves the map as it settles: one found here was in flight, and its failure
+      // is this request's too (asking again at once with the same credentials fails the same way).
+      const cached = await pending;
+      if (cached.expiresAt - EXPIRY_MARGIN_MS > Date.now()) return cached.header;
       if (this.tokens.get(key) === pending) this.tokens.delete(key);
     }
-    pending = this.fetchToken(ep, challenge, scope, creds, signal);
+    // Set before the first await: requests sent together (a manifest and the early tail read beside
+    // it) share one token request, also when the credentials lookup takes each of them a while.
+    pending = lookup().then((creds) => this.fetchToken(ep, challenge, scope, creds, signal));
     this.tokens.set(key, pending);
     pending.catch(() => this.tokens.get(key) === pending && this.tokens.delete(key));
     return (await pending).header;
