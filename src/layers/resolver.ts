@@ -11,9 +11,8 @@ import { ImageResolver } from '../registry/manifest.js';
 import { MediaType, type Descriptor } from '../registry/media-types.js';
 import { MANIFEST_CHECKSUM_ANNOTATION } from '../zstdchunked/annotations.js';
 import { isZstdChunkedError, ZstdChunkedError } from '../zstdchunked/errors.js';
-import { openZstdChunked, type ZstdChunkedBlob } from '../zstdchunked/open.js';
+import { openZstdChunked, type TarSplitChecker, type ZstdChunkedBlob } from '../zstdchunked/open.js';
 import type { Engine } from '../engine/engine.js';
-import { checkTarSplitInWorker } from '../engine/tarsplit-check.js';
 import { estargzContent, zstdChunkedContent, type EngineLayer, type LayerContent } from '../engine/layer.js';
 import type { LayerOpener, OpenedLayer } from './manager.js';
 import { readerOf, type LayerReader } from './reader.js';
@@ -105,10 +104,10 @@ async function openTrusted(blob: RemoteBlob, tocDigest: string | undefined, log:
  * tar-split that does not check out is first taken for a fault of that
  * fetch and read again; only a repeat refuses the layer.
  */
-async function openZstdTrusted(blob: RemoteBlob, annotations: Readonly<Record<string, string>> | undefined, log: Logger): Promise<ZstdChunkedBlob> {
+async function openZstdTrusted(blob: RemoteBlob, annotations: Readonly<Record<string, string>> | undefined, checkTarSplit: TarSplitChecker, log: Logger): Promise<ZstdChunkedBlob> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await openZstdChunked(measured(blob), annotations, { checkTarSplit: checkTarSplitInWorker });
+      return await openZstdChunked(measured(blob), annotations, { checkTarSplit });
     } catch (err) {
       const refetchable = isZstdChunkedError(err) && ['MANIFEST_DIGEST_MISMATCH', 'TARSPLIT_DIGEST_MISMATCH', 'INVALID_FOOTER'].includes(err.code);
       if (!refetchable || attempt >= TOC_READ_ATTEMPTS) throw err;
@@ -245,7 +244,7 @@ export class LayerResolver implements LayerOpener {
     const blob = await RemoteBlob.open(this.client, repo, descriptor.digest, { expectedSize: descriptor.size, signal, singleRangeOnly: this.opts.singleRangeOnly });
     let zstd: ZstdChunkedBlob;
     try {
-      zstd = await openZstdTrusted(blob, descriptor.annotations, this.log);
+      zstd = await openZstdTrusted(blob, descriptor.annotations, this.engine.pool.checkTarSplit, this.log);
     } catch (err) {
       if (!isZstdChunkedError(err)) throw err;
       throw new Error(`${what} refused: ${err.message}`, { cause: err });

@@ -19,7 +19,6 @@ import { promisify } from 'node:util';
 import { DEFAULT_CONFIG, engineOptions } from '../../src/daemon/config.js';
 import { Engine } from '../../src/engine/engine.js';
 import { zstdChunkedContent } from '../../src/engine/layer.js';
-import { checkTarSplitInWorker } from '../../src/engine/tarsplit-check.js';
 import { RemoteBlob } from '../../src/registry/blob.js';
 import { RegistryClient } from '../../src/registry/client.js';
 import { BufferSource } from '../../src/estargz/source.js';
@@ -197,7 +196,7 @@ describe('podman 5.4 with the store as an additional layer store', () => {
     try {
       for (const [i, l] of manifest.layers.entries()) {
         const blob = await RemoteBlob.open(client, { registry: reg.host, repository: 'p5/zstd' }, l.digest, { expectedSize: l.size });
-        const z = await openZstdChunked(blob, l.annotations, { checkTarSplit: checkTarSplitInWorker });
+        const z = await openZstdChunked(blob, l.annotations, { checkTarSplit: engine.pool.checkTarSplit });
         // What the tar-split check would cost the FUSE thread (the store runs it in a worker).
         const ms: string[] = [];
         for (let k = 0; k < 3; k++) {

@@ -6,7 +6,6 @@ import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { DEFAULT_CONFIG, engineOptions, type EngineOverrides } from '../../src/daemon/config.js';
-import { checkTarSplitInWorker } from '../../src/engine/tarsplit-check.js';
 import { Engine } from '../../src/engine/engine.js';
 import { estargzContent, zstdChunkedContent, type EngineLayer } from '../../src/engine/layer.js';
 import type { LayerIndex, LayerNode } from '../../src/estargz/layer-index.js';
@@ -106,7 +105,7 @@ describe('whole-layer check: no byte fetched twice, a passed check remembered', 
     const fetcher = await RemoteBlob.open(client, { registry: host, repository: p.repo }, p.digest);
     const content = p.format === 'estargz'
       ? estargzContent(await openEstargz(fetcher))
-      : zstdChunkedContent(await openZstdChunked(fetcher, p.annotations, { checkTarSplit: checkTarSplitInWorker }));
+      : zstdChunkedContent(await openZstdChunked(fetcher, p.annotations, { checkTarSplit: engine.pool.checkTarSplit }));
     const layer = engine.openLayer({ id: `${p.format}-${Math.random().toString(36).slice(2, 6)}`, blobDigest: p.digest, diffID: p.diffID, fetcher, content });
     return { layer, index: content.index };
   }

@@ -3,9 +3,9 @@ import { createHash } from 'node:crypto';
 import { describe, test } from 'node:test';
 import { DEFAULT_CONFIG, engineOptions, type EngineOverrides } from '../../src/daemon/config.js';
 import type { BlobFetcher } from '../../src/engine/chunk-loader.js';
+import { DecodePool } from '../../src/engine/decode-pool.js';
 import { Engine } from '../../src/engine/engine.js';
 import { zstdChunkedContent, type EngineLayer } from '../../src/engine/layer.js';
-import { checkTarSplitInWorker } from '../../src/engine/tarsplit-check.js';
 import { BufferSource } from '../../src/estargz/source.js';
 import { isZstdChunkedError } from '../../src/zstdchunked/errors.js';
 import { openZstdChunked, type ZstdChunkedBlob } from '../../src/zstdchunked/open.js';
@@ -71,7 +71,7 @@ async function withEngine<T>(opts: EngineOverrides, fn: (e: Engine) => Promise<T
 const BACKGROUND: EngineOverrides = { fetch: { noBackgroundFetch: false, background: { idleMs: 0, spanBytes: 64 << 10, spanAttempts: 1, runRetryWaitMs: 5, maxWholeFailures: 1, maxRuns: 1 } } };
 
 async function openLayer(engine: Engine, blob: Buffer, annotations: Record<string, string>, diffID: string): Promise<{ layer: EngineLayer; z: ZstdChunkedBlob; fetcher: ReturnType<typeof recordingFetcher> }> {
-  const z = await openZstdChunked(new BufferSource(blob), annotations, { checkTarSplit: checkTarSplitInWorker });
+  const z = await openZstdChunked(new BufferSource(blob), annotations, { checkTarSplit: engine.pool.checkTarSplit });
   const fetcher = recordingFetcher(blob);
   const layer = engine.openLayer({ id: `zstd-${Math.random().toString(36).slice(2, 8)}`, blobDigest: sha(blob), diffID, fetcher, content: zstdChunkedContent(z) });
   return { layer, z, fetcher };
@@ -155,7 +155,11 @@ describe('the engine serving zstd:chunked layers', () => {
     });
   });
 
-  test('the tar-split check in its worker refuses what the in-thread check refuses, with the same code', async () => {
+  test('the tar-split check on a decode worker refuses what the in-thread check refuses, with the same code', async (t) => {
+    // Never on this thread (inlineMaxBytes 0), however small the tar-split: the worker's answer is what is tested.
+    const pool = new DecodePool(testTelemetry(), { threads: 1, idleThreads: 1, inlineMaxBytes: 0 });
+    const checkTarSplitInWorker = pool.checkTarSplit;
+    t.after(() => pool.close());
     const m = await make([{ name: 'a', type: 'file', content: Buffer.from('abc') }, { name: 'b', type: 'file', mode: 0o600, content: Buffer.from('def') }]);
     // The manifest says b is 0644, the tar-split's header 0600: c/storage would export another tar than the tree served.
     const liar = await writeZstdChunked(await makeLayerTar([{ name: 'a', type: 'file', content: Buffer.from('abc') }, { name: 'b', type: 'file', mode: 0o600, content: Buffer.from('def') }]), {
