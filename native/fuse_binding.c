@@ -1072,9 +1072,14 @@ static napi_value journal_live(napi_env env, napi_callback_info info) {
   uint32_t live = 0;
   for (uint32_t i = 0; i < slots; i++) if (jslot(m, i)->state == J_LIVE) live++;
   /* A request read into the buffer and in no slot is in flight too (a
-     journal holding only that is still an orphan to adopt). */
+     journal holding only that is still an orphan to adopt). The server
+     reads only while a slot is free, so with every slot live the buffer
+     holds an entry already answered; and a scan racing the server (a slot
+     freed and another taken while it runs) may see one entry twice: a
+     journal never holds more than its slots. */
   const struct fuse_in_header *h = j_readbuf(m, len);
-  if (j_staged_len(h) && needs_reply(h->opcode) && j_lookup(m, slots, h->unique) < 0) live++;
+  if (live < slots && j_staged_len(h) && needs_reply(h->opcode) && j_lookup(m, slots, h->unique) < 0) live++;
+  if (live > slots) live = slots;
   munmap(m, len);
   napi_value v;
   napi_create_uint32(env, live, &v);
