@@ -30,11 +30,13 @@ export interface RepoRequest {
   /** What the request is for, as the traffic hook reports it; unlabelled requests are reported without one. */
   operation?: RegistryOperation;
   /**
-   * A 401 is final: no credentials are fetched for this request (it still
-   * sends those at hand, and its challenge is remembered). For a request
-   * sent beside another that will ask for them anyway (the resolver's early
-   * tail read beside the manifest): two token requests for one set of
-   * credentials, a wrong one twice, is what a registry's lockout counts.
+   * A 401 is final: the request is not sent again with fresh credentials
+   * (it sends what the authorizer has or is fetching for its scope, shared
+   * with the requests beside it, and its challenge is remembered). For a
+   * request sent beside another that will ask for credentials anyway (the
+   * resolver's early tail read beside the manifest): two token requests for
+   * one set of credentials, a wrong one twice, is what a registry's lockout
+   * counts.
    */
   noAuthRetry?: boolean;
 }
