@@ -54,11 +54,12 @@ export const INLINE_MAX_PLAIN_BYTES = 64 << 10;
 const WORKER_FILE = fileURLToPath(new URL('../../workers/decode.js', import.meta.url));
 
 /**
- * A compressed tar-split at most this large is checked on the calling thread
- * when no worker is ready: a few headers cost less than starting a worker
- * (~50 ms), and nothing larger stalls the FUSE thread.
+ * A tar-split of at most this many manifest entries is checked on the
+ * calling thread when no worker is ready: the check's cost follows the
+ * entries (33–255 ms for 2,336, so at most ~14 ms for these under load,
+ * ~2 ms on a quiet machine), less than waiting for a worker to start (~50 ms).
  */
-const TARSPLIT_INLINE_MAX_BYTES = 16 << 10;
+const TARSPLIT_INLINE_MAX_ENTRIES = 128;
 
 /** Strips the "zstd:chunked <part>: " prefix ZstdChunkedError puts on its message, so that the rebuilt error does not say it twice. */
 function bareMessage(message: string, part: string): string {
@@ -188,12 +189,12 @@ export class DecodePool {
    * layer as podman 5.4 pushes it (2,336 manifest entries; 2 cores under
    * load), far over the ~20 ms a FUSE reply may wait; in a worker started
    * for it, each layer's open paid 70–100 ms for the worker's start (W1 on
-   * zstd:chunked 0.13 s against 0.06 s on eStargz). A small tar-split while
-   * no worker is ready is checked here (never with `inlineMaxBytes` 0).
+   * zstd:chunked 0.13 s against 0.06 s on eStargz). A layer of few entries
+   * while no worker is ready is checked here (never with `inlineMaxBytes` 0).
    */
-  readonly checkTarSplit: TarSplitChecker = async (tarSplit, pos, json) => {
+  readonly checkTarSplit: TarSplitChecker = async (tarSplit, pos, json, manifest) => {
     const task: TarSplitCheckTask = { tarSplit, pos, json };
-    const inline = !this.piscina || (this.readyWorkers === 0 && this.inlineMaxBytes > 0 && tarSplit.length <= TARSPLIT_INLINE_MAX_BYTES);
+    const inline = !this.piscina || (this.readyWorkers === 0 && this.inlineMaxBytes > 0 && manifest.entries.length <= TARSPLIT_INLINE_MAX_ENTRIES);
     if (inline) return settleTarSplitAnswer(await answerTarSplitCheck(task));
     return settleTarSplitAnswer(await this.piscina!.run(task, { name: 'checkTarSplit' }) as TarSplitCheckAnswer);
   };
