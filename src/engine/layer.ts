@@ -161,6 +161,12 @@ export class EngineLayer {
     return this.files.read(node, offset, length, path);
   }
 
+  /** The same bytes as readFile, as the verified chunks' pieces in order (not joined: see FileReader.readParts). */
+  readFileParts(node: LayerNode, offset: number, length: number, path: string = node.path): Promise<Buffer[]> {
+    this.lastForeground = Date.now();
+    return this.files.readParts(node, offset, length, path);
+  }
+
   /** Reads raw compressed bytes of the blob (the `blob` file). */
   readBlob(offset: number, length: number): Promise<Buffer> {
     this.lastForeground = Date.now();

@@ -566,17 +566,18 @@ export class StoreFs {
 
   /**
    * Exactly `size` bytes, fewer only at the end of the file: the kernel takes
-   * a short reply for the end of the file and shrinks its size. Content comes
-   * as the engine returns it (one verified chunk's subarray, or the chunks
-   * concatenated once); a read that cannot be served whole fails (EIO).
+   * a short reply for the end of the file and shrinks its size. File content
+   * comes as the engine returns it: the verified chunks' pieces, in order,
+   * which the reply writes out without joining; a read that cannot be served
+   * whole fails (EIO).
    */
-  read(id: number, offset: number, size: number): Awaitable<Uint8Array> {
+  read(id: number, offset: number, size: number): Awaitable<Uint8Array | readonly Uint8Array[]> {
     if (id === ROOT_ID) throw new FsAnswer(Errno.EISDIR);
     const rec = this.record(id);
     if (!rec) throw stale();
     if (rec.kind === 'ref') throw new FsAnswer(Errno.EISDIR);
     const low = lowOf(id);
-    return this.withServed(rec, (s): Awaitable<Uint8Array> => {
+    return this.withServed(rec, (s): Awaitable<Uint8Array | readonly Uint8Array[]> => {
       if (low === Low.LAYER_DIR) throw new FsAnswer(Errno.EISDIR);
       if (low === Low.INFO) return s.info.subarray(offset, offset + size);
       if (low === Low.BLOB) return then(s.resolved.layer.readBlob(offset, size), (data) => this.checkLength(id, data, offset, size, s.resolved.blobSize));
@@ -585,15 +586,18 @@ export class StoreFs {
       const node: LayerNode = entry.node;
       if (node.type !== 'reg') throw new FsAnswer(node.type === 'dir' ? Errno.EISDIR : Errno.EINVAL);
       this.onRead?.(rec.ref, rec.digest, node.path);
-      return then(s.resolved.layer.readFile(node, offset, size, node.path), (data) => this.checkLength(id, data, offset, size, node.size));
+      return then(s.resolved.layer.readFileParts(node, offset, size, node.path), (parts) => this.checkLength(id, parts, offset, size, node.size));
     });
   }
 
   /** A reply shorter than asked before the end of the file would cut the file short in the kernel: refused (and said). */
-  private checkLength(id: number, data: Buffer, offset: number, size: number, fileSize: number): Buffer {
+  private checkLength<T extends Buffer | readonly Buffer[]>(id: number, data: T, offset: number, size: number, fileSize: number): T {
     const want = Math.max(0, Math.min(size, fileSize - offset));
-    if (data.length !== want) {
-      this.log.error({ path: this.describe(id), offset, size, fileSize, got: data.length }, 'BUG: a read came out shorter than asked before the end of the file; answered EIO');
+    let got = 0;
+    if (Buffer.isBuffer(data)) got = data.length;
+    else for (const part of data as readonly Buffer[]) got += part.length;
+    if (got !== want) {
+      this.log.error({ path: this.describe(id), offset, size, fileSize, got }, 'BUG: a read came out shorter than asked before the end of the file; answered EIO');
       throw new FsAnswer(Errno.EIO);
     }
     return data;

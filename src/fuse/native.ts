@@ -12,6 +12,8 @@ export interface NativeSession {
   replyEntry(unique: number): number;
   replyAttr(unique: number): number;
   replyData(unique: number, data?: Uint8Array, offset?: number, length?: number): number;
+  /** The buffers' bytes in order, one writev (at most MAX_REPLY_PARTS of them; more, or a non-Buffer, answers EIO). */
+  replyDataVec(unique: number, parts: readonly Uint8Array[]): number;
   replyOpen(unique: number, fh: number, openFlags: number): number;
   replyXattrSize(unique: number, size: number): number;
   replyStatfs(unique: number, blocks: number, bfree: number, bavail: number, files: number, ffree: number, bsize: number, namelen: number, frsize: number): number;

@@ -53,6 +53,8 @@ export const ROOT_ID = 1;
 export const REQ_STRIDE = 12;
 /** Rows the addon fills per wake-up at most. */
 export const MAX_BATCH = 64;
+/** Most buffers one vectored data reply takes (native MAX_REPLY_PARTS); a read of more is joined first. */
+export const MAX_REPLY_PARTS = 256;
 export const Req = { OPCODE: 0, UNIQUE: 1, NODEID: 2, UID: 3, GID: 4, PID: 5, A0: 6, A1: 7, A2: 8, A3: 9, A4: 10, A5: 11 } as const;
 
 /** One row per entry: nodeid generation entryValid attrValid, 12 attr fields, then the dirent's next offset. */

@@ -88,8 +88,12 @@ export interface FuseOperations {
   readdir?(nodeid: number, offset: number, size: number, ctx: RequestContext): Awaitable<DirEntry[]>;
   /** Like readdir, with each entry's lookup answer: the kernel caches them (one lookup reference per entry sent, . and .. excepted). */
   readdirplus?(nodeid: number, offset: number, size: number, ctx: RequestContext): Awaitable<DirEntryPlus[]>;
-  /** At most `size` bytes from `offset`; fewer only at end of file. */
-  read?(nodeid: number, offset: number, size: number, ctx: RequestContext): Awaitable<Uint8Array>;
+  /**
+   * At most `size` bytes from `offset`; fewer only at end of file. A list of
+   * buffers is sent as they are, in order, in one write (a read spanning
+   * several cached chunks needs no joined copy).
+   */
+  read?(nodeid: number, offset: number, size: number, ctx: RequestContext): Awaitable<Uint8Array | readonly Uint8Array[]>;
   readlink?(nodeid: number, ctx: RequestContext): Awaitable<string | Uint8Array>;
   /** null: ENODATA. */
   getxattr?(nodeid: number, name: string, ctx: RequestContext): Awaitable<string | Uint8Array | null>;

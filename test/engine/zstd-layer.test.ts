@@ -93,6 +93,10 @@ describe('the engine serving zstd:chunked layers', () => {
         assert.ok(node.chunks.every((c) => c.codec === 'zstd' || c.codec === 'zeros'));
         assert.equal(sha(await layer.readFile(node, 0, node.size + 10)), sha(content), name);
         if (node.size > 100) assert.equal(sha(await layer.readFile(node, 33, 100)), sha(content.subarray(33, 133)), `${name} at 33`);
+        // What a FUSE read gets: the chunks' pieces in order, one per chunk the range touches, not joined.
+        const parts = await layer.readFileParts(node, 1, node.size);
+        assert.equal(parts.length, node.chunks.length, `${name}: one piece per chunk`);
+        assert.equal(sha(Buffer.concat(parts)), sha(content.subarray(1)), `${name} in pieces`);
       }
       assert.ok(fetcher.ranges.every(([s, e]) => !(s >= zeroChunk.blobOffset && e <= zeroChunk.blobEnd)), 'no request for a zeros frame alone');
       await layer.close();

@@ -46,7 +46,7 @@ describe('FUSE binding: a toy filesystem through the kernel', () => {
   });
 
   it('lists directories and stats entries with their modes, sizes, nlink and stable inode numbers', async () => {
-    assert.deepEqual((await readdir(toy.mnt)).sort(), ['big.bin', 'cycle', 'dir', 'hello.txt', 'huge.bin', 'link', 'many']);
+    assert.deepEqual((await readdir(toy.mnt)).sort(), ['big.bin', 'cycle', 'dir', 'hello.txt', 'huge.bin', 'link', 'many', 'pieces.bin']);
     assert.deepEqual(await readdir(join(toy.mnt, 'dir')), ['exec.sh']);
     const hello = await stat(join(toy.mnt, 'hello.txt'));
     assert.equal(hello.mode, 0o100644);
@@ -84,6 +84,20 @@ describe('FUSE binding: a toy filesystem through the kernel', () => {
       assert.ok(buf.equals(patternBytes(2 * MiB - 777, buf.length)));
     } finally {
       await fh.close();
+    }
+    // A file answered as a list of pieces (one writev; joined first when a 1 MiB read has more than 256).
+    const pieces = await readFile(join(toy.mnt, 'pieces.bin'));
+    assert.ok(pieces.equals(patternBytes(0, 3 * MiB + 12345)), 'pieces.bin bytes differ');
+    const ph = await open(join(toy.mnt, 'pieces.bin'));
+    try {
+      for (const [at, len] of [[3 * MiB + 12000, 345], [5, 9999], [MiB - 3, 70_000]] as const) {
+        const buf = Buffer.alloc(len);
+        const { bytesRead } = await ph.read(buf, 0, len, at);
+        assert.equal(bytesRead, len);
+        assert.ok(buf.equals(patternBytes(at, len)), `pieces.bin [${at}, +${len})`);
+      }
+    } finally {
+      await ph.close();
     }
     assert.equal(await readlink(join(toy.mnt, 'link')), 'hello.txt');
     assert.ok((await lstat(join(toy.mnt, 'link'))).isSymbolicLink());

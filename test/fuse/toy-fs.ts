@@ -32,6 +32,8 @@ interface ToyNode {
   mtime: number;
   /** Bytes for small files; patterned files have none. */
   data?: Buffer;
+  /** Patterned, answered as a list of pieces of this many bytes (as the store answers a read spanning several chunks). */
+  pieceBytes?: number;
   target?: string;
   xattrs?: Map<string, Buffer>;
   /** Directory: names in listing order → node id. */
@@ -97,6 +99,8 @@ export class ToyFs implements FuseOperations {
     });
     this.add(root, 'big.bin', { mode: S_IFREG | 0o600, size: 3 * PERIOD + 12345, nlink: 1, mtime: now });
     this.add(root, 'huge.bin', { mode: S_IFREG | 0o644, size: spec.hugeSize, nlink: 1, mtime: now });
+    // 4000-byte pieces: a 1 MiB read is 263 of them, more than one vectored reply takes (joined first); smaller reads go as they are.
+    this.add(root, 'pieces.bin', { mode: S_IFREG | 0o644, size: 3 * PERIOD + 12345, nlink: 1, mtime: now, pieceBytes: 4000 });
     this.add(root, 'link', { mode: S_IFLNK | 0o777, size: 9, nlink: 1, mtime: now, target: 'hello.txt' });
     const dir = this.add(root, 'dir', { mode: S_IFDIR | 0o750, size: 4096, nlink: 2, mtime: now, children: new Map() });
     this.add(dir, 'exec.sh', { mode: S_IFREG | 0o755, size: 10, nlink: 1, mtime: now, data: Buffer.from('#!/bin/sh\n') });
@@ -191,7 +195,7 @@ export class ToyFs implements FuseOperations {
     return all.slice(offset);
   }
 
-  read(nodeid: number, offset: number, size: number): Uint8Array | Promise<Uint8Array> {
+  read(nodeid: number, offset: number, size: number): Uint8Array | Uint8Array[] | Promise<Uint8Array | Uint8Array[]> {
     if (this.readDelayMs > 0) {
       return new Promise((resolve, reject) => setTimeout(() => {
         try { resolve(this.readNow(nodeid, offset, size)); } catch (err) { reject(err); }
@@ -215,7 +219,7 @@ export class ToyFs implements FuseOperations {
     }
   }
 
-  private readNow(nodeid: number, offset: number, size: number): Uint8Array {
+  private readNow(nodeid: number, offset: number, size: number): Uint8Array | Uint8Array[] {
     this.count('read');
     this.readSizes.set(size, (this.readSizes.get(size) ?? 0) + 1);
     const n = this.node(nodeid);
@@ -223,7 +227,11 @@ export class ToyFs implements FuseOperations {
     const len = Math.max(0, Math.min(size, n.size - offset));
     if (n.data) return n.data.subarray(offset, offset + len);
     const at = offset % PERIOD;
-    return this.wave.subarray(at, at + len);
+    const bytes = this.wave.subarray(at, at + len);
+    if (!n.pieceBytes) return bytes;
+    const pieces: Uint8Array[] = [];
+    for (let p = 0; p < bytes.length; p += n.pieceBytes) pieces.push(bytes.subarray(p, p + n.pieceBytes));
+    return pieces;
   }
 
   readlink(nodeid: number): string {
