@@ -28,6 +28,8 @@ export interface NativeSession {
   adoptJournal(fd: number, from: number, extras: (string | undefined)[]): { count: number; next: number };
   /** After a batch, keep reading for up to this many µs while nothing else is ready on the loop (0: off). */
   setBusyPoll(microseconds: number): void;
+  /** The busy poll's running hit rate, 0..1: below 0.5 it spins only on a probe (native on_readable). */
+  busyPollScore(): number;
 }
 
 /** Called once per batch: `count` request rows are in the requests array; `ended` is the errno that ended the connection (ENODEV: unmounted), else 0. */

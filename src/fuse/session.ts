@@ -189,6 +189,11 @@ export class FuseSession {
     return this.negotiatedParams;
   }
 
+  /** How often busy polling's spins find the next request (0..1; it spins only on a probe while below 0.5). */
+  get busyPollScore(): number {
+    return this.native.busyPollScore();
+  }
+
   /** Node id → lookup references the kernel holds. */
   get lookupRefs(): ReadonlyMap<number, number> {
     return this.refs;

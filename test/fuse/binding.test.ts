@@ -243,7 +243,38 @@ print('ok')`, join(toy.mnt, 'hello.txt'));
     const ticks = s1.ticks - s0.ticks;
     assert.ok(ticks >= elapsedMs / 5 / 4, `${ticks} timer firings in ${elapsedMs.toFixed(0)} ms`);
   });
+
+  it('stops spinning for a caller whose requests come further apart than the spin, and spins again for one that does not', async () => {
+    // Its own mount, with entries cached: each statx below is one GETATTR, nothing else.
+    const cached = await startToy({ manyDirs: 1, manyFiles: 1, hugeSize: MiB, ttl: 3600, busyPollUs: 1000 });
+    try {
+      await sparseThenDense(cached);
+    } finally {
+      await cached.stop();
+    }
+  });
 });
+
+/** Busy polling (1 ms) turns off for GETATTRs 5 ms apart and on again for back-to-back ones: its hit rate, read from the serving process. */
+async function sparseThenDense(toy: ToyMount): Promise<void> {
+  const statx = (count: number, sleepS: number): Promise<string> => py(`import ctypes,sys,time
+libc=ctypes.CDLL(None,use_errno=True)
+buf=ctypes.create_string_buffer(256)
+p=sys.argv[1].encode()
+for i in range(${count}):
+  if libc.statx(-100,p,0x2000,0x7ff,buf)!=0: raise OSError(ctypes.get_errno(),'statx')
+  if ${sleepS} > 0: time.sleep(${sleepS})
+print('ok')`, join(toy.mnt, 'hello.txt'));
+  // A GETATTR every 5 ms: every 1 ms spin misses.
+  assert.equal((await statx(60, 0.005)).trim(), 'ok');
+  const sparse = (await toy.stats()).busyPollScore;
+  assert.ok(sparse < 0.5, `hit rate ${sparse} after sparse requests: the spin should be off`);
+  // Back to back again: the probes (one wake-up in 16) find requests and turn it back on.
+  assert.equal((await statx(3000, 0)).trim(), 'ok');
+  const dense = (await toy.stats()).busyPollScore;
+  // (The caller's last request leaves a wait that misses: 7/8 of a full score at most.)
+  assert.ok(dense >= 0.75, `hit rate ${dense} after back-to-back requests: the spin should be on`);
+}
 
 describe('FUSE binding: a filesystem whose forget throws', () => {
   let toy: ToyMount;

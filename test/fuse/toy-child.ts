@@ -23,6 +23,7 @@ export interface ChildStats {
   rss: number;
   /** Firings of a 5 ms interval timer since the child started: the loop kept turning. */
   ticks: number;
+  busyPollScore: number;
 }
 
 async function main(): Promise<void> {
@@ -54,6 +55,7 @@ async function main(): Promise<void> {
           heapUsed: process.memoryUsage().heapUsed,
           rss: process.memoryUsage().rss,
           ticks,
+          busyPollScore: session.busyPollScore,
         };
         send({ stats });
       } else if (m.cmd === 'close') {
