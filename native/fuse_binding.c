@@ -125,6 +125,8 @@ typedef struct {
   int loop_fd;
   uv_loop_t *loop;
   uint32_t inflight; /* requests read that await a reply from this process */
+  uint64_t last_replied; /* unique of the last reply written (see lastReplied) */
+  uint64_t refused;      /* replies the kernel refused (ENOENT: interrupted and gone, or answered already) */
 } session_t;
 
 #define CHECK(call)                                                     \
@@ -725,6 +727,28 @@ static napi_value session_start(napi_env env, napi_callback_info info) {
 }
 
 /* setBusyPoll(microseconds): see on_readable (0 turns it off) */
+/* lastReplied(): the unique of the last reply written, so that JS can tell
+   whether a handler that threw had already answered (a second answer would
+   be refused by the kernel, but would count a request twice here). */
+static napi_value session_last_replied(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  session_t *s = unwrap(env, info, &argc, NULL);
+  if (!s) return NULL;
+  napi_value v;
+  napi_create_double(env, (double)s->last_replied, &v);
+  return v;
+}
+
+/* refusedReplies(): replies the kernel refused with ENOENT so far */
+static napi_value session_refused_replies(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  session_t *s = unwrap(env, info, &argc, NULL);
+  if (!s) return NULL;
+  napi_value v;
+  napi_create_double(env, (double)s->refused, &v);
+  return v;
+}
+
 /* busyPollScore(): the spin's running hit rate, 0..1 (1 until a wait misses) */
 static napi_value session_busy_poll_score(napi_env env, napi_callback_info info) {
   size_t argc = 0;
@@ -876,6 +900,8 @@ static napi_value send_reply(napi_env env, session_t *s, uint64_t unique, int er
     rc = errno;
     break;
   }
+  if (rc == ENOENT) s->refused++;
+  s->last_replied = unique;
   /* After the write, never before: a process dying in between leaves the
      entry, and the successor's second answer is merely refused (ENOENT). */
   j_clear(s, unique);
@@ -1199,6 +1225,8 @@ static napi_value init(napi_env env, napi_value exports) {
     {"adoptJournal", NULL, session_adopt_journal, NULL, NULL, NULL, napi_default, NULL},
     {"setBusyPoll", NULL, session_set_busy_poll, NULL, NULL, NULL, napi_default, NULL},
     {"busyPollScore", NULL, session_busy_poll_score, NULL, NULL, NULL, napi_default, NULL},
+    {"lastReplied", NULL, session_last_replied, NULL, NULL, NULL, napi_default, NULL},
+    {"refusedReplies", NULL, session_refused_replies, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_value cls;
   napi_define_class(env, "Session", NAPI_AUTO_LENGTH, session_new, NULL, sizeof methods / sizeof methods[0], methods, &cls);

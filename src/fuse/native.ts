@@ -30,6 +30,10 @@ export interface NativeSession {
   setBusyPoll(microseconds: number): void;
   /** The busy poll's running hit rate, 0..1: below 0.5 it spins only on a probe (native on_readable). */
   busyPollScore(): number;
+  /** The unique of the last reply written (0 before any). */
+  lastReplied(): number;
+  /** Replies the kernel refused (ENOENT: the request was interrupted and is gone, or had been answered). */
+  refusedReplies(): number;
 }
 
 /** Called once per batch: `count` request rows are in the requests array; `ended` is the errno that ended the connection (ENODEV: unmounted), else 0. */

@@ -189,6 +189,11 @@ export class FuseSession {
     return this.negotiatedParams;
   }
 
+  /** Replies the kernel refused: requests interrupted before their answer, or (a bug) answered twice. */
+  get refusedReplies(): number {
+    return this.native.refusedReplies();
+  }
+
   /** How often busy polling's spins find the next request (0..1; it spins only on a probe while below 0.5). */
   get busyPollScore(): number {
     return this.native.busyPollScore();
@@ -255,7 +260,8 @@ export class FuseSession {
         // forget handler's, a bug) must not cost the rest of the batch its
         // replies: the kernel would wait for them for good.
         this.opts.onError?.(err, opName.get(opcode) ?? opcode);
-        if (opcode !== Op.FORGET && opcode !== Op.BATCH_FORGET && opcode !== Op.INTERRUPT) this.error(unique, E.EIO);
+        // Unless it threw after its answer went out (a second one would be refused, and counted twice).
+        if (opcode !== Op.FORGET && opcode !== Op.BATCH_FORGET && opcode !== Op.INTERRUPT && this.native.lastReplied() !== unique) this.error(unique, E.EIO);
       }
     }
     if (ended) {
@@ -388,7 +394,9 @@ export class FuseSession {
     try {
       reply(v);
     } catch (err) {
-      this.fail(unique, op, err);
+      // A reply step that threw after its answer went out must not answer again.
+      if (this.native.lastReplied() === unique) this.opts.onError?.(err, opName.get(op) ?? op);
+      else this.fail(unique, op, err);
     }
   }
 

@@ -104,6 +104,15 @@ describe('FUSE binding: a toy filesystem through the kernel', () => {
     assert.equal(await readFile(join(toy.mnt, 'link'), 'utf8'), 'hello world\n');
   });
 
+  it('a reply step that throws after its answer went out does not answer again', async () => {
+    const s0 = await toy.stats();
+    const st = await stat(join(toy.mnt, 'reply-then-throw'));
+    assert.equal(st.size, 12, "the lookup's answer (hello.txt's entry) arrived");
+    const s1 = await toy.stats();
+    assert.equal(s1.handlerErrors - s0.handlerErrors, 1, 'the throw was reported');
+    assert.equal(s1.refusedReplies - s0.refusedReplies, 0, 'no second answer was sent (the kernel would refuse it)');
+  });
+
   it('answers getxattr and listxattr (sizes, values, ENODATA)', async () => {
     const file = join(toy.mnt, 'hello.txt');
     const out = await py(`import os,sys

@@ -24,6 +24,9 @@ export interface ChildStats {
   /** Firings of a 5 ms interval timer since the child started: the loop kept turning. */
   ticks: number;
   busyPollScore: number;
+  refusedReplies: number;
+  /** Errors the session reported through onError. */
+  handlerErrors: number;
 }
 
 async function main(): Promise<void> {
@@ -32,9 +35,11 @@ async function main(): Promise<void> {
   const spec = JSON.parse(specJson) as ToyTreeSpec;
   const toy = new ToyFs(spec);
   const busyPollUs = spec.busyPollUs ?? 0;
+  let handlerErrors = 0;
+  const onError = (): void => { handlerErrors++; };
   const session = mode === 'adopt'
-    ? FuseSession.adopt(3, toy, JSON.parse(negotiatedJson!) as Negotiated, { mountpoint, busyPollUs })
-    : await FuseSession.mount(toy, { mountpoint, subtype: 'toy' }, { busyPollUs });
+    ? FuseSession.adopt(3, toy, JSON.parse(negotiatedJson!) as Negotiated, { mountpoint, busyPollUs, onError })
+    : await FuseSession.mount(toy, { mountpoint, subtype: 'toy' }, { busyPollUs, onError });
   let ticks = 0;
   setInterval(() => { ticks++; }, 5).unref();
   const send = (m: unknown): void => { process.send?.(m); };
@@ -56,6 +61,8 @@ async function main(): Promise<void> {
           rss: process.memoryUsage().rss,
           ticks,
           busyPollScore: session.busyPollScore,
+          refusedReplies: session.refusedReplies,
+          handlerErrors,
         };
         send({ stats });
       } else if (m.cmd === 'close') {

@@ -161,6 +161,7 @@ export class ToyFs implements FuseOperations {
       this.cycleLookups++;
       return { ...this.entryOf(this.nodes.get(id)!), entryTimeout: 0, attrTimeout: 0 };
     }
+    if (parent === 1 && name === 'reply-then-throw') return this.replyThenThrow();
     const id = this.node(parent).children?.get(name);
     if (id === undefined) return null;
     return this.entryOf(this.node(id));
@@ -193,6 +194,22 @@ export class ToyFs implements FuseOperations {
     let i = 2;
     for (const [name, id] of n.children) all.push({ name, offset: ++i, entry: this.entryOf(this.node(id)) });
     return all.slice(offset);
+  }
+
+  /**
+   * hello.txt's entry, whose node id can be read once only: the session reads
+   * it to fill the answer and again after the answer went out (to count the
+   * kernel's reference), where it throws. A bug in a reply step, made on purpose.
+   */
+  private replyThenThrow(): Entry {
+    const e = this.entryOf(this.node(this.node(1).children!.get('hello.txt')!));
+    let reads = 0;
+    return Object.defineProperty({ ...e }, 'nodeid', {
+      get: () => {
+        if (reads++ > 0) throw new Error('toy: node id read after the answer');
+        return e.nodeid;
+      },
+    });
   }
 
   read(nodeid: number, offset: number, size: number): Uint8Array | Uint8Array[] | Promise<Uint8Array | Uint8Array[]> {
