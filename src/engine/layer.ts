@@ -173,6 +173,12 @@ export class EngineLayer {
     return this.blobReader.read(offset, length);
   }
 
+  /** readBlob's bytes as the pieces of the blocks that hold them, in order (not joined: see BlobReader.readParts). */
+  readBlobParts(offset: number, length: number): Promise<Buffer[]> {
+    this.lastForeground = Date.now();
+    return this.blobReader.readParts(offset, length);
+  }
+
   /** The prefetch range: the landmark's, none, or `prefetch_size` bytes. */
   prefetchEnd(): number {
     return this.prefetcher.end();

@@ -580,7 +580,7 @@ export class StoreFs {
     return this.withServed(rec, (s): Awaitable<Uint8Array | readonly Uint8Array[]> => {
       if (low === Low.LAYER_DIR) throw new FsAnswer(Errno.EISDIR);
       if (low === Low.INFO) return s.info.subarray(offset, offset + size);
-      if (low === Low.BLOB) return then(s.resolved.layer.readBlob(offset, size), (data) => this.checkLength(id, data, offset, size, s.resolved.blobSize));
+      if (low === Low.BLOB) return then(s.resolved.layer.readBlobParts(offset, size), (parts) => this.checkLength(id, parts, offset, size, s.resolved.blobSize));
       const entry = this.viewEntry(s, id);
       if (entry.kind !== 'node') throw new FsAnswer(Errno.EINVAL);
       const node: LayerNode = entry.node;

@@ -50,6 +50,10 @@ export function stubResolver(blob: EstargzBlob, bytes: Buffer, contents: Record<
             return bytes.length > 1 ? [bytes.subarray(0, 1), bytes.subarray(1)] : bytes.length ? [bytes] : [];
           },
           readBlob: async (offset: number, length: number) => bytes.subarray(offset, offset + length),
+          readBlobParts: async (offset: number, length: number) => {
+            const all = bytes.subarray(offset, offset + length);
+            return all.length > 1 ? [all.subarray(0, 1), all.subarray(1)] : all.length ? [all] : [];
+          },
         },
       } as unknown as ResolvedLayer;
     },
