@@ -1,7 +1,7 @@
 import { createGunzip } from 'node:zlib';
 import { EstargzError } from './errors.js';
 import { MAX_FOOTER_SIZE, parseFooter, type Footer } from './footer.js';
-import { buildLayerIndex, type LayerIndex } from './layer-index.js';
+import { buildLayerIndexYielding, type LayerIndex } from './layer-index.js';
 import type { RangedSource } from './source.js';
 import { TarParser } from './tar/parser.js';
 import { TOC_TAR_NAME, parseTocJson, sha256Digest, type TocJson } from './toc.js';
@@ -65,7 +65,8 @@ export async function openEstargz(source: RangedSource, opts: OpenOptions = {}):
     );
   }
   const toc = parseTocJson(tocJson);
-  const index = buildLayerIndex(toc, { tocOffset: footer.tocOffset });
+  // In slices with turns of the event loop between them: the store's thread answers FUSE requests meanwhile.
+  const index = await buildLayerIndexYielding(toc, { tocOffset: footer.tocOffset });
   return { size, footer, tocDigest, tocSize: tocJson.length, toc, index };
 }
 

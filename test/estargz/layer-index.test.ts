@@ -21,7 +21,7 @@ import { prefetchHint } from '../../src/estargz/index/prefetch-hint.js';
 import { RecordList } from '../../src/estargz/index/records.js';
 import { LayerTree } from '../../src/estargz/index/tree.js';
 import type { Chunk, LayerIndex, LayerNode } from '../../src/estargz/index/types.js';
-import { buildLayerIndex } from '../../src/estargz/layer-index.js';
+import { buildLayerIndex, buildLayerIndexYielding } from '../../src/estargz/layer-index.js';
 import type { TocEntryJson } from '../../src/estargz/toc.js';
 
 const digest = (c: string): string => `sha256:${c.repeat(64)}`;
@@ -508,5 +508,41 @@ describe('step: finalise sizes, children and counts', () => {
     assert.deepEqual(hint([{ name: '.prefetch.landmark', type: 'dir' }]), { kind: 'default', end: 0 });
     assert.deepEqual(hint([file('sub/.prefetch.landmark', 1, 0)]), { kind: 'default', end: 0 });
     assert.deepEqual(build([file('x', 4, 0), file('.prefetch.landmark', 1, 40)]).prefetch, { kind: 'landmark', end: 40 });
+  });
+});
+
+describe('buildLayerIndexYielding: the same index in slices, with event-loop turns between them', () => {
+  /** 3,000 files in 30 directories, each in one member of 100 blob bytes (TOC_OFFSET is past them all). */
+  const many = (): RawEntry[] => Array.from({ length: 3000 }, (_, i) => file(`d${i % 30}/f${i}`, 10, i * 100));
+  const toc = (entries: RawEntry[]) => ({ version: 1, entries: entries as unknown as TocEntryJson[] });
+  const opts = { tocOffset: 3000 * 100 };
+
+  test('gives what buildLayerIndex gives, and lets the loop turn while it works', async () => {
+    const entries = many();
+    const whole = buildLayerIndex(toc(entries), opts);
+    let turned = false;
+    setImmediate(() => { turned = true; });
+    // sliceMs 0: a turn after every 256 entries, whatever the clock says.
+    const sliced = await buildLayerIndexYielding(toc(entries), { ...opts, sliceMs: 0 });
+    assert.ok(turned, 'an immediate queued before the build ran before it finished');
+    assert.deepEqual([...sliced.byPath.keys()], [...whole.byPath.keys()]);
+    assert.equal(sliced.nodeCount, whole.nodeCount);
+    assert.equal(sliced.totalFileBytes, whole.totalFileBytes);
+    assert.deepEqual(chunkSpans(sliced.byPath.get('d7/f2497')!), chunkSpans(whole.byPath.get('d7/f2497')!));
+    assert.equal(sliced.records.length, whole.records.length);
+  });
+
+  test('refuses a bad TOC with the same first error', async () => {
+    const entries = many();
+    entries[2600] = file('../escape', 10, 2600 * 100);
+    entries[2900] = file('d1/late', -1, 2900 * 100);
+    let first: unknown;
+    try { buildLayerIndex(toc(entries), opts); } catch (err) { first = err; }
+    assert.ok(isEstargzError(first, 'INVALID_TOC'));
+    await assert.rejects(buildLayerIndexYielding(toc(entries), { ...opts, sliceMs: 0 }), (err) => {
+      assert.ok(isEstargzError(err, 'INVALID_TOC'));
+      assert.equal(err.message, (first as Error).message);
+      return true;
+    });
   });
 });
