@@ -541,9 +541,10 @@ static int loop_has_other_work(session_t *s) {
  * BUSY_POLL_BUDGET_NS.
  *
  * A spin that finds nothing is CPU taken from the caller and the decode
- * workers (two cores here), so a running hit rate (poll_score) keeps the spin on while most of its waits find
- * the next request and turns it off (but for a probe every POLL_PROBE_EVERY
- * wake-ups) while they do not. And how it waits matters: measured on a
+ * workers (two cores here), so a running hit rate (poll_score) keeps the
+ * spin on while most of its waits find the next request, and turns it off
+ * (but for a probe every POLL_PROBE_EVERY wake-ups) while they do not. And
+ * how it waits matters: measured on a
  * 2-vCPU VM, `find -exec cat {} +` over 4,629 cached files (a GETATTR per
  * file) took 0.64 s with a sched_yield between reads of the fd and 0.50 s
  * with no polling at all, while a spin on the CPU's pause hint with a
@@ -726,7 +727,6 @@ static napi_value session_start(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* setBusyPoll(microseconds): see on_readable (0 turns it off) */
 /* lastReplied(): the unique of the last reply written, so that JS can tell
    whether a handler that threw had already answered (a second answer would
    be refused by the kernel, but would count a request twice here). */
@@ -759,6 +759,7 @@ static napi_value session_busy_poll_score(napi_env env, napi_callback_info info)
   return v;
 }
 
+/* setBusyPoll(microseconds): see on_readable (0 turns it off) */
 static napi_value session_set_busy_poll(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
