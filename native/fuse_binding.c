@@ -727,36 +727,30 @@ static napi_value session_start(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* lastReplied(): the unique of the last reply written, so that JS can tell
-   whether a handler that threw had already answered (a second answer would
-   be refused by the kernel, but would count a request twice here). */
-static napi_value session_last_replied(napi_env env, napi_callback_info info) {
-  size_t argc = 0;
-  session_t *s = unwrap(env, info, &argc, NULL);
-  if (!s) return NULL;
-  napi_value v;
-  napi_create_double(env, (double)s->last_replied, &v);
-  return v;
-}
+/* Numbers the session keeps, one getter for all (the property's data says which):
+   lastReplied(): the unique of the last reply written, so that JS can tell
+     whether a handler that threw had already answered (a second answer would
+     be refused by the kernel, but would count a request twice here);
+   refusedReplies(): replies the kernel refused with ENOENT so far;
+   busyPollScore(): the spin's running hit rate, 0..1 (1 until a wait misses). */
+enum { NUM_LAST_REPLIED, NUM_REFUSED_REPLIES, NUM_BUSY_POLL_SCORE };
 
-/* refusedReplies(): replies the kernel refused with ENOENT so far */
-static napi_value session_refused_replies(napi_env env, napi_callback_info info) {
+static napi_value session_number(napi_env env, napi_callback_info info) {
+  napi_value self;
+  void *which = NULL;
   size_t argc = 0;
-  session_t *s = unwrap(env, info, &argc, NULL);
-  if (!s) return NULL;
-  napi_value v;
-  napi_create_double(env, (double)s->refused, &v);
-  return v;
-}
-
-/* busyPollScore(): the spin's running hit rate, 0..1 (1 until a wait misses) */
-static napi_value session_busy_poll_score(napi_env env, napi_callback_info info) {
-  size_t argc = 0;
-  session_t *s = unwrap(env, info, &argc, NULL);
-  if (!s) return NULL;
-  napi_value v;
-  napi_create_double(env, (double)s->poll_score / POLL_SCORE_ONE, &v);
-  return v;
+  session_t *s = NULL;
+  if (napi_get_cb_info(env, info, &argc, NULL, &self, &which) != napi_ok) return NULL;
+  if (napi_unwrap(env, self, (void **)&s) != napi_ok) { napi_throw_error(env, NULL, "not a Session"); return NULL; }
+  double v = 0;
+  switch ((intptr_t)which) {
+    case NUM_LAST_REPLIED: v = (double)s->last_replied; break;
+    case NUM_REFUSED_REPLIES: v = (double)s->refused; break;
+    case NUM_BUSY_POLL_SCORE: v = (double)s->poll_score / POLL_SCORE_ONE; break;
+  }
+  napi_value out;
+  napi_create_double(env, v, &out);
+  return out;
 }
 
 /* setBusyPoll(microseconds): see on_readable (0 turns it off) */
@@ -1225,9 +1219,9 @@ static napi_value init(napi_env env, napi_value exports) {
     {"journalUsed", NULL, session_journal_used, NULL, NULL, NULL, napi_default, NULL},
     {"adoptJournal", NULL, session_adopt_journal, NULL, NULL, NULL, napi_default, NULL},
     {"setBusyPoll", NULL, session_set_busy_poll, NULL, NULL, NULL, napi_default, NULL},
-    {"busyPollScore", NULL, session_busy_poll_score, NULL, NULL, NULL, napi_default, NULL},
-    {"lastReplied", NULL, session_last_replied, NULL, NULL, NULL, napi_default, NULL},
-    {"refusedReplies", NULL, session_refused_replies, NULL, NULL, NULL, napi_default, NULL},
+    {"busyPollScore", NULL, session_number, NULL, NULL, NULL, napi_default, (void *)(intptr_t)NUM_BUSY_POLL_SCORE},
+    {"lastReplied", NULL, session_number, NULL, NULL, NULL, napi_default, (void *)(intptr_t)NUM_LAST_REPLIED},
+    {"refusedReplies", NULL, session_number, NULL, NULL, NULL, napi_default, (void *)(intptr_t)NUM_REFUSED_REPLIES},
   };
   napi_value cls;
   napi_define_class(env, "Session", NAPI_AUTO_LENGTH, session_new, NULL, sizeof methods / sizeof methods[0], methods, &cls);
