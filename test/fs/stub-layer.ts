@@ -43,13 +43,11 @@ export function stubResolver(blob: EstargzBlob, bytes: Buffer, contents: Record<
         ref, refString: 'r', dirDigest: digest, keyedBy: 'layer', descriptor: { mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest, size: bytes.length },
         tocDigest: undefined, diffID: `sha256:${'d'.repeat(64)}`, uncompressedSize: 1000, format: 'estargz', content: estargzContent(blob), blobSize: bytes.length,
         layer: {
-          readFile: async (node: { path: string; size: number }, offset: number, length: number) => content(node).subarray(offset, Math.min(node.size, offset + length)),
           // In two pieces when it can be, as the engine gives a read spanning two chunks.
           readFileParts: async (node: { path: string; size: number }, offset: number, length: number) => {
             const bytes = content(node).subarray(offset, Math.min(node.size, offset + length));
             return bytes.length > 1 ? [bytes.subarray(0, 1), bytes.subarray(1)] : bytes.length ? [bytes] : [];
           },
-          readBlob: async (offset: number, length: number) => bytes.subarray(offset, offset + length),
           readBlobParts: async (offset: number, length: number) => {
             const all = bytes.subarray(offset, offset + length);
             return all.length > 1 ? [all.subarray(0, 1), all.subarray(1)] : all.length ? [all] : [];

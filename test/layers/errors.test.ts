@@ -49,19 +49,19 @@ describe('LayerError', () => {
 
   test('reads of a served layer fail as LayerError with the path', async () => {
     const failing = {
-      readFile: async () => { throw new EngineError('SHORT_READ', 'short', { path: 'usr/bin/x' }); },
-      readBlob: async () => { throw new RegistryError('NETWORK', 'reset'); },
+      readFileParts: async () => { throw new EngineError('SHORT_READ', 'short', { path: 'usr/bin/x' }); },
+      readBlobParts: async () => { throw new RegistryError('NETWORK', 'reset'); },
     };
     const reader = readerOf(KEY, failing as never);
     const node = { path: 'usr/bin/x' } as LayerNode;
-    await assert.rejects(reader.readFile(node, 0, 10), (err: unknown) => {
+    await assert.rejects(reader.readFileParts(node, 0, 10), (err: unknown) => {
       assert.ok(err instanceof LayerError);
       assert.deepEqual([err.stage, err.code, err.path, err.digest], ['read', 'SHORT_READ', 'usr/bin/x', KEY.digest]);
       return true;
     });
-    await assert.rejects(reader.readBlob(0, 10), (err: unknown) => err instanceof LayerError && err.code === 'NETWORK' && err.path === 'blob');
-    const ok = readerOf(KEY, { readFile: async () => Buffer.from('hi'), readBlob: async () => Buffer.from('blob') } as never);
-    assert.equal((await ok.readFile(node, 0, 2)).toString(), 'hi');
+    await assert.rejects(reader.readBlobParts(0, 10), (err: unknown) => err instanceof LayerError && err.code === 'NETWORK' && err.path === 'blob');
+    const ok = readerOf(KEY, { readFileParts: async () => [Buffer.from('h'), Buffer.from('i')], readBlobParts: async () => [Buffer.from('blob')] } as never);
+    assert.equal(Buffer.concat(await ok.readFileParts(node, 0, 2)).toString(), 'hi');
   });
 
   test('the FUSE room maps it to EIO, resolution and read failures alike', () => {
