@@ -1,6 +1,6 @@
 import { isEstargzError } from '../estargz/errors.js';
 import {
-  buildLayerIndex,
+  buildLayerIndexYielding,
   DEFAULT_TOC_LIMITS,
   type Chunk,
   type LayerIndex,
@@ -85,7 +85,7 @@ function count(e: ManifestEntry, key: keyof ManifestEntry): number {
  * names, files whose frames are missing, out of order, overlapping another's
  * or outside the data frames, and chunks that cannot fit their frame.
  */
-export function buildZstdChunkedIndex(manifest: ManifestJson, opts: ZstdIndexOptions): ZstdLayerIndex {
+export async function buildZstdChunkedIndex(manifest: ManifestJson, opts: ZstdIndexOptions): Promise<ZstdLayerIndex> {
   const limits: TocLimits = { ...DEFAULT_TOC_LIMITS, ...opts.limits };
   if (limits.maxChunkBytes > SLOT) throw new RangeError(`maxChunkBytes over ${SLOT} is not supported for zstd:chunked`);
   const entries = manifest.entries;
@@ -157,7 +157,8 @@ export function buildZstdChunkedIndex(manifest: ManifestJson, opts: ZstdIndexOpt
 
   let index: LayerIndex;
   try {
-    index = buildLayerIndex({ version: 1, entries: translated }, { tocOffset: (frames.length + 1) * SLOT, limits });
+    // In slices with event-loop turns between them, as for eStargz (see buildLayerIndexYielding).
+    index = await buildLayerIndexYielding({ version: 1, entries: translated }, { tocOffset: (frames.length + 1) * SLOT, limits });
   } catch (err) {
     if (!isEstargzError(err)) throw err;
     const message = err.message.replace(/^TOC /, '');

@@ -80,7 +80,7 @@ export async function openZstdChunked(source: RangedSource, layerAnnotations: Re
   const { manifest, json } = decodeManifest(tail.subarray(m.offset - tailStart, m.offset - tailStart + m.length), {
     checksum: annotations.manifestChecksum, uncompressedLength: m.uncompressedLength, blobOffset: m.offset, maxBytes: maxManifest,
   });
-  const index = buildZstdChunkedIndex(manifest, { payloadEnd: footer.payloadEnd, ...(opts.limits ? { limits: opts.limits } : {}) });
+  const index = await buildZstdChunkedIndex(manifest, { payloadEnd: footer.payloadEnd, ...(opts.limits ? { limits: opts.limits } : {}) });
   // Its own copy: the tail buffer (manifest bytes included) can then be dropped.
   const tarSplit = Buffer.from(tail.subarray(t.offset - tailStart, t.offset - tailStart + t.length));
   const tarSplitPosition = { length: t.length, uncompressedLength: t.uncompressedLength };
