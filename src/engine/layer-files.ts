@@ -6,7 +6,5 @@
  * format's internals; the index itself is built by the formats.
  */
 export type { LayerIndex, LayerNode, NodeType } from '../estargz/layer-index.js';
-/** Directory entries sort in UTF-8 byte order, as the index keeps them. */
-export { compareNames } from '../estargz/layer-index.js';
 /** The converter's prefetch markers at the root: part of the index, not of the layer's tree (a view hides them). */
 export { NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK } from '../estargz/toc.js';

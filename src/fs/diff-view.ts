@@ -1,4 +1,4 @@
-import { compareNames, NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK, type LayerIndex, type LayerNode } from '../engine/layer-files.js';
+import { NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK, type LayerIndex, type LayerNode } from '../engine/layer-files.js';
 import { MAX_NODE_INO, WHITEOUT_BIT } from './node-ids.js';
 
 export const WHITEOUT_PREFIX = '.wh.';
@@ -62,7 +62,7 @@ export class DiffView {
     return this.index.byPath.get(slash < 0 ? '' : node.path.slice(0, slash)) ?? this.index.root;
   }
 
-  /** The visible entries of a directory, sorted by name. */
+  /** The visible entries of a directory, in layer order. */
   list(dir: LayerNode): Listing {
     let listing = this.listings.get(dir);
     if (listing) return listing;
@@ -80,8 +80,7 @@ export class DiffView {
       if (isRoot && (name === PREFETCH_LANDMARK || name === NO_PREFETCH_LANDMARK)) continue;
       visible.push([name, { kind: 'node', node: child, low: child.ino }]);
     }
-    // Whiteout names join the real ones: keep the listing in byte order.
-    visible.sort((a, b) => compareNames(a[0], b[0]));
+    // Layer order, whiteouts where their entries are (see finaliseTree: a walk follows the blob).
     listing = { names: visible.map((v) => v[0]), entries: visible.map((v) => v[1]), byName: new Map(visible) };
     this.listings.set(dir, listing);
     return listing;

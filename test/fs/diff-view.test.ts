@@ -43,13 +43,46 @@ describe('overlay view of a layer', () => {
     assert.equal(view.lookup('nope'), undefined);
   });
 
+  test('directories list in layer order, so a depth-first walk reads the files in blob order whatever order the builder sorted by', async () => {
+    // Sorted by whole path, as some builders do: "git-man/" before "git/" ('-' < '/'), "a.txt" before "a/".
+    const spec: SpecEntry[] = [
+      { name: 'doc/', type: 'directory' },
+      { name: 'doc/a.txt', type: 'file', content: Buffer.from('1') },
+      { name: 'doc/a/', type: 'directory' },
+      { name: 'doc/a/z', type: 'file', content: Buffer.from('2') },
+      { name: 'doc/git-man/', type: 'directory' },
+      { name: 'doc/git-man/copyright', type: 'file', content: Buffer.from('3') },
+      { name: 'doc/git/', type: 'directory' },
+      { name: 'doc/git/NEWS', type: 'file', content: Buffer.from('4') },
+      { name: 'doc/git/copyright', type: 'file', content: Buffer.from('5') },
+      { name: 'zz', type: 'file', content: Buffer.from('6') },
+    ];
+    const view = await viewOf(spec);
+    assert.deepEqual(view.list(view.lookup('doc')!.node).names, ['a.txt', 'a', 'git-man', 'git']);
+    const walked: string[] = [];
+    const walk = (dir: string): void => {
+      const entry = view.lookup(dir)!;
+      for (const name of view.list(entry.node).names) {
+        const path = dir === '' ? name : `${dir}/${name}`;
+        const child = view.lookup(path)!;
+        if (child.node.type === 'dir') walk(path);
+        else walked.push(path);
+      }
+    };
+    walk('');
+    const blobOrder = [...view.index.byPath.values()].filter((n) => n.type === 'reg' && view.lookup(n.path)).sort((x, y) => x.chunks[0]!.blobOffset - y.chunks[0]!.blobOffset).map((n) => n.path);
+    assert.deepEqual(walked, blobOrder);
+    assert.deepEqual(walked, ['doc/a.txt', 'doc/a/z', 'doc/git-man/copyright', 'doc/git/NEWS', 'doc/git/copyright', 'zz']);
+  });
+
   test('landmarks are hidden at the root only', async () => {
     const view = await viewOf([
       { name: 'x', type: 'file', content: Buffer.from('x') },
       { name: 'sub/', type: 'directory' },
       { name: 'sub/.prefetch.landmark', type: 'file', content: Buffer.from('not a landmark') },
     ], ['x']);
-    assert.deepEqual(view.list(view.index.root).names, ['sub', 'x']);
+    // Layer order: the prioritized x comes first in the blob, so first in the listing.
+    assert.deepEqual(view.list(view.index.root).names, ['x', 'sub']);
     assert.equal(view.lookup('.prefetch.landmark'), undefined);
     assert.equal(view.lookup('sub/.prefetch.landmark')!.kind, 'node');
   });
