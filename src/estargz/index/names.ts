@@ -11,8 +11,8 @@ function codePointRank(unit: number): number {
 
 /**
  * Compares names in code-point order, which is UTF-8 byte order (what tar and
- * Go sort by), not JavaScript's UTF-16 order. Allocation-free: index building
- * sorts every directory with it.
+ * Go sort by), not JavaScript's UTF-16 order. Allocation-free. Listings
+ * (`layer ls`) sort with it; directories keep layer order (see finaliseTree).
  */
 export function compareNames(a: string, b: string): number {
   const n = Math.min(a.length, b.length);

@@ -45,7 +45,7 @@ export interface LayerNode {
   chunks: Chunk[];
   /** Names pointing at this node (files), or 2 + subdirectories (dirs). */
   nlink: number;
-  /** Directory entries sorted by name (UTF-8 byte order); null for non-dirs. */
+  /** Directory entries in layer order (see finaliseTree); null for non-dirs. */
   children: Map<string, LayerNode> | null;
   /** True for a parent directory the TOC does not list. */
   implicit: boolean;
